@@ -1,0 +1,58 @@
+"""The one error hierarchy of blockferry.
+
+Every error a user can see derives from :class:`BlockferryError`. Third-party
+errors are translated at the boundary with ``raise ... from exc`` and messages
+say action, subject and cause: ``writing chunk {digest} to {path}: {exc}``.
+"""
+
+
+class BlockferryError(Exception):
+    """Base of every blockferry error."""
+
+
+class ConfigError(BlockferryError):
+    """A setting or request is invalid."""
+
+
+class SourceError(BlockferryError):
+    """A disk to back up cannot be opened or read."""
+
+
+class DestinationError(BlockferryError):
+    """A restore destination cannot be written or is refused."""
+
+
+class RepositoryError(BlockferryError):
+    """A repository cannot be opened, read or written."""
+
+
+class RepositoryNotFound(RepositoryError):
+    """No initialised repository exists at the given place."""
+
+
+class CorruptionError(RepositoryError):
+    """Stored bytes fail their checksum, digest, magic or structure checks."""
+
+
+class RepositoryFull(RepositoryError):
+    """The repository's file system has no room left."""
+
+
+class LockError(RepositoryError):
+    """A repository lock cannot be taken."""
+
+
+class RestorePointNotFound(RepositoryError):
+    """No committed restore point has the given id."""
+
+
+class TransportError(BlockferryError):
+    """A record cannot be produced, consumed or decoded."""
+
+
+class RecordError(TransportError):
+    """A record is malformed, has an unknown schema or a bad checksum."""
+
+
+class SessionError(BlockferryError):
+    """A backup or restore session failed."""
