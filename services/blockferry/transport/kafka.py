@@ -1,0 +1,256 @@
+"""Producing and consuming blockferry records on Kafka.
+
+The only module besides the codec that imports aiokafka. Consumers here never
+commit on their own: a role commits after the effect of a record is durable.
+A record that cannot be decoded goes to the dead-letter topic with the reason,
+and the consumer carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from blockferry.core.errors import RecordError, TransportError
+from blockferry.transport.codec import Codec
+from blockferry.transport.topics import MAX_RECORD_BYTES, TopicSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Record:
+    """A decoded record with where it was read."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    name: str
+    fields: dict[str, Any]
+
+
+async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec]) -> None:
+    """Create the topics that do not exist yet; existing ones are left as they are."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if not missing:
+            return
+        replication = min(3, len((await admin.describe_cluster())["brokers"]))
+        new = [
+            NewTopic(s.name, s.partitions, replication, topic_configs=s.configs) for s in missing
+        ]
+        try:
+            await admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            pass
+    except KafkaError as exc:
+        raise TransportError(f"creating topics on {bootstrap}: {exc}") from exc
+    finally:
+        await admin.close()
+
+
+class RecordProducer:
+    """Encodes and produces records; idempotent, acks from all in-sync replicas."""
+
+    def __init__(self, bootstrap: str, codec: Codec, client_id: str) -> None:
+        self.codec = codec
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            max_request_size=MAX_RECORD_BYTES,
+            linger_ms=5,
+            max_batch_size=1024 * 1024,
+            request_timeout_ms=60000,
+        )
+
+    async def start(self) -> None:
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            raise TransportError(f"connecting producer: {exc}") from exc
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send(
+        self,
+        topic: str,
+        name: str,
+        fields: dict[str, Any] | None,
+        key: bytes | str | None = None,
+        partition: int | None = None,
+    ) -> asyncio.Future[Any]:
+        """Queue a record (``fields`` None is a tombstone); await the result for its ack."""
+        value = None if fields is None else self.codec.encode(name, fields)
+        raw_key = key.encode() if isinstance(key, str) else key
+        try:
+            return await self._producer.send(topic, value, key=raw_key, partition=partition)
+        except KafkaError as exc:
+            raise TransportError(f"producing {name} to {topic}: {exc}") from exc
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        name: str,
+        fields: dict[str, Any] | None,
+        key: bytes | str | None = None,
+    ) -> None:
+        """Produce a record and wait until the broker acknowledged it."""
+        future = await self.send(topic, name, fields, key)
+        try:
+            await future
+        except KafkaError as exc:
+            raise TransportError(f"producing {name} to {topic}: {exc}") from exc
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(await self._producer.partitions_for(topic))
+
+    async def flush(self) -> None:
+        await self._producer.flush()
+
+
+class RecordConsumer:
+    """Consumes and decodes records; undecodable ones go to the dead-letter topic.
+
+    Args:
+        group_id: the consumer group, or None for a consumer that is assigned
+            partitions itself (and never commits).
+        listener: told of rebalances (flush, then commit, on revocation).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        codec: Codec,
+        producer: RecordProducer,
+        dead_letter_topic: str,
+        client_id: str,
+        group_id: str | None = None,
+        auto_offset_reset: str = "earliest",
+        max_poll_interval_ms: int = 300000,
+    ) -> None:
+        self.codec = codec
+        self._producer = producer
+        self._dead_letter_topic = dead_letter_topic
+        self._client_id = client_id
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=auto_offset_reset,
+            max_partition_fetch_bytes=MAX_RECORD_BYTES,
+            fetch_max_bytes=4 * MAX_RECORD_BYTES,
+            max_poll_interval_ms=max_poll_interval_ms,
+            session_timeout_ms=30000,
+            heartbeat_interval_ms=3000,
+            isolation_level="read_committed",
+        )
+
+    async def start(
+        self,
+        topics: Sequence[str] = (),
+        listener: ConsumerRebalanceListener | None = None,
+    ) -> None:
+        try:
+            if topics:
+                self.consumer.subscribe(list(topics), listener=listener)
+            await self.consumer.start()
+        except KafkaError as exc:
+            raise TransportError(f"connecting consumer {self._client_id}: {exc}") from exc
+
+    async def assign_all_from_end(self, topic: str) -> None:
+        """Read every partition of ``topic`` from its current end (for replies)."""
+        partitions = self.consumer.partitions_for_topic(topic)
+        if not partitions:
+            await self.consumer._client.force_metadata_update()
+            partitions = self.consumer.partitions_for_topic(topic) or {0}
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_end(*tps)
+        for tp in tps:  # resolve positions now, so nothing produced after this is missed
+            await self.consumer.position(tp)
+
+    async def assign_all_from_start(self, topic: str) -> None:
+        """Read every partition of ``topic`` from its beginning (for compacted state)."""
+        partitions = self.consumer.partitions_for_topic(topic)
+        if not partitions:
+            await self.consumer._client.force_metadata_update()
+            partitions = self.consumer.partitions_for_topic(topic) or {0}
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_beginning(*tps)
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    async def batches(
+        self, timeout_ms: int = 200, max_records: int = 64
+    ) -> AsyncIterator[list[Record]]:
+        """Yield decoded batches (possibly empty, so callers can do timed work)."""
+        while True:
+            try:
+                polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+            except KafkaError as exc:
+                raise TransportError(f"consuming ({self._client_id}): {exc}") from exc
+            batch: list[Record] = []
+            for messages in polled.values():
+                for message in messages:
+                    record = await self._decode(message)
+                    if record is not None:
+                        batch.append(record)
+            yield batch
+
+    async def _decode(self, message: ConsumerRecord[bytes, bytes]) -> Record | None:
+        if message.value is None:
+            return Record(
+                message.topic, message.partition, message.offset, message.key, "Tombstone", {}
+            )
+        try:
+            name, fields = self.codec.decode(message.value)
+        except RecordError as exc:
+            await self.dead_letter(message, str(exc))
+            return None
+        return Record(message.topic, message.partition, message.offset, message.key, name, fields)
+
+    async def dead_letter(
+        self, message: ConsumerRecord[bytes, bytes] | Record, reason: str
+    ) -> None:
+        """Set a record aside on the dead-letter topic with the reason."""
+        value = getattr(message, "value", None)
+        log.warning(
+            "dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
+        )
+        await self._producer.send_and_wait(
+            self._dead_letter_topic,
+            "DeadLetter",
+            {
+                "topic": message.topic,
+                "partition": message.partition,
+                "offset": message.offset,
+                "key": message.key,
+                "value": value if isinstance(value, bytes) else None,
+                "reason": reason,
+                "consumer": self._client_id,
+            },
+            key=message.topic,
+        )
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit ``offsets`` (the next offset to read per partition)."""
+        if offsets:
+            await self.consumer.commit(offsets)

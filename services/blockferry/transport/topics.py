@@ -1,0 +1,93 @@
+"""Topic names and how each topic is created.
+
+Per repository: ``<p>.<repo>.chunks`` (key = digest; its partition count is the
+repository's shard count), ``.extents``, ``.index`` (compacted), ``.commands``,
+``.replies``, ``.restore``. Shared: ``<p>.tasks``, ``<p>.task-progress``,
+``<p>.repositories`` (compacted), ``<p>.dead-letter``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+"""Carries a 4 MiB block stored uncompressed with room to spare."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic to create: name, partitions and topic-level configs."""
+
+    name: str
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topic names of one mesh, from its prefix."""
+
+    prefix: str = "blockferry"
+
+    @property
+    def tasks(self) -> str:
+        return f"{self.prefix}.tasks"
+
+    @property
+    def task_progress(self) -> str:
+        return f"{self.prefix}.task-progress"
+
+    @property
+    def repositories(self) -> str:
+        return f"{self.prefix}.repositories"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self.prefix}.dead-letter"
+
+    def chunks(self, repo: str) -> str:
+        return f"{self.prefix}.{repo}.chunks"
+
+    def extents(self, repo: str) -> str:
+        return f"{self.prefix}.{repo}.extents"
+
+    def index(self, repo: str) -> str:
+        return f"{self.prefix}.{repo}.index"
+
+    def commands(self, repo: str) -> str:
+        return f"{self.prefix}.{repo}.commands"
+
+    def replies(self, repo: str) -> str:
+        return f"{self.prefix}.{repo}.replies"
+
+    def restore(self, repo: str) -> str:
+        return f"{self.prefix}.{repo}.restore"
+
+    def shared_specs(self, partitions: int = 4) -> list[TopicSpec]:
+        """The topics every mesh has."""
+        return [
+            TopicSpec(self.tasks, partitions),
+            TopicSpec(self.task_progress, partitions),
+            TopicSpec(self.repositories, 1, {"cleanup.policy": "compact"}),
+            TopicSpec(self.dead_letter, 1, {"max.message.bytes": str(MAX_RECORD_BYTES)}),
+        ]
+
+    def repository_specs(
+        self, repo: str, shard_count: int, chunk_retention_ms: int
+    ) -> list[TopicSpec]:
+        """The topics of one repository; chunks has one partition per shard."""
+        large = {"max.message.bytes": str(MAX_RECORD_BYTES)}
+        return [
+            TopicSpec(
+                self.chunks(repo),
+                shard_count,
+                {**large, "retention.ms": str(chunk_retention_ms), "compression.type": "producer"},
+            ),
+            TopicSpec(self.extents(repo), shard_count, large),
+            TopicSpec(self.index(repo), shard_count, {"cleanup.policy": "compact"}),
+            TopicSpec(self.commands(repo), 1),
+            TopicSpec(self.replies(repo), 1, large),
+            TopicSpec(
+                self.restore(repo), shard_count, {**large, "retention.ms": str(chunk_retention_ms)}
+            ),
+        ]

@@ -1,0 +1,132 @@
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from blockferry.core.errors import RecordError
+from blockferry.transport.codec import SCHEMA_DIR, Codec, signed64, unsigned64
+
+SAMPLES: dict[str, dict[str, Any]] = {
+    "Chunk": {"session_id": "s1", "digest": b"d" * 32, "compressed": True, "plain_size": 10,
+              "checksum": -1, "data": b"stored"},
+    "Extents": {"session_id": "s1", "disk": "d0", "seq": 0, "blocks": [0, 5],
+                "digests": b"a" * 64},
+    "DiskEnd": {"session_id": "s1", "task_id": "t", "job": "j", "disk": "d0",
+                "disk_size": 12345, "block_size": 1048576, "extent_records": 1, "parent": None,
+                "attempt": 0},
+    "IndexEntry": {"digest": b"d" * 32, "pack_id": "p" * 32, "offset": 16, "stored_size": 5,
+                   "plain_size": 9, "compressed": False},
+    "Task": {"task_id": "t", "session_id": "s", "kind": "restore", "attempt": 2,
+             "repository": "default", "job": "j", "disk": "d", "path": "/x",
+             "compression": "fast", "restore_point": "rp", "force": True, "lease_seconds": 30},
+    "TaskProgress": {"task_id": "t", "session_id": "s", "attempt": 0, "mover": "m",
+                     "state": "running", "blocks_total": 4, "blocks_done": 2,
+                     "counters": {"bytes_read": 7}, "message": ""},
+    "Command": {"command_id": "c", "name": "commit", "arguments": "{}"},
+    "Reply": {"correlation_id": "c", "name": "commit", "ok": False, "error": "no", "result": "{}"},
+    "RestoreStart": {"session_id": "s", "disk": "d", "disk_size": 1, "block_size": 262144},
+    "RestoreBlock": {"session_id": "s", "block": 3, "digest": b"d" * 32, "compressed": True,
+                     "plain_size": 4, "checksum": 5, "data": b"x"},
+    "RestoreEnd": {"session_id": "s", "blocks_sent": 3, "error": ""},
+    "RepositoryInfo": {"name": "r", "repository_id": "i", "block_size": 1, "shard_count": 2,
+                       "dedupe_key": b"k" * 32, "owner": "o"},
+    "DeadLetter": {"topic": "t", "partition": 0, "offset": 1, "key": None, "value": b"v",
+                   "reason": "r", "consumer": "c"},
+}
+
+
+def test_every_schema_has_a_sample() -> None:
+    assert sorted(f"io.blockferry.v1.{n}" for n in SAMPLES) == Codec().names
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_round_trip(name: str) -> None:
+    codec = Codec()
+    encoded = codec.encode(name, SAMPLES[name])
+    assert encoded[:2] == b"\xc3\x01"
+    assert codec.decode(encoded) == (name, SAMPLES[name])
+
+
+def test_single_object_header_is_the_java_fingerprint() -> None:
+    # CRC-64-AVRO of the parsing canonical form, little-endian, as Java's SchemaNormalization.
+    from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+
+    raw = json.loads((SCHEMA_DIR / "Command.avsc").read_text())
+    canonical = to_parsing_canonical_form(parse_schema(raw))
+    expected = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+    assert Codec().encode("Command", SAMPLES["Command"])[2:10] == expected
+
+
+def test_older_writer_schema_reads_with_current_reader() -> None:
+    """A record written before a field with a default was added still reads."""
+    raw = json.loads((SCHEMA_DIR / "DiskEnd.avsc").read_text())
+    old = dict(raw, fields=[f for f in raw["fields"] if f["name"] not in ("parent", "attempt")])
+    writer = Codec.__new__(Codec)
+    Codec.__init__(writer, _schema_dir_with(old))
+    old_fields = {k: v for k, v in SAMPLES["DiskEnd"].items() if k not in ("parent", "attempt")}
+    encoded = writer.encode("DiskEnd", old_fields)
+
+    reader = Codec()
+    with pytest.raises(RecordError, match="unknown schema fingerprint"):
+        reader.decode(encoded)
+    reader.add_writer_schema(old)
+    name, fields = reader.decode(encoded)
+    assert name == "DiskEnd"
+    assert fields == {**old_fields, "parent": None, "attempt": 0}
+
+
+def _schema_dir_with(schema: dict[str, Any]) -> Path:
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp())
+    (folder / "DiskEnd.avsc").write_text(json.dumps(schema))
+    return folder
+
+
+def test_history_folder_schemas_are_accepted(tmp_path: Path) -> None:
+    for path in SCHEMA_DIR.glob("*.avsc"):
+        (tmp_path / path.name).write_text(path.read_text())
+    raw = json.loads((SCHEMA_DIR / "DiskEnd.avsc").read_text())
+    old = dict(raw, fields=[f for f in raw["fields"] if f["name"] != "attempt"])
+    (tmp_path / "history").mkdir()
+    (tmp_path / "history" / "DiskEnd.v0.avsc").write_text(json.dumps(old))
+    encoded = Codec(_schema_dir_with(old)).encode(
+        "DiskEnd", {k: v for k, v in SAMPLES["DiskEnd"].items() if k != "attempt"}
+    )
+    assert Codec(tmp_path).decode(encoded)[1]["attempt"] == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "not Avro single-object encoded"),
+        (b"\x00\x01garbage", "not Avro single-object encoded"),
+        (b"\xc3\x01" + bytes(8) + b"body", "unknown schema fingerprint"),
+    ],
+)
+def test_undecodable_records_raise_record_error(data: bytes, reason: str) -> None:
+    with pytest.raises(RecordError, match=reason):
+        Codec().decode(data)
+
+
+def test_malformed_body_raises_record_error() -> None:
+    codec = Codec()
+    encoded = codec.encode("Chunk", SAMPLES["Chunk"])
+    with pytest.raises(RecordError, match="malformed body|left over"):
+        codec.decode(encoded[:-4])
+    with pytest.raises(RecordError, match="left over"):
+        codec.decode(encoded + b"\x00")
+
+
+def test_encoding_a_bad_record_is_a_record_error() -> None:
+    with pytest.raises(RecordError, match="encoding record Chunk"):
+        Codec().encode("Chunk", {"session_id": "s"})
+    with pytest.raises(RecordError, match="no such schema"):
+        Codec().encode("Nope", {})
+
+
+@pytest.mark.parametrize("value", [0, 1, 2**63 - 1, 2**63, 2**64 - 1])
+def test_checksums_survive_avro_long(value: int) -> None:
+    assert unsigned64(signed64(value)) == value
+    assert -(2**63) <= signed64(value) < 2**63
