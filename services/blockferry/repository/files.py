@@ -1,0 +1,168 @@
+"""Write once, publish by rename: the only way repository files come to exist.
+
+Every file is written under a temporary name in its final directory, fsynced,
+renamed into place with :func:`os.replace`, and the directory is fsynced, so a
+reader sees either nothing or the whole file, even after a crash. Temporary
+names start with a dot and readers skip every name that starts with a dot.
+
+A full file system (``ENOSPC``, ``EDQUOT``) surfaces as
+:class:`~blockferry.core.errors.RepositoryFull` and the temporary file is
+removed; other OS errors become :class:`~blockferry.core.errors.RepositoryError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+from blockferry.core.errors import BlockferryError, RepositoryError, RepositoryFull
+
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# File systems that cannot fsync a directory (some network shares) say so with these.
+_DIR_FSYNC_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EBADF})
+FILE_MODE = 0o644
+
+
+def storage_error(action: str, exc: OSError) -> RepositoryError:
+    """Translate an OSError met while ``action`` into the repository's error hierarchy."""
+    if exc.errno in NO_SPACE_ERRNOS:
+        return RepositoryFull(
+            f"{action}: no space left on the repository's file system ({exc.strerror}); "
+            "free space or grow the volume, then retry"
+        )
+    return RepositoryError(f"{action}: {exc}")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a directory entry is a temporary (or hidden) name that readers skip."""
+    return name.startswith(".")
+
+
+def temporary_path(path: Path) -> Path:
+    """A fresh temporary name next to ``path``."""
+    return path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write every byte of ``data`` to ``fd`` (os.write may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so that renames and creations in it are durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise storage_error(f"opening directory {path}", exc) from exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _DIR_FSYNC_UNSUPPORTED:
+            raise storage_error(f"syncing directory {path}", exc) from exc
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: Path) -> None:
+    """Create ``path`` and missing parents, fsyncing each parent that gained an entry."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise storage_error(f"creating directory {directory}", exc) from exc
+        fsync_dir(directory.parent)
+
+
+def write_atomic(path: Path, data: bytes | memoryview, *, sync_dir: bool = True) -> None:
+    """Publish ``data`` as ``path``: temp file, fsync, rename, fsync the directory.
+
+    An existing ``path`` is replaced atomically. On any error the temporary file
+    is removed and ``path`` is left as it was.
+    """
+    temp = temporary_path(path)
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except OSError as exc:
+        remove_quietly(temp)
+        raise storage_error(f"writing {path}", exc) from exc
+    except BaseException:
+        remove_quietly(temp)
+        raise
+    if sync_dir:
+        fsync_dir(path.parent)
+
+
+def copy_atomic(source: Path, path: Path) -> None:
+    """Publish a copy of ``source`` as ``path``, hard-linked where the file system allows."""
+    try:
+        os.link(source, path)
+    except FileExistsError as exc:
+        raise RepositoryError(f"publishing {path}: it already exists") from exc
+    except OSError as exc:
+        if exc.errno in NO_SPACE_ERRNOS:
+            raise storage_error(f"linking {source} to {path}", exc) from exc
+        write_atomic(path, read_file(source), sync_dir=False)
+    fsync_dir(path.parent)
+
+
+def read_file(path: Path) -> bytes:
+    """Read a whole file; OS errors become RepositoryError (FileNotFoundError passes)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise storage_error(f"reading {path}", exc) from exc
+
+
+def remove_quietly(path: Path) -> None:
+    """Remove a file if it exists, ignoring errors (used while cleaning up after one)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory tree, then fsync its parent."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise storage_error(f"removing {path}", exc) from exc
+    fsync_dir(path.parent)
+
+
+def remove_tree_quietly(path: Path) -> None:
+    """Remove a directory tree while cleaning up after an error; errors are ignored."""
+    with contextlib.suppress(BlockferryError):
+        remove_tree(path)
+
+
+def list_dir(directory: Path) -> list[str]:
+    """Names in ``directory``; an absent directory is empty."""
+    try:
+        return os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise storage_error(f"listing {directory}", exc) from exc

@@ -1,0 +1,183 @@
+"""Pack index files (``index/<pack-id>.idx``) and the in-memory digest map.
+
+A pack index file repeats a sealed pack's footer entries so that the map
+digest -> chunk location can be loaded without opening every pack. It is
+derived data: :meth:`Repository.rebuild_index` writes it again from the packs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import blake3
+
+from blockferry.core.blocks import checksum
+from blockferry.core.errors import BlockferryError, CorruptionError
+from blockferry.repository.files import is_temporary, read_file, storage_error
+from blockferry.repository.ids import PACK_ID_BYTES, is_pack_id
+from blockferry.repository.layout import INDEX_SUFFIX
+from blockferry.repository.pack import (
+    FOOTER_ENTRY,
+    PackEntry,
+    SealedPack,
+    decode_entries,
+    encode_entries,
+)
+
+log = logging.getLogger(__name__)
+
+# Do not change: identifies pack index files written by every blockferry v1 release.
+INDEX_MAGIC = blake3.blake3(b"blockferry pack index v1").digest()[:8]
+INDEX_VERSION = 1
+
+# Pack index file header, 48 bytes, followed by ``entry count`` footer entries
+# (pack.FOOTER_ENTRY, 52 bytes each) in the pack's order.
+#   0  magic          8 bytes  INDEX_MAGIC
+#   8  version        u16      INDEX_VERSION
+#  10  reserved       6 bytes  zero
+#  16  pack id        16 bytes raw pack id
+#  32  entry count    u32
+#  36  reserved       4 bytes  zero
+#  40  checksum       u64      xxh3-64 of the entries' bytes
+INDEX_HEADER = struct.Struct("<8sH6x16sI4xQ")
+
+
+def encode_index_file(pack_id: str, entries: list[PackEntry]) -> bytes:
+    """The bytes of ``index/<pack_id>.idx``."""
+    body = encode_entries(entries)
+    header = INDEX_HEADER.pack(
+        INDEX_MAGIC, INDEX_VERSION, bytes.fromhex(pack_id), len(entries), checksum(body)
+    )
+    return header + body
+
+
+def decode_index_file(data: bytes, pack_id: str, source: str) -> list[PackEntry]:
+    """Parse a pack index file; raises CorruptionError when it does not check out."""
+    if len(data) < INDEX_HEADER.size:
+        raise CorruptionError(f"reading {source}: truncated header ({len(data)} bytes)")
+    magic, version, raw_id, count, entries_checksum = INDEX_HEADER.unpack_from(data)
+    if magic != INDEX_MAGIC:
+        raise CorruptionError(f"reading {source}: bad magic {magic.hex()} (not a pack index)")
+    if version != INDEX_VERSION:
+        raise CorruptionError(f"reading {source}: unsupported version {version}")
+    if raw_id.hex() != pack_id:
+        raise CorruptionError(f"reading {source}: header names pack {raw_id.hex()}")
+    body = data[INDEX_HEADER.size :]
+    if len(body) != count * FOOTER_ENTRY.size:
+        raise CorruptionError(
+            f"reading {source}: {len(body)} bytes of entries, expected {count} entries"
+        )
+    if checksum(body) != entries_checksum:
+        raise CorruptionError(f"reading {source}: checksum mismatch")
+    return decode_entries(body, pack_id, source)
+
+
+def list_index_files(index_dir: Path) -> set[str]:
+    """Pack ids that have an index file (temporary files skipped)."""
+    try:
+        names = os.listdir(index_dir)
+    except FileNotFoundError:
+        return set()
+    except OSError as exc:
+        raise storage_error(f"listing {index_dir}", exc) from exc
+    ids = set()
+    for name in names:
+        if is_temporary(name) or not name.endswith(INDEX_SUFFIX):
+            continue
+        pack_id = name[: -len(INDEX_SUFFIX)]
+        if len(pack_id) == 2 * PACK_ID_BYTES and is_pack_id(pack_id):
+            ids.add(pack_id)
+    return ids
+
+
+class PackIndex:
+    """The in-memory map digest -> :class:`PackEntry`, loaded from ``index/``.
+
+    Each index file is read once; :meth:`refresh` lists the directory and reads
+    only files it has not seen, so it is cheap to call often. A damaged or
+    unreadable index file is replaced in memory by the pack's own footer (read
+    through ``read_pack_entries``) and logged; :func:`check` reports it.
+    Thread-safe.
+    """
+
+    def __init__(
+        self, index_dir: Path, read_pack_entries: Callable[[str], list[PackEntry]]
+    ) -> None:
+        self._dir = index_dir
+        self._read_pack_entries = read_pack_entries
+        self._entries: dict[bytes, PackEntry] = {}
+        self._packs: set[str] = set()
+        self._lock = threading.Lock()
+        self._loaded = False
+
+    def __len__(self) -> int:
+        self._ensure_loaded()
+        return len(self._entries)
+
+    @property
+    def pack_ids(self) -> frozenset[str]:
+        """Packs whose entries are in the map."""
+        self._ensure_loaded()
+        return frozenset(self._packs)
+
+    def locate(self, digest: bytes) -> PackEntry | None:
+        """Where the chunk with ``digest`` is, or None; a dictionary lookup."""
+        if not self._loaded:
+            self._ensure_loaded()
+        return self._entries.get(digest)
+
+    def add(self, sealed: SealedPack) -> None:
+        """Record a pack this process sealed (its index file is already written)."""
+        with self._lock:
+            self._add_entries(sealed.pack_id, sealed.entries)
+
+    def refresh(self) -> None:
+        """Read index files that appeared since the last load.
+
+        If an index file disappeared (its pack was removed), the map is rebuilt
+        from the files that remain.
+        """
+        with self._lock:
+            present = list_index_files(self._dir)
+            if self._packs - present:
+                self._entries.clear()
+                self._packs.clear()
+            for pack_id in sorted(present - self._packs):
+                self._add_entries(pack_id, self._load(pack_id))
+            self._loaded = True
+
+    def reload(self) -> None:
+        """Forget everything and load every index file again."""
+        with self._lock:
+            self._entries.clear()
+            self._packs.clear()
+            self._loaded = False
+        self.refresh()
+
+    def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            self.refresh()
+
+    def _add_entries(self, pack_id: str, entries: list[PackEntry]) -> None:
+        for entry in entries:
+            self._entries.setdefault(entry.digest, entry)
+        self._packs.add(pack_id)
+
+    def _load(self, pack_id: str) -> list[PackEntry]:
+        path = self._dir / f"{pack_id}{INDEX_SUFFIX}"
+        try:
+            return decode_index_file(read_file(path), pack_id, str(path))
+        except FileNotFoundError:
+            return []
+        except BlockferryError as exc:
+            log.warning("%s; using the pack's footer instead", exc)
+        try:
+            return self._read_pack_entries(pack_id)
+        except BlockferryError as exc:
+            log.error("pack %s cannot be indexed: %s", pack_id, exc)
+            return []

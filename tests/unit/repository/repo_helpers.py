@@ -1,0 +1,77 @@
+"""Helpers for repository tests: test images, a minimal backup writer, byte flipping."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from pathlib import Path
+
+from blockferry.core.blocks import ZERO_DIGEST, compress, digest, is_zero
+from blockferry.repository import Repository, RestorePoint
+
+BLOCK_SIZE = 256 * 1024
+
+
+def make_image(pattern: str, *, tail: int = 0, tail_pattern: str = "t") -> bytes:
+    """One block per character, the same character the same bytes.
+
+    Lowercase letters are random (stored plain), uppercase compressible, ``0``
+    a zero block; ``tail`` adds a short last block of ``tail_pattern``.
+    """
+    blocks = [block(ch) for ch in pattern]
+    if tail:
+        blocks.append(block(tail_pattern, tail))
+    return b"".join(blocks)
+
+
+def block(ch: str, size: int = BLOCK_SIZE) -> bytes:
+    """The block called ``ch`` (see :func:`make_image`)."""
+    if ch == "0":
+        return bytes(size)
+    if ch.isupper():
+        return (f"block {ch} ".encode() * size)[:size]
+    return random.Random(ch).randbytes(size)
+
+
+def backup(
+    repo: Repository,
+    job: str,
+    disks: dict[str, bytes],
+    *,
+    parent: str | None = None,
+    session: str | None = None,
+) -> RestorePoint:
+    """Store disks the way the target side does, then commit a restore point."""
+    session = session or uuid.uuid4().hex
+    block_size = repo.config.block_size
+    writer = repo.open_pack()
+    for name, image in disks.items():
+        digests = []
+        for offset in range(0, len(image), block_size):
+            data = image[offset : offset + block_size]
+            if is_zero(data):
+                digests.append(ZERO_DIGEST)
+                continue
+            block_digest = digest(data, repo.config.dedupe_key)
+            digests.append(block_digest)
+            if repo.locate(block_digest) is None:
+                stored = compress(data, 1)
+                compressed = len(stored) < len(data)
+                writer.add(block_digest, stored if compressed else data, compressed, len(data))
+        repo.stage_fixed_index(session, name, len(image), digests)
+    writer.seal()
+    return repo.commit_restore_point(
+        job=job, session_id=session, disks=list(disks), parent=parent, stats={"disks": len(disks)}
+    )
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    """Invert one byte of a file in place (offset may be negative)."""
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def temporary_names(root: Path) -> list[Path]:
+    """Every dot-name below ``root``: temporary files a failed write must not leave."""
+    return sorted(p for p in root.rglob(".*"))

@@ -1,0 +1,166 @@
+"""The pack index: index files, the in-memory map, refresh and rebuild."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+
+import pytest
+
+from blockferry.core.blocks import digest
+from blockferry.core.errors import CorruptionError
+from blockferry.repository import PackEntry, Repository, pack_index
+from blockferry.repository.pack_files import PackFiles
+from blockferry.repository.pack_index import decode_index_file, encode_index_file
+from tests.unit.repository.repo_helpers import block, flip_byte
+
+
+def _store(repo: Repository, names: str) -> list[bytes]:
+    writer = repo.open_pack()
+    digests = []
+    for ch in names:
+        data = block(ch)
+        digests.append(digest(data, repo.config.dedupe_key))
+        writer.add(digests[-1], data, False, len(data))
+    writer.seal()
+    return digests
+
+
+def test_index_file_round_trip(repo: Repository) -> None:
+    _store(repo, "ab")
+    (pack_id,) = repo.sealed_pack_ids()
+    entries = repo.pack_entries(pack_id)
+    data = encode_index_file(pack_id, entries)
+    assert decode_index_file(data, pack_id, "idx") == entries
+
+
+@pytest.mark.parametrize(
+    ("offset", "message"),
+    [(0, "bad magic"), (8, "unsupported version"), (16, "header names pack"), (-1, "checksum")],
+)
+def test_index_file_damage_is_detected(repo: Repository, offset: int, message: str) -> None:
+    _store(repo, "ab")
+    (pack_id,) = repo.sealed_pack_ids()
+    data = encode_index_file(pack_id, repo.pack_entries(pack_id))
+    with pytest.raises(CorruptionError, match="entries"):
+        decode_index_file(data[:-1], pack_id, "idx")
+    damaged = bytearray(data)
+    damaged[offset] ^= 0xFF
+    with pytest.raises(CorruptionError, match=message):
+        decode_index_file(bytes(damaged), pack_id, "idx")
+
+
+def test_other_process_sees_new_packs_after_refresh(repo: Repository) -> None:
+    other = Repository.open(repo.path)
+    first = _store(repo, "a")
+    assert other.locate(first[0]) is not None  # first use loads the index
+    second = _store(repo, "b")
+    assert other.locate(second[0]) is None
+    other.refresh_index()
+    assert other.locate(second[0]) is not None
+    assert other.read_block(second[0]) == block("b")
+
+
+def test_refresh_reads_only_new_index_files(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for ch in "abc":
+        _store(repo, ch)
+    other = Repository.open(repo.path)
+    other.refresh_index()
+    reads: list[str] = []
+    original = pack_index.decode_index_file
+
+    def counting(data: bytes, pack_id: str, source: str) -> list[PackEntry]:
+        reads.append(pack_id)
+        return original(data, pack_id, source)
+
+    monkeypatch.setattr(pack_index, "decode_index_file", counting)
+    other.refresh_index()
+    assert reads == []
+    _store(repo, "d")
+    other.refresh_index()
+    assert len(reads) == 1
+    assert other.indexed_chunk_count() == 4
+
+
+def test_read_block_refreshes_once_on_a_miss(repo: Repository) -> None:
+    other = Repository.open(repo.path)
+    other.refresh_index()
+    (new,) = _store(repo, "a")
+    assert other.read_block(new) == block("a")
+    with pytest.raises(CorruptionError, match="missing"):
+        other.read_block(b"\x01" * 32)
+
+
+def test_deleted_index_is_rebuilt_from_packs(repo: Repository) -> None:
+    digests = _store(repo, "ab") + _store(repo, "c")
+    shutil.rmtree(repo.path / "index")
+    fresh = Repository.open(repo.path)
+    assert all(fresh.locate(d) is None for d in digests)
+    assert fresh.rebuild_index() == 2
+    assert all(fresh.locate(d) is not None for d in digests)
+    assert fresh.read_block(digests[2]) == block("c")
+
+
+def test_rebuild_scans_chunks_when_a_footer_is_damaged(repo: Repository) -> None:
+    digests = _store(repo, "abc")
+    (pack_id,) = repo.sealed_pack_ids()
+    flip_byte(repo.pack_path(pack_id), -1)
+    assert repo.rebuild_index() == 1
+    fresh = Repository.open(repo.path)
+    assert all(fresh.read_block(d) == block(ch) for d, ch in zip(digests, "abc", strict=True))
+    with pytest.raises(CorruptionError, match="footer"):
+        fresh.pack_entries(pack_id)
+
+
+def test_rebuild_missing_only_and_orphans(repo: Repository) -> None:
+    _store(repo, "a")
+    (kept,) = _store(repo, "b")
+    entry = repo.locate(kept)
+    assert entry is not None
+    (repo.path / "index" / f"{entry.pack_id}.idx").unlink()
+    orphan = repo.path / "index" / ("f" * 32 + ".idx")
+    orphan.write_bytes(b"junk")
+    assert repo.rebuild_index(missing_only=True) == 1
+    assert orphan.exists()
+    assert repo.rebuild_index() == 2
+    assert not orphan.exists()
+
+
+def test_damaged_index_file_falls_back_to_the_pack_footer(repo: Repository) -> None:
+    (only,) = _store(repo, "a")
+    entry = repo.locate(only)
+    assert entry is not None
+    flip_byte(repo.path / "index" / f"{entry.pack_id}.idx", -1)
+    fresh = Repository.open(repo.path)
+    assert fresh.locate(only) == entry
+
+
+def test_shards_write_packs_concurrently(repo: Repository) -> None:
+    def shard(names: str) -> None:
+        _store(repo, names)
+
+    threads = [threading.Thread(target=shard, args=(names,)) for names in ("abc", "def", "ghi")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(repo.sealed_pack_ids()) == 3
+    fresh = Repository.open(repo.path)
+    assert all(fresh.read_block(digest(block(ch), repo.config.dedupe_key)) for ch in "abcdefghi")
+
+
+def test_pack_descriptors_in_use_are_not_closed_by_eviction(repo: Repository) -> None:
+    first, second = _store(repo, "a")[0], _store(repo, "b")[0]
+    files = PackFiles(repo.layout, limit=1)
+    entries = [repo.locate(first), repo.locate(second)]
+    assert entries[0] is not None and entries[1] is not None
+    with files.borrow(entries[0].pack_id) as fd_a:
+        with files.borrow(entries[1].pack_id) as fd_b:
+            assert os.pread(fd_a, 8, 0) == os.pread(fd_b, 8, 0)  # both still open
+        assert os.pread(fd_a, 8, 0)
+    files.close()
+    with pytest.raises(OSError):
+        os.fstat(fd_a)

@@ -1,0 +1,120 @@
+"""Creating and opening repositories; config.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from blockferry.core.blocks import BLOCK_SIZES, DEFAULT_BLOCK_SIZE
+from blockferry.core.errors import (
+    ConfigError,
+    CorruptionError,
+    RepositoryError,
+    RepositoryNotFound,
+)
+from blockferry.repository import Repository
+from blockferry.repository.config import RepositoryConfig
+
+
+def test_init_then_open_round_trip(tmp_path: Path) -> None:
+    created = Repository.init(tmp_path / "r", block_size=512 * 1024, shard_count=4)
+    opened = Repository.open(tmp_path / "r")
+    assert opened.config == created.config
+    assert opened.config.block_size == 512 * 1024
+    assert opened.config.shard_count == 4
+    assert len(opened.config.dedupe_key) == 32
+    assert "dedupe_key" not in repr(opened.config)
+    for name in ("keys", "packs", "index", "restorepoints", "staging", "locks"):
+        assert (tmp_path / "r" / name).is_dir()
+    document = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert document["encryption"] == {"mode": "none", "kdf": None, "wrapped_key": None}
+
+
+def test_init_defaults(tmp_path: Path) -> None:
+    repo = Repository.init(tmp_path / "r")
+    assert repo.config.block_size == DEFAULT_BLOCK_SIZE
+    assert repo.config.shard_count == 8
+
+
+def test_init_into_empty_directory_and_fs_root_with_lost_and_found(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    Repository.init(tmp_path / "empty")
+    (tmp_path / "volume" / "lost+found").mkdir(parents=True)
+    Repository.init(tmp_path / "volume")
+
+
+def test_init_refuses_existing_repository_and_non_empty_directory(tmp_path: Path) -> None:
+    Repository.init(tmp_path / "r")
+    with pytest.raises(RepositoryError, match="already exists"):
+        Repository.init(tmp_path / "r")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "file").write_text("x")
+    with pytest.raises(RepositoryError, match="not empty"):
+        Repository.init(tmp_path / "other")
+    (tmp_path / "plain-file").write_text("x")
+    with pytest.raises(RepositoryError, match="not a directory"):
+        Repository.init(tmp_path / "plain-file")
+
+
+def test_init_completes_after_a_crash_before_config(tmp_path: Path) -> None:
+    for name in ("packs", "index"):
+        (tmp_path / "r" / name).mkdir(parents=True)
+    Repository.init(tmp_path / "r")
+    assert Repository.open(tmp_path / "r")
+
+
+@pytest.mark.parametrize(
+    ("block_size", "shard_count"),
+    [(4096, 8), (3 * 1024 * 1024, 8), (DEFAULT_BLOCK_SIZE, 0), (DEFAULT_BLOCK_SIZE, -1)],
+)
+def test_init_rejects_invalid_settings(tmp_path: Path, block_size: int, shard_count: int) -> None:
+    with pytest.raises(ConfigError):
+        Repository.init(tmp_path / "r", block_size=block_size, shard_count=shard_count)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("block_size", BLOCK_SIZES)
+def test_every_block_size_is_accepted(tmp_path: Path, block_size: int) -> None:
+    assert Repository.init(tmp_path / "r", block_size=block_size).config.block_size == block_size
+
+
+def test_open_missing_repository_says_how_to_create_one(tmp_path: Path) -> None:
+    with pytest.raises(RepositoryNotFound, match="blockferry repo init"):
+        Repository.open(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RepositoryNotFound, match="blockferry repo init"):
+        Repository.open(tmp_path / "empty")
+
+
+def _config_document() -> dict[str, object]:
+    config = RepositoryConfig.new(block_size=DEFAULT_BLOCK_SIZE, shard_count=2)
+    document: dict[str, object] = json.loads(config.to_json())
+    return document
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"version": 2}, RepositoryError, "version 2 is not supported"),
+        ({"encryption": {"mode": "aes-256-gcm"}}, RepositoryError, "encryption mode"),
+        ({"digest": "sha256"}, RepositoryError, "digest algorithm"),
+        ({"block_size": 1000}, CorruptionError, "invalid block size"),
+        ({"shard_count": 0}, CorruptionError, "invalid shard count"),
+        ({"dedupe_key": "abcd"}, CorruptionError, "dedupe key"),
+        ({"dedupe_key": "zz"}, CorruptionError, "malformed"),
+        ({"block_size": "1048576"}, CorruptionError, "malformed"),
+        ({"id": None}, CorruptionError, "malformed"),
+    ],
+)
+def test_config_rejects(change: dict[str, object], error: type[Exception], message: str) -> None:
+    document = _config_document() | change
+    with pytest.raises(error, match=message):
+        RepositoryConfig.from_json(json.dumps(document).encode(), "config.json")
+
+
+@pytest.mark.parametrize("data", [b"", b"{", b"[]", b'{"version": 1}'])
+def test_config_rejects_malformed_json(data: bytes) -> None:
+    with pytest.raises(CorruptionError, match=r"config\.json"):
+        RepositoryConfig.from_json(data, "config.json")

@@ -1,0 +1,133 @@
+"""Repository locks: shared and exclusive, stale recovery, refresh."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from blockferry.core.errors import LockError
+from blockferry.repository import LockInfo, LockKind, Repository, RepositoryLocks
+from blockferry.repository.ids import utc_now
+
+
+def _locks(repo: Repository, **kwargs: float | str) -> RepositoryLocks:
+    return RepositoryLocks(repo.path / "locks", **kwargs)  # type: ignore[arg-type]
+
+
+def _plant(repo: Repository, kind: LockKind, *, host: str, pid: int, age: float = 0.0) -> Path:
+    taken = utc_now() - timedelta(seconds=age)
+    info = LockInfo(f"{kind}-planted.json", kind, host, pid, taken, "planted", taken)
+    path = repo.path / "locks" / info.name
+    path.write_bytes(info.to_json())
+    os.utime(path, (taken.timestamp(), taken.timestamp()))
+    return path
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.mark.parametrize(
+    ("held", "wanted", "conflict"),
+    [
+        (LockKind.SHARED, LockKind.SHARED, False),
+        (LockKind.SHARED, LockKind.EXCLUSIVE, True),
+        (LockKind.EXCLUSIVE, LockKind.SHARED, True),
+        (LockKind.EXCLUSIVE, LockKind.EXCLUSIVE, True),
+    ],
+)
+def test_conflicts(repo: Repository, held: LockKind, wanted: LockKind, conflict: bool) -> None:
+    locks = _locks(repo, refresh_every=0)
+    with locks.acquire(held, purpose="backup"):
+        if conflict:
+            with pytest.raises(LockError, match=r"held by .*pid .*\(backup\)"):
+                locks.acquire(wanted)
+        else:
+            locks.acquire(wanted).release()
+    assert list((repo.path / "locks").iterdir()) == []
+
+
+def test_repository_context_managers(repo: Repository) -> None:
+    with repo.shared_lock("restore") as held:
+        assert held.kind is LockKind.SHARED
+        with repo.shared_lock("verify"):
+            assert len(repo.locks.list_locks()) == 2
+        with pytest.raises(LockError):
+            repo.exclusive_lock("gc").__enter__()
+    with repo.exclusive_lock("gc") as held:
+        assert held.path.exists()
+    assert repo.locks.list_locks() == []
+
+
+def test_lock_of_a_dead_process_on_this_host_is_recovered(repo: Repository) -> None:
+    locks = _locks(repo, refresh_every=0)
+    planted = _plant(repo, LockKind.EXCLUSIVE, host=locks.host, pid=_dead_pid())
+    with locks.exclusive("gc"):
+        assert not planted.exists()
+
+
+def test_live_process_lock_on_this_host_is_respected(repo: Repository) -> None:
+    locks = _locks(repo, refresh_every=0)
+    _plant(repo, LockKind.EXCLUSIVE, host=locks.host, pid=os.getppid())
+    with pytest.raises(LockError):
+        locks.acquire(LockKind.SHARED)
+
+
+def test_lock_of_another_host_is_stale_only_after_the_timeout(repo: Repository) -> None:
+    locks = _locks(repo, refresh_every=0, stale_after=60)
+    planted = _plant(repo, LockKind.EXCLUSIVE, host="elsewhere", pid=1, age=30)
+    with pytest.raises(LockError, match="elsewhere"):
+        locks.acquire(LockKind.SHARED)
+    planted.unlink()
+    planted = _plant(repo, LockKind.EXCLUSIVE, host="elsewhere", pid=1, age=61)
+    with locks.shared():
+        assert not planted.exists()
+
+
+def test_unreadable_lock_file_counts_as_held_until_old(repo: Repository) -> None:
+    locks = _locks(repo, refresh_every=0, stale_after=60)
+    junk = repo.path / "locks" / "exclusive-junk.json"
+    junk.write_text("{not json")
+    with pytest.raises(LockError, match="unreadable"):
+        locks.acquire(LockKind.SHARED)
+    old = time.time() - 120
+    os.utime(junk, (old, old))
+    locks.acquire(LockKind.SHARED).release()
+    assert not junk.exists()
+
+
+def test_wait_for_a_lock_to_be_released(repo: Repository) -> None:
+    locks = _locks(repo, refresh_every=0)
+    held = locks.acquire(LockKind.EXCLUSIVE)
+    timer = threading.Timer(0.2, held.release)
+    timer.start()
+    with locks.shared(wait=5):
+        pass
+    timer.join()
+
+
+def test_refresh_keeps_a_lock_fresh_and_notices_when_it_is_lost(repo: Repository) -> None:
+    locks = _locks(repo, refresh_every=0.05, stale_after=60)
+    with locks.shared("backup") as held:
+        taken = held.info.time
+        os.utime(held.path, (0, 0))
+        deadline = time.monotonic() + 5
+        while locks.list_locks()[0].refreshed < taken and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert locks.list_locks()[0].refreshed >= taken
+        assert locks.list_locks()[0].time == taken
+        held.path.unlink()  # what another process does to a stale lock
+        while not held.lost and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(LockError, match="removed as stale"):
+            held.check()
+    assert locks.list_locks() == []
