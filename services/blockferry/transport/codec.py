@@ -41,7 +41,9 @@ def _schema(raw: dict[str, Any]) -> Schema:
     parsed = parse_schema(raw, _write_hint=False)
     canonical = to_parsing_canonical_form(parsed)
     fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
-    return Schema(name=str(parsed["name"]), parsed=parsed, header=MAGIC + fp)
+    return Schema(
+        name=str(raw["namespace"]) + "." + str(raw["name"]), parsed=parsed, header=MAGIC + fp
+    )
 
 
 class Codec:

@@ -98,7 +98,10 @@ class RecordProducer:
         value = None if fields is None else self.codec.encode(name, fields)
         raw_key = key.encode() if isinstance(key, str) else key
         try:
-            return await self._producer.send(topic, value, key=raw_key, partition=partition)
+            future: asyncio.Future[Any] = await self._producer.send(
+                topic, value, key=raw_key, partition=partition
+            )
+            return future
         except KafkaError as exc:
             raise TransportError(f"producing {name} to {topic}: {exc}") from exc
 

@@ -8,7 +8,12 @@ KEY = bytes(range(32))
 
 @pytest.mark.parametrize(
     ("data", "zero"),
-    [(b"", True), (bytes(4096), True), (bytes(4095) + b"\x01", False), (b"\x01" + bytes(10), False)],
+    [
+        (b"", True),
+        (bytes(4096), True),
+        (bytes(4095) + b"\x01", False),
+        (b"\x01" + bytes(10), False),
+    ],
 )
 def test_zero_test(data: bytes, zero: bool) -> None:
     assert blocks.is_zero(data) is zero

@@ -8,31 +8,89 @@ from blockferry.core.errors import RecordError
 from blockferry.transport.codec import SCHEMA_DIR, Codec, signed64, unsigned64
 
 SAMPLES: dict[str, dict[str, Any]] = {
-    "Chunk": {"session_id": "s1", "digest": b"d" * 32, "compressed": True, "plain_size": 10,
-              "checksum": -1, "data": b"stored"},
-    "Extents": {"session_id": "s1", "disk": "d0", "seq": 0, "blocks": [0, 5],
-                "digests": b"a" * 64},
-    "DiskEnd": {"session_id": "s1", "task_id": "t", "job": "j", "disk": "d0",
-                "disk_size": 12345, "block_size": 1048576, "extent_records": 1, "parent": None,
-                "attempt": 0},
-    "IndexEntry": {"digest": b"d" * 32, "pack_id": "p" * 32, "offset": 16, "stored_size": 5,
-                   "plain_size": 9, "compressed": False},
-    "Task": {"task_id": "t", "session_id": "s", "kind": "restore", "attempt": 2,
-             "repository": "default", "job": "j", "disk": "d", "path": "/x",
-             "compression": "fast", "restore_point": "rp", "force": True, "lease_seconds": 30},
-    "TaskProgress": {"task_id": "t", "session_id": "s", "attempt": 0, "mover": "m",
-                     "state": "running", "blocks_total": 4, "blocks_done": 2,
-                     "counters": {"bytes_read": 7}, "message": ""},
+    "Chunk": {
+        "session_id": "s1",
+        "digest": b"d" * 32,
+        "compressed": True,
+        "plain_size": 10,
+        "checksum": -1,
+        "data": b"stored",
+    },
+    "Extents": {"session_id": "s1", "disk": "d0", "seq": 0, "blocks": [0, 5], "digests": b"a" * 64},
+    "DiskEnd": {
+        "session_id": "s1",
+        "task_id": "t",
+        "job": "j",
+        "disk": "d0",
+        "disk_size": 12345,
+        "block_size": 1048576,
+        "extent_records": 1,
+        "parent": None,
+        "attempt": 0,
+    },
+    "IndexEntry": {
+        "digest": b"d" * 32,
+        "pack_id": "p" * 32,
+        "offset": 16,
+        "stored_size": 5,
+        "plain_size": 9,
+        "compressed": False,
+    },
+    "Task": {
+        "task_id": "t",
+        "session_id": "s",
+        "kind": "restore",
+        "attempt": 2,
+        "repository": "default",
+        "job": "j",
+        "disk": "d",
+        "path": "/x",
+        "compression": "fast",
+        "restore_point": "rp",
+        "force": True,
+        "lease_seconds": 30,
+    },
+    "TaskProgress": {
+        "task_id": "t",
+        "session_id": "s",
+        "attempt": 0,
+        "mover": "m",
+        "state": "running",
+        "blocks_total": 4,
+        "blocks_done": 2,
+        "counters": {"bytes_read": 7},
+        "message": "",
+    },
     "Command": {"command_id": "c", "name": "commit", "arguments": "{}"},
     "Reply": {"correlation_id": "c", "name": "commit", "ok": False, "error": "no", "result": "{}"},
     "RestoreStart": {"session_id": "s", "disk": "d", "disk_size": 1, "block_size": 262144},
-    "RestoreBlock": {"session_id": "s", "block": 3, "digest": b"d" * 32, "compressed": True,
-                     "plain_size": 4, "checksum": 5, "data": b"x"},
+    "RestoreBlock": {
+        "session_id": "s",
+        "block": 3,
+        "digest": b"d" * 32,
+        "compressed": True,
+        "plain_size": 4,
+        "checksum": 5,
+        "data": b"x",
+    },
     "RestoreEnd": {"session_id": "s", "blocks_sent": 3, "error": ""},
-    "RepositoryInfo": {"name": "r", "repository_id": "i", "block_size": 1, "shard_count": 2,
-                       "dedupe_key": b"k" * 32, "owner": "o"},
-    "DeadLetter": {"topic": "t", "partition": 0, "offset": 1, "key": None, "value": b"v",
-                   "reason": "r", "consumer": "c"},
+    "RepositoryInfo": {
+        "name": "r",
+        "repository_id": "i",
+        "block_size": 1,
+        "shard_count": 2,
+        "dedupe_key": b"k" * 32,
+        "owner": "o",
+    },
+    "DeadLetter": {
+        "topic": "t",
+        "partition": 0,
+        "offset": 1,
+        "key": None,
+        "value": b"v",
+        "reason": "r",
+        "consumer": "c",
+    },
 }
 
 
@@ -113,7 +171,7 @@ def test_undecodable_records_raise_record_error(data: bytes, reason: str) -> Non
 def test_malformed_body_raises_record_error() -> None:
     codec = Codec()
     encoded = codec.encode("Chunk", SAMPLES["Chunk"])
-    with pytest.raises(RecordError, match="malformed body|left over"):
+    with pytest.raises(RecordError, match=r"malformed body|left over"):
         codec.decode(encoded[:-4])
     with pytest.raises(RecordError, match="left over"):
         codec.decode(encoded + b"\x00")

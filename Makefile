@@ -1,0 +1,46 @@
+# blockferry: `make run` (a real backup and restore through the whole mesh) and `make test`.
+SHELL := bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export BLOCKFERRY_DATA_DIR ?= ./.blockferry
+
+include compose/local/kafka.mk
+
+.PHONY: venv run up down test lint typecheck unit kafka-tests e2e bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+run: venv
+	bash compose/local/demo.sh
+
+up: venv
+	bash compose/local/mesh.sh up
+
+down:
+	bash compose/local/mesh.sh down
+
+lint: venv
+	$(BIN)/ruff check services tests
+	$(BIN)/ruff format --check services tests
+
+typecheck: venv
+	$(BIN)/mypy services/blockferry
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+test: venv lint typecheck kafka-fetch
+	$(BIN)/pytest -q -ra
+
+bench: venv kafka-fetch
+	bash compose/local/bench.sh
+
+clean:
+	rm -rf $(VENV) compose/local/target

@@ -1,0 +1,198 @@
+"""Fixed-index assembly: collects a disk's extents, and at its end marker waits
+(bounded) until every referenced digest is durable, reports missing blocks back
+to the source mover, or writes the fixed index and reports the disk stored.
+
+It runs beside chunk intake and never stops it: chunks and extents travel on
+different topics, so neither arrives first reliably.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from blockferry.core import blocks
+from blockferry.core.errors import BlockferryError
+from blockferry.ingest.chunks import ChunkIntake
+from blockferry.ingest.config import IngestConfig
+from blockferry.ingest.metrics import IngestMetrics
+from blockferry.mesh import Mesh
+from blockferry.repository import Repository
+from blockferry.transport.kafka import Record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DiskExtents:
+    """What has arrived of one disk in one session."""
+
+    key: str
+    partition: TopicPartition
+    first_offset: int
+    digests: dict[int, bytes] = field(default_factory=dict)
+    records: set[int] = field(default_factory=set)
+    end: dict[str, Any] | None = None
+    finishing: asyncio.Task[None] | None = None
+
+
+class ExtentAssembly:
+    """The extents consumer of one repository on one target-side instance."""
+
+    def __init__(
+        self,
+        mesh: Mesh,
+        repo: Repository,
+        repo_name: str,
+        config: IngestConfig,
+        metrics: IngestMetrics,
+        pool: Executor,
+        intake: ChunkIntake,
+    ) -> None:
+        self._mesh = mesh
+        self._repo = repo
+        self._name = repo_name
+        self._config = config
+        self._metrics = metrics
+        self._pool = pool
+        self._intake = intake
+        self._consumer = mesh.consumer(f"extents-{repo_name}", group=f"{repo_name}.assembly")
+        self._disks: dict[str, DiskExtents] = {}
+        self._read_up_to: dict[TopicPartition, int] = {}
+        self._group: asyncio.TaskGroup | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start([self._mesh.topics.extents(self._name)])
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            async for batch in self._consumer.batches(timeout_ms=200, max_records=256):
+                for record in batch:
+                    self._take(record)
+                await self._commit()
+
+    def _take(self, record: Record) -> None:
+        tp = TopicPartition(record.topic, record.partition)
+        self._read_up_to[tp] = record.offset + 1
+        f = record.fields
+        if record.name not in ("Extents", "DiskEnd"):
+            log.warning("ignoring %s on the extents topic", record.name)
+            return
+        key = f"{f['session_id']}/{f['disk']}"
+        disk = self._disks.get(key)
+        if disk is None:
+            disk = self._disks[key] = DiskExtents(key, tp, record.offset)
+        if record.name == "Extents":
+            digests: bytes = f["digests"]
+            for i, index in enumerate(f["blocks"]):
+                disk.digests[index] = digests[i * blocks.DIGEST_SIZE : (i + 1) * blocks.DIGEST_SIZE]
+            disk.records.add(f["seq"])
+            return
+        disk.end = f
+        if disk.finishing is None or disk.finishing.done():
+            assert self._group is not None
+            disk.finishing = self._group.create_task(self._finish(disk, f))
+
+    async def _commit(self) -> None:
+        """Commit up to the first record of the oldest unfinished disk of each partition,
+        so a restart reads every unfinished disk again."""
+        offsets: dict[TopicPartition, int] = {}
+        for tp, up_to in self._read_up_to.items():
+            pending = [d.first_offset for d in self._disks.values() if d.partition == tp]
+            offsets[tp] = min(pending) if pending else up_to
+        self._read_up_to = {}
+        await self._consumer.commit(offsets)
+
+    async def _finish(self, disk: DiskExtents, end: dict[str, Any]) -> None:
+        try:
+            await self._finish_disk(disk, end)
+        except BlockferryError as exc:
+            log.error("disk %s: %s", disk.key, exc)
+            self._disks.pop(disk.key, None)
+            await self._reply(end, ok=False, error=str(exc))
+
+    async def _finish_disk(self, disk: DiskExtents, end: dict[str, Any]) -> None:
+        if len(disk.records) != end["extent_records"]:
+            raise BlockferryError(
+                f"end marker expects {end['extent_records']} extents records,"
+                f" {len(disk.records)} arrived"
+            )
+        if end["block_size"] != self._repo.config.block_size:
+            raise BlockferryError(
+                f"block size {end['block_size']} differs from the repository's"
+                f" {self._repo.config.block_size}"
+            )
+        count = blocks.block_count(end["disk_size"], end["block_size"])
+        if any(index >= count or index < 0 for index in disk.digests):
+            raise BlockferryError("extents name blocks beyond the end of the disk")
+        missing = await self._wait_durable(disk)
+        if missing:
+            log.warning(
+                "disk %s: %d blocks not stored; asking for them again", disk.key, len(missing)
+            )
+            await self._reply(end, ok=False, name="missing-blocks", result={"blocks": missing})
+            return
+        digests = [disk.digests.get(i, blocks.ZERO_DIGEST) for i in range(count)]
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self._pool,
+            self._repo.stage_fixed_index,
+            end["session_id"],
+            end["disk"],
+            end["disk_size"],
+            digests,
+        )
+        self._metrics.disks_stored.labels(self._name).inc()
+        self._disks.pop(disk.key, None)
+        await self._reply(end, ok=True, result={"blocks": count})
+
+    async def _wait_durable(self, disk: DiskExtents) -> list[int]:
+        """Block indexes whose digest is not in a sealed pack once the wait is over."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.stored_wait_s
+        needed = {d for d in disk.digests.values() if d != blocks.ZERO_DIGEST}
+        while True:
+            await loop.run_in_executor(self._pool, self._repo.refresh_index)
+            needed = {d for d in needed if self._repo.locate(d) is None}
+            if not needed or loop.time() >= deadline:
+                break
+            if self._intake.storage_error is not None:
+                raise self._intake.storage_error
+            self._intake.seal_requested.set()
+            async with self._intake.sealed:
+                try:
+                    await asyncio.wait_for(self._intake.sealed.wait(), 0.5)
+                except TimeoutError:
+                    pass
+        return sorted(i for i, d in disk.digests.items() if d in needed)
+
+    async def _reply(
+        self,
+        end: dict[str, Any],
+        ok: bool,
+        name: str = "disk-stored",
+        error: str = "",
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        await self._mesh.producer.send_and_wait(
+            self._mesh.topics.replies(self._name),
+            "Reply",
+            {
+                "correlation_id": f"{end['session_id']}/{end['disk']}",
+                "name": name,
+                "ok": ok,
+                "error": error,
+                "result": json.dumps({**(result or {}), "attempt": end["attempt"]}),
+            },
+            key=end["session_id"],
+        )

@@ -1,0 +1,263 @@
+"""Chunk intake: verify each new chunk, append it to its partition's open pack,
+seal, publish the pack's entries to the index changelog, and only then commit
+the consumer offsets. A replayed chunk finds its digest stored and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from aiokafka import TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+
+from blockferry.core import blocks
+from blockferry.core.errors import CorruptionError, RepositoryError
+from blockferry.ingest.config import IngestConfig
+from blockferry.ingest.metrics import IngestMetrics
+from blockferry.mesh import Mesh
+from blockferry.repository import PackEntry, PackWriter, Repository
+from blockferry.transport.codec import unsigned64
+from blockferry.transport.kafka import Record
+
+log = logging.getLogger(__name__)
+
+STORAGE_RETRY_S = 5.0
+
+
+@dataclass
+class OpenPack:
+    """A partition's pack being filled, and the offset after its last record."""
+
+    writer: PackWriter
+    next_offset: int
+    last_added: float
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, intake: ChunkIntake) -> None:
+        self._intake = intake
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            await self._intake.seal(tp)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        return None
+
+
+class ChunkIntake:
+    """The chunk consumer of one repository on one target-side instance."""
+
+    def __init__(
+        self,
+        mesh: Mesh,
+        repo: Repository,
+        repo_name: str,
+        config: IngestConfig,
+        metrics: IngestMetrics,
+        pool: Executor,
+    ) -> None:
+        self._mesh = mesh
+        self._repo = repo
+        self._name = repo_name
+        self._config = config
+        self._metrics = metrics
+        self._pool = pool
+        self._consumer = mesh.consumer(f"chunks-{repo_name}", group=f"{repo_name}.target")
+        self._open: dict[TopicPartition, OpenPack] = {}
+        self._done: dict[TopicPartition, int] = {}
+        self.seal_requested = asyncio.Event()
+        self.sealed = asyncio.Condition()
+        self.storage_error: RepositoryError | None = None
+        """The last failure to write the repository (a full disk, say), until a pack seals."""
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        removed = await loop.run_in_executor(self._pool, self._repo.remove_unsealed)
+        if removed:
+            log.warning("%s: removed %d unsealed pack files left by a crash", self._name, removed)
+        indexed = await loop.run_in_executor(
+            self._pool, functools.partial(self._repo.rebuild_index, missing_only=True)
+        )
+        if indexed:
+            log.warning("%s: indexed %d sealed packs that had no index file", self._name, indexed)
+        await self._republish()
+        await self._consumer.start([self._mesh.topics.chunks(self._name)], _Rebalance(self))
+
+    async def stop(self) -> None:
+        for tp in list(self._open):
+            await self.seal(tp)
+        await self._consumer.stop()
+
+    async def _republish(self) -> None:
+        """Publish every sealed pack's entries again: a crash may have come between
+        sealing a pack and publishing it, and publishing is idempotent."""
+        loop = asyncio.get_running_loop()
+        pack_ids = await loop.run_in_executor(self._pool, self._repo.sealed_pack_ids)
+        for pack_id in pack_ids:
+            entries = await loop.run_in_executor(self._pool, self._repo.pack_entries, pack_id)
+            await self._publish(entries)
+        if pack_ids:
+            log.info(
+                "%s: republished %d sealed packs to the index changelog", self._name, len(pack_ids)
+            )
+
+    async def run(self) -> None:
+        async for batch in self._consumer.batches(timeout_ms=100, max_records=32):
+            try:
+                if batch:
+                    await self._take(batch)
+                await self._seal_due()
+                await self._commit_done()
+            except RepositoryError as exc:
+                await self._back_off(exc)
+
+    async def _back_off(self, exc: RepositoryError) -> None:
+        """Drop the open packs and read their chunks again later: nothing was committed
+        past them, so nothing is lost, and what is sealed stays as it is."""
+        log.error("%s: %s; retrying in %.0f s", self._name, exc, STORAGE_RETRY_S)
+        self.storage_error = exc
+        loop = asyncio.get_running_loop()
+        for tp, pack in list(self._open.items()):
+            await loop.run_in_executor(self._pool, pack.writer.abort)
+            del self._open[tp]
+        self._done = {}
+        for tp in self._consumer.consumer.assignment():
+            committed = await self._consumer.consumer.committed(tp)
+            if committed is None:
+                await self._consumer.consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.consumer.seek(tp, committed)
+        await asyncio.sleep(STORAGE_RETRY_S)
+
+    async def _take(self, batch: list[Record]) -> None:
+        loop = asyncio.get_running_loop()
+        checks = [
+            loop.run_in_executor(self._pool, self._check, record)
+            if record.name == "Chunk" and not self._known(record.fields["digest"])
+            else None
+            for record in batch
+        ]
+        for record, check in zip(batch, checks, strict=True):
+            tp = TopicPartition(record.topic, record.partition)
+            if record.name != "Chunk":
+                await self._consumer.dead_letter(record, f"unexpected {record.name} on chunk topic")
+            elif check is not None:
+                problem = await check
+                digest = record.fields["digest"]
+                if problem:
+                    self._metrics.chunks.labels(self._name, "rejected").inc()
+                    await self._consumer.dead_letter(record, problem)
+                elif self._known(digest):  # an earlier record of this batch stored it
+                    self._metrics.chunks.labels(self._name, "duplicate").inc()
+                else:
+                    await self._add(tp, record)
+            else:
+                self._metrics.chunks.labels(self._name, "duplicate").inc()
+            self._mark(tp, record.offset + 1)
+
+    def _known(self, digest: bytes) -> bool:
+        if self._repo.locate(digest) is not None:
+            return True
+        return any(pack.writer.contains(digest) for pack in self._open.values())
+
+    def _check(self, record: Record) -> str:
+        """Why the chunk must be rejected, or "" (a thread): the target recomputes the
+        digest so a buggy or hostile source cannot poison a digest for everyone."""
+        f = record.fields
+        data: bytes = f["data"]
+        digest: bytes = f["digest"]
+        if len(digest) != blocks.DIGEST_SIZE:
+            return f"chunk digest has {len(digest)} bytes"
+        if blocks.checksum(data) != unsigned64(f["checksum"]):
+            return f"chunk {digest.hex()}: checksum mismatch"
+        if not 0 < f["plain_size"] <= self._repo.config.block_size:
+            return f"chunk {digest.hex()}: plain size {f['plain_size']} out of range"
+        try:
+            plain = blocks.decompress(data, f["plain_size"]) if f["compressed"] else data
+        except CorruptionError as exc:
+            return f"chunk {digest.hex()}: {exc}"
+        if len(plain) != f["plain_size"]:
+            return f"chunk {digest.hex()}: plaintext has {len(plain)} bytes, not {f['plain_size']}"
+        if blocks.digest(plain, self._repo.config.dedupe_key) != digest:
+            return f"chunk {digest.hex()}: digest does not match its plaintext"
+        return ""
+
+    async def _add(self, tp: TopicPartition, record: Record) -> None:
+        loop = asyncio.get_running_loop()
+        pack = self._open.get(tp)
+        if pack is None:
+            writer = await loop.run_in_executor(self._pool, self._repo.open_pack)
+            pack = self._open[tp] = OpenPack(writer, record.offset + 1, time.monotonic())
+        f = record.fields
+        await loop.run_in_executor(
+            self._pool, pack.writer.add, f["digest"], f["data"], f["compressed"], f["plain_size"]
+        )
+        pack.last_added = time.monotonic()
+        self._metrics.chunks.labels(self._name, "stored").inc()
+        self._metrics.bytes_written.labels(self._name).inc(len(f["data"]))
+        if pack.writer.size >= self._config.pack_size:
+            await self.seal(tp)
+
+    def _mark(self, tp: TopicPartition, next_offset: int) -> None:
+        pack = self._open.get(tp)
+        if pack is None:
+            self._done[tp] = next_offset
+        else:
+            pack.next_offset = next_offset
+
+    async def _seal_due(self) -> None:
+        now = time.monotonic()
+        requested = self.seal_requested.is_set()
+        self.seal_requested.clear()
+        for tp, pack in list(self._open.items()):
+            if requested or now - pack.last_added >= self._config.idle_seal_s:
+                await self.seal(tp)
+
+    async def seal(self, tp: TopicPartition) -> None:
+        """Seal the partition's open pack, publish its entries, then commit its offset."""
+        pack = self._open.pop(tp, None)
+        if pack is None:
+            await self._commit_done()
+            return
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        sealed = await loop.run_in_executor(self._pool, pack.writer.seal)
+        self._metrics.seal_seconds.labels(self._name).observe(time.monotonic() - started)
+        self._metrics.packs_sealed.labels(self._name).inc()
+        self.storage_error = None
+        await self._publish(sealed.entries)
+        self._done[tp] = pack.next_offset
+        await self._commit_done()
+        async with self.sealed:
+            self.sealed.notify_all()
+
+    async def _publish(self, entries: list[PackEntry]) -> None:
+        futures = [
+            await self._mesh.producer.send(
+                self._mesh.topics.index(self._name),
+                "IndexEntry",
+                {
+                    "digest": e.digest,
+                    "pack_id": e.pack_id,
+                    "offset": e.offset,
+                    "stored_size": e.stored_size,
+                    "plain_size": e.plain_size,
+                    "compressed": e.compressed,
+                },
+                key=e.digest,
+            )
+            for e in entries
+        ]
+        for future in futures:
+            await future
+
+    async def _commit_done(self) -> None:
+        if self._done:
+            done, self._done = self._done, {}
+            await self._consumer.commit(done)

@@ -1,0 +1,204 @@
+"""Commands to a repository's owner: commit a restore point, stream a restore,
+verify, list restore points. Only the owner opens the repository's files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from concurrent.futures import Executor
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from blockferry.core import blocks
+from blockferry.core.errors import BlockferryError
+from blockferry.ingest.metrics import IngestMetrics
+from blockferry.mesh import Mesh
+from blockferry.repository import Repository, RestorePoint, verify
+from blockferry.transport.codec import signed64
+from blockferry.transport.kafka import Record
+
+log = logging.getLogger(__name__)
+
+RESTORE_READ_AHEAD = 8
+
+
+def describe_restore_point(rp: RestorePoint) -> dict[str, Any]:
+    """A restore point as the API shows it."""
+    return rp.to_dict()
+
+
+class CommandHandler:
+    """The commands consumer of one repository."""
+
+    def __init__(
+        self,
+        mesh: Mesh,
+        repo: Repository,
+        repo_name: str,
+        metrics: IngestMetrics,
+        pool: Executor,
+    ) -> None:
+        self._mesh = mesh
+        self._repo = repo
+        self._name = repo_name
+        self._metrics = metrics
+        self._pool = pool
+        self._consumer = mesh.consumer(f"commands-{repo_name}", group=f"{repo_name}.owner")
+
+    async def start(self) -> None:
+        await self._consumer.start([self._mesh.topics.commands(self._name)])
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            async for batch in self._consumer.batches(timeout_ms=500, max_records=16):
+                for record in batch:
+                    await self._consumer.commit(
+                        {TopicPartition(record.topic, record.partition): record.offset + 1}
+                    )
+                    if record.name != "Command":
+                        continue
+                    group.create_task(self._handle(record))
+
+    async def _handle(self, record: Record) -> None:
+        command = record.fields
+        name = command["name"]
+        try:
+            arguments = json.loads(command["arguments"] or "{}")
+            handler = getattr(self, "_" + name.replace("-", "_"), None)
+            if handler is None:
+                raise BlockferryError(f"unknown command {name!r}")
+            result = await handler(arguments)
+        except (BlockferryError, OSError, ValueError, KeyError) as exc:
+            log.error("command %s failed: %s", name, exc)
+            await self._reply(command, ok=False, error=f"{name}: {exc}")
+            return
+        if result is not None:
+            await self._reply(command, ok=True, result=result)
+
+    async def _reply(
+        self, command: dict[str, Any], ok: bool, error: str = "", result: Any = None
+    ) -> None:
+        await self._mesh.producer.send_and_wait(
+            self._mesh.topics.replies(self._name),
+            "Reply",
+            {
+                "correlation_id": command["command_id"],
+                "name": command["name"],
+                "ok": ok,
+                "error": error,
+                "result": json.dumps(result if result is not None else {}),
+            },
+            key=command["command_id"],
+        )
+
+    async def _in_pool(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def _commit(self, args: dict[str, Any]) -> dict[str, Any]:
+        def commit() -> RestorePoint:
+            return self._repo.commit_restore_point(
+                job=args["job"],
+                session_id=args["session_id"],
+                disks=args["disks"],
+                parent=args.get("parent"),
+                stats=args.get("stats", {}),
+            )
+
+        rp = await self._in_pool(commit)
+        return describe_restore_point(rp)
+
+    async def _list_restore_points(self, args: dict[str, Any]) -> dict[str, Any]:
+        rps = await self._in_pool(self._repo.restore_points, args.get("job"))
+        return {"restore_points": [describe_restore_point(rp) for rp in rps]}
+
+    async def _restore_point(self, args: dict[str, Any]) -> dict[str, Any]:
+        rp = await self._in_pool(self._repo.restore_point, args["restore_point"])
+        return describe_restore_point(rp)
+
+    async def _verify(self, args: dict[str, Any]) -> dict[str, Any]:
+        report = await self._in_pool(verify, self._repo, args.get("restore_point"))
+        return dict(report.to_dict())
+
+    async def _describe(self, args: dict[str, Any]) -> dict[str, Any]:
+        config = self._repo.config
+        return {"id": config.id, "block_size": config.block_size, "shard_count": config.shard_count}
+
+    async def _restore(self, args: dict[str, Any]) -> None:
+        """Stream a disk of a restore point on the restore topic; replies go in-stream."""
+        session = args["session_id"]
+        topic = self._mesh.topics.restore(self._name)
+        producer = self._mesh.producer
+        sent = 0
+        try:
+            rp = await self._in_pool(self._repo.restore_point, args["restore_point"])
+            fidx = await self._in_pool(self._repo.read_fixed_index, rp, args["disk"])
+            await producer.send_and_wait(
+                topic,
+                "RestoreStart",
+                {
+                    "session_id": session,
+                    "disk": args["disk"],
+                    "disk_size": fidx.disk_size,
+                    "block_size": fidx.block_size,
+                },
+                key=session,
+            )
+            wanted = [(i, d) for i, d in enumerate(fidx.digests) if d != blocks.ZERO_DIGEST]
+            reads: deque[tuple[int, bytes, asyncio.Future[Any]]] = deque()
+            acks: deque[asyncio.Future[Any]] = deque()
+            position = 0
+            while position < len(wanted) or reads:
+                while position < len(wanted) and len(reads) < RESTORE_READ_AHEAD:
+                    index, digest = wanted[position]
+                    reads.append((index, digest, asyncio.ensure_future(self._read(digest))))
+                    position += 1
+                index, digest, read = reads.popleft()
+                entry, stored = await read
+                acks.append(
+                    await producer.send(
+                        topic,
+                        "RestoreBlock",
+                        {
+                            "session_id": session,
+                            "block": index,
+                            "digest": digest,
+                            "compressed": entry.compressed,
+                            "plain_size": entry.plain_size,
+                            "checksum": signed64(blocks.checksum(stored)),
+                            "data": stored,
+                        },
+                        key=session,
+                    )
+                )
+                sent += 1
+                self._metrics.bytes_restored.labels(self._name).inc(len(stored))
+                while len(acks) > 32:
+                    await acks.popleft()
+            for ack in acks:
+                await ack
+            error = ""
+        except BlockferryError as exc:
+            log.error("restore %s failed: %s", session, exc)
+            error = str(exc)
+        await producer.send_and_wait(
+            topic,
+            "RestoreEnd",
+            {"session_id": session, "blocks_sent": sent, "error": error},
+            key=session,
+        )
+
+    async def _read(self, digest: bytes) -> tuple[Any, bytes]:
+        def read() -> tuple[Any, bytes]:
+            entry = self._repo.locate(digest)
+            if entry is None:
+                raise BlockferryError(f"chunk {digest.hex()} is not in the repository")
+            return entry, self._repo.read_stored(entry)
+
+        result: tuple[Any, bytes] = await self._in_pool(read)
+        return result

@@ -1,0 +1,18 @@
+"""Settings of the target-side pipeline, shared by the target mover and the gateway."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class IngestConfig(BaseModel):
+    pack_size: int = Field(
+        32 * 1024 * 1024, ge=1024 * 1024, description="Seal a pack once it holds this many bytes."
+    )
+    idle_seal_s: float = Field(
+        1.0, gt=0, description="Seal an open pack when its partition was idle this long."
+    )
+    stored_wait_s: float = Field(
+        120.0, gt=0, description="How long an end marker waits for its blocks to be durable."
+    )
+    workers: int = Field(2, ge=1, le=64, description="Threads checking chunks and writing packs.")

@@ -1,0 +1,57 @@
+"""Metrics of the target-side pipeline; the role's name is their prefix."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+CHUNK_OUTCOMES = ("stored", "duplicate", "rejected")
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry, role: str) -> None:
+        prefix = f"blockferry_{role.replace('-', '_')}"
+        self.chunks = Counter(
+            f"{prefix}_chunks_total",
+            "Chunks received, by outcome: stored, duplicate (already stored), rejected.",
+            ["repository", "outcome"],
+            registry=registry,
+        )
+        self.bytes_written = Counter(
+            f"{prefix}_bytes_written_total",
+            "Stored chunk bytes written to packs.",
+            ["repository"],
+            registry=registry,
+        )
+        self.packs_sealed = Counter(
+            f"{prefix}_packs_sealed_total", "Packs sealed.", ["repository"], registry=registry
+        )
+        self.seal_seconds = Histogram(
+            f"{prefix}_pack_seal_seconds",
+            "Time to seal a pack (fsync, rename, index file).",
+            ["repository"],
+            registry=registry,
+        )
+        self.disks_stored = Counter(
+            f"{prefix}_disks_stored_total",
+            "Disks whose fixed index was written.",
+            ["repository"],
+            registry=registry,
+        )
+        self.bytes_restored = Counter(
+            f"{prefix}_bytes_restored_total",
+            "Stored bytes read and streamed for restores.",
+            ["repository"],
+            registry=registry,
+        )
+
+    def for_repository(self, repository: str) -> None:
+        """Pre-set the label values of one repository."""
+        for outcome in CHUNK_OUTCOMES:
+            self.chunks.labels(repository, outcome)
+        for metric in (
+            self.bytes_written,
+            self.packs_sealed,
+            self.disks_stored,
+            self.bytes_restored,
+        ):
+            metric.labels(repository)

@@ -1,0 +1,72 @@
+"""The target side of one repository: announce it, take chunks, assemble fixed
+indexes, answer commands. The target mover runs it over a local repository; the
+gateway will run it over a share."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from concurrent.futures import Executor
+
+from blockferry.ingest.assembly import ExtentAssembly
+from blockferry.ingest.chunks import ChunkIntake
+from blockferry.ingest.commands import CommandHandler
+from blockferry.ingest.config import IngestConfig
+from blockferry.ingest.metrics import IngestMetrics
+from blockferry.mesh import Mesh
+from blockferry.repository import Repository
+
+
+class RepositoryPipeline:
+    """Everything the target side does for one repository."""
+
+    def __init__(
+        self,
+        mesh: Mesh,
+        repo: Repository,
+        repo_name: str,
+        config: IngestConfig,
+        metrics: IngestMetrics,
+        pool: Executor,
+    ) -> None:
+        self._mesh = mesh
+        self._repo = repo
+        self._name = repo_name
+        metrics.for_repository(repo_name)
+        self.intake = ChunkIntake(mesh, repo, repo_name, config, metrics, pool)
+        self.assembly = ExtentAssembly(mesh, repo, repo_name, config, metrics, pool, self.intake)
+        self.commands = CommandHandler(mesh, repo, repo_name, metrics, pool)
+
+    async def start(self) -> None:
+        await self._mesh.ensure_repository_topics(self._name, self._repo.config.shard_count)
+        await self.intake.start()
+        await self.assembly.start()
+        await self.commands.start()
+        await self._announce()
+
+    async def _announce(self) -> None:
+        config = self._repo.config
+        await self._mesh.producer.send_and_wait(
+            self._mesh.topics.repositories,
+            "RepositoryInfo",
+            {
+                "name": self._name,
+                "repository_id": config.id,
+                "block_size": config.block_size,
+                "shard_count": config.shard_count,
+                "dedupe_key": config.dedupe_key,
+                "owner": self._mesh.client_id,
+            },
+            key=self._name,
+        )
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.intake.run())
+            group.create_task(self.assembly.run())
+            group.create_task(self.commands.run())
+
+    async def stop(self) -> None:
+        for part in (self.commands, self.assembly, self.intake):
+            with contextlib.suppress(Exception):
+                await part.stop()

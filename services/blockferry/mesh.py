@@ -1,0 +1,101 @@
+"""A role's handle on the mesh: codec, producer, topic names and consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from blockferry.settings import CommonSettings
+from blockferry.transport.codec import Codec
+from blockferry.transport.kafka import RecordConsumer, RecordProducer, ensure_topics
+from blockferry.transport.mailbox import Mailbox
+from blockferry.transport.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class Mesh:
+    """Everything a role needs to talk to the other roles over one Kafka cluster."""
+
+    def __init__(self, settings: CommonSettings, role: str) -> None:
+        self.settings = settings
+        self.role = role
+        self.bootstrap = settings.kafka.bootstrap_servers
+        self.topics = Topics(settings.kafka.topic_prefix)
+        self.codec = Codec()
+        self.client_id = f"{role}-{settings.instance}"
+        self.producer = RecordProducer(self.bootstrap, self.codec, self.client_id)
+
+    async def start(self) -> None:
+        await ensure_topics(
+            self.bootstrap, self.topics.shared_specs(self.settings.kafka.topic_partitions)
+        )
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+
+    async def ensure_repository_topics(self, repo: str, shard_count: int) -> None:
+        retention_ms = int(self.settings.kafka.chunk_retention_hours * 3600 * 1000)
+        await ensure_topics(
+            self.bootstrap, self.topics.repository_specs(repo, shard_count, retention_ms)
+        )
+
+    def consumer(self, name: str, group: str | None = None, **kwargs: Any) -> RecordConsumer:
+        """A consumer named ``name``; ``group`` joins a consumer group (else assigned)."""
+        return RecordConsumer(
+            self.bootstrap,
+            self.codec,
+            self.producer,
+            self.topics.dead_letter,
+            client_id=f"{self.client_id}-{name}",
+            group_id=None if group is None else f"{self.topics.prefix}.{group}",
+            **kwargs,
+        )
+
+    def mailbox(self, name: str, topic: str, field: str) -> Mailbox:
+        return Mailbox(self.consumer(name), topic, field)
+
+
+class RepositoryDirectory:
+    """The repositories announced by their owners on the compacted repositories topic."""
+
+    def __init__(self, mesh: Mesh) -> None:
+        self._consumer = mesh.consumer("repositories")
+        self._topic = mesh.topics.repositories
+        self._known: dict[str, dict[str, Any]] = {}
+        self._changed = asyncio.Event()
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        await self._consumer.assign_all_from_start(self._topic)
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def run(self) -> None:
+        async for batch in self._consumer.batches(timeout_ms=500):
+            for record in batch:
+                if record.name == "RepositoryInfo":
+                    self._known[record.fields["name"]] = record.fields
+                    self._changed.set()
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._known)
+
+    async def get(self, name: str, timeout: float = 10.0) -> dict[str, Any] | None:
+        """The announcement of repository ``name``, waiting briefly for it at start-up."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while name not in self._known:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return None
+        return self._known[name]

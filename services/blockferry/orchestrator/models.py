@@ -1,0 +1,57 @@
+"""What the orchestrator's REST API takes and returns."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+SessionState = Literal["pending", "transferring", "committing", "success", "failed"]
+
+
+class BackupRequest(BaseModel):
+    source: str = Field(description="Path of a raw image file or block device the movers can read.")
+    repository: str = Field("default", pattern=NAME)
+    job: str = Field("default", pattern=NAME)
+    disk: str = Field(pattern=NAME, description="The disk's stable name in the job.")
+    compression: Literal["none", "fast", "optimal", "high", "extreme"] = "optimal"
+
+
+class RestoreRequest(BaseModel):
+    restore_point: str
+    destination: str = Field(description="File or block device the movers write.")
+    repository: str = Field("default", pattern=NAME)
+    disk: str | None = Field(None, pattern=NAME, description="Needed when it has several disks.")
+    force: bool = Field(False, description="Replace an existing destination file.")
+
+
+class VerifyRequest(BaseModel):
+    repository: str = Field("default", pattern=NAME)
+    restore_point: str | None = None
+
+
+class Session(BaseModel):
+    id: str
+    kind: Literal["backup", "restore"]
+    state: SessionState = "pending"
+    repository: str
+    job: str
+    disk: str
+    path: str
+    created: datetime
+    finished: datetime | None = None
+    seconds: float = 0.0
+    restore_point: str | None = None
+    error: str = ""
+    attempt: int = 0
+    blocks_total: int = 0
+    blocks_done: int = 0
+    counters: dict[str, int] = Field(default_factory=dict)
+    result: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ("success", "failed")

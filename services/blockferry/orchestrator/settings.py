@@ -1,0 +1,22 @@
+"""Settings of the orchestrator."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from blockferry.settings import CommonSettings
+
+
+class OrchestratorConfig(BaseModel):
+    lease_seconds: int = Field(
+        30, ge=5, description="A task with no progress for this long is offered again."
+    )
+    max_attempts: int = Field(3, ge=1, description="Offers of one task before the session fails.")
+    command_timeout_s: float = Field(
+        120.0, gt=0, description="How long to wait for a repository owner's reply."
+    )
+    verify_timeout_s: float = Field(3600.0, gt=0, description="How long a verify may take.")
+
+
+class OrchestratorSettings(CommonSettings):
+    orchestrator: OrchestratorConfig = OrchestratorConfig()

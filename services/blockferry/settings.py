@@ -1,0 +1,73 @@
+"""Settings every role shares; each role extends them in its own ``settings.py``.
+
+Values come from, strongest first: keyword arguments, environment variables
+(``BLOCKFERRY_…``, nested with ``__``, e.g. ``BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS``),
+then an optional YAML file named by ``BLOCKFERRY_CONFIG_FILE``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+class KafkaSettings(BaseModel):
+    """How to reach the site's Kafka cluster."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = Field("blockferry", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+    topic_partitions: int = Field(4, ge=1, description="Partitions of the shared topics.")
+    chunk_retention_hours: float = Field(
+        24.0, gt=0, description="How long chunk and restore records stay on Kafka."
+    )
+    request_timeout_s: float = Field(30.0, gt=0)
+
+
+class HttpSettings(BaseModel):
+    """The one port a process serves /metrics, /healthz, /readyz (and the API) on."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+def _default_instance() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class CommonSettings(BaseSettings):
+    """What every role needs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BLOCKFERRY_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Path(".blockferry")
+    kafka: KafkaSettings = KafkaSettings()
+    http: HttpSettings = HttpSettings()
+    instance: str = Field(default_factory=_default_instance)
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("BLOCKFERRY_CONFIG_FILE")
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)

@@ -1,0 +1,271 @@
+"""One backup task: read a disk, drop zero blocks, digest, deduplicate, compress, send.
+
+Blocks are prepared in a bounded thread pool (zstandard and blake3 release the
+GIL) while the event loop only produces records, so reading, compressing and
+producing overlap and the loop stays free for Kafka's heartbeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blockferry.core import blocks
+from blockferry.core.errors import SessionError
+from blockferry.mesh import Mesh
+from blockferry.source_mover.disk_source import DiskSource
+from blockferry.source_mover.metrics import SourceMoverMetrics
+from blockferry.source_mover.settings import SourceMoverConfig
+from blockferry.transport.codec import signed64
+from blockferry.transport.mailbox import Mailbox, next_record, reply_result
+
+log = logging.getLogger(__name__)
+
+MAX_UNACKED_CHUNKS = 64
+
+
+@dataclass
+class PreparedBlock:
+    """A block after the CPU work: its digest and, when it must be sent, its stored bytes."""
+
+    index: int
+    size: int
+    digest: bytes
+    stored: bytes | None = None
+    compressed: bool = False
+
+
+@dataclass
+class BackupCounters:
+    blocks_total: int = 0
+    blocks_done: int = 0
+    blocks_read: int = 0
+    blocks_zero: int = 0
+    blocks_deduplicated_session: int = 0
+    blocks_sent: int = 0
+    blocks_resent: int = 0
+    bytes_read: int = 0
+    bytes_sent: int = 0
+    bytes_sent_plain: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def as_map(self) -> dict[str, int]:
+        values = {k: v for k, v in vars(self).items() if isinstance(v, int)}
+        return {**values, **self.extra}
+
+
+class BackupRun:
+    """Sends one disk of one session to a repository's target side.
+
+    Args:
+        sent: digests already sent in this session (shared by the session's disks
+            on this mover), so a block is sent once per session.
+    """
+
+    def __init__(
+        self,
+        mesh: Mesh,
+        config: SourceMoverConfig,
+        metrics: SourceMoverMetrics,
+        pool: Executor,
+        task: dict[str, Any],
+        repository: dict[str, Any],
+        replies: Mailbox,
+        sent: set[bytes],
+    ) -> None:
+        self._mesh = mesh
+        self._config = config
+        self._metrics = metrics
+        self._pool = pool
+        self._task = task
+        self._repo_name = task["repository"]
+        self._key: bytes = repository["dedupe_key"]
+        self._block_size: int = repository["block_size"]
+        self._level = blocks.parse_compression(task["compression"]).zstd_level
+        self._replies = replies
+        self._sent = sent
+        self._unacked: deque[asyncio.Future[Any]] = deque()
+        self.counters = BackupCounters()
+
+    async def run(self) -> BackupCounters:
+        loop = asyncio.get_running_loop()
+        source = await loop.run_in_executor(
+            self._pool, DiskSource, Path(self._task["path"]), self._block_size
+        )
+        try:
+            self.counters.blocks_total = source.blocks
+            extent_records = await self._send_disk(source)
+            await self._finish(source, extent_records)
+        finally:
+            source.close()
+        return self.counters
+
+    async def _send_disk(self, source: DiskSource) -> int:
+        """Send every block's chunk (once) and the disk's extents; return the extents count."""
+        loop = asyncio.get_running_loop()
+        pending: deque[asyncio.Future[PreparedBlock]] = deque()
+        batch_blocks: list[int] = []
+        batch_digests: list[bytes] = []
+        extent_records = 0
+        next_index = 0
+        while next_index < source.blocks or pending:
+            while next_index < source.blocks and len(pending) < self._config.in_flight:
+                pending.append(
+                    loop.run_in_executor(self._pool, self._prepare, source, next_index, False)
+                )
+                next_index += 1
+            block = await pending.popleft()
+            await self._account(block, resend=False)
+            batch_blocks.append(block.index)
+            batch_digests.append(block.digest)
+            if len(batch_blocks) >= self._config.extents_per_record:
+                await self._send_extents(extent_records, batch_blocks, batch_digests)
+                extent_records += 1
+                batch_blocks, batch_digests = [], []
+        if batch_blocks:
+            await self._send_extents(extent_records, batch_blocks, batch_digests)
+            extent_records += 1
+        return extent_records
+
+    def _prepare(self, source: DiskSource, index: int, resend: bool) -> PreparedBlock:
+        """Read, zero-test, digest and, if not yet sent, compress block ``index`` (a thread)."""
+        data = source.read_block(index)
+        if blocks.is_zero(data):
+            return PreparedBlock(index, len(data), blocks.ZERO_DIGEST)
+        digest = blocks.digest(data, self._key)
+        if not resend:
+            if digest in self._sent:
+                return PreparedBlock(index, len(data), digest)
+            self._sent.add(digest)
+        if self._level:
+            compressed = blocks.compress(data, self._level)
+            if len(compressed) < len(data):
+                return PreparedBlock(index, len(data), digest, compressed, True)
+        return PreparedBlock(index, len(data), digest, data, False)
+
+    async def _account(self, block: PreparedBlock, resend: bool) -> None:
+        c = self.counters
+        c.blocks_done += 0 if resend else 1
+        c.blocks_read += 1
+        c.bytes_read += block.size
+        self._metrics.blocks.labels("read").inc()
+        self._metrics.bytes.labels("read").inc(block.size)
+        if block.digest == blocks.ZERO_DIGEST:
+            c.blocks_zero += 1
+            self._metrics.blocks.labels("zero").inc()
+        elif block.stored is None:
+            c.blocks_deduplicated_session += 1
+            self._metrics.blocks.labels("deduplicated").inc()
+        else:
+            await self._send_chunk(block)
+            if resend:
+                c.blocks_resent += 1
+            c.blocks_sent += 1
+            c.bytes_sent += len(block.stored)
+            c.bytes_sent_plain += block.size
+            self._metrics.blocks.labels("sent").inc()
+            self._metrics.bytes.labels("sent").inc(len(block.stored))
+
+    async def _send_chunk(self, block: PreparedBlock) -> None:
+        assert block.stored is not None
+        future = await self._mesh.producer.send(
+            self._mesh.topics.chunks(self._repo_name),
+            "Chunk",
+            {
+                "session_id": self._task["session_id"],
+                "digest": block.digest,
+                "compressed": block.compressed,
+                "plain_size": block.size,
+                "checksum": signed64(blocks.checksum(block.stored)),
+                "data": block.stored,
+            },
+            key=block.digest,
+        )
+        self._unacked.append(future)
+        while len(self._unacked) > MAX_UNACKED_CHUNKS:
+            await self._unacked.popleft()
+
+    async def _send_extents(self, seq: int, indexes: list[int], digests: list[bytes]) -> None:
+        await self._mesh.producer.send(
+            self._mesh.topics.extents(self._repo_name),
+            "Extents",
+            {
+                "session_id": self._task["session_id"],
+                "disk": self._task["disk"],
+                "seq": seq,
+                "blocks": indexes,
+                "digests": b"".join(digests),
+            },
+            key=self._extents_key,
+        )
+
+    @property
+    def _extents_key(self) -> str:
+        return f"{self._task['session_id']}/{self._task['disk']}"
+
+    async def _drain(self) -> None:
+        while self._unacked:
+            await self._unacked.popleft()
+        await self._mesh.producer.flush()
+
+    async def _finish(self, source: DiskSource, extent_records: int) -> None:
+        """Send the end marker; resend what the target reports missing; wait until stored."""
+        correlation = self._extents_key
+        queue = self._replies.open(correlation)
+        try:
+            for attempt in range(self._config.resend_attempts + 1):
+                await self._drain()
+                await self._mesh.producer.send_and_wait(
+                    self._mesh.topics.extents(self._repo_name),
+                    "DiskEnd",
+                    {
+                        "session_id": self._task["session_id"],
+                        "task_id": self._task["task_id"],
+                        "job": self._task["job"],
+                        "disk": self._task["disk"],
+                        "disk_size": source.size,
+                        "block_size": self._block_size,
+                        "extent_records": extent_records,
+                        "parent": None,
+                        "attempt": attempt,
+                    },
+                    key=self._extents_key,
+                )
+                reply = await self._reply_for(queue, attempt)
+                if reply.fields["ok"]:
+                    return
+                missing = reply_result(reply).get("blocks", [])
+                if not missing:
+                    raise SessionError(
+                        f"target refused disk {self._task['disk']}: {reply.fields['error']}"
+                    )
+                log.warning(
+                    "target misses %d blocks of %s; sending them again", len(missing), correlation
+                )
+                await self._resend(source, missing)
+            raise SessionError(
+                f"disk {self._task['disk']}: blocks still missing after"
+                f" {self._config.resend_attempts} resends"
+            )
+        finally:
+            self._replies.close(correlation)
+
+    async def _reply_for(self, queue: asyncio.Queue[Any], attempt: int) -> Any:
+        while True:
+            reply = await next_record(
+                queue, self._config.stored_wait_s, f"disk {self._extents_key} stored"
+            )
+            if json.loads(reply.fields["result"] or "{}").get("attempt", attempt) == attempt:
+                return reply
+
+    async def _resend(self, source: DiskSource, indexes: list[int]) -> None:
+        loop = asyncio.get_running_loop()
+        for index in indexes:
+            block = await loop.run_in_executor(self._pool, self._prepare, source, index, True)
+            await self._account(block, resend=True)

@@ -1,0 +1,40 @@
+"""Metrics of the source mover."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+BLOCK_OUTCOMES = ("read", "zero", "deduplicated", "sent")
+BYTE_KINDS = ("read", "sent", "restored")
+
+
+class SourceMoverMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.blocks = Counter(
+            "blockferry_source_mover_blocks_total",
+            "Blocks by what happened to them: read, zero, deduplicated, sent.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.bytes = Counter(
+            "blockferry_source_mover_bytes_total",
+            "Bytes read from sources, sent as chunks (after compression), restored.",
+            ["kind"],
+            registry=registry,
+        )
+        self.tasks_running = Gauge(
+            "blockferry_source_mover_tasks_running", "Tasks this mover runs now.", registry=registry
+        )
+        self.tasks = Counter(
+            "blockferry_source_mover_tasks_total",
+            "Tasks finished, by kind and result.",
+            ["kind", "result"],
+            registry=registry,
+        )
+        for outcome in BLOCK_OUTCOMES:
+            self.blocks.labels(outcome)
+        for kind in BYTE_KINDS:
+            self.bytes.labels(kind)
+        for kind in ("backup", "restore"):
+            for result in ("done", "failed"):
+                self.tasks.labels(kind, result)

@@ -1,0 +1,181 @@
+"""The source mover role: takes leased tasks, reads disks and sends their blocks;
+on restore, writes the blocks the target side streams back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiokafka import TopicPartition
+from prometheus_client import CollectorRegistry
+
+from blockferry.core.errors import BlockferryError
+from blockferry.mesh import Mesh, RepositoryDirectory
+from blockferry.source_mover.backup import BackupRun
+from blockferry.source_mover.metrics import SourceMoverMetrics
+from blockferry.source_mover.restore import RestoreRun
+from blockferry.source_mover.settings import SourceMoverSettings
+from blockferry.transport.mailbox import Mailbox
+
+log = logging.getLogger(__name__)
+
+
+class SourceMover:
+    """Runs backup and restore tasks, at most ``max_tasks`` at a time."""
+
+    name = "source-mover"
+
+    def __init__(self, settings: SourceMoverSettings, registry: CollectorRegistry) -> None:
+        self._settings = settings
+        self._config = settings.source_mover
+        self._mesh = Mesh(settings, self.name)
+        self._metrics = SourceMoverMetrics(registry)
+        self._directory = RepositoryDirectory(self._mesh)
+        self._tasks = self._mesh.consumer("tasks", group="source-mover")
+        self._pool = ThreadPoolExecutor(self._config.workers, thread_name_prefix="source-mover")
+        self._mailboxes: dict[str, Mailbox] = {}
+        self._mailbox_lock = asyncio.Lock()
+        self._running: set[asyncio.Task[None]] = set()
+        self._session_sent: dict[str, set[bytes]] = {}
+        self._session_users: dict[str, int] = {}
+        self._group: asyncio.TaskGroup | None = None
+        self.ready = False
+
+    async def start(self) -> None:
+        await self._mesh.start()
+        await self._directory.start()
+        await self._tasks.start([self._mesh.topics.tasks])
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            group.create_task(self._directory.run())
+            self.ready = True
+            await self._take_tasks()
+
+    async def stop(self) -> None:
+        self.ready = False
+        for task in list(self._running):
+            task.cancel()
+        for mailbox in self._mailboxes.values():
+            await mailbox.stop()
+        await self._tasks.stop()
+        await self._directory.stop()
+        await self._mesh.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _take_tasks(self) -> None:
+        consumer = self._tasks.consumer
+        async for batch in self._tasks.batches(timeout_ms=500, max_records=1):
+            for record in batch:
+                await self._tasks.commit(
+                    {TopicPartition(record.topic, record.partition): record.offset + 1}
+                )
+                if record.name != "Task":
+                    continue
+                assert self._group is not None
+                task = self._group.create_task(self._run_task(record.fields))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+            assigned = consumer.assignment()
+            if len(self._running) >= self._config.max_tasks:
+                consumer.pause(*assigned)
+            else:
+                consumer.resume(*assigned)
+
+    async def _mailbox(self, topic: str, field: str) -> Mailbox:
+        async with self._mailbox_lock:
+            mailbox = self._mailboxes.get(topic)
+            if mailbox is None:
+                mailbox = self._mesh.mailbox(f"mailbox-{len(self._mailboxes)}", topic, field)
+                await mailbox.start()
+                assert self._group is not None
+                self._group.create_task(mailbox.run())
+                self._mailboxes[topic] = mailbox
+            return mailbox
+
+    async def _run_task(self, task: dict[str, Any]) -> None:
+        kind = task["kind"]
+        self._metrics.tasks_running.inc()
+        counters: dict[str, int] = {}
+        reporter: asyncio.Task[None] | None = None
+        try:
+            await self._report(task, "accepted", counters)
+            repo = await self._directory.get(task["repository"])
+            if repo is None:
+                raise BlockferryError(
+                    f"repository {task['repository']!r} is not served by any target mover"
+                )
+            topics = self._mesh.topics
+            if kind == "backup":
+                replies = await self._mailbox(topics.replies(task["repository"]), "correlation_id")
+                run: Any = BackupRun(
+                    self._mesh,
+                    self._config,
+                    self._metrics,
+                    self._pool,
+                    task,
+                    repo,
+                    replies,
+                    self._sent_digests(task["session_id"]),
+                )
+            else:
+                stream = await self._mailbox(topics.restore(task["repository"]), "session_id")
+                run = RestoreRun(self._mesh, self._metrics, self._pool, task, repo, stream)
+            reporter = asyncio.create_task(self._report_while_running(task, run))
+            result = await run.run()
+            counters = result if isinstance(result, dict) else result.as_map()
+            await self._report(task, "done", counters)
+            self._metrics.tasks.labels(kind, "done").inc()
+        except (BlockferryError, OSError, TimeoutError) as exc:
+            log.error("task %s (%s of %s) failed: %s", task["task_id"], kind, task["disk"], exc)
+            self._metrics.tasks.labels(kind, "failed").inc()
+            await self._report(task, "failed", counters, str(exc))
+        finally:
+            if reporter is not None:
+                reporter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reporter
+            self._release_session(task["session_id"])
+            self._metrics.tasks_running.dec()
+
+    def _sent_digests(self, session_id: str) -> set[bytes]:
+        self._session_users[session_id] = self._session_users.get(session_id, 0) + 1
+        return self._session_sent.setdefault(session_id, set())
+
+    def _release_session(self, session_id: str) -> None:
+        users = self._session_users.get(session_id, 0) - 1
+        if users <= 0:
+            self._session_users.pop(session_id, None)
+            self._session_sent.pop(session_id, None)
+        else:
+            self._session_users[session_id] = users
+
+    async def _report_while_running(self, task: dict[str, Any], run: Any) -> None:
+        while True:
+            await asyncio.sleep(self._config.progress_interval_s)
+            counters = run.counters if isinstance(run.counters, dict) else run.counters.as_map()
+            await self._report(task, "running", counters)
+
+    async def _report(
+        self, task: dict[str, Any], state: str, counters: dict[str, int], message: str = ""
+    ) -> None:
+        await self._mesh.producer.send_and_wait(
+            self._mesh.topics.task_progress,
+            "TaskProgress",
+            {
+                "task_id": task["task_id"],
+                "session_id": task["session_id"],
+                "attempt": task["attempt"],
+                "mover": self._settings.instance,
+                "state": state,
+                "blocks_total": counters.get("blocks_total", 0),
+                "blocks_done": counters.get("blocks_done", counters.get("blocks_written", 0)),
+                "counters": counters,
+                "message": message,
+            },
+            key=task["task_id"],
+        )

@@ -1,0 +1,23 @@
+"""Settings of the source mover."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from blockferry.settings import CommonSettings
+
+
+class SourceMoverConfig(BaseModel):
+    workers: int = Field(2, ge=1, le=64, description="Threads reading, digesting, compressing.")
+    in_flight: int = Field(16, ge=1, description="Blocks being prepared or produced at once.")
+    max_tasks: int = Field(2, ge=1, description="Tasks one mover runs at the same time.")
+    progress_interval_s: float = Field(2.0, gt=0, description="How often a task reports.")
+    extents_per_record: int = Field(1024, ge=1, description="Block entries per Extents record.")
+    stored_wait_s: float = Field(
+        600.0, gt=0, description="How long to wait for the target to store a disk's blocks."
+    )
+    resend_attempts: int = Field(3, ge=0, description="Rounds of resending missing blocks.")
+
+
+class SourceMoverSettings(CommonSettings):
+    source_mover: SourceMoverConfig = SourceMoverConfig()

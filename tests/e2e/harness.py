@@ -1,0 +1,146 @@
+"""Every role as a separate process, on the session's real Kafka broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BLOCKFERRY = [sys.executable, "-m", "blockferry.cli"]
+MAKE_DISK = REPO_ROOT / "compose" / "local" / "make_disk.py"
+ROLES = ("target-mover", "source-mover", "orchestrator")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_disk(path: Path, size_mib: int, seed: int = 1, tail: int = 12345) -> Path:
+    subprocess.run(
+        [
+            sys.executable,
+            str(MAKE_DISK),
+            str(path),
+            str(size_mib),
+            "--seed",
+            str(seed),
+            "--tail",
+            str(tail),
+        ],
+        check=True,
+    )
+    return path
+
+
+class MeshProcesses:
+    """Starts, kills and restarts role processes; runs the CLI against them."""
+
+    def __init__(self, bootstrap: str, prefix: str, workdir: Path, **env: str) -> None:
+        self.workdir = workdir
+        self.repository = workdir / "repository"
+        self.ports = {role: free_port() for role in ROLES}
+        self.env = {
+            **os.environ,
+            "BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "BLOCKFERRY_KAFKA__TOPIC_PREFIX": prefix,
+            "BLOCKFERRY_DATA_DIR": str(workdir),
+            "BLOCKFERRY_API_URL": f"http://127.0.0.1:{self.ports['orchestrator']}",
+            "BLOCKFERRY_TARGET_MOVER__REPOSITORIES": json.dumps({"default": str(self.repository)}),
+            "BLOCKFERRY_ORCHESTRATOR__LEASE_SECONDS": "15",
+            **env,
+        }
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def init_repository(self, *args: str) -> None:
+        self.cli("repo", "init", str(self.repository), *args, check=True)
+
+    def start(self, role: str, wait: bool = True, **env: str) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{role}.log", "ab")
+        process = subprocess.Popen(
+            [*BLOCKFERRY, "run", role],
+            env={**self.env, "BLOCKFERRY_HTTP__PORT": str(self.ports[role]), **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self.processes[role] = process
+        if wait:
+            self.wait_ready(role)
+        return process
+
+    def start_all(self) -> None:
+        for role in ROLES:
+            self.start(role, wait=False)
+        for role in ROLES:
+            self.wait_ready(role)
+
+    def wait_ready(self, role: str, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.ports[role]}/readyz"
+        while time.monotonic() < deadline:
+            if self.processes[role].poll() is not None:
+                raise RuntimeError(f"{role} exited:\n{self.log(role)[-3000:]}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{role} not ready in {timeout} s:\n{self.log(role)[-3000:]}")
+
+    def kill(self, role: str, sig: int = signal.SIGKILL) -> None:
+        process = self.processes.pop(role)
+        process.send_signal(sig)
+        process.wait(timeout=60)
+
+    def log(self, role: str) -> str:
+        path = self.workdir / f"{role}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def metrics(self, role: str) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.ports[role]}/metrics", timeout=5).text
+
+    def cli(
+        self, *args: str, check: bool = False, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*BLOCKFERRY, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"blockferry {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
+            )
+        return result
+
+    def cli_json(self, *args: str) -> dict[str, Any]:
+        result = self.cli(*args, "--json", check=True)
+        document: dict[str, Any] = json.loads(result.stdout)
+        return document
+
+    def close(self) -> None:
+        for process in self.processes.values():
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
