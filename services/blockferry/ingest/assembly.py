@@ -65,6 +65,8 @@ class ExtentAssembly:
         self._consumer = mesh.consumer(f"extents-{repo_name}", group=f"{repo_name}.assembly")
         self._disks: dict[str, DiskExtents] = {}
         self._read_up_to: dict[TopicPartition, int] = {}
+        """Per partition, the offset after the last record read."""
+        self._committed: dict[TopicPartition, int] = {}
         self._group: asyncio.TaskGroup | None = None
 
     async def start(self) -> None:
@@ -105,13 +107,22 @@ class ExtentAssembly:
 
     async def _commit(self) -> None:
         """Commit up to the first record of the oldest unfinished disk of each partition,
-        so a restart reads every unfinished disk again."""
+        so a restart reads every unfinished disk again and no finished one.
+
+        Runs after every poll, records or not: a disk that finished since (its fixed
+        index staged, or refused) lets its partition's offset move on. Otherwise a
+        restart would finish committed sessions again and leave their fixed indexes
+        in ``staging/`` for good.
+        """
+        assigned = self._consumer.consumer.assignment()
         offsets: dict[TopicPartition, int] = {}
         for tp, up_to in self._read_up_to.items():
             pending = [d.first_offset for d in self._disks.values() if d.partition == tp]
-            offsets[tp] = min(pending) if pending else up_to
-        self._read_up_to = {}
+            offset = min(pending) if pending else up_to
+            if tp in assigned and self._committed.get(tp) != offset:
+                offsets[tp] = offset
         await self._consumer.commit(offsets)
+        self._committed.update(offsets)
 
     async def _finish(self, disk: DiskExtents, end: dict[str, Any]) -> None:
         try:

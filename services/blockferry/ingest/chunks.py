@@ -47,7 +47,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._intake.seal(tp)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        return None
+        # The previous owner of these partitions sealed packs this instance has not
+        # indexed yet: without them a replayed chunk would be stored a second time.
+        if assigned:
+            await self._intake.refresh_index()
 
 
 class ChunkIntake:
@@ -93,6 +96,10 @@ class ChunkIntake:
         for tp in list(self._open):
             await self.seal(tp)
         await self._consumer.stop()
+
+    async def refresh_index(self) -> None:
+        """Index the packs other instances sealed since this one last looked."""
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._repo.refresh_index)
 
     async def _republish(self) -> None:
         """Publish every sealed pack's entries again: a crash may have come between

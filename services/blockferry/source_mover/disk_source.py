@@ -17,13 +17,16 @@ class DiskSource:
         self.path = path
         self.block_size = block_size
         try:
-            self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            # O_NONBLOCK: opening a FIFO (or a character device) must not wait for a
+            # writer forever; it is refused below, and cleared for what is read.
+            self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
             raise SourceError(f"opening source {path}: {exc.strerror or exc}") from exc
         try:
             mode = os.fstat(self._fd).st_mode
             if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
                 raise SourceError(f"opening source {path}: not a regular file or block device")
+            os.set_blocking(self._fd, True)
             self.size = os.lseek(self._fd, 0, os.SEEK_END)
         except BaseException:
             os.close(self._fd)

@@ -1,0 +1,357 @@
+"""Bad input through the whole mesh, every role its own process: each case ends in a
+clear error and a non-zero exit, leaves nothing partial behind, and earlier restore
+points stay intact."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from blockferry.repository import Repository
+from tests.e2e.harness import BLOCKFERRY, MeshProcesses, make_disk
+
+pytestmark = pytest.mark.e2e
+
+MIB = 1024 * 1024
+
+
+def squeezed(text: str) -> str:
+    """``text`` without whitespace: the CLI's console wraps long messages."""
+    return "".join(text.split())
+
+
+def assert_says(result: subprocess.CompletedProcess[str], *parts: str) -> None:
+    assert result.returncode != 0, result
+    for part in parts:
+        assert squeezed(part) in squeezed(result.stderr), result.stderr
+
+
+def failed_backup(mesh: MeshProcesses, source: Path, *says: str) -> dict[str, Any]:
+    """Run ``backup --wait`` that must fail saying ``says``; its JSON document."""
+    result = mesh.cli("backup", str(source), "--wait", "--json", timeout=60)
+    assert_says(result, f"backup of {source.name} failed", *says)
+    document: dict[str, Any] = json.loads(result.stdout)
+    assert document["state"] == "failed"
+    assert document["restore_point"] is None
+    return document
+
+
+def temporaries(directory: Path) -> list[Path]:
+    return [p for p in directory.rglob("*") if ".tmp" in p.name]
+
+
+def nothing_staged(repository: Path) -> None:
+    assert list((repository / "staging").iterdir()) == []
+    assert temporaries(repository) == []
+
+
+async def _lag(mesh: MeshProcesses, group: str, topic: str, partitions: int) -> dict[int, int]:
+    prefix = mesh.env["BLOCKFERRY_KAFKA__TOPIC_PREFIX"]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=mesh.env["BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS"],
+        group_id=f"{prefix}.{group}",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        topic = f"{prefix}.{topic}"
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        end = await consumer.end_offsets(tps)
+        return {tp.partition: end[tp] - (await consumer.committed(tp) or 0) for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+def extents_all_committed(mesh: MeshProcesses, shards: int = 2, timeout: float = 15) -> None:
+    """The target's extents consumer committed every record: a restart reads no finished
+    (or refused) disk again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lag = asyncio.run(_lag(mesh, "default.assembly", "default.extents", shards))
+        if lag and not any(lag.values()):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"extents not committed: lag per partition {lag}")
+        time.sleep(0.5)
+
+
+def session_for(mesh: MeshProcesses, path: Path, timeout: float = 30) -> dict[str, Any]:
+    """The orchestrator's session of ``path``, once it exists."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sessions = httpx.get(f"{mesh.env['BLOCKFERRY_API_URL']}/api/v1/sessions").json()
+        for session in sessions:
+            if session["path"] == str(path):
+                return dict(session)
+        time.sleep(0.1)
+    raise AssertionError(f"no session for {path}")
+
+
+def follow(mesh: MeshProcesses, session_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    url = f"{mesh.env['BLOCKFERRY_API_URL']}/api/v1/sessions/{session_id}"
+    while time.monotonic() < deadline:
+        session: dict[str, Any] = httpx.get(url).json()
+        if session["state"] in ("success", "failed"):
+            return session
+        time.sleep(0.2)
+    raise AssertionError(f"session {session_id} did not end in {timeout} s")
+
+
+def restore_identical(mesh: MeshProcesses, rp: str, disk: Path, to: Path) -> None:
+    result = mesh.cli_json("restore", rp, "--to", str(to))
+    assert result["state"] == "success", result
+    assert to.read_bytes() == disk.read_bytes()
+
+
+# -- 1. unreadable sources -----------------------------------------------------------------
+
+
+def test_unreadable_sources_fail_naming_the_source(
+    mesh_processes: MeshProcesses, tmp_path: Path
+) -> None:
+    mesh = mesh_processes
+    mesh.init_repository("--block-size", "256", "--shards", "2")
+    mesh.start_all()
+
+    directory = tmp_path / "a-directory"
+    directory.mkdir()
+    document = failed_backup(mesh, directory, str(directory.resolve()))
+    assert str(directory.resolve()) in document["error"]
+    assert "not a regular file or block device" in document["error"]
+
+    fifo = tmp_path / "a-fifo"
+    os.mkfifo(fifo)
+    # opening a FIFO must not wait for a writer (forever, with no writer)
+    document = failed_backup(mesh, fifo, str(fifo.resolve()))
+    assert str(fifo.resolve()) in document["error"]
+    assert "not a regular file or block device" in document["error"]
+
+    # A source that is gone when the mover opens it (the CLI saw it exist).
+    vanishing = make_disk(tmp_path / "vanishing.img", 1, seed=2)
+    mesh.kill("source-mover", signal.SIGTERM)
+    backup = subprocess.Popen(
+        [*BLOCKFERRY, "backup", str(vanishing), "--wait", "--json"],
+        env=mesh.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        session_for(mesh, vanishing.resolve())
+        vanishing.unlink()
+        mesh.start("source-mover")
+        stdout, stderr = backup.communicate(timeout=120)
+    finally:
+        if backup.poll() is None:
+            backup.kill()
+            backup.wait()
+    result = subprocess.CompletedProcess(backup.args, backup.returncode, stdout, stderr)
+    assert_says(result, str(vanishing.resolve()), "No such file or directory")
+    assert json.loads(stdout)["state"] == "failed"
+
+    assert mesh.cli_json("restore-points")["restore_points"] == []
+    nothing_staged(mesh.repository)
+    assert list((mesh.repository / "restorepoints").iterdir()) == []
+
+    # the mesh goes on working
+    disk = make_disk(tmp_path / "good.img", 2, seed=4)
+    backup_ok = mesh.cli_json("backup", str(disk), "--wait")
+    assert backup_ok["state"] == "success"
+    restore_identical(mesh, backup_ok["restore_point"], disk, tmp_path / "restored.img")
+    extents_all_committed(mesh)
+    mesh.kill("target-mover", signal.SIGTERM)
+    mesh.start("target-mover")  # reads no finished disk again: nothing is staged anew
+    extents_all_committed(mesh)
+    assert list((mesh.repository / "staging").iterdir()) == []
+
+
+# -- 2. uninitialised repository ------------------------------------------------------------
+
+
+def test_uninitialised_repository_says_to_run_repo_init(
+    mesh_processes: MeshProcesses, tmp_path: Path
+) -> None:
+    mesh = mesh_processes
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    assert_says(mesh.cli("repo", "check", str(empty)), "blockferry repo init", str(empty))
+    absent = tmp_path / "absent"
+    assert_says(mesh.cli("repo", "check", str(absent)), "blockferry repo init", str(absent))
+    destination = tmp_path / "restored.img"
+    restored = mesh.cli("repo", "restore", str(empty), "rp-1", "--to", str(destination))
+    assert_says(restored, "blockferry repo init", str(empty))
+    assert not destination.exists()
+    assert list(empty.iterdir()) == [], "nothing is created in the directory"
+
+    target = mesh.start(
+        "target-mover",
+        wait=False,
+        BLOCKFERRY_TARGET_MOVER__REPOSITORIES=json.dumps({"default": str(empty)}),
+    )
+    try:
+        code = target.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"target mover still running:\n{mesh.log('target-mover')[-3000:]}")
+    assert code != 0
+    log = squeezed(mesh.log("target-mover"))
+    assert squeezed(f"blockferry repo init {empty}") in log, mesh.log("target-mover")
+    assert list(empty.iterdir()) == []
+
+
+# -- 3. repository disk full ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command: cannot make a small full file system")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_repository_disk_full_fails_cleanly_and_keeps_earlier_restore_points(
+    mesh_processes: MeshProcesses, tmp_path: Path
+) -> None:
+    mesh = mesh_processes
+    mesh.env["BLOCKFERRY_TARGET_MOVER__STORED_WAIT_S"] = "10"
+    with small_tmpfs(mesh.repository, "8m"):
+        try:
+            mesh.init_repository("--block-size", "256", "--shards", "2")
+            mesh.start_all()
+            small = make_disk(tmp_path / "small.img", 2, seed=7)
+            first = mesh.cli_json("backup", str(small), "--wait")
+            assert first["state"] == "success"
+            rp = first["restore_point"]
+
+            big = tmp_path / "big.img"
+            big.write_bytes(os.urandom(12 * MIB))
+            started = time.monotonic()
+            document = failed_backup(mesh, big, "no space left on the repository")
+            assert "no space left on the repository" in document["error"], document
+            assert time.monotonic() - started < 60
+
+            assert temporaries(mesh.repository) == [], "a failed pack leaves no temp file"
+            assert [p["id"] for p in mesh.cli_json("restore-points")["restore_points"]] == [rp]
+            assert mesh.cli_json("verify", rp)["ok"] is True
+            restore_identical(mesh, rp, small, tmp_path / "restored.img")
+            extents_all_committed(mesh)
+
+            # restarted, the failed session's chunks still waiting on Kafka: nothing left over
+            mesh.kill("target-mover", signal.SIGTERM)
+            nothing_staged(mesh.repository)
+            mesh.start("target-mover")
+            assert mesh.cli_json("verify", rp)["ok"] is True
+            restore_identical(mesh, rp, small, tmp_path / "restored-again.img")
+            assert list((mesh.repository / "staging").iterdir()) == []
+            repo = Repository.open(mesh.repository)
+            assert [p.id for p in repo.restore_points()] == [rp]
+        finally:
+            mesh.close()
+
+
+# -- 4. restore onto an existing file ----------------------------------------------------------
+
+
+def test_restore_through_the_api_without_force_leaves_an_existing_file(
+    mesh_processes: MeshProcesses, tmp_path: Path
+) -> None:
+    mesh = mesh_processes
+    mesh.init_repository("--block-size", "256", "--shards", "2")
+    mesh.start_all()
+    disk = make_disk(tmp_path / "d.img", 2, seed=5)
+    rp = mesh.cli_json("backup", str(disk), "--wait")["restore_point"]
+
+    existing = tmp_path / "existing.img"
+    other = os.urandom(3 * MIB)
+    existing.write_bytes(other)
+    refused = mesh.cli("restore", rp, "--to", str(existing))
+    assert_says(refused, "--force")
+
+    response = httpx.post(
+        f"{mesh.env['BLOCKFERRY_API_URL']}/api/v1/restores",
+        json={"restore_point": rp, "destination": str(existing), "force": False},
+    )
+    assert response.status_code == 202, response.text
+    session = follow(mesh, response.json()["id"])
+    assert session["state"] == "failed"
+    assert str(existing) in session["error"]
+    assert "--force" in session["error"]
+    assert existing.read_bytes() == other
+    assert temporaries(tmp_path) == []
+    restore_identical(mesh, rp, disk, tmp_path / "elsewhere.img")
+
+
+# -- 5. restore over a block device -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def loop_device(backing: Path) -> Iterator[Path]:
+    if shutil.which("losetup") is None:
+        pytest.skip("losetup is not installed: no loop device to restore onto")
+    attached = subprocess.run(
+        ["losetup", "-f", "--show", str(backing)], capture_output=True, text=True, check=False
+    )
+    if attached.returncode != 0:
+        pytest.skip(f"cannot attach a loop device (needs root): {attached.stderr.strip()}")
+    device = Path(attached.stdout.strip())
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "-d", str(device)], check=False)
+
+
+def test_restore_over_a_block_device_writes_every_byte(
+    mesh_processes: MeshProcesses, tmp_path: Path
+) -> None:
+    mesh = mesh_processes
+    mesh.init_repository("--block-size", "256", "--shards", "2")
+    mesh.start_all()
+    disk = make_disk(tmp_path / "d.img", 4, seed=3)
+    source = disk.read_bytes()
+    backup = mesh.cli_json("backup", str(disk), "--wait")
+    assert backup["counters"]["blocks_zero"] > 0, "the disk has zero blocks"
+    rp = backup["restore_point"]
+
+    backing = tmp_path / "device.img"
+    old = os.urandom(len(source) + 2 * MIB - len(source) % 512)
+    backing.write_bytes(old)
+    with loop_device(backing) as device:
+        refused = mesh.cli("restore", rp, "--to", str(device), "--json")
+        assert_says(refused, str(device), "--force")
+        with open(device, "rb") as f:
+            assert f.read() == old, "refused: the device is untouched"
+
+        result = mesh.cli_json("restore", rp, "--to", str(device), "--force")
+        assert result["state"] == "success", result
+        with open(device, "rb") as f:
+            written = f.read()
+    assert written[: len(source)] == source, "every byte, zero blocks included"
+    assert written[len(source) :] == old[len(source) :], "nothing past the disk"
