@@ -459,6 +459,7 @@ def restore_points(repository: str, job: str | None, api_url: str, as_json: bool
         click.echo(json.dumps({"restore_points": points}))
         return
     table = Table("restore point", "job", "created", "disks")
+    table.columns[0].no_wrap = True
     for rp in points:
         table.add_row(
             rp["id"],

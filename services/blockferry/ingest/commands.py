@@ -123,7 +123,7 @@ class CommandHandler:
 
     async def _verify(self, args: dict[str, Any]) -> dict[str, Any]:
         report = await self._in_pool(verify, self._repo, args.get("restore_point"))
-        return dict(report.to_dict())
+        return {**report.to_dict(), "summary": report.summary()}
 
     async def _describe(self, args: dict[str, Any]) -> dict[str, Any]:
         config = self._repo.config
