@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from blockferry.core import blocks
@@ -24,6 +23,7 @@ from blockferry.mesh import Mesh
 from blockferry.repository import Repository
 from blockferry.settings import CommonSettings, KafkaSettings
 from blockferry.transport.codec import signed64
+from tests.kafka.offsets import committed_and_end
 
 pytestmark = pytest.mark.kafka
 
@@ -130,19 +130,8 @@ class Harness:
 
     async def committed_and_end(self) -> tuple[dict[int, int], dict[int, int]]:
         """The target group's committed offsets and the chunk topic's end offsets."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=f"{self.prefix}.{REPO}.target",
-            enable_auto_commit=False,
-        )
-        await consumer.start()
-        try:
-            tps = [TopicPartition(self.topic, p) for p in range(SHARDS)]
-            end = await consumer.end_offsets(tps)
-            committed = {tp.partition: await consumer.committed(tp) or 0 for tp in tps}
-            return committed, {tp.partition: offset for tp, offset in end.items()}
-        finally:
-            await consumer.stop()
+        group = f"{self.prefix}.{REPO}.target"
+        return await committed_and_end(self.bootstrap, group, self.topic, SHARDS)
 
     async def wait_committed_to_end(self) -> None:
         await until(self.committed_and_end, lambda ce: ce[0] == ce[1], "offsets committed")

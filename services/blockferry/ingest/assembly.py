@@ -100,6 +100,10 @@ class ExtentAssembly:
                 disk.digests[index] = digests[i * blocks.DIGEST_SIZE : (i + 1) * blocks.DIGEST_SIZE]
             disk.records.add(f["seq"])
             return
+        if f["error"]:
+            log.warning("disk %s: the source gave up (%s); dropping its extents", key, f["error"])
+            self._disks.pop(key, None)
+            return
         disk.end = f
         if disk.finishing is None or disk.finishing.done():
             assert self._group is not None
@@ -168,13 +172,20 @@ class ExtentAssembly:
         await self._reply(end, ok=True, result={"blocks": count})
 
     async def _wait_durable(self, disk: DiskExtents) -> list[int]:
-        """Block indexes whose digest is not in a sealed pack once the wait is over."""
+        """Block indexes whose digest is not in a sealed pack once the wait is over.
+
+        The wait ends when no further block became durable for ``stored_wait_s``: a
+        target far behind on a big disk keeps storing, and is not mistaken for loss.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._config.stored_wait_s
         needed = {d for d in disk.digests.values() if d != blocks.ZERO_DIGEST}
         while True:
             await loop.run_in_executor(self._pool, self._repo.refresh_index)
-            needed = {d for d in needed if self._repo.locate(d) is None}
+            still = {d for d in needed if self._repo.locate(d) is None}
+            if len(still) < len(needed):
+                deadline = loop.time() + self._config.stored_wait_s
+            needed = still
             if not needed or loop.time() >= deadline:
                 break
             if self._intake.storage_error is not None:

@@ -102,9 +102,19 @@ class BackupRun:
             self.counters.blocks_total = source.blocks
             extent_records = await self._send_disk(source)
             await self._finish(source, extent_records)
+        except BaseException as exc:
+            await self._give_up(source, exc)
+            raise
         finally:
             source.close()
         return self.counters
+
+    async def _give_up(self, source: DiskSource, exc: BaseException) -> None:
+        """Tell the target side to drop what it has of this disk (best effort)."""
+        try:
+            await self._send_end(source, 0, 0, error=str(exc) or type(exc).__name__)
+        except Exception as send_exc:
+            log.warning("telling the target to drop %s: %s", self._extents_key, send_exc)
 
     async def _send_disk(self, source: DiskSource) -> int:
         """Send every block's chunk (once) and the disk's extents; return the extents count."""
@@ -221,22 +231,7 @@ class BackupRun:
         try:
             for attempt in range(self._config.resend_attempts + 1):
                 await self._drain()
-                await self._mesh.producer.send_and_wait(
-                    self._mesh.topics.extents(self._repo_name),
-                    "DiskEnd",
-                    {
-                        "session_id": self._task["session_id"],
-                        "task_id": self._task["task_id"],
-                        "job": self._task["job"],
-                        "disk": self._task["disk"],
-                        "disk_size": source.size,
-                        "block_size": self._block_size,
-                        "extent_records": extent_records,
-                        "parent": None,
-                        "attempt": attempt,
-                    },
-                    key=self._extents_key,
-                )
+                await self._send_end(source, extent_records, attempt)
                 reply = await self._reply_for(queue, attempt)
                 if reply.fields["ok"]:
                     return
@@ -255,6 +250,27 @@ class BackupRun:
             )
         finally:
             self._replies.close(correlation)
+
+    async def _send_end(
+        self, source: DiskSource, extent_records: int, attempt: int, error: str = ""
+    ) -> None:
+        await self._mesh.producer.send_and_wait(
+            self._mesh.topics.extents(self._repo_name),
+            "DiskEnd",
+            {
+                "session_id": self._task["session_id"],
+                "task_id": self._task["task_id"],
+                "job": self._task["job"],
+                "disk": self._task["disk"],
+                "disk_size": source.size,
+                "block_size": self._block_size,
+                "extent_records": extent_records,
+                "parent": None,
+                "attempt": attempt,
+                "error": error,
+            },
+            key=self._extents_key,
+        )
 
     async def _reply_for(self, queue: asyncio.Queue[Any], attempt: int) -> Any:
         while True:

@@ -27,6 +27,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "extent_records": 1,
         "parent": None,
         "attempt": 0,
+        "error": "",
     },
     "IndexEntry": {
         "digest": b"d" * 32,
@@ -119,10 +120,14 @@ def test_single_object_header_is_the_java_fingerprint() -> None:
 def test_older_writer_schema_reads_with_current_reader() -> None:
     """A record written before a field with a default was added still reads."""
     raw = json.loads((SCHEMA_DIR / "DiskEnd.avsc").read_text())
-    old = dict(raw, fields=[f for f in raw["fields"] if f["name"] not in ("parent", "attempt")])
+    old = dict(
+        raw, fields=[f for f in raw["fields"] if f["name"] not in ("parent", "attempt", "error")]
+    )
     writer = Codec.__new__(Codec)
     Codec.__init__(writer, _schema_dir_with(old))
-    old_fields = {k: v for k, v in SAMPLES["DiskEnd"].items() if k not in ("parent", "attempt")}
+    old_fields = {
+        k: v for k, v in SAMPLES["DiskEnd"].items() if k not in ("parent", "attempt", "error")
+    }
     encoded = writer.encode("DiskEnd", old_fields)
 
     reader = Codec()
@@ -131,7 +136,7 @@ def test_older_writer_schema_reads_with_current_reader() -> None:
     reader.add_writer_schema(old)
     name, fields = reader.decode(encoded)
     assert name == "DiskEnd"
-    assert fields == {**old_fields, "parent": None, "attempt": 0}
+    assert fields == {**old_fields, "parent": None, "attempt": 0, "error": ""}
 
 
 def _schema_dir_with(schema: dict[str, Any]) -> Path:

@@ -1,0 +1,137 @@
+"""Fixed-index assembly on a real broker: missing blocks are asked for again, a disk its
+source gave up on is dropped, and the extents offsets move past both."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from blockferry.core import blocks
+from blockferry.ingest.config import IngestConfig
+from blockferry.ingest.metrics import IngestMetrics
+from blockferry.ingest.pipeline import RepositoryPipeline
+from blockferry.mesh import Mesh
+from blockferry.repository import Repository
+from blockferry.settings import CommonSettings, KafkaSettings
+from blockferry.transport.codec import signed64
+from tests.kafka.offsets import committed_and_end
+
+pytestmark = pytest.mark.kafka
+
+REPO = "default"
+BLOCK = 256 * 1024
+
+
+def _end(session: str, extent_records: int, attempt: int = 0, error: str = "") -> dict[str, Any]:
+    return {
+        "session_id": session,
+        "task_id": f"{session}/d0",
+        "job": "j",
+        "disk": "d0",
+        "disk_size": 2 * BLOCK + 100,
+        "block_size": BLOCK,
+        "extent_records": extent_records,
+        "parent": None,
+        "attempt": attempt,
+        "error": error,
+    }
+
+
+async def test_missing_blocks_then_stored_and_given_up_disks_dropped(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    repo = Repository.init(tmp_path / "repo", block_size=BLOCK, shard_count=2)
+    settings = CommonSettings(
+        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
+    )
+    mesh = Mesh(settings, "test")
+    await mesh.start()
+    pool = ThreadPoolExecutor(2)
+    config = IngestConfig(stored_wait_s=2.0, idle_seal_s=0.2)
+    pipeline = RepositoryPipeline(
+        mesh, repo, REPO, config, IngestMetrics(CollectorRegistry(), "test"), pool
+    )
+    await pipeline.start()
+    running = asyncio.create_task(pipeline.run())
+    replies = mesh.mailbox("replies", mesh.topics.replies(REPO), "correlation_id")
+    await replies.start()
+    reading = asyncio.create_task(replies.run())
+    try:
+        plain = b"block one" * 20000
+        digest = blocks.digest(plain, repo.config.dedupe_key)
+        extents = {
+            "session_id": "s1",
+            "disk": "d0",
+            "seq": 0,
+            "blocks": [0, 2],
+            "digests": digest + blocks.ZERO_DIGEST,
+        }
+        topic = mesh.topics.extents(REPO)
+        queue = replies.open("s1/d0")
+        await mesh.producer.send_and_wait(topic, "Extents", extents, key="s1/d0")
+        await mesh.producer.send_and_wait(topic, "DiskEnd", _end("s1", 1), key="s1/d0")
+
+        async with asyncio.timeout(30):
+            missing = (await queue.get()).fields
+        assert (missing["name"], missing["ok"]) == ("missing-blocks", False)
+        assert json.loads(missing["result"]) == {"blocks": [0], "attempt": 0}
+
+        data = blocks.compress(plain, 3)
+        await mesh.producer.send_and_wait(
+            mesh.topics.chunks(REPO),
+            "Chunk",
+            {
+                "session_id": "s1",
+                "digest": digest,
+                "compressed": True,
+                "plain_size": len(plain),
+                "checksum": signed64(blocks.checksum(data)),
+                "data": data,
+            },
+            key=digest,
+        )
+        await mesh.producer.send_and_wait(topic, "DiskEnd", _end("s1", 1, attempt=1), key="s1/d0")
+        async with asyncio.timeout(30):
+            stored = (await queue.get()).fields
+        assert (stored["name"], stored["ok"]) == ("disk-stored", True)
+        assert json.loads(stored["result"])["attempt"] == 1
+
+        # A source that gave up after sending extents: nothing is answered, nothing staged.
+        given_up = replies.open("s2/d0")
+        await mesh.producer.send_and_wait(
+            topic, "Extents", {**extents, "session_id": "s2"}, key="s2/d0"
+        )
+        await mesh.producer.send_and_wait(
+            topic, "DiskEnd", _end("s2", 0, error="read failed"), key="s2/d0"
+        )
+        await asyncio.sleep(3)
+        assert given_up.empty()
+
+        committed, end = await committed_and_end(
+            kafka_bootstrap, f"{topic_prefix}.{REPO}.assembly", topic, 2
+        )
+        assert committed == end, "offsets move past both"
+        staged = sorted(
+            p.relative_to(repo.path).as_posix() for p in (repo.path / "staging").rglob("*.fidx")
+        )
+        assert staged == ["staging/s1/d0.fidx"]
+        fidx = repo.read_fixed_index  # the staged index is read when committed
+        point = repo.commit_restore_point(
+            job="j", session_id="s1", disks=["d0"], parent=None, stats={}
+        )
+        index = fidx(point, "d0")
+        assert list(index.digests) == [digest, blocks.ZERO_DIGEST, blocks.ZERO_DIGEST]
+    finally:
+        running.cancel()
+        reading.cancel()
+        await asyncio.gather(running, reading, return_exceptions=True)
+        await replies.stop()
+        await pipeline.stop()
+        await mesh.stop()
+        pool.shutdown()
