@@ -293,8 +293,9 @@ def _follow(client: httpx.Client, session: dict[str, Any], as_json: bool) -> dic
         task = bar.add_task(f"{session['kind']} {session['disk']}", total=None)
     try:
         while session["state"] not in ("success", "failed"):
-            time.sleep(0.5)
-            session = _call(client, "GET", f"/api/v1/sessions/{session['id']}")
+            session = _call(
+                client, "GET", f"/api/v1/sessions/{session['id']}", params={"wait_s": 1.0}
+            )
             if bar is not None and task is not None and session["blocks_total"]:
                 bar.update(task, total=session["blocks_total"], completed=session["blocks_done"])
     finally:

@@ -5,13 +5,14 @@ commands the restore point's commit and reports each session's result."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException, Query
 from prometheus_client import CollectorRegistry, Counter
 
 from blockferry.core.errors import SessionError
@@ -35,6 +36,8 @@ class Orchestrator:
         self._replies: dict[str, Mailbox] = {}
         self._replies_lock = asyncio.Lock()
         self._sessions: dict[str, Session] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+        """Set (and replaced) whenever a session changes, for long-polling clients."""
         self._group: asyncio.TaskGroup | None = None
         self._sessions_total = Counter(
             "blockferry_orchestrator_sessions_total",
@@ -115,10 +118,19 @@ class Orchestrator:
             return sorted(self._sessions.values(), key=lambda s: s.created)
 
         @api.get("/sessions/{session_id}")
-        async def session(session_id: str) -> Session:
+        async def session(
+            session_id: str,
+            wait_s: Annotated[
+                float, Query(ge=0, le=60, description="Wait this long for a change first.")
+            ] = 0.0,
+        ) -> Session:
             found = self._sessions.get(session_id)
             if found is None:
                 raise HTTPException(404, f"no session {session_id}")
+            if wait_s and not found.ended:
+                changed = self._changed.setdefault(session_id, asyncio.Event())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), wait_s)
             return found
 
         @api.get("/restore-points")
@@ -154,6 +166,11 @@ class Orchestrator:
         )
         self._sessions[session.id] = session
         return session
+
+    def _notify(self, session: Session) -> None:
+        changed = self._changed.pop(session.id, None)
+        if changed is not None:
+            changed.set()
 
     def _spawn(self, coroutine: Any) -> None:
         assert self._group is not None
@@ -204,6 +221,7 @@ class Orchestrator:
             session.finished = datetime.now(UTC)
             session.seconds = asyncio.get_running_loop().time() - started
             self._sessions_total.labels(session.kind, session.state).inc()
+            self._notify(session)
 
     async def _run_task(self, session: Session, extra: dict[str, Any]) -> None:
         """Publish the session's disk task and follow it, offering it again when its lease
@@ -241,6 +259,7 @@ class Orchestrator:
                     session.blocks_total = progress["blocks_total"]
                     session.blocks_done = progress["blocks_done"]
                     session.counters = progress["counters"]
+                    self._notify(session)
                     if progress["state"] == "done":
                         return
                     if progress["state"] == "failed":
