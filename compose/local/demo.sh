@@ -10,46 +10,22 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 BIN="$ROOT/.venv/bin"
 DEMO="$ROOT/.blockferry/demo"
 SIZE_MIB="${DEMO_SIZE_MIB:-256}"
-PIDS=()
-
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [[ -n "${OWN_KAFKA:-}" ]]; then bash "$HERE/kafka.sh" down --data-dir "$DEMO/kafka" >/dev/null; fi
-}
-trap cleanup EXIT
+# shellcheck source=compose/local/lib.sh
+source "$HERE/lib.sh"
+mesh_stop_on_exit
 
 rm -rf "$DEMO/repository" "$DEMO/restored.img" "$DEMO"/*.log
 mkdir -p "$DEMO"
 export BLOCKFERRY_DATA_DIR="$DEMO"
 export BLOCKFERRY_KAFKA__TOPIC_PREFIX="demo$(date +%s)"
-if [[ -z "${BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS:-}" ]]; then
-    echo "== starting a local Kafka broker"
-    OWN_KAFKA=1
-    BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS="$(bash "$HERE/kafka.sh" up --data-dir "$DEMO/kafka" --port 19092 | tail -n 1)"
-    export BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS
-fi
+mesh_kafka_up "$DEMO/kafka" 19092
 
 echo "== creating a repository and a ${SIZE_MIB} MiB demo disk"
 "$BIN/blockferry" repo init "$DEMO/repository" >/dev/null
 "$BIN/python" "$HERE/make_disk.py" "$DEMO/disk.img" "$SIZE_MIB" --seed 7
 
 echo "== starting the roles, each in its own process"
-port=18080
-for role in target-mover source-mover orchestrator; do
-    port=$((port + 1))
-    [[ $role == orchestrator ]] && api_port=$port
-    BLOCKFERRY_HTTP__PORT=$port "$BIN/blockferry" run "$role" >"$DEMO/$role.log" 2>&1 &
-    PIDS+=($!)
-done
-export BLOCKFERRY_API_URL="http://127.0.0.1:$api_port"
-for p in 18081 18082 18083; do
-    for _ in $(seq 1 120); do
-        curl -fsS "http://127.0.0.1:$p/readyz" >/dev/null 2>&1 && break
-        sleep 0.5
-    done
-    curl -fsS "http://127.0.0.1:$p/readyz" >/dev/null || { tail -n 40 "$DEMO"/*.log; echo "a role did not start" >&2; exit 1; }
-done
+mesh_roles_up "$DEMO" 18081
 
 echo "== backing up"
 "$BIN/blockferry" backup "$DEMO/disk.img" --job demo --disk disk0 --wait --json >"$DEMO/backup.json"

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# `make bench`: full backup and restore throughput of the mesh on a generated disk image,
+# against borg on the same image. Work dir: .blockferry/bench (the image, repositories,
+# logs, bench.json). Environment:
+#   BENCH_SIZE_MIB    image size in MiB (default 2048)
+#   BENCH_ROUNDS      rounds, each a full backup + restore with both tools (default 3)
+#   BENCH_BLOCK_KIB   our repositories' block size in KiB (default 1024)
+#   BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS   use that cluster instead of a local broker
+# Each round backs up into its own fresh repository (r1, r2, ...), so no round
+# deduplicates against an earlier one; borg gets a fresh repository every round too.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+BIN="$ROOT/.venv/bin"
+WORK="$ROOT/.blockferry/bench"
+SIZE_MIB="${BENCH_SIZE_MIB:-2048}"
+ROUNDS="${BENCH_ROUNDS:-3}"
+BLOCK_KIB="${BENCH_BLOCK_KIB:-1024}"
+SEED=11
+TAIL=12345
+MIB=$((1024 * 1024))
+
+die() { echo "bench: error: $*" >&2; exit 1; }
+[[ "$SIZE_MIB" =~ ^[0-9]+$ && "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_SIZE_MIB and BENCH_ROUNDS must be numbers"
+
+# shellcheck source=compose/local/lib.sh
+source "$HERE/lib.sh"
+mesh_stop_on_exit
+
+mkdir -p "$WORK"
+# A broker left running by an interrupted bench, then everything but a reusable image.
+if [[ -d "$WORK/kafka" ]]; then bash "$HERE/kafka.sh" down --data-dir "$WORK/kafka" >/dev/null 2>&1 || true; fi
+rm -rf "$WORK/kafka" "$WORK/repos" "$WORK/borg" "$WORK/restore" "$WORK"/*.log "$WORK/bench.json"
+
+# -- the image: deterministic, so it is kept between runs while size and generator match
+image="$WORK/disk.img"
+image_bytes=$((SIZE_MIB * MIB + TAIL))
+stamp="$SIZE_MIB $SEED $TAIL $(sha256sum "$HERE/make_disk.py" | cut -c1-16)"
+free_bytes() { df --output=avail -B1 "$WORK" | tail -n 1 | tr -d ' '; }
+if [[ ! -f "$image" || "$(cat "$WORK/disk.stamp" 2>/dev/null)" != "$stamp" ]]; then
+    rm -f "$image" "$WORK/disk.stamp"
+    free="$(free_bytes)"
+    ((image_bytes <= free)) || die "a ${SIZE_MIB} MiB image does not fit in $WORK:" \
+        "$((free / MIB)) MiB free (set BENCH_SIZE_MIB lower)"
+    echo "== generating a ${SIZE_MIB} MiB image (30% zero, 30% text, 20% random, 20% repeated 1 MiB regions)"
+    "$BIN/python" "$HERE/make_disk.py" "$image" "$SIZE_MIB" --seed "$SEED" --tail "$TAIL"
+    echo "$stamp" >"$WORK/disk.stamp"
+else
+    echo "== reusing the ${SIZE_MIB} MiB image $image"
+fi
+# Per round at most: our repository + Kafka's copies of chunks and restore stream + one
+# restored image + borg's repository + borg's extracted image; our repositories stay.
+need=$((image_bytes * (3 + 2 * ROUNDS)))
+free="$(free_bytes)"
+((need <= free)) || echo "bench: warning: the bench may need up to $((need / MIB)) MiB in $WORK," \
+    "only $((free / MIB)) MiB are free" >&2
+
+# -- borg
+if ! command -v borg >/dev/null; then
+    echo "== installing borgbackup (Debian package)"
+    [[ $(id -u) == 0 ]] || die "borg is missing and this is not root: install borgbackup first"
+    command -v apt-get >/dev/null || die "borg is missing and there is no apt-get: install borgbackup first"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends borgbackup >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends borgbackup >/dev/null; } \
+        || die "could not install borgbackup with apt-get"
+    command -v borg >/dev/null || die "borgbackup is installed but there is no borg command"
+fi
+
+# -- Kafka, one fresh repository per round, the roles
+export BLOCKFERRY_DATA_DIR="$WORK"
+BLOCKFERRY_KAFKA__TOPIC_PREFIX="bench$(date +%s)"
+export BLOCKFERRY_KAFKA__TOPIC_PREFIX
+mesh_kafka_up "$WORK/kafka" 19192
+
+echo "== creating $ROUNDS repositories (block size $BLOCK_KIB KiB), one per round"
+repos=""
+for ((i = 1; i <= ROUNDS; i++)); do
+    "$BIN/blockferry" --log-level WARNING repo init "$WORK/repos/r$i" --block-size "$BLOCK_KIB" >/dev/null
+    repos+="${repos:+, }\"r$i\": \"$WORK/repos/r$i\""
+done
+export BLOCKFERRY_TARGET_MOVER__REPOSITORIES="{$repos}"
+
+echo "== starting the roles, each in its own process"
+mesh_roles_up "$WORK" 18091
+
+pids=()
+for role in "${MESH_ROLES[@]}"; do pids+=(--pid "$role=${ROLE_PIDS[$role]}"); done
+if [[ -n "$MESH_KAFKA_DIR" ]]; then
+    for f in "$MESH_KAFKA_DIR"/node-*/kafka.pid; do
+        node="${f%/kafka.pid}"
+        pids+=(--pid "kafka-${node##*/node-}=$(<"$f")")
+    done
+fi
+"$BIN/python" "$HERE/bench.py" --work "$WORK" --image "$image" --rounds "$ROUNDS" \
+    --mesh "each role its own process (blockferry run ROLE)" "${pids[@]}"

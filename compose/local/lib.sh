@@ -1,0 +1,75 @@
+# shellcheck shell=bash
+# Steps shared by demo.sh (`make run`) and bench.sh (`make bench`); sourced, not run.
+#
+#   mesh_kafka_up DIR PORT      start a local broker with its data in DIR, first port PORT,
+#                               unless BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS names one (exported)
+#   mesh_roles_up LOGDIR PORT   each role its own process (`blockferry run ROLE`), HTTP ports
+#                               PORT, PORT+1, PORT+2, logs LOGDIR/ROLE.log; waits until every
+#                               role is ready; fills ROLE_PIDS (role -> pid), exports
+#                               BLOCKFERRY_API_URL (the orchestrator's port)
+#   mesh_stop                   stop the roles by pid, then the broker mesh_kafka_up started
+#   mesh_stop_on_exit           run mesh_stop when the script ends, also on Ctrl-C or SIGTERM
+#
+# Expects set -euo pipefail and ROOT (the checkout) in the caller.
+MESH_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+MESH_BIN="$ROOT/.venv/bin"
+MESH_ROLES=(target-mover source-mover orchestrator)
+MESH_KAFKA_DIR=""
+declare -gA ROLE_PIDS=()
+
+mesh_kafka_up() {
+    local dir="$1" port="$2"
+    if [[ -n "${BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS:-}" ]]; then
+        echo "== using the Kafka cluster at $BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS"
+        return 0
+    fi
+    echo "== starting a local Kafka broker"
+    MESH_KAFKA_DIR="$dir"
+    BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS="$(bash "$MESH_LIB_DIR/kafka.sh" up --data-dir "$dir" --port "$port" | tail -n 1)"
+    export BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS
+}
+
+mesh_roles_up() {
+    local logdir="$1" port="$2" role p pid
+    for role in "${MESH_ROLES[@]}"; do
+        BLOCKFERRY_HTTP__PORT=$port "$MESH_BIN/blockferry" run "$role" >"$logdir/$role.log" 2>&1 &
+        ROLE_PIDS[$role]=$!
+        [[ $role == orchestrator ]] && export BLOCKFERRY_API_URL="http://127.0.0.1:$port"
+        port=$((port + 1))
+    done
+    port=$((port - ${#MESH_ROLES[@]}))
+    for role in "${MESH_ROLES[@]}"; do
+        p=$port
+        port=$((port + 1))
+        pid="${ROLE_PIDS[$role]}"
+        for _ in $(seq 1 120); do
+            curl -fsS "http://127.0.0.1:$p/readyz" >/dev/null 2>&1 && continue 2
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.5
+        done
+        tail -n 40 "$logdir/$role.log" >&2 || true
+        echo "the $role (pid $pid, port $p) did not start; its log: $logdir/$role.log" >&2
+        return 1
+    done
+}
+
+mesh_stop_on_exit() {
+    trap mesh_stop EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+mesh_stop() {
+    local pid _
+    for pid in "${ROLE_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${ROLE_PIDS[@]}"; do
+        for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    ROLE_PIDS=()
+    if [[ -n "$MESH_KAFKA_DIR" ]]; then
+        bash "$MESH_LIB_DIR/kafka.sh" down --data-dir "$MESH_KAFKA_DIR" >/dev/null
+        MESH_KAFKA_DIR=""
+    fi
+}
