@@ -253,6 +253,11 @@ class Bench:
             f" {'dropped before every timed step' if self.caches_dropped else 'NOT dropped'}"
         )
         idle = self.idle_cpu(5.0)
+        # One untimed round of each tool first: the mesh is a long-running service, and
+        # a fresh broker JVM spends its first seconds compiling; borg gets the same warm-up.
+        self.ours(0)
+        self.borg(0)
+        print("   warm-up round of both tools done (not counted)", flush=True)
         rounds = []
         for n in range(1, self.rounds + 1):
             ours = self.ours(n)

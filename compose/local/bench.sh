@@ -8,6 +8,7 @@
 #   BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS   use that cluster instead of a local broker
 # Each round backs up into its own fresh repository (r1, r2, ...), so no round
 # deduplicates against an earlier one; borg gets a fresh repository every round too.
+# An untimed warm-up round of both tools (our repository r0) comes first.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -73,9 +74,9 @@ BLOCKFERRY_KAFKA__TOPIC_PREFIX="bench$(date +%s)"
 export BLOCKFERRY_KAFKA__TOPIC_PREFIX
 mesh_kafka_up "$WORK/kafka" 19192
 
-echo "== creating $ROUNDS repositories (block size $BLOCK_KIB KiB), one per round"
+echo "== creating $ROUNDS repositories (block size $BLOCK_KIB KiB), one per round, and r0 for the warm-up"
 repos=""
-for ((i = 1; i <= ROUNDS; i++)); do
+for ((i = 0; i <= ROUNDS; i++)); do
     "$BIN/blockferry" --log-level WARNING repo init "$WORK/repos/r$i" --block-size "$BLOCK_KIB" >/dev/null
     repos+="${repos:+, }\"r$i\": \"$WORK/repos/r$i\""
 done

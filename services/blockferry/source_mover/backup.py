@@ -39,6 +39,7 @@ class PreparedBlock:
     digest: bytes
     stored: bytes | None = None
     compressed: bool = False
+    checksum: int = 0
 
 
 @dataclass
@@ -153,11 +154,14 @@ class BackupRun:
             if digest in self._sent:
                 return PreparedBlock(index, len(data), digest)
             self._sent.add(digest)
+        stored, compressed = data, False
         if self._level:
-            compressed = blocks.compress(data, self._level)
-            if len(compressed) < len(data):
-                return PreparedBlock(index, len(data), digest, compressed, True)
-        return PreparedBlock(index, len(data), digest, data, False)
+            packed = blocks.compress(data, self._level)
+            if len(packed) < len(data):
+                stored, compressed = packed, True
+        return PreparedBlock(
+            index, len(data), digest, stored, compressed, signed64(blocks.checksum(stored))
+        )
 
     async def _account(self, block: PreparedBlock, resend: bool) -> None:
         c = self.counters
@@ -192,7 +196,7 @@ class BackupRun:
                 "digest": block.digest,
                 "compressed": block.compressed,
                 "plain_size": block.size,
-                "checksum": signed64(blocks.checksum(block.stored)),
+                "checksum": block.checksum,
                 "data": block.stored,
             },
             key=block.digest,
