@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from blockferry.core import blocks
 from blockferry.ingest.chunks import ChunkIntake
 from blockferry.ingest.config import IngestConfig
+from blockferry.ingest.context import IngestContext
 from blockferry.ingest.metrics import IngestMetrics
 from blockferry.mesh import Mesh
 from blockferry.repository import Repository
@@ -86,7 +87,7 @@ class Harness:
         registry = CollectorRegistry()
         metrics = IngestMetrics(registry, "test")
         metrics.for_repository(REPO)
-        intake = ChunkIntake(mesh, repo, REPO, config, metrics, self.pool)
+        intake = ChunkIntake(IngestContext(mesh, repo, REPO, config, metrics, self.pool))
         await intake.start()
         started = Intake(mesh, repo, intake, registry, asyncio.create_task(intake.run()))
         self.intakes.append(started)

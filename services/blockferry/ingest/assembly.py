@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +19,7 @@ from aiokafka import TopicPartition
 from blockferry.core import blocks
 from blockferry.core.errors import BlockferryError
 from blockferry.ingest.chunks import ChunkIntake
-from blockferry.ingest.config import IngestConfig
-from blockferry.ingest.metrics import IngestMetrics
-from blockferry.mesh import Mesh
-from blockferry.repository import Repository
+from blockferry.ingest.context import IngestContext
 from blockferry.transport.kafka import Record
 
 log = logging.getLogger(__name__)
@@ -45,24 +41,10 @@ class DiskExtents:
 class ExtentAssembly:
     """The extents consumer of one repository on one target-side instance."""
 
-    def __init__(
-        self,
-        mesh: Mesh,
-        repo: Repository,
-        repo_name: str,
-        config: IngestConfig,
-        metrics: IngestMetrics,
-        pool: Executor,
-        intake: ChunkIntake,
-    ) -> None:
-        self._mesh = mesh
-        self._repo = repo
-        self._name = repo_name
-        self._config = config
-        self._metrics = metrics
-        self._pool = pool
+    def __init__(self, ctx: IngestContext, intake: ChunkIntake) -> None:
+        self._ctx = ctx
         self._intake = intake
-        self._consumer = mesh.consumer(f"extents-{repo_name}", group=f"{repo_name}.assembly")
+        self._consumer = ctx.mesh.consumer(f"extents-{ctx.name}", group=f"{ctx.name}.assembly")
         self._disks: dict[str, DiskExtents] = {}
         self._read_up_to: dict[TopicPartition, int] = {}
         """Per partition, the offset after the last record read."""
@@ -70,7 +52,7 @@ class ExtentAssembly:
         self._group: asyncio.TaskGroup | None = None
 
     async def start(self) -> None:
-        await self._consumer.start([self._mesh.topics.extents(self._name)])
+        await self._consumer.start([self._ctx.mesh.topics.extents(self._ctx.name)])
 
     async def stop(self) -> None:
         await self._consumer.stop()
@@ -142,10 +124,10 @@ class ExtentAssembly:
                 f"end marker expects {end['extent_records']} extents records,"
                 f" {len(disk.records)} arrived"
             )
-        if end["block_size"] != self._repo.config.block_size:
+        if end["block_size"] != self._ctx.repo.config.block_size:
             raise BlockferryError(
                 f"block size {end['block_size']} differs from the repository's"
-                f" {self._repo.config.block_size}"
+                f" {self._ctx.repo.config.block_size}"
             )
         count = blocks.block_count(end["disk_size"], end["block_size"])
         if any(index >= count or index < 0 for index in disk.digests):
@@ -158,16 +140,14 @@ class ExtentAssembly:
             await self._reply(end, ok=False, name="missing-blocks", result={"blocks": missing})
             return
         digests = [disk.digests.get(i, blocks.ZERO_DIGEST) for i in range(count)]
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(
-            self._pool,
-            self._repo.stage_fixed_index,
+        await self._ctx.in_pool(
+            self._ctx.repo.stage_fixed_index,
             end["session_id"],
             end["disk"],
             end["disk_size"],
             digests,
         )
-        self._metrics.disks_stored.labels(self._name).inc()
+        self._ctx.metrics.disks_stored.labels(self._ctx.name).inc()
         self._disks.pop(disk.key, None)
         await self._reply(end, ok=True, result={"blocks": count})
 
@@ -178,13 +158,13 @@ class ExtentAssembly:
         target far behind on a big disk keeps storing, and is not mistaken for loss.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._config.stored_wait_s
+        deadline = loop.time() + self._ctx.config.stored_wait_s
         needed = {d for d in disk.digests.values() if d != blocks.ZERO_DIGEST}
         while True:
-            await loop.run_in_executor(self._pool, self._repo.refresh_index)
-            still = {d for d in needed if self._repo.locate(d) is None}
+            await self._ctx.in_pool(self._ctx.repo.refresh_index)
+            still = {d for d in needed if self._ctx.repo.locate(d) is None}
             if len(still) < len(needed):
-                deadline = loop.time() + self._config.stored_wait_s
+                deadline = loop.time() + self._ctx.config.stored_wait_s
             needed = still
             if not needed or loop.time() >= deadline:
                 break
@@ -206,8 +186,8 @@ class ExtentAssembly:
         error: str = "",
         result: dict[str, Any] | None = None,
     ) -> None:
-        await self._mesh.producer.send_and_wait(
-            self._mesh.topics.replies(self._name),
+        await self._ctx.mesh.producer.send_and_wait(
+            self._ctx.mesh.topics.replies(self._ctx.name),
             "Reply",
             {
                 "correlation_id": f"{end['session_id']}/{end['disk']}",

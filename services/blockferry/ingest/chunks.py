@@ -9,7 +9,6 @@ import asyncio
 import functools
 import logging
 import time
-from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from aiokafka import TopicPartition
@@ -17,10 +16,8 @@ from aiokafka.abc import ConsumerRebalanceListener
 
 from blockferry.core import blocks
 from blockferry.core.errors import CorruptionError, RepositoryError
-from blockferry.ingest.config import IngestConfig
-from blockferry.ingest.metrics import IngestMetrics
-from blockferry.mesh import Mesh
-from blockferry.repository import PackEntry, PackWriter, Repository
+from blockferry.ingest.context import IngestContext
+from blockferry.repository import PackEntry, PackWriter
 from blockferry.transport.codec import unsigned64
 from blockferry.transport.kafka import Record
 
@@ -56,22 +53,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class ChunkIntake:
     """The chunk consumer of one repository on one target-side instance."""
 
-    def __init__(
-        self,
-        mesh: Mesh,
-        repo: Repository,
-        repo_name: str,
-        config: IngestConfig,
-        metrics: IngestMetrics,
-        pool: Executor,
-    ) -> None:
-        self._mesh = mesh
-        self._repo = repo
-        self._name = repo_name
-        self._config = config
-        self._metrics = metrics
-        self._pool = pool
-        self._consumer = mesh.consumer(f"chunks-{repo_name}", group=f"{repo_name}.target")
+    def __init__(self, ctx: IngestContext) -> None:
+        self._ctx = ctx
+        self._consumer = ctx.mesh.consumer(f"chunks-{ctx.name}", group=f"{ctx.name}.target")
         self._open: dict[TopicPartition, OpenPack] = {}
         self._done: dict[TopicPartition, int] = {}
         self.seal_requested = asyncio.Event()
@@ -80,17 +64,20 @@ class ChunkIntake:
         """The last failure to write the repository (a full disk, say), until a pack seals."""
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        removed = await loop.run_in_executor(self._pool, self._repo.remove_unsealed)
+        removed = await self._ctx.in_pool(self._ctx.repo.remove_unsealed)
         if removed:
-            log.warning("%s: removed %d unsealed pack files left by a crash", self._name, removed)
-        indexed = await loop.run_in_executor(
-            self._pool, functools.partial(self._repo.rebuild_index, missing_only=True)
+            log.warning(
+                "%s: removed %d unsealed pack files left by a crash", self._ctx.name, removed
+            )
+        indexed = await self._ctx.in_pool(
+            functools.partial(self._ctx.repo.rebuild_index, missing_only=True)
         )
         if indexed:
-            log.warning("%s: indexed %d sealed packs that had no index file", self._name, indexed)
+            log.warning(
+                "%s: indexed %d sealed packs that had no index file", self._ctx.name, indexed
+            )
         await self._republish()
-        await self._consumer.start([self._mesh.topics.chunks(self._name)], _Rebalance(self))
+        await self._consumer.start([self._ctx.mesh.topics.chunks(self._ctx.name)], _Rebalance(self))
 
     async def stop(self) -> None:
         for tp in list(self._open):
@@ -99,19 +86,20 @@ class ChunkIntake:
 
     async def refresh_index(self) -> None:
         """Index the packs other instances sealed since this one last looked."""
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._repo.refresh_index)
+        await self._ctx.in_pool(self._ctx.repo.refresh_index)
 
     async def _republish(self) -> None:
         """Publish every sealed pack's entries again: a crash may have come between
         sealing a pack and publishing it, and publishing is idempotent."""
-        loop = asyncio.get_running_loop()
-        pack_ids = await loop.run_in_executor(self._pool, self._repo.sealed_pack_ids)
+        pack_ids = await self._ctx.in_pool(self._ctx.repo.sealed_pack_ids)
         for pack_id in pack_ids:
-            entries = await loop.run_in_executor(self._pool, self._repo.pack_entries, pack_id)
+            entries = await self._ctx.in_pool(self._ctx.repo.pack_entries, pack_id)
             await self._publish(entries)
         if pack_ids:
             log.info(
-                "%s: republished %d sealed packs to the index changelog", self._name, len(pack_ids)
+                "%s: republished %d sealed packs to the index changelog",
+                self._ctx.name,
+                len(pack_ids),
             )
 
     async def run(self) -> None:
@@ -127,11 +115,10 @@ class ChunkIntake:
     async def _back_off(self, exc: RepositoryError) -> None:
         """Drop the open packs and read their chunks again later: nothing was committed
         past them, so nothing is lost, and what is sealed stays as it is."""
-        log.error("%s: %s; retrying in %.0f s", self._name, exc, STORAGE_RETRY_S)
+        log.error("%s: %s; retrying in %.0f s", self._ctx.name, exc, STORAGE_RETRY_S)
         self.storage_error = exc
-        loop = asyncio.get_running_loop()
         for tp, pack in list(self._open.items()):
-            await loop.run_in_executor(self._pool, pack.writer.abort)
+            await self._ctx.in_pool(pack.writer.abort)
             del self._open[tp]
         self._done = {}
         for tp in self._consumer.consumer.assignment():
@@ -143,9 +130,8 @@ class ChunkIntake:
         await asyncio.sleep(STORAGE_RETRY_S)
 
     async def _take(self, batch: list[Record]) -> None:
-        loop = asyncio.get_running_loop()
         checks = [
-            loop.run_in_executor(self._pool, self._check, record)
+            self._ctx.in_pool(self._check, record)
             if record.name == "Chunk" and not self._known(record.fields["digest"])
             else None
             for record in batch
@@ -158,18 +144,18 @@ class ChunkIntake:
                 problem = await check
                 digest = record.fields["digest"]
                 if problem:
-                    self._metrics.chunks.labels(self._name, "rejected").inc()
+                    self._ctx.metrics.chunks.labels(self._ctx.name, "rejected").inc()
                     await self._consumer.dead_letter(record, problem)
                 elif self._known(digest):  # an earlier record of this batch stored it
-                    self._metrics.chunks.labels(self._name, "duplicate").inc()
+                    self._ctx.metrics.chunks.labels(self._ctx.name, "duplicate").inc()
                 else:
                     await self._add(tp, record)
             else:
-                self._metrics.chunks.labels(self._name, "duplicate").inc()
+                self._ctx.metrics.chunks.labels(self._ctx.name, "duplicate").inc()
             self._mark(tp, record.offset + 1)
 
     def _known(self, digest: bytes) -> bool:
-        if self._repo.locate(digest) is not None:
+        if self._ctx.repo.locate(digest) is not None:
             return True
         return any(pack.writer.contains(digest) for pack in self._open.values())
 
@@ -183,7 +169,7 @@ class ChunkIntake:
             return f"chunk digest has {len(digest)} bytes"
         if blocks.checksum(data) != unsigned64(f["checksum"]):
             return f"chunk {digest.hex()}: checksum mismatch"
-        if not 0 < f["plain_size"] <= self._repo.config.block_size:
+        if not 0 < f["plain_size"] <= self._ctx.repo.config.block_size:
             return f"chunk {digest.hex()}: plain size {f['plain_size']} out of range"
         try:
             plain = blocks.decompress(data, f["plain_size"]) if f["compressed"] else data
@@ -191,24 +177,23 @@ class ChunkIntake:
             return f"chunk {digest.hex()}: {exc}"
         if len(plain) != f["plain_size"]:
             return f"chunk {digest.hex()}: plaintext has {len(plain)} bytes, not {f['plain_size']}"
-        if blocks.digest(plain, self._repo.config.dedupe_key) != digest:
+        if blocks.digest(plain, self._ctx.repo.config.dedupe_key) != digest:
             return f"chunk {digest.hex()}: digest does not match its plaintext"
         return ""
 
     async def _add(self, tp: TopicPartition, record: Record) -> None:
-        loop = asyncio.get_running_loop()
         pack = self._open.get(tp)
         if pack is None:
-            writer = await loop.run_in_executor(self._pool, self._repo.open_pack)
+            writer = await self._ctx.in_pool(self._ctx.repo.open_pack)
             pack = self._open[tp] = OpenPack(writer, record.offset + 1, time.monotonic())
         f = record.fields
-        await loop.run_in_executor(
-            self._pool, pack.writer.add, f["digest"], f["data"], f["compressed"], f["plain_size"]
+        await self._ctx.in_pool(
+            pack.writer.add, f["digest"], f["data"], f["compressed"], f["plain_size"]
         )
         pack.last_added = time.monotonic()
-        self._metrics.chunks.labels(self._name, "stored").inc()
-        self._metrics.bytes_written.labels(self._name).inc(len(f["data"]))
-        if pack.writer.size >= self._config.pack_size:
+        self._ctx.metrics.chunks.labels(self._ctx.name, "stored").inc()
+        self._ctx.metrics.bytes_written.labels(self._ctx.name).inc(len(f["data"]))
+        if pack.writer.size >= self._ctx.config.pack_size:
             await self.seal(tp)
 
     def _mark(self, tp: TopicPartition, next_offset: int) -> None:
@@ -223,7 +208,7 @@ class ChunkIntake:
         requested = self.seal_requested.is_set()
         self.seal_requested.clear()
         for tp, pack in list(self._open.items()):
-            if requested or now - pack.last_added >= self._config.idle_seal_s:
+            if requested or now - pack.last_added >= self._ctx.config.idle_seal_s:
                 await self.seal(tp)
 
     async def seal(self, tp: TopicPartition) -> None:
@@ -232,11 +217,10 @@ class ChunkIntake:
         if pack is None:
             await self._commit_done()
             return
-        loop = asyncio.get_running_loop()
         started = time.monotonic()
-        sealed = await loop.run_in_executor(self._pool, pack.writer.seal)
-        self._metrics.seal_seconds.labels(self._name).observe(time.monotonic() - started)
-        self._metrics.packs_sealed.labels(self._name).inc()
+        sealed = await self._ctx.in_pool(pack.writer.seal)
+        self._ctx.metrics.seal_seconds.labels(self._ctx.name).observe(time.monotonic() - started)
+        self._ctx.metrics.packs_sealed.labels(self._ctx.name).inc()
         self.storage_error = None
         await self._publish(sealed.entries)
         self._done[tp] = pack.next_offset
@@ -246,8 +230,8 @@ class ChunkIntake:
 
     async def _publish(self, entries: list[PackEntry]) -> None:
         futures = [
-            await self._mesh.producer.send(
-                self._mesh.topics.index(self._name),
+            await self._ctx.mesh.producer.send(
+                self._ctx.mesh.topics.index(self._ctx.name),
                 "IndexEntry",
                 {
                     "digest": e.digest,

@@ -7,16 +7,14 @@ import asyncio
 import json
 import logging
 from collections import deque
-from concurrent.futures import Executor
 from typing import Any
 
 from aiokafka import TopicPartition
 
 from blockferry.core import blocks
 from blockferry.core.errors import BlockferryError
-from blockferry.ingest.metrics import IngestMetrics
-from blockferry.mesh import Mesh
-from blockferry.repository import Repository, RestorePoint, verify
+from blockferry.ingest.context import IngestContext
+from blockferry.repository import RestorePoint, verify
 from blockferry.transport.codec import signed64
 from blockferry.transport.kafka import Record
 
@@ -33,23 +31,12 @@ def describe_restore_point(rp: RestorePoint) -> dict[str, Any]:
 class CommandHandler:
     """The commands consumer of one repository."""
 
-    def __init__(
-        self,
-        mesh: Mesh,
-        repo: Repository,
-        repo_name: str,
-        metrics: IngestMetrics,
-        pool: Executor,
-    ) -> None:
-        self._mesh = mesh
-        self._repo = repo
-        self._name = repo_name
-        self._metrics = metrics
-        self._pool = pool
-        self._consumer = mesh.consumer(f"commands-{repo_name}", group=f"{repo_name}.owner")
+    def __init__(self, ctx: IngestContext) -> None:
+        self._ctx = ctx
+        self._consumer = ctx.mesh.consumer(f"commands-{ctx.name}", group=f"{ctx.name}.owner")
 
     async def start(self) -> None:
-        await self._consumer.start([self._mesh.topics.commands(self._name)])
+        await self._consumer.start([self._ctx.mesh.topics.commands(self._ctx.name)])
 
     async def stop(self) -> None:
         await self._consumer.stop()
@@ -84,8 +71,8 @@ class CommandHandler:
     async def _reply(
         self, command: dict[str, Any], ok: bool, error: str = "", result: Any = None
     ) -> None:
-        await self._mesh.producer.send_and_wait(
-            self._mesh.topics.replies(self._name),
+        await self._ctx.mesh.producer.send_and_wait(
+            self._ctx.mesh.topics.replies(self._ctx.name),
             "Reply",
             {
                 "correlation_id": command["command_id"],
@@ -97,12 +84,9 @@ class CommandHandler:
             key=command["command_id"],
         )
 
-    async def _in_pool(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
     async def _commit(self, args: dict[str, Any]) -> dict[str, Any]:
         def commit() -> RestorePoint:
-            return self._repo.commit_restore_point(
+            return self._ctx.repo.commit_restore_point(
                 job=args["job"],
                 session_id=args["session_id"],
                 disks=args["disks"],
@@ -110,34 +94,34 @@ class CommandHandler:
                 stats=args.get("stats", {}),
             )
 
-        rp = await self._in_pool(commit)
+        rp = await self._ctx.in_pool(commit)
         return describe_restore_point(rp)
 
     async def _list_restore_points(self, args: dict[str, Any]) -> dict[str, Any]:
-        rps = await self._in_pool(self._repo.restore_points, args.get("job"))
+        rps = await self._ctx.in_pool(self._ctx.repo.restore_points, args.get("job"))
         return {"restore_points": [describe_restore_point(rp) for rp in rps]}
 
     async def _restore_point(self, args: dict[str, Any]) -> dict[str, Any]:
-        rp = await self._in_pool(self._repo.restore_point, args["restore_point"])
+        rp = await self._ctx.in_pool(self._ctx.repo.restore_point, args["restore_point"])
         return describe_restore_point(rp)
 
     async def _verify(self, args: dict[str, Any]) -> dict[str, Any]:
-        report = await self._in_pool(verify, self._repo, args.get("restore_point"))
+        report = await self._ctx.in_pool(verify, self._ctx.repo, args.get("restore_point"))
         return {**report.to_dict(), "summary": report.summary()}
 
     async def _describe(self, args: dict[str, Any]) -> dict[str, Any]:
-        config = self._repo.config
+        config = self._ctx.repo.config
         return {"id": config.id, "block_size": config.block_size, "shard_count": config.shard_count}
 
     async def _restore(self, args: dict[str, Any]) -> None:
         """Stream a disk of a restore point on the restore topic; replies go in-stream."""
         session = args["session_id"]
-        topic = self._mesh.topics.restore(self._name)
-        producer = self._mesh.producer
+        topic = self._ctx.mesh.topics.restore(self._ctx.name)
+        producer = self._ctx.mesh.producer
         sent = 0
         try:
-            rp = await self._in_pool(self._repo.restore_point, args["restore_point"])
-            fidx = await self._in_pool(self._repo.read_fixed_index, rp, args["disk"])
+            rp = await self._ctx.in_pool(self._ctx.repo.restore_point, args["restore_point"])
+            fidx = await self._ctx.in_pool(self._ctx.repo.read_fixed_index, rp, args["disk"])
             await producer.send_and_wait(
                 topic,
                 "RestoreStart",
@@ -177,7 +161,7 @@ class CommandHandler:
                     )
                 )
                 sent += 1
-                self._metrics.bytes_restored.labels(self._name).inc(len(stored))
+                self._ctx.metrics.bytes_restored.labels(self._ctx.name).inc(len(stored))
                 while len(acks) > 32:
                     await acks.popleft()
             for ack in acks:
@@ -195,10 +179,10 @@ class CommandHandler:
 
     async def _read(self, digest: bytes) -> tuple[Any, bytes]:
         def read() -> tuple[Any, bytes]:
-            entry = self._repo.locate(digest)
+            entry = self._ctx.repo.locate(digest)
             if entry is None:
                 raise BlockferryError(f"chunk {digest.hex()} is not in the repository")
-            return entry, self._repo.read_stored(entry)
+            return entry, self._ctx.repo.read_stored(entry)
 
-        result: tuple[Any, bytes] = await self._in_pool(read)
+        result: tuple[Any, bytes] = await self._ctx.in_pool(read)
         return result

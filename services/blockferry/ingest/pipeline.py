@@ -12,6 +12,7 @@ from blockferry.ingest.assembly import ExtentAssembly
 from blockferry.ingest.chunks import ChunkIntake
 from blockferry.ingest.commands import CommandHandler
 from blockferry.ingest.config import IngestConfig
+from blockferry.ingest.context import IngestContext
 from blockferry.ingest.metrics import IngestMetrics
 from blockferry.mesh import Mesh
 from blockferry.repository import Repository
@@ -29,35 +30,35 @@ class RepositoryPipeline:
         metrics: IngestMetrics,
         pool: Executor,
     ) -> None:
-        self._mesh = mesh
-        self._repo = repo
-        self._name = repo_name
         metrics.for_repository(repo_name)
-        self.intake = ChunkIntake(mesh, repo, repo_name, config, metrics, pool)
-        self.assembly = ExtentAssembly(mesh, repo, repo_name, config, metrics, pool, self.intake)
-        self.commands = CommandHandler(mesh, repo, repo_name, metrics, pool)
+        self._ctx = ctx = IngestContext(mesh, repo, repo_name, config, metrics, pool)
+        self.intake = ChunkIntake(ctx)
+        self.assembly = ExtentAssembly(ctx, self.intake)
+        self.commands = CommandHandler(ctx)
 
     async def start(self) -> None:
-        await self._mesh.ensure_repository_topics(self._name, self._repo.config.shard_count)
+        await self._ctx.mesh.ensure_repository_topics(
+            self._ctx.name, self._ctx.repo.config.shard_count
+        )
         await self.intake.start()
         await self.assembly.start()
         await self.commands.start()
         await self._announce()
 
     async def _announce(self) -> None:
-        config = self._repo.config
-        await self._mesh.producer.send_and_wait(
-            self._mesh.topics.repositories,
+        config = self._ctx.repo.config
+        await self._ctx.mesh.producer.send_and_wait(
+            self._ctx.mesh.topics.repositories,
             "RepositoryInfo",
             {
-                "name": self._name,
+                "name": self._ctx.name,
                 "repository_id": config.id,
                 "block_size": config.block_size,
                 "shard_count": config.shard_count,
                 "dedupe_key": config.dedupe_key,
-                "owner": self._mesh.client_id,
+                "owner": self._ctx.mesh.client_id,
             },
-            key=self._name,
+            key=self._ctx.name,
         )
 
     async def run(self) -> None:

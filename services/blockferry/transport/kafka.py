@@ -178,25 +178,23 @@ class RecordConsumer:
 
     async def assign_all_from_end(self, topic: str) -> None:
         """Read every partition of ``topic`` from its current end (for replies)."""
-        partitions = self.consumer.partitions_for_topic(topic)
-        if not partitions:
-            await self.consumer._client.force_metadata_update()
-            partitions = self.consumer.partitions_for_topic(topic) or {0}
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self.consumer.assign(tps)
+        tps = await self._assign_all(topic)
         await self.consumer.seek_to_end(*tps)
         for tp in tps:  # resolve positions now, so nothing produced after this is missed
             await self.consumer.position(tp)
 
     async def assign_all_from_start(self, topic: str) -> None:
         """Read every partition of ``topic`` from its beginning (for compacted state)."""
+        await self.consumer.seek_to_beginning(*await self._assign_all(topic))
+
+    async def _assign_all(self, topic: str) -> list[TopicPartition]:
         partitions = self.consumer.partitions_for_topic(topic)
         if not partitions:
             await self.consumer._client.force_metadata_update()
             partitions = self.consumer.partitions_for_topic(topic) or {0}
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         self.consumer.assign(tps)
-        await self.consumer.seek_to_beginning(*tps)
+        return tps
 
     async def stop(self) -> None:
         await self.consumer.stop()
