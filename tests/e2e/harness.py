@@ -65,6 +65,11 @@ class MeshProcesses:
     def init_repository(self, *args: str) -> None:
         self.cli("repo", "init", str(self.repository), *args, check=True)
 
+    def up(self, shards: int, block_kib: int = 256) -> None:
+        """A fresh repository, then every role."""
+        self.init_repository("--block-size", str(block_kib), "--shards", str(shards))
+        self.start_all()
+
     def start(self, role: str, wait: bool = True, **env: str) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{role}.log", "ab")
         process = subprocess.Popen(

@@ -23,8 +23,7 @@ def _packed_digests(repository: Path) -> list[bytes]:
 
 def test_full_backup_restore_identical(mesh_processes: MeshProcesses, tmp_path: Path) -> None:
     mesh = mesh_processes
-    mesh.init_repository("--block-size", "256", "--shards", "4")
-    mesh.start_all()
+    mesh.up(shards=4)
     disk = make_disk(tmp_path / "vm1.img", 24, seed=3)
 
     backup = mesh.cli_json("backup", str(disk), "--job", "vm1", "--wait")
@@ -60,8 +59,7 @@ def test_restore_refuses_an_existing_file_without_force_and_replaces_it_with(
     mesh_processes: MeshProcesses, tmp_path: Path
 ) -> None:
     mesh = mesh_processes
-    mesh.init_repository("--block-size", "256", "--shards", "2")
-    mesh.start_all()
+    mesh.up(shards=2)
     disk = make_disk(tmp_path / "d.img", 6, seed=5)
     rp = mesh.cli_json("backup", str(disk), "--wait")["restore_point"]
 
@@ -80,8 +78,7 @@ def test_restore_refuses_an_existing_file_without_force_and_replaces_it_with(
 
 def test_target_mover_killed_mid_backup(mesh_processes: MeshProcesses, tmp_path: Path) -> None:
     mesh = mesh_processes
-    mesh.init_repository("--block-size", "256", "--shards", "4")
-    mesh.start_all()
+    mesh.up(shards=4)
     disk = make_disk(tmp_path / "big.img", 64, seed=11)
 
     def kill_and_restart() -> None:

@@ -124,8 +124,7 @@ def test_unreadable_sources_fail_naming_the_source(
     mesh_processes: MeshProcesses, tmp_path: Path
 ) -> None:
     mesh = mesh_processes
-    mesh.init_repository("--block-size", "256", "--shards", "2")
-    mesh.start_all()
+    mesh.up(shards=2)
 
     directory = tmp_path / "a-directory"
     directory.mkdir()
@@ -244,8 +243,7 @@ def test_repository_disk_full_fails_cleanly_and_keeps_earlier_restore_points(
     mesh.env["BLOCKFERRY_TARGET_MOVER__STORED_WAIT_S"] = "10"
     with small_tmpfs(mesh.repository, "8m"):
         try:
-            mesh.init_repository("--block-size", "256", "--shards", "2")
-            mesh.start_all()
+            mesh.up(shards=2)
             small = make_disk(tmp_path / "small.img", 2, seed=7)
             first = mesh.cli_json("backup", str(small), "--wait")
             assert first["state"] == "success"
@@ -284,8 +282,7 @@ def test_restore_through_the_api_without_force_leaves_an_existing_file(
     mesh_processes: MeshProcesses, tmp_path: Path
 ) -> None:
     mesh = mesh_processes
-    mesh.init_repository("--block-size", "256", "--shards", "2")
-    mesh.start_all()
+    mesh.up(shards=2)
     disk = make_disk(tmp_path / "d.img", 2, seed=5)
     rp = mesh.cli_json("backup", str(disk), "--wait")["restore_point"]
 
@@ -332,8 +329,7 @@ def test_restore_over_a_block_device_writes_every_byte(
     mesh_processes: MeshProcesses, tmp_path: Path
 ) -> None:
     mesh = mesh_processes
-    mesh.init_repository("--block-size", "256", "--shards", "2")
-    mesh.start_all()
+    mesh.up(shards=2)
     disk = make_disk(tmp_path / "d.img", 4, seed=3)
     source = disk.read_bytes()
     backup = mesh.cli_json("backup", str(disk), "--wait")

@@ -133,23 +133,34 @@ class ExtentAssembly:
         if any(index >= count or index < 0 for index in disk.digests):
             raise BlockferryError("extents name blocks beyond the end of the disk")
         missing = await self._wait_durable(disk)
+        if not missing:
+            digests = [disk.digests.get(i, blocks.ZERO_DIGEST) for i in range(count)]
+            missing = await self._ctx.in_pool(self._stage_if_present, end, digests)
         if missing:
             log.warning(
                 "disk %s: %d blocks not stored; asking for them again", disk.key, len(missing)
             )
             await self._reply(end, ok=False, name="missing-blocks", result={"blocks": missing})
             return
-        digests = [disk.digests.get(i, blocks.ZERO_DIGEST) for i in range(count)]
-        await self._ctx.in_pool(
-            self._ctx.repo.stage_fixed_index,
-            end["session_id"],
-            end["disk"],
-            end["disk_size"],
-            digests,
-        )
         self._ctx.metrics.disks_stored.labels(self._ctx.name).inc()
         self._disks.pop(disk.key, None)
         await self._reply(end, ok=True, result={"blocks": count})
+
+    def _stage_if_present(self, end: dict[str, Any], digests: list[bytes]) -> list[int]:
+        """Under the repository's shared lock, so that no garbage collection runs between
+        the check and the write: check every block's chunk is present, then stage the
+        fixed index. Returns the blocks whose chunk is absent (nothing staged then)."""
+        repo = self._ctx.repo
+        with repo.shared_lock(f"fixed index of {end['session_id']}/{end['disk']}"):
+            repo.refresh_index()
+            absent = [
+                i
+                for i, d in enumerate(digests)
+                if d != blocks.ZERO_DIGEST and repo.locate(d) is None
+            ]
+            if not absent:
+                repo.stage_fixed_index(end["session_id"], end["disk"], end["disk_size"], digests)
+            return absent
 
     async def _wait_durable(self, disk: DiskExtents) -> list[int]:
         """Block indexes whose digest is not in a sealed pack once the wait is over.
