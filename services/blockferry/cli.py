@@ -73,6 +73,28 @@ def run(roles: tuple[str, ...]) -> None:
         fail(str(exc))
 
 
+@main.command()
+@click.argument("roles", nargs=-1)
+@click.option("--print-defaults", is_flag=True, help="The defaults, ignoring env and files.")
+def config(roles: tuple[str, ...], print_defaults: bool) -> None:
+    """Print the settings of ROLES (default: all) as YAML: the effective ones, from the
+    environment and BLOCKFERRY_CONFIG_FILE, or with --print-defaults the defaults."""
+    import yaml
+
+    from blockferry.roles import ROLES, resolve
+
+    try:
+        names = resolve(roles or ("all",))
+    except ValueError as exc:
+        fail(str(exc))
+    merged: dict[str, Any] = {}
+    for name in names:
+        model = ROLES[name].settings
+        settings = model.model_construct() if print_defaults else model()
+        merged.update(settings.model_dump(mode="json", exclude={"instance"}))
+    click.echo(yaml.safe_dump(merged, sort_keys=True), nl=False)
+
+
 # -- repo: a repository path, no Kafka ------------------------------------------------
 
 

@@ -30,7 +30,6 @@ class KafkaSettings(BaseModel):
     chunk_retention_hours: float = Field(
         24.0, gt=0, description="How long chunk and restore records stay on Kafka."
     )
-    request_timeout_s: float = Field(30.0, gt=0)
 
 
 class HttpSettings(BaseModel):
@@ -55,7 +54,6 @@ class CommonSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     http: HttpSettings = HttpSettings()
     instance: str = Field(default_factory=_default_instance)
-    log_level: str = "INFO"
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,92 @@
+"""Settings: defaults, environment overrides with nesting, YAML files, validation."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from pydantic import ValidationError
+
+from blockferry.cli import main
+from blockferry.source_mover.settings import SourceMoverSettings
+from blockferry.target_mover.settings import TargetMoverSettings
+
+
+@contextmanager
+def environment(**variables: str) -> Iterator[None]:
+    """Set environment variables for the block, then put back what was there."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def test_defaults() -> None:
+    settings = TargetMoverSettings()
+    assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.kafka.topic_prefix == "blockferry"
+    assert settings.repositories() == {"default": Path(".blockferry") / "repository"}
+
+
+def test_environment_nests_with_double_underscore() -> None:
+    with environment(
+        BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS="broker-a:9092,broker-b:9092",
+        BLOCKFERRY_SOURCE_MOVER__WORKERS="4",
+        BLOCKFERRY_TARGET_MOVER__REPOSITORIES='{"a": "/srv/a"}',
+    ):
+        assert SourceMoverSettings().kafka.bootstrap_servers == "broker-a:9092,broker-b:9092"
+        assert SourceMoverSettings().source_mover.workers == 4
+        assert TargetMoverSettings().repositories() == {"a": Path("/srv/a")}
+
+
+def test_yaml_file_below_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "blockferry.yaml"
+    config.write_text(yaml.safe_dump({"kafka": {"topic_prefix": "site1"}, "http": {"port": 9100}}))
+    with environment(BLOCKFERRY_CONFIG_FILE=str(config), BLOCKFERRY_HTTP__PORT="9200"):
+        settings = SourceMoverSettings()
+    assert settings.kafka.topic_prefix == "site1"
+    assert settings.http.port == 9200
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BLOCKFERRY_SOURCE_MOVER__WORKERS", "0"),
+        ("BLOCKFERRY_KAFKA__TOPIC_PREFIX", "bad prefix!"),
+        ("BLOCKFERRY_HTTP__PORT", "70000"),
+    ],
+)
+def test_invalid_values_are_rejected(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        SourceMoverSettings()
+
+
+def test_config_command_prints_effective_settings_and_defaults() -> None:
+    runner = CliRunner(env={"BLOCKFERRY_SOURCE_MOVER__IN_FLIGHT": "32"})
+    effective = yaml.safe_load(runner.invoke(main, ["config", "source-mover"]).output)
+    assert effective["source_mover"]["in_flight"] == 32
+    assert "target_mover" not in effective
+    defaults = yaml.safe_load(runner.invoke(main, ["config", "--print-defaults"]).output)
+    assert defaults["source_mover"]["in_flight"] == 16
+    assert defaults["target_mover"]["pack_size"] == 32 * 1024 * 1024
+    assert defaults["orchestrator"]["lease_seconds"] == 30
+
+
+def test_config_command_rejects_unknown_roles() -> None:
+    result = CliRunner().invoke(main, ["config", "dedupe"])
+    assert result.exit_code == 1
+    assert "unknown role dedupe" in result.output
