@@ -67,11 +67,8 @@ def test_yaml_file_below_the_environment(tmp_path: Path) -> None:
         ("BLOCKFERRY_HTTP__PORT", "70000"),
     ],
 )
-def test_invalid_values_are_rejected(
-    monkeypatch: pytest.MonkeyPatch, name: str, value: str
-) -> None:
-    monkeypatch.setenv(name, value)
-    with pytest.raises(ValidationError):
+def test_invalid_values_are_rejected(name: str, value: str) -> None:
+    with environment(**{name: value}), pytest.raises(ValidationError):
         SourceMoverSettings()
 
 
