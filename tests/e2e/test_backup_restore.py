@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from blockferry.repository import Repository, verify
@@ -102,3 +103,42 @@ def test_target_mover_killed_mid_backup(mesh_processes: MeshProcesses, tmp_path:
     digests = _packed_digests(mesh.repository)
     assert len(digests) == len(set(digests)), "no digest is stored twice"
     assert verify(Repository.open(mesh.repository)).ok
+
+
+def test_source_mover_killed_mid_backup_resumes_elsewhere(
+    mesh_processes: MeshProcesses, tmp_path: Path
+) -> None:
+    """The task's lease expires, another mover takes it and resumes after the blocks the
+    target side already holds; the restore point is whole."""
+    mesh = mesh_processes
+    mesh.init_repository("--block-size", "256", "--shards", "2")
+    slow = {
+        "BLOCKFERRY_SOURCE_MOVER__READ_LIMIT_MIB_S": "8",
+        "BLOCKFERRY_SOURCE_MOVER__EXTENTS_PER_RECORD": "8",
+    }
+    mesh.start("target-mover")
+    mesh.start("orchestrator")
+    mesh.start("source-mover", **slow)
+    disk = make_disk(tmp_path / "vm.img", 48, seed=21)
+
+    def kill_when_a_quarter_is_read() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            sessions = httpx.get(f"{mesh.env['BLOCKFERRY_API_URL']}/api/v1/sessions").json()
+            if sessions and sessions[0]["blocks_done"] >= sessions[0]["blocks_total"] // 4 > 0:
+                break
+            time.sleep(0.1)
+        mesh.kill("source-mover", signal.SIGKILL)
+        mesh.start("source-mover")
+
+    killer = threading.Thread(target=kill_when_a_quarter_is_read)
+    killer.start()
+    backup = mesh.cli_json("backup", str(disk), "--wait")
+    killer.join()
+    assert backup["state"] == "success", backup
+    counters = backup["counters"]
+    assert counters["blocks_resumed"] >= counters["blocks_total"] // 8, counters
+    assert counters["bytes_read"] < disk.stat().st_size, "the second mover did not read it all"
+    restored = tmp_path / "restored.img"
+    mesh.cli_json("restore", backup["restore_point"], "--to", str(restored))
+    assert restored.read_bytes() == disk.read_bytes()

@@ -43,7 +43,7 @@ def _end(session: str, extent_records: int, attempt: int = 0, error: str = "") -
     }
 
 
-async def test_missing_blocks_then_stored_and_given_up_disks_dropped(
+async def test_missing_blocks_resume_points_and_given_up_disks(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> None:
     repo = Repository.init(tmp_path / "repo", block_size=BLOCK, shard_count=2)
@@ -101,6 +101,38 @@ async def test_missing_blocks_then_stored_and_given_up_disks_dropped(
             stored = (await queue.get()).fields
         assert (stored["name"], stored["ok"]) == ("disk-stored", True)
         assert json.loads(stored["result"])["attempt"] == 1
+
+        # A mover taking over asks where to resume: s1 is stored, s3 holds one durable
+        # record of two (the second names a block whose chunk never came), s9 is unknown.
+        for session in ("s3", "s9"):
+            replies.open(f"{session}/d0")
+        await mesh.producer.send_and_wait(
+            topic, "Extents", {**extents, "session_id": "s3", "blocks": [0, 1]}, key="s3/d0"
+        )
+        lost = blocks.digest(b"never sent" * 100, repo.config.dedupe_key)
+        await mesh.producer.send_and_wait(
+            topic,
+            "Extents",
+            {**extents, "session_id": "s3", "seq": 1, "blocks": [2], "digests": lost},
+            key="s3/d0",
+        )
+        answers = {}
+        for session in ("s1", "s3", "s9"):
+            query = {"session_id": session, "disk": "d0", "attempt": 1}
+            await mesh.producer.send_and_wait(topic, "ResumeQuery", query, key=f"{session}/d0")
+        for session in ("s1", "s3", "s9"):
+            async with asyncio.timeout(30):
+                reply = (await replies.open(f"{session}/d0").get()).fields
+            assert reply["name"] == "resume-point"
+            answers[session] = json.loads(reply["result"])
+        assert answers == {
+            "s1": {"stored": True, "attempt": 1},
+            "s3": {"block": 2, "extent_records": 1, "attempt": 1},
+            "s9": {"block": 0, "extent_records": 0, "attempt": 1},
+        }
+        await mesh.producer.send_and_wait(
+            topic, "DiskEnd", _end("s3", 2, error="moved on"), key="s3/d0"
+        )
 
         # A source that gave up after sending extents: nothing is answered, nothing staged.
         given_up = replies.open("s2/d0")

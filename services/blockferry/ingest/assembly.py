@@ -33,7 +33,8 @@ class DiskExtents:
     partition: TopicPartition
     first_offset: int
     digests: dict[int, bytes] = field(default_factory=dict)
-    records: set[int] = field(default_factory=set)
+    record_ends: dict[int, int] = field(default_factory=dict)
+    """Extents records arrived, by sequence number: the block after the last they name."""
     end: dict[str, Any] | None = None
     finishing: asyncio.Task[None] | None = None
 
@@ -69,10 +70,14 @@ class ExtentAssembly:
         tp = TopicPartition(record.topic, record.partition)
         self._read_up_to[tp] = record.offset + 1
         f = record.fields
-        if record.name not in ("Extents", "DiskEnd"):
+        if record.name not in ("Extents", "DiskEnd", "ResumeQuery"):
             log.warning("ignoring %s on the extents topic", record.name)
             return
         key = f"{f['session_id']}/{f['disk']}"
+        assert self._group is not None
+        if record.name == "ResumeQuery":
+            self._group.create_task(self._answer_resume(self._disks.get(key), f))
+            return
         disk = self._disks.get(key)
         if disk is None:
             disk = self._disks[key] = DiskExtents(key, tp, record.offset)
@@ -80,7 +85,7 @@ class ExtentAssembly:
             digests: bytes = f["digests"]
             for i, index in enumerate(f["blocks"]):
                 disk.digests[index] = digests[i * blocks.DIGEST_SIZE : (i + 1) * blocks.DIGEST_SIZE]
-            disk.records.add(f["seq"])
+            disk.record_ends[f["seq"]] = max(f["blocks"], default=-1) + 1
             return
         if f["error"]:
             log.warning("disk %s: the source gave up (%s); dropping its extents", key, f["error"])
@@ -88,7 +93,6 @@ class ExtentAssembly:
             return
         disk.end = f
         if disk.finishing is None or disk.finishing.done():
-            assert self._group is not None
             disk.finishing = self._group.create_task(self._finish(disk, f))
 
     async def _commit(self) -> None:
@@ -119,10 +123,10 @@ class ExtentAssembly:
             await self._reply(end, ok=False, error=str(exc))
 
     async def _finish_disk(self, disk: DiskExtents, end: dict[str, Any]) -> None:
-        if len(disk.records) != end["extent_records"]:
+        if set(disk.record_ends) != set(range(end["extent_records"])):
             raise BlockferryError(
                 f"end marker expects {end['extent_records']} extents records,"
-                f" {len(disk.records)} arrived"
+                f" {len(disk.record_ends)} arrived"
             )
         if end["block_size"] != self._ctx.repo.config.block_size:
             raise BlockferryError(
@@ -132,7 +136,7 @@ class ExtentAssembly:
         count = blocks.block_count(end["disk_size"], end["block_size"])
         if any(index >= count or index < 0 for index in disk.digests):
             raise BlockferryError("extents name blocks beyond the end of the disk")
-        missing = await self._wait_durable(disk)
+        missing = await self._wait_durable(disk.digests)
         if not missing:
             digests = [disk.digests.get(i, blocks.ZERO_DIGEST) for i in range(count)]
             missing = await self._ctx.in_pool(self._stage_if_present, end, digests)
@@ -162,15 +166,47 @@ class ExtentAssembly:
                 repo.stage_fixed_index(end["session_id"], end["disk"], end["disk_size"], digests)
             return absent
 
-    async def _wait_durable(self, disk: DiskExtents) -> list[int]:
-        """Block indexes whose digest is not in a sealed pack once the wait is over.
+    async def _answer_resume(self, disk: DiskExtents | None, query: dict[str, Any]) -> None:
+        """Tell a mover taking over a disk where to resume: after the longest run of
+        extents records from the first whose blocks are all durable; or that the disk is
+        stored already (its mover died before it could report so)."""
+        if disk is None and await self._ctx.in_pool(
+            self._ctx.repo.is_staged, query["session_id"], query["disk"]
+        ):
+            await self._reply(query, ok=True, name="resume-point", result={"stored": True})
+            return
+        records = 0
+        if disk is not None:
+            while records in disk.record_ends:
+                records += 1
+            end = disk.record_ends[records - 1] if records else 0
+            wanted = {i: d for i, d in disk.digests.items() if i < end}
+            missing = await self._wait_durable(wanted)
+            if missing:
+                first = min(missing)
+                records = sum(1 for seq in range(records) if disk.record_ends[seq] <= first)
+        block = disk.record_ends[records - 1] if disk is not None and records else 0
+        log.info(
+            "disk %s/%s: attempt %d resumes at block %d (%d extents records held)",
+            query["session_id"],
+            query["disk"],
+            query["attempt"],
+            block,
+            records,
+        )
+        await self._reply(
+            query, ok=True, name="resume-point", result={"block": block, "extent_records": records}
+        )
+
+    async def _wait_durable(self, wanted: dict[int, bytes]) -> list[int]:
+        """The blocks of ``wanted`` whose digest is not in a sealed pack once the wait is over.
 
         The wait ends when no further block became durable for ``stored_wait_s``: a
         target far behind on a big disk keeps storing, and is not mistaken for loss.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._ctx.config.stored_wait_s
-        needed = {d for d in disk.digests.values() if d != blocks.ZERO_DIGEST}
+        needed = {d for d in wanted.values() if d != blocks.ZERO_DIGEST}
         while True:
             await self._ctx.in_pool(self._ctx.repo.refresh_index)
             still = {d for d in needed if self._ctx.repo.locate(d) is None}
@@ -187,7 +223,7 @@ class ExtentAssembly:
                     await asyncio.wait_for(self._intake.sealed.wait(), 0.5)
                 except TimeoutError:
                     pass
-        return sorted(i for i, d in disk.digests.items() if d in needed)
+        return sorted(i for i, d in wanted.items() if d in needed)
 
     async def _reply(
         self,

@@ -321,6 +321,10 @@ class Repository:
         """Write a disk's fixed index for a session; see :class:`RestorePointStore`."""
         self.restore_point_store.stage_fixed_index(session_id, disk, disk_size, digests)
 
+    def is_staged(self, session_id: str, disk: str) -> bool:
+        """Whether the disk's fixed index for the session is staged (written, not committed)."""
+        return self.layout.staged_fixed_index(session_id, disk).is_file()
+
     def commit_restore_point(
         self,
         *,

@@ -8,8 +8,8 @@ producing overlap and the loop stays free for Kafka's heartbeats.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import time
 from collections import deque
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from blockferry.core import blocks
-from blockferry.core.errors import SessionError
+from blockferry.core.errors import BlockferryError, SessionError
 from blockferry.mesh import Mesh
 from blockferry.source_mover.disk_source import DiskSource
 from blockferry.source_mover.metrics import SourceMoverMetrics
@@ -51,6 +51,7 @@ class BackupCounters:
     blocks_deduplicated_session: int = 0
     blocks_sent: int = 0
     blocks_resent: int = 0
+    blocks_resumed: int = 0
     bytes_read: int = 0
     bytes_sent: int = 0
     bytes_sent_plain: int = 0
@@ -99,16 +100,52 @@ class BackupRun:
         source = await loop.run_in_executor(
             self._pool, DiskSource, Path(self._task["path"]), self._block_size
         )
+        replies = self._replies.open(self._extents_key)
         try:
             self.counters.blocks_total = source.blocks
-            extent_records = await self._send_disk(source)
-            await self._finish(source, extent_records)
-        except BaseException as exc:
+            resume_at: tuple[int, int] | None = (0, 0)
+            if self._task["attempt"] > 0:
+                resume_at = await self._resume_point(replies)
+            if resume_at is not None:
+                extent_records = await self._send_disk(source, *resume_at)
+                await self._finish(source, extent_records, replies)
+        except (BlockferryError, OSError) as exc:
             await self._give_up(source, exc)
             raise
         finally:
+            self._replies.close(self._extents_key)
             source.close()
         return self.counters
+
+    async def _resume_point(self, replies: asyncio.Queue[Any]) -> tuple[int, int] | None:
+        """Where a re-offered task resumes (block, extents records sent): after the last
+        extents record the target side holds with every block durable; from the start
+        when it does not answer; None when the disk is stored already."""
+        attempt = self._task["attempt"]
+        await self._mesh.producer.send_and_wait(
+            self._mesh.topics.extents(self._repo_name),
+            "ResumeQuery",
+            {
+                "session_id": self._task["session_id"],
+                "disk": self._task["disk"],
+                "attempt": attempt,
+            },
+            key=self._extents_key,
+        )
+        try:
+            reply = await self._reply_for(replies, ("resume-point",), attempt)
+        except TimeoutError as exc:
+            log.warning("%s: %s; starting from the first block", self._extents_key, exc)
+            return 0, 0
+        result = reply_result(reply)
+        if result.get("stored"):
+            log.info("%s: stored already by attempt %d's mover", self._extents_key, attempt - 1)
+            self.counters.blocks_done = self.counters.blocks_resumed = self.counters.blocks_total
+            return None
+        block, records = int(result["block"]), int(result["extent_records"])
+        log.info("%s: resuming at block %d (attempt %d)", self._extents_key, block, attempt)
+        self.counters.blocks_done = self.counters.blocks_resumed = block
+        return block, records
 
     async def _give_up(self, source: DiskSource, exc: BaseException) -> None:
         """Tell the target side to drop what it has of this disk (best effort)."""
@@ -117,16 +154,19 @@ class BackupRun:
         except Exception as send_exc:
             log.warning("telling the target to drop %s: %s", self._extents_key, send_exc)
 
-    async def _send_disk(self, source: DiskSource) -> int:
-        """Send every block's chunk (once) and the disk's extents; return the extents count."""
+    async def _send_disk(self, source: DiskSource, start_block: int, first_record: int) -> int:
+        """Send the chunks (once each) and extents of the blocks from ``start_block`` on;
+        return how many extents records the disk has in all."""
         loop = asyncio.get_running_loop()
         pending: deque[asyncio.Future[PreparedBlock]] = deque()
         batch_blocks: list[int] = []
         batch_digests: list[bytes] = []
-        extent_records = 0
-        next_index = 0
+        extent_records = first_record
+        next_index = start_block
+        throttle = Throttle(self._config.read_limit_mib_s * 1024 * 1024)
         while next_index < source.blocks or pending:
             while next_index < source.blocks and len(pending) < self._config.in_flight:
+                await throttle.take(source.block_size)
                 pending.append(
                     loop.run_in_executor(self._pool, self._prepare, source, next_index, False)
                 )
@@ -136,10 +176,12 @@ class BackupRun:
             batch_blocks.append(block.index)
             batch_digests.append(block.digest)
             if len(batch_blocks) >= self._config.extents_per_record:
+                await self._drain()  # extents never reach Kafka before their chunks
                 await self._send_extents(extent_records, batch_blocks, batch_digests)
                 extent_records += 1
                 batch_blocks, batch_digests = [], []
         if batch_blocks:
+            await self._drain()
             await self._send_extents(extent_records, batch_blocks, batch_digests)
             extent_records += 1
         return extent_records
@@ -224,36 +266,33 @@ class BackupRun:
         return f"{self._task['session_id']}/{self._task['disk']}"
 
     async def _drain(self) -> None:
+        """Wait until the broker acknowledged every chunk sent so far."""
         while self._unacked:
             await self._unacked.popleft()
-        await self._mesh.producer.flush()
 
-    async def _finish(self, source: DiskSource, extent_records: int) -> None:
+    async def _finish(
+        self, source: DiskSource, extent_records: int, replies: asyncio.Queue[Any]
+    ) -> None:
         """Send the end marker; resend what the target reports missing; wait until stored."""
-        correlation = self._extents_key
-        queue = self._replies.open(correlation)
-        try:
-            for attempt in range(self._config.resend_attempts + 1):
-                await self._drain()
-                await self._send_end(source, extent_records, attempt)
-                reply = await self._reply_for(queue, attempt)
-                if reply.fields["ok"]:
-                    return
-                missing = reply_result(reply).get("blocks", [])
-                if not missing:
-                    raise SessionError(
-                        f"target refused disk {self._task['disk']}: {reply.fields['error']}"
-                    )
-                log.warning(
-                    "target misses %d blocks of %s; sending them again", len(missing), correlation
+        for attempt in range(self._config.resend_attempts + 1):
+            await self._drain()
+            await self._send_end(source, extent_records, attempt)
+            reply = await self._reply_for(replies, ("disk-stored", "missing-blocks"), attempt)
+            if reply.fields["ok"]:
+                return
+            missing = reply_result(reply).get("blocks", [])
+            if not missing:
+                raise SessionError(
+                    f"target refused disk {self._task['disk']}: {reply.fields['error']}"
                 )
-                await self._resend(source, missing)
-            raise SessionError(
-                f"disk {self._task['disk']}: blocks still missing after"
-                f" {self._config.resend_attempts} resends"
+            log.warning(
+                "target misses %d blocks of %s; sending them again", len(missing), self._extents_key
             )
-        finally:
-            self._replies.close(correlation)
+            await self._resend(source, missing)
+        raise SessionError(
+            f"disk {self._task['disk']}: blocks still missing after"
+            f" {self._config.resend_attempts} resends"
+        )
 
     async def _send_end(
         self, source: DiskSource, extent_records: int, attempt: int, error: str = ""
@@ -276,12 +315,18 @@ class BackupRun:
             key=self._extents_key,
         )
 
-    async def _reply_for(self, queue: asyncio.Queue[Any], attempt: int) -> Any:
+    async def _reply_for(
+        self, queue: asyncio.Queue[Any], names: tuple[str, ...], attempt: int
+    ) -> Any:
+        """The next reply named one of ``names`` for ``attempt``; older ones are skipped."""
         while True:
             reply = await next_record(
-                queue, self._config.stored_wait_s, f"disk {self._extents_key} stored"
+                queue, self._config.stored_wait_s, f"{names[0]} of disk {self._extents_key}"
             )
-            if json.loads(reply.fields["result"] or "{}").get("attempt", attempt) == attempt:
+            if (
+                reply.fields["name"] in names
+                and reply_result(reply).get("attempt", attempt) == attempt
+            ):
                 return reply
 
     async def _resend(self, source: DiskSource, indexes: list[int]) -> None:
@@ -289,3 +334,21 @@ class BackupRun:
         for index in indexes:
             block = await loop.run_in_executor(self._pool, self._prepare, source, index, True)
             await self._account(block, resend=True)
+
+
+class Throttle:
+    """Keeps reading at or below ``rate`` bytes a second (0: unlimited), so a backup can
+    spare the production storage it reads from."""
+
+    def __init__(self, rate: float) -> None:
+        self._rate = rate
+        self._taken = 0
+        self._started = time.monotonic()
+
+    async def take(self, size: int) -> None:
+        if not self._rate:
+            return
+        self._taken += size
+        ahead = self._taken / self._rate - (time.monotonic() - self._started)
+        if ahead > 0:
+            await asyncio.sleep(ahead)

@@ -17,6 +17,9 @@ class SourceMoverConfig(BaseModel):
         600.0, gt=0, description="How long to wait for the target to store a disk's blocks."
     )
     resend_attempts: int = Field(3, ge=0, description="Rounds of resending missing blocks.")
+    read_limit_mib_s: float = Field(
+        0.0, ge=0, description="Most MiB a task reads from its source a second; 0 is no limit."
+    )
 
 
 class SourceMoverSettings(CommonSettings):

@@ -159,7 +159,7 @@ class RecordConsumer:
             max_partition_fetch_bytes=MAX_RECORD_BYTES,
             fetch_max_bytes=4 * MAX_RECORD_BYTES,
             max_poll_interval_ms=max_poll_interval_ms,
-            session_timeout_ms=30000,
+            session_timeout_ms=10000,
             heartbeat_interval_ms=3000,
             isolation_level="read_committed",
         )

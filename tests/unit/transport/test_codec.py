@@ -29,6 +29,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "attempt": 0,
         "error": "",
     },
+    "ResumeQuery": {"session_id": "s1", "disk": "d0", "attempt": 1},
     "IndexEntry": {
         "digest": b"d" * 32,
         "pack_id": "p" * 32,
