@@ -117,8 +117,11 @@ class ExtentAssembly:
     async def _finish(self, disk: DiskExtents, end: dict[str, Any]) -> None:
         try:
             await self._finish_disk(disk, end)
-        except BlockferryError as exc:
-            log.error("disk %s: %s", disk.key, exc)
+        except Exception as exc:  # answered to the source; assembly of other disks goes on
+            if isinstance(exc, BlockferryError):
+                log.error("disk %s: %s", disk.key, exc)
+            else:
+                log.exception("disk %s", disk.key)
             self._disks.pop(disk.key, None)
             await self._reply(end, ok=False, error=str(exc))
 

@@ -61,8 +61,11 @@ class CommandHandler:
             if handler is None:
                 raise BlockferryError(f"unknown command {name!r}")
             result = await handler(arguments)
-        except (BlockferryError, OSError, ValueError, KeyError) as exc:
-            log.error("command %s failed: %s", name, exc)
+        except Exception as exc:  # a command's failure is answered; it never stops the owner
+            if isinstance(exc, BlockferryError | OSError):
+                log.error("command %s failed: %s", name, exc)
+            else:
+                log.exception("command %s failed", name)
             await self._reply(command, ok=False, error=f"{name}: {exc}")
             return
         if result is not None:

@@ -207,9 +207,11 @@ class Orchestrator:
             if then is not None:
                 await then()
             session.state = "success"
-        except (SessionError, TimeoutError, HTTPException) as exc:
+        except Exception as exc:  # a session's failure is its result; others go on
+            if not isinstance(exc, SessionError | TimeoutError | HTTPException):
+                log.exception("session %s", session.id)
             session.state = "failed"
-            session.error = getattr(exc, "detail", None) or str(exc)
+            session.error = getattr(exc, "detail", None) or str(exc) or type(exc).__name__
             log.error(
                 "session %s (%s of %s) failed: %s",
                 session.id,

@@ -130,8 +130,11 @@ class SourceMover:
             counters = result if isinstance(result, dict) else result.as_map()
             await self._report(task, "done", counters)
             self._metrics.tasks.labels(kind, "done").inc()
-        except (BlockferryError, OSError, TimeoutError) as exc:
-            log.error("task %s (%s of %s) failed: %s", task["task_id"], kind, task["disk"], exc)
+        except Exception as exc:  # a task's failure is reported; it never stops the mover
+            if isinstance(exc, BlockferryError | OSError | TimeoutError):
+                log.error("task %s (%s of %s) failed: %s", task["task_id"], kind, task["disk"], exc)
+            else:
+                log.exception("task %s (%s of %s) failed", task["task_id"], kind, task["disk"])
             self._metrics.tasks.labels(kind, "failed").inc()
             await self._report(task, "failed", counters, str(exc))
         finally:
