@@ -5,26 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from blockferry.core import blocks
 from blockferry.ingest.config import IngestConfig
-from blockferry.ingest.metrics import IngestMetrics
-from blockferry.ingest.pipeline import RepositoryPipeline
-from blockferry.mesh import Mesh
 from blockferry.repository import Repository
-from blockferry.settings import CommonSettings, KafkaSettings
 from blockferry.transport.codec import signed64
 from tests.kafka.offsets import committed_and_end
+from tests.kafka.pipelines import REPO, running_pipeline
 
 pytestmark = pytest.mark.kafka
 
-REPO = "default"
 BLOCK = 256 * 1024
 
 
@@ -47,22 +41,9 @@ async def test_missing_blocks_resume_points_and_given_up_disks(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> None:
     repo = Repository.init(tmp_path / "repo", block_size=BLOCK, shard_count=2)
-    settings = CommonSettings(
-        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
-    )
-    mesh = Mesh(settings, "test")
-    await mesh.start()
-    pool = ThreadPoolExecutor(2)
     config = IngestConfig(stored_wait_s=2.0, idle_seal_s=0.2)
-    pipeline = RepositoryPipeline(
-        mesh, repo, REPO, config, IngestMetrics(CollectorRegistry(), "test"), pool
-    )
-    await pipeline.start()
-    running = asyncio.create_task(pipeline.run())
-    replies = mesh.mailbox("replies", mesh.topics.replies(REPO), "correlation_id")
-    await replies.start()
-    reading = asyncio.create_task(replies.run())
-    try:
+    async with running_pipeline(kafka_bootstrap, topic_prefix, repo, config) as running:
+        mesh, replies = running.mesh, running.replies
         plain = b"block one" * 20000
         digest = blocks.digest(plain, repo.config.dedupe_key)
         extents = {
@@ -159,11 +140,3 @@ async def test_missing_blocks_resume_points_and_given_up_disks(
         )
         index = fidx(point, "d0")
         assert list(index.digests) == [digest, blocks.ZERO_DIGEST, blocks.ZERO_DIGEST]
-    finally:
-        running.cancel()
-        reading.cancel()
-        await asyncio.gather(running, reading, return_exceptions=True)
-        await replies.stop()
-        await pipeline.stop()
-        await mesh.stop()
-        pool.shutdown()

@@ -5,22 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from blockferry.ingest.config import IngestConfig
-from blockferry.ingest.metrics import IngestMetrics
-from blockferry.ingest.pipeline import RepositoryPipeline
-from blockferry.mesh import Mesh
 from blockferry.repository import Repository
-from blockferry.settings import CommonSettings, KafkaSettings
+from tests.kafka.pipelines import REPO, running_pipeline
 
 pytestmark = pytest.mark.kafka
-
-REPO = "default"
 
 
 @pytest.mark.parametrize(
@@ -39,21 +32,8 @@ async def test_malformed_commands_are_answered_with_an_error(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, name: str, arguments: str, error: str
 ) -> None:
     repo = Repository.init(tmp_path / "repo", block_size=256 * 1024, shard_count=1)
-    settings = CommonSettings(
-        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
-    )
-    mesh = Mesh(settings, "test")
-    await mesh.start()
-    pool = ThreadPoolExecutor(2)
-    pipeline = RepositoryPipeline(
-        mesh, repo, REPO, IngestConfig(), IngestMetrics(CollectorRegistry(), "test"), pool
-    )
-    await pipeline.start()
-    running = asyncio.create_task(pipeline.run())
-    replies = mesh.mailbox("replies", mesh.topics.replies(REPO), "correlation_id")
-    await replies.start()
-    reading = asyncio.create_task(replies.run())
-    try:
+    async with running_pipeline(kafka_bootstrap, topic_prefix, repo, IngestConfig()) as running:
+        mesh, replies = running.mesh, running.replies
         bad, good = replies.open("bad"), replies.open("good")
         topic = mesh.topics.commands(REPO)
         await mesh.producer.send_and_wait(
@@ -69,12 +49,4 @@ async def test_malformed_commands_are_answered_with_an_error(
         assert error in answer["error"]
         assert described["ok"] is True, "the owner goes on after a bad command"
         assert json.loads(described["result"])["id"] == repo.config.id
-        assert not running.done()
-    finally:
-        running.cancel()
-        reading.cancel()
-        await asyncio.gather(running, reading, return_exceptions=True)
-        await replies.stop()
-        await pipeline.stop()
-        await mesh.stop()
-        pool.shutdown()
+        assert not running.task.done()

@@ -1,0 +1,61 @@
+"""One repository's target side running in-process on the real broker, for tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from blockferry.ingest.config import IngestConfig
+from blockferry.ingest.metrics import IngestMetrics
+from blockferry.ingest.pipeline import RepositoryPipeline
+from blockferry.mesh import Mesh
+from blockferry.repository import Repository
+from blockferry.settings import CommonSettings, KafkaSettings
+from blockferry.transport.mailbox import Mailbox
+
+REPO = "default"
+
+
+@dataclass
+class RunningPipeline:
+    mesh: Mesh
+    repo: Repository
+    replies: Mailbox
+    """Every reply of the repository's owner, by correlation id (open one before asking)."""
+    task: asyncio.Task[None]
+
+
+@asynccontextmanager
+async def running_pipeline(
+    bootstrap: str, prefix: str, repo: Repository, config: IngestConfig
+) -> AsyncIterator[RunningPipeline]:
+    """The repository's pipeline and a mailbox on its replies, stopped on exit."""
+    mesh = Mesh(
+        CommonSettings(kafka=KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix)),
+        "test",
+    )
+    await mesh.start()
+    pool = ThreadPoolExecutor(2)
+    pipeline = RepositoryPipeline(
+        mesh, repo, REPO, config, IngestMetrics(CollectorRegistry(), "test"), pool
+    )
+    await pipeline.start()
+    running = asyncio.create_task(pipeline.run())
+    replies = mesh.mailbox("replies", mesh.topics.replies(REPO), "correlation_id")
+    await replies.start()
+    reading = asyncio.create_task(replies.run())
+    try:
+        yield RunningPipeline(mesh, repo, replies, running)
+    finally:
+        running.cancel()
+        reading.cancel()
+        await asyncio.gather(running, reading, return_exceptions=True)
+        await replies.stop()
+        await pipeline.stop()
+        await mesh.stop()
+        pool.shutdown()
