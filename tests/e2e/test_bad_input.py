@@ -254,6 +254,7 @@ def test_repository_disk_full_fails_cleanly_and_keeps_earlier_restore_points(
             started = time.monotonic()
             document = failed_backup(mesh, big, "no space left on the repository")
             assert "no space left on the repository" in document["error"], document
+            assert document["bytes_read"] == 12 * MIB, "a failed session says how far it got"
             assert time.monotonic() - started < 60
 
             assert temporaries(mesh.repository) == [], "a failed pack leaves no temp file"

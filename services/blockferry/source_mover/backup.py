@@ -95,7 +95,10 @@ class BackupRun:
         self._unacked: deque[asyncio.Future[Any]] = deque()
         self.counters = BackupCounters()
 
-    async def run(self) -> BackupCounters:
+    def progress(self) -> dict[str, int]:
+        return self.counters.as_map()
+
+    async def run(self) -> None:
         loop = asyncio.get_running_loop()
         source = await loop.run_in_executor(
             self._pool, DiskSource, Path(self._task["path"]), self._block_size
@@ -115,7 +118,6 @@ class BackupRun:
         finally:
             self._replies.close(self._extents_key)
             source.close()
-        return self.counters
 
     async def _resume_point(self, replies: asyncio.Queue[Any]) -> tuple[int, int] | None:
         """Where a re-offered task resumes (block, extents records sent): after the last

@@ -42,9 +42,19 @@ class RestoreRun:
         self._task = task
         self._key: bytes = repository["dedupe_key"]
         self._stream = stream
-        self.counters: dict[str, int] = {"blocks_written": 0, "bytes_written": 0, "blocks_total": 0}
+        self.counters: dict[str, int] = {
+            "blocks_total": 0,
+            "blocks_done": 0,
+            "blocks_written": 0,
+            "bytes_written": 0,
+        }
+        """blocks_done: how far the stream got (blocks come in order); blocks_written
+        counts the non-zero ones."""
 
-    async def run(self) -> dict[str, int]:
+    def progress(self) -> dict[str, int]:
+        return dict(self.counters)
+
+    async def run(self) -> None:
         session = self._task["session_id"]
         queue = self._stream.open(session)
         writer: DiskWriter | None = None
@@ -91,6 +101,7 @@ class RestoreRun:
                     written.add(fields["block"])
                     received += 1
                     self.counters["blocks_written"] = received
+                    self.counters["blocks_done"] = fields["block"] + 1
                     self.counters["bytes_written"] += fields["plain_size"]
                     self._metrics.bytes.labels("restored").inc(fields["plain_size"])
                 elif record.name == "RestoreEnd":
@@ -103,7 +114,8 @@ class RestoreRun:
                         )
                     await loop.run_in_executor(self._pool, _finish, writer, written)
                     writer = None
-                    return self.counters
+                    self.counters["blocks_done"] = self.counters["blocks_total"]
+                    return
         finally:
             self._stream.close(session)
             if writer is not None:

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
@@ -21,6 +21,16 @@ from blockferry.source_mover.settings import SourceMoverSettings
 from blockferry.transport.mailbox import Mailbox
 
 log = logging.getLogger(__name__)
+
+
+class TaskRun(Protocol):
+    """One task being carried out: a backup read or a restore write."""
+
+    async def run(self) -> None: ...
+
+    def progress(self) -> dict[str, int]:
+        """Counters so far (blocks_total, blocks_done, bytes …), for progress reports."""
+        ...
 
 
 class SourceMover:
@@ -100,35 +110,14 @@ class SourceMover:
     async def _run_task(self, task: dict[str, Any]) -> None:
         kind = task["kind"]
         self._metrics.tasks_running.inc()
-        counters: dict[str, int] = {}
+        run: TaskRun | None = None
         reporter: asyncio.Task[None] | None = None
         try:
-            await self._report(task, "accepted", counters)
-            repo = await self._directory.get(task["repository"])
-            if repo is None:
-                raise BlockferryError(
-                    f"repository {task['repository']!r} is not served by any target mover"
-                )
-            topics = self._mesh.topics
-            if kind == "backup":
-                replies = await self._mailbox(topics.replies(task["repository"]), "correlation_id")
-                run: Any = BackupRun(
-                    self._mesh,
-                    self._config,
-                    self._metrics,
-                    self._pool,
-                    task,
-                    repo,
-                    replies,
-                    self._sent_digests(task["session_id"]),
-                )
-            else:
-                stream = await self._mailbox(topics.restore(task["repository"]), "session_id")
-                run = RestoreRun(self._mesh, self._metrics, self._pool, task, repo, stream)
+            await self._report(task, "accepted", {})
+            run = await self._prepare_run(task)
             reporter = asyncio.create_task(self._report_while_running(task, run))
-            result = await run.run()
-            counters = result if isinstance(result, dict) else result.as_map()
-            await self._report(task, "done", counters)
+            await run.run()
+            await self._report(task, "done", run.progress())
             self._metrics.tasks.labels(kind, "done").inc()
         except Exception as exc:  # a task's failure is reported; it never stops the mover
             if isinstance(exc, BlockferryError | OSError | TimeoutError):
@@ -136,14 +125,37 @@ class SourceMover:
             else:
                 log.exception("task %s (%s of %s) failed", task["task_id"], kind, task["disk"])
             self._metrics.tasks.labels(kind, "failed").inc()
-            await self._report(task, "failed", counters, str(exc))
+            await self._report(task, "failed", run.progress() if run else {}, str(exc))
         finally:
             if reporter is not None:
                 reporter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reporter
-            self._release_session(task["session_id"])
+            if isinstance(run, BackupRun):
+                self._release_session(task["session_id"])
             self._metrics.tasks_running.dec()
+
+    async def _prepare_run(self, task: dict[str, Any]) -> TaskRun:
+        repo = await self._directory.get(task["repository"])
+        if repo is None:
+            raise BlockferryError(
+                f"repository {task['repository']!r} is not served by any target mover"
+            )
+        topics = self._mesh.topics
+        if task["kind"] == "restore":
+            stream = await self._mailbox(topics.restore(task["repository"]), "session_id")
+            return RestoreRun(self._mesh, self._metrics, self._pool, task, repo, stream)
+        replies = await self._mailbox(topics.replies(task["repository"]), "correlation_id")
+        return BackupRun(
+            self._mesh,
+            self._config,
+            self._metrics,
+            self._pool,
+            task,
+            repo,
+            replies,
+            self._sent_digests(task["session_id"]),
+        )
 
     def _sent_digests(self, session_id: str) -> set[bytes]:
         self._session_users[session_id] = self._session_users.get(session_id, 0) + 1
@@ -157,11 +169,10 @@ class SourceMover:
         else:
             self._session_users[session_id] = users
 
-    async def _report_while_running(self, task: dict[str, Any], run: Any) -> None:
+    async def _report_while_running(self, task: dict[str, Any], run: TaskRun) -> None:
         while True:
             await asyncio.sleep(self._config.progress_interval_s)
-            counters = run.counters if isinstance(run.counters, dict) else run.counters.as_map()
-            await self._report(task, "running", counters)
+            await self._report(task, "running", run.progress())
 
     async def _report(
         self, task: dict[str, Any], state: str, counters: dict[str, int], message: str = ""
@@ -176,7 +187,7 @@ class SourceMover:
                 "mover": self._settings.instance,
                 "state": state,
                 "blocks_total": counters.get("blocks_total", 0),
-                "blocks_done": counters.get("blocks_done", counters.get("blocks_written", 0)),
+                "blocks_done": counters.get("blocks_done", 0),
                 "counters": counters,
                 "message": message,
             },
