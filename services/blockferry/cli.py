@@ -338,6 +338,9 @@ def _session_document(session: dict[str, Any]) -> dict[str, Any]:
         "bytes_sent": counters.get("bytes_sent", 0),
         "bytes_written": counters.get("bytes_written", 0),
         "seconds": round(session.get("seconds", 0.0), 3),
+        "parent": session.get("parent"),
+        "tracking": session.get("tracking", ""),
+        "warnings": session.get("warnings", []),
         "error": session.get("error", ""),
         "counters": counters,
     }
@@ -355,6 +358,12 @@ def _session_document(session: dict[str, Any]) -> dict[str, Any]:
     show_default=True,
 )
 @click.option("--wait", is_flag=True, help="Follow the session until it ends.")
+@click.option("--full", is_flag=True, help="Read and send every block, even with a parent.")
+@click.option(
+    "--changed-ranges",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON map of the byte ranges changed since the last restore point.",
+)
 @api_option
 @json_option
 def backup(
@@ -364,19 +373,29 @@ def backup(
     disk: str | None,
     compression: str,
     wait: bool,
+    full: bool,
+    changed_ranges: Path | None,
     api_url: str,
     as_json: bool,
 ) -> None:
-    """Back up SOURCE (a raw image file or block device)."""
+    """Back up SOURCE (a raw image file or block device). A disk with a restore point
+    of the same job is backed up incrementally: only changed blocks are sent, found by
+    --changed-ranges or else by comparing every block's digest with the parent's."""
     if not source.exists():
         fail(f"source {source} does not exist")
-    request = {
+    request: dict[str, Any] = {
         "source": str(source.resolve()),
         "repository": repository,
         "job": job,
         "disk": disk or source.name,
         "compression": compression,
+        "full": full,
     }
+    if changed_ranges is not None:
+        try:
+            request["changed_ranges"] = json.loads(changed_ranges.read_text())
+        except (OSError, ValueError) as exc:
+            fail(f"reading the changed-ranges map {changed_ranges}: {exc}")
     with _api(api_url) as client:
         session = _call(client, "POST", "/api/v1/backups", json=request)
         if wait:
@@ -390,13 +409,19 @@ def backup(
             emit(True, document, "")
         fail(f"backup of {session['disk']} failed: {session['error']}")
     c = session["counters"]
+    for warning in session["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")
+    kind = f"incremental of {session['parent']}" if session["parent"] else "full"
+    deduplicated = c.get("blocks_deduplicated_session", 0) + c.get("blocks_deduplicated_parent", 0)
     emit(
         as_json,
         document,
-        f"restore point {session['restore_point']}: read {c.get('bytes_read', 0)} bytes,"
-        f" sent {c.get('bytes_sent', 0)} ({c.get('blocks_sent', 0)} of"
-        f" {c.get('blocks_total', 0)} blocks; {c.get('blocks_zero', 0)} zero,"
-        f" {c.get('blocks_deduplicated_session', 0)} deduplicated) in {session['seconds']:.1f} s",
+        f"restore point {session['restore_point']} ({kind}, changes by {session['tracking']}):"
+        f" read {c.get('bytes_read', 0)} bytes, sent {c.get('bytes_sent', 0)}"
+        f" ({c.get('blocks_sent', 0)} of {c.get('blocks_total', 0)} blocks;"
+        f" {c.get('blocks_unchanged', 0) + c.get('blocks_skipped', 0)} unchanged,"
+        f" {c.get('blocks_zero', 0)} zero, {deduplicated} deduplicated)"
+        f" in {session['seconds']:.1f} s",
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,7 +142,11 @@ class ExtentAssembly:
             raise BlockferryError("extents name blocks beyond the end of the disk")
         missing = await self._wait_durable(disk.digests)
         if not missing:
-            digests = [disk.digests.get(i, blocks.ZERO_DIGEST) for i in range(count)]
+            base = await self._ctx.in_pool(self._parent_digests, end)
+            digests = [
+                disk.digests.get(i, base[i] if i < len(base) else blocks.ZERO_DIGEST)
+                for i in range(count)
+            ]
             missing = await self._ctx.in_pool(self._stage_if_present, end, digests)
         if missing:
             log.warning(
@@ -152,6 +157,14 @@ class ExtentAssembly:
         self._ctx.metrics.disks_stored.labels(self._ctx.name).inc()
         self._disks.pop(disk.key, None)
         await self._reply(end, ok=True, result={"blocks": count})
+
+    def _parent_digests(self, end: dict[str, Any]) -> Sequence[bytes]:
+        """The parent restore point's digests of the disk: an incremental's extents name
+        only the blocks that changed since it, the others are the parent's."""
+        if not end["parent"]:
+            return ()
+        repo = self._ctx.repo
+        return repo.read_fixed_index(repo.restore_point(end["parent"]), end["disk"]).digests
 
     def _stage_if_present(self, end: dict[str, Any], digests: list[bytes]) -> list[int]:
         """Under the repository's shared lock, so that no garbage collection runs between

@@ -21,6 +21,8 @@ from blockferry.transport.kafka import Record
 log = logging.getLogger(__name__)
 
 RESTORE_READ_AHEAD = 8
+FIXED_INDEX_PAGE_BLOCKS = 16384
+"""Digests a FixedIndexPage carries: 512 KiB, 16 GiB of disk at 1 MiB blocks."""
 
 
 def describe_restore_point(rp: RestorePoint) -> dict[str, Any]:
@@ -57,6 +59,9 @@ class CommandHandler:
         name = command["name"]
         try:
             arguments = json.loads(command["arguments"] or "{}")
+            if not isinstance(arguments, dict):
+                raise BlockferryError("arguments must be a JSON object")
+            arguments["command_id"] = command["command_id"]
             handler = getattr(self, "_" + name.replace("-", "_"), None)
             if handler is None:
                 raise BlockferryError(f"unknown command {name!r}")
@@ -111,6 +116,35 @@ class CommandHandler:
     async def _verify(self, args: dict[str, Any]) -> dict[str, Any]:
         report = await self._ctx.in_pool(verify, self._ctx.repo, args.get("restore_point"))
         return {**report.to_dict(), "summary": report.summary()}
+
+    async def _latest_restore_point(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The newest committed restore point of a job's disk: an incremental's parent."""
+        rp = await self._ctx.in_pool(self._ctx.repo.latest_restore_point, args["job"], args["disk"])
+        return {"restore_point": rp.id if rp is not None else None}
+
+    async def _fixed_index(self, args: dict[str, Any]) -> None:
+        """Send a restore point's fixed index of a disk in pages (a big disk's index is
+        larger than one record); a failure is answered with an error Reply instead."""
+        rp = await self._ctx.in_pool(self._ctx.repo.restore_point, args["restore_point"])
+        fidx = await self._ctx.in_pool(self._ctx.repo.read_fixed_index, rp, args["disk"])
+        data = fidx.digests.data
+        step = FIXED_INDEX_PAGE_BLOCKS * blocks.DIGEST_SIZE
+        starts = range(0, max(len(data), 1), step)
+        for start in starts:
+            await self._ctx.mesh.producer.send(
+                self._ctx.mesh.topics.replies(self._ctx.name),
+                "FixedIndexPage",
+                {
+                    "correlation_id": args["command_id"],
+                    "disk_size": fidx.disk_size,
+                    "block_size": fidx.block_size,
+                    "first_block": start // blocks.DIGEST_SIZE,
+                    "digests": data[start : start + step],
+                    "last": start == starts[-1],
+                },
+                key=args["command_id"],
+            )
+        await self._ctx.mesh.producer.flush()
 
     async def _describe(self, args: dict[str, Any]) -> dict[str, Any]:
         config = self._ctx.repo.config

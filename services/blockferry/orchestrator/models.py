@@ -18,6 +18,12 @@ class BackupRequest(BaseModel):
     job: str = Field("default", pattern=NAME)
     disk: str = Field(pattern=NAME, description="The disk's stable name in the job.")
     compression: Literal["none", "fast", "optimal", "high", "extreme"] = "optimal"
+    full: bool = Field(False, description="Read and send every block, even with a parent.")
+    changed_ranges: list[dict[str, int]] | dict[str, Any] | None = Field(
+        None,
+        description="The blocks changed since the parent: a list of {offset, length} byte"
+        " ranges, or {since: RESTORE_POINT, ranges: [...]}.",
+    )
 
 
 class RestoreRequest(BaseModel):
@@ -45,6 +51,11 @@ class Session(BaseModel):
     finished: datetime | None = None
     seconds: float = 0.0
     restore_point: str | None = None
+    parent: str | None = Field(None, description="The restore point an incremental builds on.")
+    tracking: str = Field(
+        "", description="How changes were found: full, changed-ranges, digest-compare."
+    )
+    warnings: list[str] = Field(default_factory=list)
     error: str = ""
     attempt: int = 0
     blocks_total: int = 0

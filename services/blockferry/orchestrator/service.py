@@ -82,10 +82,20 @@ class Orchestrator:
         @api.post("/backups", status_code=202)
         async def backup(request: BackupRequest) -> Session:
             await self._known_repository(request.repository)
+            parent = None
+            if not request.full:
+                latest = await self._command(
+                    request.repository,
+                    "latest-restore-point",
+                    {"job": request.job, "disk": request.disk},
+                )
+                parent = latest["restore_point"]
             session = self._new_session(
                 "backup", request.repository, request.job, request.disk, request.source
             )
-            self._spawn(self._backup(session, request.compression))
+            session.parent = parent
+            ranges = "" if request.changed_ranges is None else json.dumps(request.changed_ranges)
+            self._spawn(self._backup(session, request.compression, ranges))
             return session
 
         @api.post("/restores", status_code=202)
@@ -176,7 +186,7 @@ class Orchestrator:
         assert self._group is not None
         self._group.create_task(coroutine)
 
-    async def _backup(self, session: Session, compression: str) -> None:
+    async def _backup(self, session: Session, compression: str, changed_ranges: str) -> None:
         async def commit() -> None:
             session.state = "committing"
             rp = await self._command(
@@ -186,14 +196,22 @@ class Orchestrator:
                     "session_id": session.id,
                     "job": session.job,
                     "disks": [session.disk],
-                    "parent": None,
-                    "stats": {session.disk: session.counters},
+                    "parent": session.parent,
+                    "stats": {session.disk: {**session.counters, "tracking": session.tracking}},
                 },
             )
             session.restore_point = rp["id"]
             session.result = rp
 
-        await self._run_session(session, {"compression": compression}, commit)
+        await self._run_session(
+            session,
+            {
+                "compression": compression,
+                "parent": session.parent,
+                "changed_ranges": changed_ranges,
+            },
+            commit,
+        )
 
     async def _restore(self, session: Session, force: bool) -> None:
         await self._run_session(
@@ -263,6 +281,8 @@ class Orchestrator:
                     session.counters = progress["counters"]
                     self._notify(session)
                     if progress["state"] == "done":
+                        session.tracking = progress["tracking"]
+                        session.warnings = progress["warnings"]
                         return
                     if progress["state"] == "failed":
                         raise SessionError(progress["message"])

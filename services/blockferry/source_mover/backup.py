@@ -12,13 +12,15 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from blockferry.core import blocks
 from blockferry.core.errors import BlockferryError, SessionError
 from blockferry.mesh import Mesh
+from blockferry.source_mover import changes
+from blockferry.source_mover.changes import ParentIndex
 from blockferry.source_mover.disk_source import DiskSource
 from blockferry.source_mover.metrics import SourceMoverMetrics
 from blockferry.source_mover.settings import SourceMoverConfig
@@ -37,6 +39,8 @@ class PreparedBlock:
     index: int
     size: int
     digest: bytes
+    unchanged: bool = False
+    """Same as in the parent restore point: nothing to send, not even an extent."""
     stored: bytes | None = None
     compressed: bool = False
     checksum: int = 0
@@ -49,17 +53,18 @@ class BackupCounters:
     blocks_read: int = 0
     blocks_zero: int = 0
     blocks_deduplicated_session: int = 0
+    blocks_deduplicated_parent: int = 0
+    blocks_unchanged: int = 0
+    blocks_skipped: int = 0
     blocks_sent: int = 0
     blocks_resent: int = 0
     blocks_resumed: int = 0
     bytes_read: int = 0
     bytes_sent: int = 0
     bytes_sent_plain: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
     def as_map(self) -> dict[str, int]:
-        values = {k: v for k, v in vars(self).items() if isinstance(v, int)}
-        return {**values, **self.extra}
+        return dict(vars(self))
 
 
 class BackupRun:
@@ -93,7 +98,12 @@ class BackupRun:
         self._replies = replies
         self._sent = sent
         self._unacked: deque[asyncio.Future[Any]] = deque()
+        self._parent: ParentIndex | None = None
+        self._to_read: set[int] | None = None
+        """Blocks named by a trusted changed-ranges map; None: every block."""
         self.counters = BackupCounters()
+        self.tracking = changes.FULL
+        self.warnings: list[str] = []
 
     def progress(self) -> dict[str, int]:
         return self.counters.as_map()
@@ -106,6 +116,8 @@ class BackupRun:
         replies = self._replies.open(self._extents_key)
         try:
             self.counters.blocks_total = source.blocks
+            if self._task["parent"]:
+                await self._track_changes(source)
             resume_at: tuple[int, int] | None = (0, 0)
             if self._task["attempt"] > 0:
                 resume_at = await self._resume_point(replies)
@@ -118,6 +130,28 @@ class BackupRun:
         finally:
             self._replies.close(self._extents_key)
             source.close()
+
+    async def _track_changes(self, source: DiskSource) -> None:
+        """Fetch the parent's fixed index and choose how to find the changed blocks."""
+        self._parent = await changes.fetch_parent(
+            self._mesh,
+            self._replies,
+            self._repo_name,
+            self._task["parent"],
+            self._task["disk"],
+            self._config.stored_wait_s,
+        )
+        self.tracking = changes.DIGEST_COMPARE
+        if self._task["changed_ranges"]:
+            wanted, why = changes.blocks_in_ranges(
+                self._task["changed_ranges"], self._parent, source.size, self._block_size
+            )
+            if wanted is None:
+                self.warnings.append(f"{why}; every block was read and compared instead")
+                log.warning("%s: %s", self._extents_key, why)
+            else:
+                self._to_read = wanted
+                self.tracking = changes.CHANGED_RANGES
 
     async def _resume_point(self, replies: asyncio.Queue[Any]) -> tuple[int, int] | None:
         """Where a re-offered task resumes (block, extents records sent): after the last
@@ -164,17 +198,23 @@ class BackupRun:
         batch_blocks: list[int] = []
         batch_digests: list[bytes] = []
         extent_records = first_record
-        next_index = start_block
+        indexes = iter(range(start_block, source.blocks))
+        if self._to_read is not None:
+            self.counters.blocks_skipped = source.blocks - len(self._to_read)
+            indexes = iter(sorted(i for i in self._to_read if i >= start_block))
+        next_index = next(indexes, None)
         throttle = Throttle(self._config.read_limit_mib_s * 1024 * 1024)
-        while next_index < source.blocks or pending:
-            while next_index < source.blocks and len(pending) < self._config.in_flight:
+        while next_index is not None or pending:
+            while next_index is not None and len(pending) < self._config.in_flight:
                 await throttle.take(source.block_size)
                 pending.append(
                     loop.run_in_executor(self._pool, self._prepare, source, next_index, False)
                 )
-                next_index += 1
+                next_index = next(indexes, None)
             block = await pending.popleft()
             await self._account(block, resend=False)
+            if block.unchanged:
+                continue
             batch_blocks.append(block.index)
             batch_digests.append(block.digest)
             if len(batch_blocks) >= self._config.extents_per_record:
@@ -191,10 +231,15 @@ class BackupRun:
     def _prepare(self, source: DiskSource, index: int, resend: bool) -> PreparedBlock:
         """Read, zero-test, digest and, if not yet sent, compress block ``index`` (a thread)."""
         data = source.read_block(index)
+        parent = self._parent.digest(index) if self._parent is not None else None
         if blocks.is_zero(data):
-            return PreparedBlock(index, len(data), blocks.ZERO_DIGEST)
+            return PreparedBlock(index, len(data), blocks.ZERO_DIGEST, parent == blocks.ZERO_DIGEST)
         digest = blocks.digest(data, self._key)
         if not resend:
+            if digest == parent:
+                return PreparedBlock(index, len(data), digest, unchanged=True)
+            if self._parent is not None and digest in self._parent.known:
+                return PreparedBlock(index, len(data), digest)
             if digest in self._sent:
                 return PreparedBlock(index, len(data), digest)
             self._sent.add(digest)
@@ -204,7 +249,12 @@ class BackupRun:
             if len(packed) < len(data):
                 stored, compressed = packed, True
         return PreparedBlock(
-            index, len(data), digest, stored, compressed, signed64(blocks.checksum(stored))
+            index,
+            len(data),
+            digest,
+            stored=stored,
+            compressed=compressed,
+            checksum=signed64(blocks.checksum(stored)),
         )
 
     async def _account(self, block: PreparedBlock, resend: bool) -> None:
@@ -214,11 +264,16 @@ class BackupRun:
         c.bytes_read += block.size
         self._metrics.blocks.labels("read").inc()
         self._metrics.bytes.labels("read").inc(block.size)
-        if block.digest == blocks.ZERO_DIGEST:
+        if block.unchanged:
+            c.blocks_unchanged += 1
+        elif block.digest == blocks.ZERO_DIGEST:
             c.blocks_zero += 1
             self._metrics.blocks.labels("zero").inc()
         elif block.stored is None:
-            c.blocks_deduplicated_session += 1
+            if self._parent is not None and block.digest in self._parent.known:
+                c.blocks_deduplicated_parent += 1
+            else:
+                c.blocks_deduplicated_session += 1
             self._metrics.blocks.labels("deduplicated").inc()
         else:
             await self._send_chunk(block)
@@ -310,7 +365,7 @@ class BackupRun:
                 "disk_size": source.size,
                 "block_size": self._block_size,
                 "extent_records": extent_records,
-                "parent": None,
+                "parent": self._task["parent"],
                 "attempt": attempt,
                 "error": error,
             },

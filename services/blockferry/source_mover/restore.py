@@ -42,6 +42,8 @@ class RestoreRun:
         self._task = task
         self._key: bytes = repository["dedupe_key"]
         self._stream = stream
+        self.tracking = ""
+        self.warnings: list[str] = []
         self.counters: dict[str, int] = {
             "blocks_total": 0,
             "blocks_done": 0,

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 class TaskRun(Protocol):
     """One task being carried out: a backup read or a restore write."""
 
+    tracking: str
+    """How a backup found the changed blocks (full, changed-ranges, digest-compare)."""
+    warnings: list[str]
+
     async def run(self) -> None: ...
 
     def progress(self) -> dict[str, int]:
@@ -117,7 +121,9 @@ class SourceMover:
             run = await self._prepare_run(task)
             reporter = asyncio.create_task(self._report_while_running(task, run))
             await run.run()
-            await self._report(task, "done", run.progress())
+            await self._report(
+                task, "done", run.progress(), warnings=run.warnings, tracking=run.tracking
+            )
             self._metrics.tasks.labels(kind, "done").inc()
         except Exception as exc:  # a task's failure is reported; it never stops the mover
             if isinstance(exc, BlockferryError | OSError | TimeoutError):
@@ -175,7 +181,13 @@ class SourceMover:
             await self._report(task, "running", run.progress())
 
     async def _report(
-        self, task: dict[str, Any], state: str, counters: dict[str, int], message: str = ""
+        self,
+        task: dict[str, Any],
+        state: str,
+        counters: dict[str, int],
+        message: str = "",
+        warnings: list[str] | None = None,
+        tracking: str = "",
     ) -> None:
         await self._mesh.producer.send_and_wait(
             self._mesh.topics.task_progress,
@@ -190,6 +202,8 @@ class SourceMover:
                 "blocks_done": counters.get("blocks_done", 0),
                 "counters": counters,
                 "message": message,
+                "tracking": tracking,
+                "warnings": warnings or [],
             },
             key=task["task_id"],
         )

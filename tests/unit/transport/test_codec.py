@@ -30,6 +30,14 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "error": "",
     },
     "ResumeQuery": {"session_id": "s1", "disk": "d0", "attempt": 1},
+    "FixedIndexPage": {
+        "correlation_id": "c",
+        "disk_size": 5,
+        "block_size": 262144,
+        "first_block": 0,
+        "digests": b"d" * 32,
+        "last": True,
+    },
     "IndexEntry": {
         "digest": b"d" * 32,
         "pack_id": "p" * 32,
@@ -51,6 +59,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "restore_point": "rp",
         "force": True,
         "lease_seconds": 30,
+        "parent": "20261126T231500Z-1a2b3c4d",
+        "changed_ranges": '[{"offset": 0, "length": 4096}]',
     },
     "TaskProgress": {
         "task_id": "t",
@@ -62,6 +72,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "blocks_done": 2,
         "counters": {"bytes_read": 7},
         "message": "",
+        "tracking": "digest-compare",
+        "warnings": ["the map is for another restore point"],
     },
     "Command": {"command_id": "c", "name": "commit", "arguments": "{}"},
     "Reply": {"correlation_id": "c", "name": "commit", "ok": False, "error": "no", "result": "{}"},
