@@ -74,6 +74,7 @@ def test_full_then_incrementals_each_restore_identical(
     c = third["counters"]
     assert c["blocks_read"] <= 3 + len(ranges), c
     assert c["blocks_skipped"] >= c["blocks_total"] - 3 - len(ranges)
+    assert c["blocks_done"] == c["blocks_total"], "skipped blocks count as done"
     points.append(third["restore_point"])
 
     for n, (rp, image) in enumerate(zip(points, images, strict=True)):

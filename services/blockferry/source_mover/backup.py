@@ -201,6 +201,7 @@ class BackupRun:
         indexes = iter(range(start_block, source.blocks))
         if self._to_read is not None:
             self.counters.blocks_skipped = source.blocks - len(self._to_read)
+            self.counters.blocks_done += self.counters.blocks_skipped  # progress counts them
             indexes = iter(sorted(i for i in self._to_read if i >= start_block))
         next_index = next(indexes, None)
         throttle = Throttle(self._config.read_limit_mib_s * 1024 * 1024)
