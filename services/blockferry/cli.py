@@ -347,7 +347,7 @@ def _session_document(session: dict[str, Any]) -> dict[str, Any]:
 
 
 @main.command()
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source")
 @repo_option
 @click.option("--job", default="default", show_default=True, help="The job the disk belongs to.")
 @click.option("--disk", help="The disk's stable name in the job [default: the source's file name].")
@@ -360,6 +360,10 @@ def _session_document(session: dict[str, Any]) -> dict[str, Any]:
 @click.option("--wait", is_flag=True, help="Follow the session until it ends.")
 @click.option("--full", is_flag=True, help="Read and send every block, even with a parent.")
 @click.option(
+    "--dirty-bitmap",
+    help="NBD sources: the QEMU dirty bitmap of the changes since the last restore point.",
+)
+@click.option(
     "--changed-ranges",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="JSON map of the byte ranges changed since the last restore point.",
@@ -367,29 +371,38 @@ def _session_document(session: dict[str, Any]) -> dict[str, Any]:
 @api_option
 @json_option
 def backup(
-    source: Path,
+    source: str,
     repository: str,
     job: str,
     disk: str | None,
     compression: str,
     wait: bool,
     full: bool,
+    dirty_bitmap: str | None,
     changed_ranges: Path | None,
     api_url: str,
     as_json: bool,
 ) -> None:
-    """Back up SOURCE (a raw image file or block device). A disk with a restore point
+    """Back up SOURCE: a raw image file, a block device, or an NBD URI
+    (nbd://host:port/export, nbd+unix:///export?socket=PATH). A disk with a restore point
     of the same job is backed up incrementally: only changed blocks are sent, found by
-    --changed-ranges or else by comparing every block's digest with the parent's."""
-    if not source.exists():
-        fail(f"source {source} does not exist")
+    --dirty-bitmap or --changed-ranges, or else by comparing every block's digest."""
+    if source.startswith(("nbd://", "nbd+unix://")):
+        if disk is None:
+            fail("name the disk of an NBD source with --disk")
+    else:
+        path = Path(source)
+        if not path.exists():
+            fail(f"source {source} does not exist")
+        source, disk = str(path.resolve()), disk or path.name
     request: dict[str, Any] = {
-        "source": str(source.resolve()),
+        "source": source,
         "repository": repository,
         "job": job,
-        "disk": disk or source.name,
+        "disk": disk,
         "compression": compression,
         "full": full,
+        "dirty_bitmap": dirty_bitmap,
     }
     if changed_ranges is not None:
         try:

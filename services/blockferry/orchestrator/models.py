@@ -13,12 +13,20 @@ SessionState = Literal["pending", "transferring", "committing", "success", "fail
 
 
 class BackupRequest(BaseModel):
-    source: str = Field(description="Path of a raw image file or block device the movers can read.")
+    source: str = Field(
+        description="A raw image file or block device the movers can read, or an NBD URI"
+        " (nbd://host:port/export, nbd+unix:///export?socket=PATH)."
+    )
     repository: str = Field("default", pattern=NAME)
     job: str = Field("default", pattern=NAME)
     disk: str = Field(pattern=NAME, description="The disk's stable name in the job.")
     compression: Literal["none", "fast", "optimal", "high", "extreme"] = "optimal"
     full: bool = Field(False, description="Read and send every block, even with a parent.")
+    dirty_bitmap: str | None = Field(
+        None,
+        description="NBD sources: the QEMU dirty bitmap of the changes since the parent,"
+        " named after the parent restore point.",
+    )
     changed_ranges: list[dict[str, int]] | dict[str, Any] | None = Field(
         None,
         description="The blocks changed since the parent: a list of {offset, length} byte"

@@ -95,7 +95,9 @@ class Orchestrator:
             )
             session.parent = parent
             ranges = "" if request.changed_ranges is None else json.dumps(request.changed_ranges)
-            self._spawn(self._backup(session, request.compression, ranges))
+            self._spawn(
+                self._backup(session, request.compression, ranges, request.dirty_bitmap or "")
+            )
             return session
 
         @api.post("/restores", status_code=202)
@@ -186,7 +188,9 @@ class Orchestrator:
         assert self._group is not None
         self._group.create_task(coroutine)
 
-    async def _backup(self, session: Session, compression: str, changed_ranges: str) -> None:
+    async def _backup(
+        self, session: Session, compression: str, changed_ranges: str, dirty_bitmap: str
+    ) -> None:
         async def commit() -> None:
             session.state = "committing"
             rp = await self._command(
@@ -209,6 +213,7 @@ class Orchestrator:
                 "compression": compression,
                 "parent": session.parent,
                 "changed_ranges": changed_ranges,
+                "dirty_bitmap": dirty_bitmap,
             },
             commit,
         )

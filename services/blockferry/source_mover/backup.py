@@ -8,12 +8,12 @@ producing overlap and the loop stays free for Kafka's heartbeats.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from blockferry.core import blocks
@@ -21,7 +21,7 @@ from blockferry.core.errors import BlockferryError, SessionError
 from blockferry.mesh import Mesh
 from blockferry.source_mover import changes
 from blockferry.source_mover.changes import ParentIndex
-from blockferry.source_mover.disk_source import DiskSource
+from blockferry.source_mover.disk_source import DiskSource, FileSource, NbdSource, open_source
 from blockferry.source_mover.metrics import SourceMoverMetrics
 from blockferry.source_mover.settings import SourceMoverConfig
 from blockferry.transport.codec import signed64
@@ -44,6 +44,8 @@ class PreparedBlock:
     stored: bytes | None = None
     compressed: bool = False
     checksum: int = 0
+    read: bool = True
+    """False for a block the source said is zero without our reading it."""
 
 
 @dataclass
@@ -109,9 +111,8 @@ class BackupRun:
         return self.counters.as_map()
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        source = await loop.run_in_executor(
-            self._pool, DiskSource, Path(self._task["path"]), self._block_size
+        source = await open_source(
+            self._task["path"], self._block_size, self._pool, self._task["dirty_bitmap"] or None
         )
         replies = self._replies.open(self._extents_key)
         try:
@@ -129,7 +130,7 @@ class BackupRun:
             raise
         finally:
             self._replies.close(self._extents_key)
-            source.close()
+            await source.close()
 
     async def _track_changes(self, source: DiskSource) -> None:
         """Fetch the parent's fixed index and choose how to find the changed blocks."""
@@ -142,7 +143,18 @@ class BackupRun:
             self._config.stored_wait_s,
         )
         self.tracking = changes.DIGEST_COMPARE
-        if self._task["changed_ranges"]:
+        bitmap = self._task["dirty_bitmap"]
+        if bitmap and isinstance(source, NbdSource):
+            if bitmap == self._parent.restore_point:
+                self._to_read = await source.dirty_blocks()
+                self.tracking = changes.DIRTY_BITMAP
+            else:
+                why = f"dirty bitmap {bitmap} does not track changes since the parent"
+                self.warnings.append(
+                    f"{why} {self._parent.restore_point}; every block was read and compared instead"
+                )
+                log.warning("%s: %s", self._extents_key, why)
+        elif self._task["changed_ranges"]:
             wanted, why = changes.blocks_in_ranges(
                 self._task["changed_ranges"], self._parent, source.size, self._block_size
             )
@@ -193,7 +205,6 @@ class BackupRun:
     async def _send_disk(self, source: DiskSource, start_block: int, first_record: int) -> int:
         """Send the chunks (once each) and extents of the blocks from ``start_block`` on;
         return how many extents records the disk has in all."""
-        loop = asyncio.get_running_loop()
         pending: deque[asyncio.Future[PreparedBlock]] = deque()
         batch_blocks: list[int] = []
         batch_digests: list[bytes] = []
@@ -204,13 +215,12 @@ class BackupRun:
             self.counters.blocks_done += self.counters.blocks_skipped  # progress counts them
             indexes = iter(sorted(i for i in self._to_read if i >= start_block))
         next_index = next(indexes, None)
+        zero = await source.zero_blocks() if isinstance(source, NbdSource) else set()
         throttle = Throttle(self._config.read_limit_mib_s * 1024 * 1024)
         while next_index is not None or pending:
             while next_index is not None and len(pending) < self._config.in_flight:
                 await throttle.take(source.block_size)
-                pending.append(
-                    loop.run_in_executor(self._pool, self._prepare, source, next_index, False)
-                )
+                pending.append(self._prepare(source, next_index, next_index in zero))
                 next_index = next(indexes, None)
             block = await pending.popleft()
             await self._account(block, resend=False)
@@ -229,9 +239,30 @@ class BackupRun:
             extent_records += 1
         return extent_records
 
-    def _prepare(self, source: DiskSource, index: int, resend: bool) -> PreparedBlock:
-        """Read, zero-test, digest and, if not yet sent, compress block ``index`` (a thread)."""
-        data = source.read_block(index)
+    def _prepare(
+        self, source: DiskSource, index: int, known_zero: bool = False, resend: bool = False
+    ) -> asyncio.Future[PreparedBlock]:
+        """Read block ``index`` and prepare it in the pool: a file is read there too, an
+        NBD export is read here; a block the export calls zero is not read at all."""
+        loop = asyncio.get_running_loop()
+        if isinstance(source, FileSource):
+            return loop.run_in_executor(
+                self._pool, lambda: self._process(index, source.read_block(index), resend)
+            )
+        if known_zero:
+            data = bytes(min(self._block_size, source.size - index * self._block_size))
+            done: asyncio.Future[PreparedBlock] = loop.create_future()
+            done.set_result(dataclasses.replace(self._process(index, data, resend), read=False))
+            return done
+
+        async def read_then_process() -> PreparedBlock:
+            data = await source.read_block(index)
+            return await loop.run_in_executor(self._pool, self._process, index, data, resend)
+
+        return asyncio.ensure_future(read_then_process())
+
+    def _process(self, index: int, data: bytes, resend: bool) -> PreparedBlock:
+        """Zero-test, digest and, if not yet sent, compress block ``index`` (a thread)."""
         parent = self._parent.digest(index) if self._parent is not None else None
         if blocks.is_zero(data):
             return PreparedBlock(index, len(data), blocks.ZERO_DIGEST, parent == blocks.ZERO_DIGEST)
@@ -261,10 +292,11 @@ class BackupRun:
     async def _account(self, block: PreparedBlock, resend: bool) -> None:
         c = self.counters
         c.blocks_done += 0 if resend else 1
-        c.blocks_read += 1
-        c.bytes_read += block.size
-        self._metrics.blocks.labels("read").inc()
-        self._metrics.bytes.labels("read").inc(block.size)
+        if block.read:
+            c.blocks_read += 1
+            c.bytes_read += block.size
+            self._metrics.blocks.labels("read").inc()
+            self._metrics.bytes.labels("read").inc(block.size)
         if block.unchanged:
             c.blocks_unchanged += 1
         elif block.digest == blocks.ZERO_DIGEST:
@@ -388,9 +420,8 @@ class BackupRun:
                 return reply
 
     async def _resend(self, source: DiskSource, indexes: list[int]) -> None:
-        loop = asyncio.get_running_loop()
         for index in indexes:
-            block = await loop.run_in_executor(self._pool, self._prepare, source, index, True)
+            block = await self._prepare(source, index, resend=True)
             await self._account(block, resend=True)
 
 

@@ -16,6 +16,7 @@ from blockferry.transport.mailbox import Mailbox, next_record
 
 FULL = "full"
 CHANGED_RANGES = "changed-ranges"
+DIRTY_BITMAP = "dirty-bitmap"
 DIGEST_COMPARE = "digest-compare"
 
 

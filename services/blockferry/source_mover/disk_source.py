@@ -1,17 +1,21 @@
-"""Reading a disk to back up: a raw image file or a block device."""
+"""Reading a disk to back up: a raw image file, a block device, or an NBD export."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
+from concurrent.futures import Executor
 from pathlib import Path
 
 from blockferry.core.blocks import block_count
 from blockferry.core.errors import SourceError
+from blockferry.source_mover.nbd import NbdDisk
 
 
-class DiskSource:
-    """A disk opened read-only; ``read_block`` is safe to call from several threads."""
+class FileSource:
+    """A raw image file or block device opened read-only; ``read_block`` is safe to call
+    from several threads."""
 
     def __init__(self, path: Path, block_size: int) -> None:
         self.path = path
@@ -50,5 +54,67 @@ class DiskSource:
             )
         return data
 
-    def close(self) -> None:
+    async def close(self) -> None:
         os.close(self._fd)
+
+
+class NbdSource:
+    """A disk exported over NBD (a qcow2 image or a live QEMU disk through qemu-nbd);
+    ``read_block`` is a coroutine, callable from several tasks at once."""
+
+    def __init__(self, disk: NbdDisk, block_size: int) -> None:
+        self.path = str(disk.uri)
+        self.block_size = block_size
+        self.size = disk.size
+        self.blocks = block_count(self.size, block_size)
+        self._disk = disk
+
+    @classmethod
+    async def open(cls, uri: str, block_size: int, bitmap: str | None) -> NbdSource:
+        return cls(await NbdDisk.open(uri, bitmap), block_size)
+
+    async def read_block(self, index: int) -> bytes:
+        offset = index * self.block_size
+        return await self._disk.read(offset, min(self.block_size, self.size - offset))
+
+    async def zero_blocks(self) -> set[int]:
+        """Blocks the export says read as zeros (base:allocation): they need no reading."""
+        zero: set[int] = set()
+        for extent in await self._disk.allocation(0, self.size):
+            if extent.zero:
+                first = -(-extent.offset // self.block_size)
+                end = extent.end // self.block_size if extent.end < self.size else self.blocks
+                zero.update(range(first, end))
+        return zero
+
+    async def dirty_blocks(self) -> set[int]:
+        """Blocks the dirty bitmap marks as written since it was added."""
+        dirty: set[int] = set()
+        for extent in await self._disk.dirty(0, self.size):
+            if extent.dirty:
+                dirty.update(
+                    range(extent.offset // self.block_size, (extent.end - 1) // self.block_size + 1)
+                )
+        return dirty
+
+    async def close(self) -> None:
+        await self._disk.close()
+
+
+def is_nbd_uri(source: str) -> bool:
+    return source.startswith(("nbd://", "nbd+unix://"))
+
+
+DiskSource = FileSource | NbdSource
+
+
+async def open_source(
+    source: str, block_size: int, pool: Executor, bitmap: str | None = None
+) -> DiskSource:
+    """Open a path (in the pool: opening may block) or an NBD URI."""
+    if is_nbd_uri(source):
+        return await NbdSource.open(source, block_size, bitmap)
+    if bitmap:
+        raise SourceError(f"opening source {source}: dirty bitmaps need an NBD source")
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(pool, FileSource, Path(source), block_size)

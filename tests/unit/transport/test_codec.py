@@ -61,6 +61,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "lease_seconds": 30,
         "parent": "20261126T231500Z-1a2b3c4d",
         "changed_ranges": '[{"offset": 0, "length": 4096}]',
+        "dirty_bitmap": "",
     },
     "TaskProgress": {
         "task_id": "t",
