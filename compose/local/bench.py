@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
 """The rounds of `make bench` (run by bench.sh once Kafka and the roles are up): per
 round a full backup into a fresh repository (rN) and a restore through the mesh, then
-borg create and extract of the same image into a fresh borg repository. Every restore
-is compared byte for byte with the image; a difference fails the bench. Prints per-round
-figures and medians and writes them to WORK/bench.json.
+borg create and extract of the same image into a fresh borg repository. Then about 10%
+of the image's blocks change on a copy (a contiguous run of random data and scattered
+4 KiB writes) and both tools back the copy up incrementally: ours with a changed-ranges
+map, ours by digest compare (job benchN-dc in repository rNdc, whose untimed full backup
+of the original is its parent), ours again with an empty map (a session's fixed cost),
+and borg create of the copy into the round's borg repository. Every restore is compared
+byte for byte with its source; a difference fails the bench. Prints per-round figures
+and medians and writes them to WORK/bench.json.
 
     bench.py --work DIR --image PATH --rounds N --mesh TEXT [--pid NAME=PID ...]
 """
@@ -14,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import resource
 import shutil
 import statistics
@@ -23,13 +29,32 @@ import time
 from pathlib import Path
 from typing import Any
 
+import zstandard
+
 MIB = 1024 * 1024
 TICK = os.sysconf("SC_CLK_TCK")
 BIN = Path(sys.executable).parent
 BORG_CREATE = ["--chunker-params", "fixed,4194304", "--compression", "zstd,3"]
 BORG_ENCRYPTION = "authenticated-blake2"
 COMPRESSION = "optimal"
-TIMED_STEPS = (("ours", "backup"), ("ours", "restore"), ("borg", "create"), ("borg", "extract"))
+TIMED_STEPS = (
+    ("ours", "backup", "ours backup"),
+    ("ours", "restore", "ours restore"),
+    ("borg", "create", "borg create"),
+    ("borg", "extract", "borg extract"),
+    ("ours", "incremental_ranges", "ours incr. map"),
+    ("ours", "incremental_digest", "ours incr. digest"),
+    ("ours", "incremental_nochange", "ours incr. no-chg"),
+    ("borg", "create_incremental", "borg incr. create"),
+)
+PAGE = 4096
+CHANGED_RUN = 0.08
+"""The contiguous run of new random data, as a share of the image."""
+CHANGED_SCATTERED = 0.02
+"""The share of blocks that get one random 4 KiB write each (outside the run)."""
+VERIFY_ROUND = 1
+"""The round whose incremental restore points (changed-ranges and digest compare) are
+restored and compared with the changed copy; restoring every one costs minutes."""
 
 
 class BenchError(Exception):
@@ -100,6 +125,8 @@ class Bench:
         self.rounds: int = args.rounds
         self.pids: dict[str, int] = dict(args.pid)
         self.restore_dir = self.work / "restore"
+        self.changed = self.work / "changed" / self.image.name
+        self.changed_ranges: list[dict[str, int]] = []
         self.borg_dir = self.work / "borg"
         self.repos = {
             name: Path(path)
@@ -107,6 +134,9 @@ class Bench:
                 os.environ["BLOCKFERRY_TARGET_MOVER__REPOSITORIES"]
             ).items()
         }
+        self.block_size: int = json.loads((self.repos["r0"] / "config.json").read_text())[
+            "block_size"
+        ]
         self.caches_dropped = drop_caches()
         self.borg_env = os.environ | {
             "BORG_PASSPHRASE": "bench",
@@ -152,44 +182,52 @@ class Bench:
         cpu["other"] = max(0.0, busy - sum(cpu.values()))
         return {name: value / seconds for name, value in cpu.items()}
 
-    def compare(self, restored: Path, what: str) -> None:
-        done = subprocess.run(["cmp", str(self.image), str(restored)], capture_output=True)
+    def compare(self, restored: Path, what: str, expected: Path | None = None) -> None:
+        expected = expected or self.image
+        done = subprocess.run(["cmp", str(expected), str(restored)], capture_output=True)
         if done.returncode != 0:
             message = (done.stdout + done.stderr).decode(errors="replace").strip()
             raise BenchError(
-                f"!!! {what} RESTORED WRONG BYTES: {restored} differs from {self.image}: {message}"
+                f"!!! {what} RESTORED WRONG BYTES: {restored} differs from {expected}: {message}"
             )
 
-    # -- one round of each tool --------------------------------------------------------
-
-    def ours(self, n: int) -> dict[str, Any]:
-        repo = f"r{n}"
-        backup = self.timed(
-            [
-                str(BIN / "blockferry"),
-                "backup",
-                str(self.image),
-                "--repo",
-                repo,
-                "--job",
-                f"bench{n}",
-                "--disk",
-                "disk0",
-                "--compression",
-                COMPRESSION,
-                "--wait",
-                "--json",
-            ]
-        )
-        session = json.loads(backup.pop("stdout"))
+    def backup(
+        self, source: Path, repo: str, job: str, ranges: Path | None = None, timed: bool = True
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One backup of ours (timed or not): the step and the session's JSON."""
+        cmd = [
+            str(BIN / "blockferry"),
+            "backup",
+            str(source),
+            "--repo",
+            repo,
+            "--job",
+            job,
+            "--disk",
+            "disk0",
+            "--compression",
+            COMPRESSION,
+            "--wait",
+            "--json",
+        ]
+        if ranges is not None:
+            cmd += ["--changed-ranges", str(ranges)]
+        step = self.timed(cmd) if timed else {"stdout": self.run(cmd)}
+        session = json.loads(step.pop("stdout"))
         if session["state"] != "success":
-            raise BenchError(f"our backup {n} failed: {session}")
-        dest = self.restore_dir / f"ours-{n}.img"
-        restore = self.timed(
+            raise BenchError(f"our backup of {source} ({repo}, job {job}) failed: {session}")
+        return step, session
+
+    def restore(
+        self, restore_point: str, repo: str, expected: Path, what: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Restore through the mesh (timed), compare with ``expected``, drop the copy."""
+        dest = self.restore_dir / f"{restore_point}.img"
+        step = self.timed(
             [
                 str(BIN / "blockferry"),
                 "restore",
-                session["restore_point"],
+                restore_point,
                 "--repo",
                 repo,
                 "--to",
@@ -197,11 +235,21 @@ class Bench:
                 "--json",
             ]
         )
-        restored = json.loads(restore.pop("stdout"))
+        restored = json.loads(step.pop("stdout"))
         if restored["state"] != "success":
-            raise BenchError(f"our restore {n} failed: {restored}")
-        self.compare(dest, f"OUR RESTORE (round {n})")
+            raise BenchError(f"{what} failed: {restored}")
+        self.compare(dest, what, expected)
         dest.unlink()
+        return step, restored
+
+    # -- one round of each tool --------------------------------------------------------
+
+    def ours(self, n: int) -> dict[str, Any]:
+        repo = f"r{n}"
+        backup, session = self.backup(self.image, repo, f"bench{n}")
+        restore, restored = self.restore(
+            session["restore_point"], repo, self.image, f"OUR RESTORE (round {n})"
+        )
         apparent, allocated = tree_bytes(self.repos[repo])
         return {
             "backup": backup,
@@ -231,7 +279,6 @@ class Bench:
         self.compare(extract_to / self.image.name, f"BORG EXTRACT (round {n})")
         apparent, allocated = tree_bytes(repo)
         shutil.rmtree(extract_to)
-        shutil.rmtree(repo)
         return {
             "create": create,
             "extract": extract,
@@ -239,14 +286,144 @@ class Bench:
             "repository_apparent_bytes": apparent,
         }
 
+    # -- the changed copy and the incrementals -----------------------------------------
+
+    def change_copy(self, n: int) -> list[dict[str, int]]:
+        """Make the changed copy of round ``n`` (untimed): the image with a contiguous run
+        of new random data and one random 4 KiB write in each of a few other blocks.
+        Round 1 copies the image; later rounds put back the previous round's ranges from
+        the image instead of copying it all again. Returns the changed byte ranges."""
+        self.changed.parent.mkdir(parents=True, exist_ok=True)
+        if not self.changed_ranges:
+            self.changed.unlink(missing_ok=True)
+            self.run(
+                ["cp", "--reflink=auto", "--sparse=always", str(self.image), str(self.changed)]
+            )
+        else:
+            with open(self.image, "rb") as src, open(self.changed, "r+b") as dst:
+                for extent in self.changed_ranges:
+                    src.seek(extent["offset"])
+                    dst.seek(extent["offset"])
+                    dst.write(src.read(extent["length"]))
+        rng = random.Random(1000 + n)
+        bs = self.block_size
+        run_length = round(self.size * CHANGED_RUN / PAGE) * PAGE
+        run_offset = rng.randrange((self.size - run_length) // PAGE) * PAGE
+        ranges = [{"offset": run_offset, "length": run_length}]
+        in_run = range(run_offset // bs, (run_offset + run_length - 1) // bs + 1)
+        whole_blocks = self.size // bs
+        others = [i for i in range(whole_blocks) if i not in in_run]
+        for i in rng.sample(others, round(-(-self.size // bs) * CHANGED_SCATTERED)):
+            ranges.append({"offset": i * bs + rng.randrange(bs // PAGE) * PAGE, "length": PAGE})
+        ranges.sort(key=lambda extent: extent["offset"])
+        with open(self.changed, "r+b") as f:
+            for extent in ranges:
+                f.seek(extent["offset"])
+                left = extent["length"]
+                while left:
+                    data = rng.randbytes(min(left, 16 * MIB))
+                    f.write(data)
+                    left -= len(data)
+        os.sync()
+        self.changed_ranges = ranges
+        return ranges
+
+    def changed_blocks(self, ranges: list[dict[str, int]]) -> tuple[int, int]:
+        """(blocks the ranges touch, their zstd level 3 compressed size in the copy)."""
+        bs = self.block_size
+        touched: set[int] = set()
+        for extent in ranges:
+            first = extent["offset"] // bs
+            touched.update(range(first, (extent["offset"] + extent["length"] - 1) // bs + 1))
+        compressor = zstandard.ZstdCompressor(level=3)
+        compressed = 0
+        with open(self.changed, "rb") as f:
+            for i in sorted(touched):
+                f.seek(i * bs)
+                compressed += len(compressor.compress(f.read(bs)))
+        return len(touched), compressed
+
+    def incrementals(self, n: int, parent: str) -> dict[str, Any]:
+        """Round ``n``'s incrementals of ours, each from a cold page cache: (a) with a
+        changed-ranges map, (c) right after with an empty map, (b) by digest compare in
+        rNdc. The parents of (a) and (b) are full backups of the same image."""
+        repo, job, dc_repo, dc_job = f"r{n}", f"bench{n}", f"r{n}dc", f"bench{n}-dc"
+        _, dc_full = self.backup(self.image, dc_repo, dc_job, timed=False)
+        ranges = self.change_copy(n)
+        blocks_changed, compressed = self.changed_blocks(ranges)
+        maps = self.changed.parent
+        (maps / "ranges.json").write_text(json.dumps({"since": parent, "ranges": ranges}))
+
+        def check(session: dict[str, Any], what: str, parent: str, tracking: str) -> None:
+            if session["parent"] != parent or session["tracking"] != tracking:
+                raise BenchError(
+                    f"{what} of round {n}: parent {session['parent']}, tracking"
+                    f" {session['tracking']!r}; expected {parent}, {tracking!r}"
+                    f" (warnings: {session.get('warnings')})"
+                )
+
+        before = tree_bytes(self.repos[repo])
+        ranges_step, a = self.backup(self.changed, repo, job, maps / "ranges.json")
+        after = tree_bytes(self.repos[repo])
+        check(a, "the changed-ranges incremental", parent, "changed-ranges")
+        (maps / "empty.json").write_text(json.dumps({"since": a["restore_point"], "ranges": []}))
+        nochange_step, c = self.backup(self.changed, repo, job, maps / "empty.json")
+        check(c, "the no-change incremental", a["restore_point"], "changed-ranges")
+        digest_step, b = self.backup(self.changed, dc_repo, dc_job)
+        check(b, "the digest-compare incremental", dc_full["restore_point"], "digest-compare")
+        verified: dict[str, float] = {}
+        if n == VERIFY_ROUND:
+            for what, session, where in (("changed-ranges", a, repo), ("digest", b, dc_repo)):
+                step, _ = self.restore(
+                    session["restore_point"],
+                    where,
+                    self.changed,
+                    f"OUR RESTORE OF THE {what.upper()} INCREMENTAL (round {n})",
+                )
+                verified[what] = step["seconds"]
+        return {
+            "incremental_ranges": ranges_step,
+            "incremental_digest": digest_step,
+            "incremental_nochange": nochange_step,
+            "incremental": {
+                "ranges": len(ranges),
+                "bytes_changed": sum(extent["length"] for extent in ranges),
+                "blocks_changed": blocks_changed,
+                "blocks_changed_compressed_bytes": compressed,
+                "repository_growth_bytes": after[0] - before[0],
+                "repository_growth_allocated_bytes": after[1] - before[1],
+                "restores_verified_seconds": verified,
+                "sessions": {
+                    name: {
+                        k: session[k]
+                        for k in ("restore_point", "parent", "tracking", "seconds", "counters")
+                    }
+                    for name, session in (("ranges", a), ("digest", b), ("nochange", c))
+                },
+            },
+        }
+
+    def borg_incremental(self, n: int) -> dict[str, Any]:
+        """borg create of the changed copy into round ``n``'s repository (archive b)."""
+        repo = self.borg_dir / f"repo{n}"
+        before = tree_bytes(repo)
+        create = self.timed(
+            ["borg", "create", *BORG_CREATE, f"{repo}::b", self.changed.name],
+            cwd=self.changed.parent,
+            env=self.borg_env,
+        )
+        create.pop("stdout")
+        after = tree_bytes(repo)
+        shutil.rmtree(repo)
+        create["repository_growth_bytes"] = after[0] - before[0]
+        return create
+
     # -- the whole bench ---------------------------------------------------------------
 
     def main(self, mesh: str) -> dict[str, Any]:
         self.restore_dir.mkdir(parents=True, exist_ok=True)
         self.borg_dir.mkdir(parents=True, exist_ok=True)
-        block_size = json.loads((next(iter(self.repos.values())) / "config.json").read_text())[
-            "block_size"
-        ]
+        block_size = self.block_size
         borg_version = self.run(["borg", "--version"]).strip()
         print(
             f"== {self.rounds} rounds on {self.image.name} ({self.size / MIB:.1f} MiB); page cache"
@@ -257,6 +434,7 @@ class Bench:
         # a fresh broker JVM spends its first seconds compiling; borg gets the same warm-up.
         self.ours(0)
         self.borg(0)
+        shutil.rmtree(self.borg_dir / "repo0")
         print("   warm-up round of both tools done (not counted)", flush=True)
         rounds = []
         for n in range(1, self.rounds + 1):
@@ -270,6 +448,18 @@ class Bench:
             print(
                 f"   round {n}: borg create {borg['create']['seconds']:.2f} s,"
                 f" extract {borg['extract']['seconds']:.2f} s (byte-identical)",
+                flush=True,
+            )
+            ours |= self.incrementals(n, ours["restore_point"])
+            borg["create_incremental"] = self.borg_incremental(n)
+            verified = ours["incremental"]["restores_verified_seconds"]
+            print(
+                f"   round {n}: incrementals of the changed copy: ours with a map"
+                f" {ours['incremental_ranges']['seconds']:.2f} s, by digest compare"
+                f" {ours['incremental_digest']['seconds']:.2f} s, no change"
+                f" {ours['incremental_nochange']['seconds']:.2f} s; borg create"
+                f" {borg['create_incremental']['seconds']:.2f} s"
+                + ("; both of ours restored byte-identical" if verified else ""),
                 flush=True,
             )
             rounds.append({"round": n, "ours": ours, "borg": borg})
@@ -420,23 +610,23 @@ def summarise(doc: dict[str, Any]) -> None:
         f"  median ours/borg time ratio: backup {med['backup_ratio']:.2f}"
         f" (target <= 1.0 {verdict[met['backup']]}), restore {med['restore_ratio']:.2f}"
         f" (target <= 1.0 {verdict[met['restore']]})",
+        *incremental_lines(doc, rate, verdict),
         "-" * 108,
         "  CPU seconds per process during each step (median of rounds; client = the CLI or borg,",
         "  other = the rest of the machine's busy CPU time; the machine has"
         f" {doc['machine']['cpus']} CPUs):",
     ]
     names = doc["processes"]
-    lines.append(f"  {'step':<17}{'wall s':>7}" + "".join(f"{n:>14}" for n in names) + "     sum")
-    for tool, step in TIMED_STEPS:
-        label = f"{tool} {step}"
+    lines.append(f"  {'step':<18}{'wall s':>7}" + "".join(f"{n:>14}" for n in names) + "     sum")
+    for tool, step, label in TIMED_STEPS:
         wall = statistics.median(r[tool][step]["seconds"] for r in rounds)
         cpu = [statistics.median(r[tool][step]["cpu"][n] for r in rounds) for n in names]
         lines.append(
-            f"  {label:<17}{wall:>7.2f}" + "".join(f"{v:>14.2f}" for v in cpu) + f"{sum(cpu):>8.2f}"
+            f"  {label:<18}{wall:>7.2f}" + "".join(f"{v:>14.2f}" for v in cpu) + f"{sum(cpu):>8.2f}"
         )
     idle = [doc["idle_cpu_per_second"].get(n, 0.0) for n in names]
     lines.append(
-        f"  {'idle, per second':<17}{1.0:>7.2f}"
+        f"  {'idle, per second':<18}{1.0:>7.2f}"
         + "".join(f"{v:>14.2f}" for v in idle)
         + f"{sum(idle):>8.2f}"
     )
@@ -445,7 +635,7 @@ def summarise(doc: dict[str, Any]) -> None:
             r[tool][step]["cpu"]["other"] / r[tool][step]["seconds"]
         )
         for r in rounds
-        for tool, step in TIMED_STEPS
+        for tool, step, _ in TIMED_STEPS
     }
     summary["other_cpus_busy"] = busy
     worst = max(busy, key=lambda k: busy[k])
@@ -457,6 +647,96 @@ def summarise(doc: dict[str, Any]) -> None:
         lines.append("  the figures are disturbed; run the bench again on a quiet machine")
     lines.append("=" * 108)
     print("\n" + "\n".join(lines))
+
+
+def incremental_lines(doc: dict[str, Any], rate: Any, verdict: dict[bool, str]) -> list[str]:
+    """Add the incremental figures to ``doc["summary"]``; their lines of the report."""
+    rounds = doc["rounds"]
+    size: int = doc["image"]["bytes"]
+    per_round = []
+    for r in rounds:
+        o, b, inc = r["ours"], r["borg"], r["ours"]["incremental"]
+        borg_s = b["create_incremental"]["seconds"]
+        per_round.append(
+            {
+                "round": r["round"],
+                "ours_ranges_s": o["incremental_ranges"]["seconds"],
+                "ours_digest_s": o["incremental_digest"]["seconds"],
+                "borg_create_s": borg_s,
+                "ranges_ratio": o["incremental_ranges"]["seconds"] / borg_s,
+                "digest_ratio": o["incremental_digest"]["seconds"] / borg_s,
+                "nochange_s": o["incremental_nochange"]["seconds"],
+                "nochange_session_s": inc["sessions"]["nochange"]["seconds"],
+                "growth_bytes": inc["repository_growth_bytes"],
+                "compressed_bytes": inc["blocks_changed_compressed_bytes"],
+                "sent_bytes": inc["sessions"]["ranges"]["counters"]["bytes_sent"],
+                "growth_ratio": inc["repository_growth_bytes"]
+                / inc["blocks_changed_compressed_bytes"],
+                "borg_growth_bytes": b["create_incremental"]["repository_growth_bytes"],
+            }
+        )
+    med = {k: statistics.median(p[k] for p in per_round) for k in per_round[0] if k != "round"}
+    met = {
+        "ranges": med["ranges_ratio"] <= 0.25,
+        "digest": med["digest_ratio"] <= 0.6,
+        "nochange_session": med["nochange_session_s"] < 1.0,
+        "growth": med["growth_ratio"] <= 1.05,
+    }
+    first = rounds[0]["ours"]["incremental"]
+    doc["summary"]["incremental"] = {
+        "median": med,
+        "ours_ranges_mib_s": rate(med["ours_ranges_s"]),
+        "ours_digest_mib_s": rate(med["ours_digest_s"]),
+        "borg_create_mib_s": rate(med["borg_create_s"]),
+        "target_met": met,
+        "per_round": per_round,
+    }
+
+    def cell(seconds: float) -> str:
+        return f"{seconds:7.2f} s {rate(seconds):6.1f}"
+
+    def row(label: object, p: dict[str, float]) -> str:
+        return (
+            f"  {label!s:<7}{cell(p['ours_ranges_s']):>17}{cell(p['ours_digest_s']):>17}"
+            f"{cell(p['borg_create_s']):>17}{p['ranges_ratio']:7.2f}{p['digest_ratio']:7.2f}"
+            f"{p['nochange_s']:9.2f}{p['nochange_session_s']:9.3f}"
+        )
+
+    counters = first["sessions"]["ranges"]["counters"]
+    dc = first["sessions"]["digest"]["counters"]
+    verified = [f"{rounds[0]['round']}"] if first["restores_verified_seconds"] else []
+    return [
+        "-" * 108,
+        f"  incrementals: per round a copy of the image with {first['blocks_changed']} of"
+        f" {-(-size // doc['block_size'])} blocks changed ({first['bytes_changed'] / MIB:.1f} MiB"
+        f" in {first['ranges']} ranges: one contiguous run of {100 * CHANGED_RUN:.0f}% of the"
+        f" image, one 4 KiB write in {100 * CHANGED_SCATTERED:.0f}% of the blocks)",
+        "  (a) ours with a changed-ranges map {since, ranges}; (b) ours by digest compare (its"
+        " own job and repository, parent a full of the same image); (c) ours again right after"
+        " (a) with an empty map; (d) borg create of the copy into the round's borg repository",
+        f"  {'round':<7}{'(a) ours map':>17}{'(b) ours digest':>17}{'(d) borg create':>17}"
+        f"{'a/d':>7}{'b/d':>7}{'(c) wall':>9}{'session':>9}",
+        f"  {'':<7}{'s  MiB/s':>17}{'s  MiB/s':>17}{'s  MiB/s':>17}{'':>14}{'s':>9}{'s':>9}",
+        *(row(p["round"], p) for p in per_round),
+        row("median", med),
+        "  MiB/s = image size / time; a/d, b/d = our time / borg's in that round; (a) and (b)"
+        " of round " + (", ".join(verified) or "-") + " restored byte-identical to the copy (cmp)",
+        f"  median ratio (a)/(d) {med['ranges_ratio']:.2f} (target <= 0.25"
+        f" {verdict[met['ranges']]}), (b)/(d) {med['digest_ratio']:.2f} (target <= 0.6"
+        f" {verdict[met['digest']]})",
+        f"  no-change incremental (c): wall {med['nochange_s']:.2f} s, server-side session"
+        f" {med['nochange_session_s']:.3f} s (target well under 1 s"
+        f" {verdict[met['nochange_session']]})",
+        f"  repository growth of (a): {med['growth_bytes'] / MIB:.2f} MiB; the changed blocks'"
+        f" zstd-3 compressed size {med['compressed_bytes'] / MIB:.2f} MiB; bytes_sent"
+        f" {med['sent_bytes'] / MIB:.2f} MiB; growth / compressed {med['growth_ratio']:.3f}"
+        f" (target <= 1.05 {verdict[met['growth']]}); borg's growth"
+        f" {med['borg_growth_bytes'] / MIB:.2f} MiB",
+        f"  round {rounds[0]['round']} counters: (a) blocks_read {counters.get('blocks_read')},"
+        f" blocks_sent {counters.get('blocks_sent')}, blocks_skipped"
+        f" {counters.get('blocks_skipped')}; (b) blocks_read {dc.get('blocks_read')},"
+        f" blocks_sent {dc.get('blocks_sent')}, blocks_unchanged {dc.get('blocks_unchanged')}",
+    ]
 
 
 def main() -> None:

@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# `make bench`: full backup and restore throughput of the mesh on a generated disk image,
-# against borg on the same image. Work dir: .blockferry/bench (the image, repositories,
-# logs, bench.json). Environment:
-#   BENCH_SIZE_MIB    image size in MiB (default 2048)
-#   BENCH_ROUNDS      rounds, each a full backup + restore with both tools (default 3)
+# `make bench`: full backup, incremental backup and restore throughput of the mesh on a
+# generated disk image, against borg on the same image. Work dir: .blockferry/bench (the
+# image, its changed copy, repositories, logs, bench.json). Environment:
+#   BENCH_SIZE_MIB    image size in MiB (default 4096)
+#   BENCH_ROUNDS      rounds, each a full backup + restore and incremental backups of a
+#                     changed copy of the image with both tools (default 3)
 #   BENCH_BLOCK_KIB   our repositories' block size in KiB (default 1024)
 #   BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS   use that cluster instead of a local broker
 # Each round backs up into its own fresh repository (r1, r2, ...), so no round
 # deduplicates against an earlier one; borg gets a fresh repository every round too.
+# The digest-compare incremental of round N goes into its own repository (rNdc, after an
+# untimed full backup there), so it cannot deduplicate against round N's other incrementals.
 # An untimed warm-up round of both tools (our repository r0) comes first.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 BIN="$ROOT/.venv/bin"
 WORK="$ROOT/.blockferry/bench"
-SIZE_MIB="${BENCH_SIZE_MIB:-2048}"
+SIZE_MIB="${BENCH_SIZE_MIB:-4096}"
 ROUNDS="${BENCH_ROUNDS:-3}"
 BLOCK_KIB="${BENCH_BLOCK_KIB:-1024}"
 SEED=11
@@ -31,7 +34,8 @@ mesh_stop_on_exit
 mkdir -p "$WORK"
 # A broker left running by an interrupted bench, then everything but a reusable image.
 if [[ -d "$WORK/kafka" ]]; then bash "$HERE/kafka.sh" down --data-dir "$WORK/kafka" >/dev/null 2>&1 || true; fi
-rm -rf "$WORK/kafka" "$WORK/repos" "$WORK/borg" "$WORK/restore" "$WORK"/*.log "$WORK/bench.json"
+rm -rf "$WORK/kafka" "$WORK/repos" "$WORK/borg" "$WORK/restore" "$WORK/changed" "$WORK"/*.log \
+    "$WORK/bench.json"
 
 # -- the image: deterministic, so it is kept between runs while size and generator match
 image="$WORK/disk.img"
@@ -49,9 +53,10 @@ if [[ ! -f "$image" || "$(cat "$WORK/disk.stamp" 2>/dev/null)" != "$stamp" ]]; t
 else
     echo "== reusing the ${SIZE_MIB} MiB image $image"
 fi
-# Per round at most: our repository + Kafka's copies of chunks and restore stream + one
-# restored image + borg's repository + borg's extracted image; our repositories stay.
-need=$((image_bytes * (3 + 2 * ROUNDS)))
+# Per round at most: our two repositories + Kafka's copies of chunks and restore stream +
+# one restored image + borg's repository + borg's extracted image; our repositories stay;
+# one changed copy of the image.
+need=$((image_bytes * (4 + 3 * ROUNDS)))
 free="$(free_bytes)"
 ((need <= free)) || echo "bench: warning: the bench may need up to $((need / MIB)) MiB in $WORK," \
     "only $((free / MIB)) MiB are free" >&2
@@ -74,11 +79,11 @@ BLOCKFERRY_KAFKA__TOPIC_PREFIX="bench$(date +%s)"
 export BLOCKFERRY_KAFKA__TOPIC_PREFIX
 mesh_kafka_up "$WORK/kafka" 19192
 
-echo "== creating $ROUNDS repositories (block size $BLOCK_KIB KiB), one per round, and r0 for the warm-up"
+echo "== creating $((2 * ROUNDS)) repositories (block size $BLOCK_KIB KiB), two per round, and r0 for the warm-up"
 repos=""
-for ((i = 0; i <= ROUNDS; i++)); do
-    "$BIN/blockferry" --log-level WARNING repo init "$WORK/repos/r$i" --block-size "$BLOCK_KIB" >/dev/null
-    repos+="${repos:+, }\"r$i\": \"$WORK/repos/r$i\""
+for name in r0 $(for ((i = 1; i <= ROUNDS; i++)); do echo "r$i r${i}dc"; done); do
+    "$BIN/blockferry" --log-level WARNING repo init "$WORK/repos/$name" --block-size "$BLOCK_KIB" >/dev/null
+    repos+="${repos:+, }\"$name\": \"$WORK/repos/$name\""
 done
 export BLOCKFERRY_TARGET_MOVER__REPOSITORIES="{$repos}"
 
