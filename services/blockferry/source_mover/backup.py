@@ -58,6 +58,8 @@ class BackupCounters:
     blocks_deduplicated_parent: int = 0
     blocks_unchanged: int = 0
     blocks_skipped: int = 0
+    blocks_hole: int = 0
+    """Zero blocks known from the source's holes or zero extents, never read."""
     blocks_sent: int = 0
     blocks_resent: int = 0
     blocks_resumed: int = 0
@@ -215,7 +217,7 @@ class BackupRun:
             self.counters.blocks_done += self.counters.blocks_skipped  # progress counts them
             indexes = iter(sorted(i for i in self._to_read if i >= start_block))
         next_index = next(indexes, None)
-        zero = await source.zero_blocks() if isinstance(source, NbdSource) else set()
+        zero = await source.zero_blocks()
         throttle = Throttle(self._config.read_limit_mib_s * 1024 * 1024)
         while next_index is not None or pending:
             while next_index is not None and len(pending) < self._config.in_flight:
@@ -245,15 +247,15 @@ class BackupRun:
         """Read block ``index`` and prepare it in the pool: a file is read there too, an
         NBD export is read here; a block the export calls zero is not read at all."""
         loop = asyncio.get_running_loop()
-        if isinstance(source, FileSource):
-            return loop.run_in_executor(
-                self._pool, lambda: self._process(index, source.read_block(index), resend)
-            )
         if known_zero:
             data = bytes(min(self._block_size, source.size - index * self._block_size))
             done: asyncio.Future[PreparedBlock] = loop.create_future()
             done.set_result(dataclasses.replace(self._process(index, data, resend), read=False))
             return done
+        if isinstance(source, FileSource):
+            return loop.run_in_executor(
+                self._pool, lambda: self._process(index, source.read_block(index), resend)
+            )
 
         async def read_then_process() -> PreparedBlock:
             data = await source.read_block(index)
@@ -292,7 +294,9 @@ class BackupRun:
     async def _account(self, block: PreparedBlock, resend: bool) -> None:
         c = self.counters
         c.blocks_done += 0 if resend else 1
-        if block.read:
+        if not block.read:
+            c.blocks_hole += 1
+        else:
             c.blocks_read += 1
             c.bytes_read += block.size
             self._metrics.blocks.labels("read").inc()

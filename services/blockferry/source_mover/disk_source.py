@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import stat
 from concurrent.futures import Executor
@@ -53,6 +54,26 @@ class FileSource:
                 " (did the source shrink?)"
             )
         return data
+
+    async def zero_blocks(self) -> set[int]:
+        """Blocks lying wholly in holes of a sparse file (SEEK_DATA/SEEK_HOLE): they read
+        as zeros, so they need no reading. Empty where the file system cannot tell."""
+        zero: set[int] = set()
+        offset = 0
+        while offset < self.size:
+            try:
+                data = os.lseek(self._fd, offset, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # no hole reporting here: read everything
+                    return set()
+                data = self.size  # nothing but a hole to the end
+            first = -(-offset // self.block_size)
+            end = data // self.block_size if data < self.size else self.blocks
+            zero.update(range(first, end))
+            if data >= self.size:
+                break
+            offset = os.lseek(self._fd, data, os.SEEK_HOLE)
+        return zero
 
     async def close(self) -> None:
         os.close(self._fd)
