@@ -8,7 +8,6 @@ producing overlap and the loop stays free for Kafka's heartbeats.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections import deque
@@ -248,9 +247,10 @@ class BackupRun:
         NBD export is read here; a block the export calls zero is not read at all."""
         loop = asyncio.get_running_loop()
         if known_zero:
-            data = bytes(min(self._block_size, source.size - index * self._block_size))
+            size = min(self._block_size, source.size - index * self._block_size)
+            unchanged = self._parent_digest(index) == blocks.ZERO_DIGEST
             done: asyncio.Future[PreparedBlock] = loop.create_future()
-            done.set_result(dataclasses.replace(self._process(index, data, resend), read=False))
+            done.set_result(PreparedBlock(index, size, blocks.ZERO_DIGEST, unchanged, read=False))
             return done
         if isinstance(source, FileSource):
             return loop.run_in_executor(
@@ -263,9 +263,12 @@ class BackupRun:
 
         return asyncio.ensure_future(read_then_process())
 
+    def _parent_digest(self, index: int) -> bytes | None:
+        return self._parent.digest(index) if self._parent is not None else None
+
     def _process(self, index: int, data: bytes, resend: bool) -> PreparedBlock:
         """Zero-test, digest and, if not yet sent, compress block ``index`` (a thread)."""
-        parent = self._parent.digest(index) if self._parent is not None else None
+        parent = self._parent_digest(index)
         if blocks.is_zero(data):
             return PreparedBlock(index, len(data), blocks.ZERO_DIGEST, parent == blocks.ZERO_DIGEST)
         digest = blocks.digest(data, self._key)
