@@ -103,7 +103,7 @@ class BackupRun:
         self._unacked: deque[asyncio.Future[Any]] = deque()
         self._parent: ParentIndex | None = None
         self._to_read: set[int] | None = None
-        """Blocks named by a trusted changed-ranges map; None: every block."""
+        """Blocks a trusted changed-ranges map or dirty bitmap names; None: every block."""
         self.counters = BackupCounters()
         self.tracking = changes.FULL
         self.warnings: list[str] = []
