@@ -6,6 +6,7 @@
 #   BENCH_ROUNDS      rounds, each a full backup + restore and incremental backups of a
 #                     changed copy of the image with both tools (default 3)
 #   BENCH_BLOCK_KIB   our repositories' block size in KiB (default 1024)
+#   BENCH_KEEP        set to keep Kafka's data, the repositories and restores afterwards
 #   BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS   use that cluster instead of a local broker
 # Each round backs up into its own fresh repository (r1, r2, ...), so no round
 # deduplicates against an earlier one; borg gets a fresh repository every round too.
@@ -100,3 +101,10 @@ if [[ -n "$MESH_KAFKA_DIR" ]]; then
 fi
 "$BIN/python" "$HERE/bench.py" --work "$WORK" --image "$image" --rounds "$ROUNDS" \
     --mesh "each role its own process (blockferry run ROLE)" "${pids[@]}"
+
+# The bulky leftovers (Kafka's logs, repositories, restores: tens of GiB at 4 GiB) go;
+# the reusable image, bench.json and the role logs stay. BENCH_KEEP=1 keeps everything.
+mesh_stop
+if [[ -z "${BENCH_KEEP:-}" ]]; then
+    rm -rf "$WORK/kafka" "$WORK/repos" "$WORK/borg" "$WORK/restore" "$WORK/changed"
+fi
