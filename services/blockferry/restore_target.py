@@ -42,6 +42,38 @@ def is_block_device(path: Path) -> bool:
         return False
 
 
+def check_destination(dest: Path, *, force: bool) -> os.stat_result | None:
+    """Refuse a destination a restore may not write, before anything is read for it;
+    return what exists there now (None: nothing).
+
+    Raises:
+        DestinationError: ``dest`` exists and ``force`` is false, is neither a regular
+            file nor a block device, or its directory does not exist.
+    """
+    try:
+        existing: os.stat_result | None = os.stat(dest)
+    except FileNotFoundError:
+        existing = None
+    except OSError as exc:
+        raise DestinationError(f"restoring to {dest}: {exc}") from exc
+    if existing is not None and stat.S_ISBLK(existing.st_mode):
+        if not force:
+            raise DestinationError(
+                f"restoring to {dest}: it is a block device holding data; "
+                "use --force to overwrite it"
+            )
+        return existing
+    if existing is not None and not stat.S_ISREG(existing.st_mode):
+        raise DestinationError(
+            f"restoring to {dest}: it exists and is neither a regular file nor a block device"
+        )
+    if existing is not None and not force:
+        raise DestinationError(f"restoring to {dest}: it exists; use --force to overwrite it")
+    if not dest.parent.is_dir():
+        raise DestinationError(f"restoring to {dest}: directory {dest.parent} does not exist")
+    return existing
+
+
 class DiskWriter:
     """Writes the blocks of one disk, in any order, then commits or aborts.
 
@@ -84,27 +116,9 @@ class DiskWriter:
         dest = Path(dest)
         if disk_size < 0 or block_size <= 0:
             raise ValueError(f"invalid disk size {disk_size} or block size {block_size}")
-        try:
-            existing: os.stat_result | None = os.stat(dest)
-        except FileNotFoundError:
-            existing = None
-        except OSError as exc:
-            raise DestinationError(f"restoring to {dest}: {exc}") from exc
+        existing = check_destination(dest, force=force)
         if existing is not None and stat.S_ISBLK(existing.st_mode):
-            if not force:
-                raise DestinationError(
-                    f"restoring to {dest}: it is a block device holding data; "
-                    "use --force to overwrite it"
-                )
             return cls._open_device(dest, disk_size, block_size)
-        if existing is not None and not stat.S_ISREG(existing.st_mode):
-            raise DestinationError(
-                f"restoring to {dest}: it exists and is neither a regular file nor a block device"
-            )
-        if existing is not None and not force:
-            raise DestinationError(f"restoring to {dest}: it exists; use --force to overwrite it")
-        if not dest.parent.is_dir():
-            raise DestinationError(f"restoring to {dest}: directory {dest.parent} does not exist")
         temp = dest.with_name(f".{dest.name}.restore-{secrets.token_hex(4)}.tmp")
         try:
             fd = os.open(

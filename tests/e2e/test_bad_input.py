@@ -304,6 +304,8 @@ def test_restore_through_the_api_without_force_leaves_an_existing_file(
     assert "--force" in session["error"]
     assert existing.read_bytes() == other
     assert temporaries(tmp_path) == []
+    streamed = 'blockferry_target_mover_bytes_restored_total{repository="default"} 0.0'
+    assert streamed in mesh.metrics("target-mover"), "a refused restore is not even streamed"
     restore_identical(mesh, rp, disk, tmp_path / "elsewhere.img")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from blockferry.core import blocks
 from blockferry.core.errors import CorruptionError, SessionError
 from blockferry.mesh import Mesh
-from blockferry.restore_target import DiskWriter
+from blockferry.restore_target import DiskWriter, check_destination
 from blockferry.source_mover.metrics import SourceMoverMetrics
 from blockferry.transport.codec import unsigned64
 from blockferry.transport.mailbox import Mailbox, next_record
@@ -62,6 +62,13 @@ class RestoreRun:
         writer: DiskWriter | None = None
         loop = asyncio.get_running_loop()
         try:
+            # refuse a destination before the target side reads and streams anything
+            await loop.run_in_executor(
+                self._pool,
+                functools.partial(
+                    check_destination, Path(self._task["path"]), force=self._task["force"]
+                ),
+            )
             await self._mesh.producer.send_and_wait(
                 self._mesh.topics.commands(self._task["repository"]),
                 "Command",
