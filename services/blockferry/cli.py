@@ -95,6 +95,15 @@ def config(roles: tuple[str, ...], print_defaults: bool) -> None:
     click.echo(yaml.safe_dump(merged, sort_keys=True), nl=False)
 
 
+destination_option = click.option(
+    "--to",
+    "destination",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Destination file or block device.",
+)
+
+
 # -- repo: a repository path, no Kafka ------------------------------------------------
 
 
@@ -178,18 +187,12 @@ def repo_rebuild_index(path: Path, as_json: bool) -> None:
 @repo.command("restore")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("restore_point")
-@click.option(
-    "--to",
-    "dest",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Destination file or block device.",
-)
+@destination_option
 @click.option("--disk", help="The disk to restore, when the restore point has several.")
 @click.option("--force", is_flag=True, help="Replace an existing destination file.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def repo_restore(
-    path: Path, restore_point: str, dest: Path, disk: str | None, force: bool, as_json: bool
+    path: Path, restore_point: str, destination: Path, disk: str | None, force: bool, as_json: bool
 ) -> None:
     """Restore a disk straight from the repository at PATH, with no Kafka."""
     from blockferry.repository import Repository, restore_disk
@@ -204,7 +207,9 @@ def repo_restore(
             fail(f"name one disk with --disk: {', '.join(disks)}")
         size = next(d.size for d in rp.disks if d.name == name)
         with _progress(as_json, f"restoring {name}", size) as advance:
-            result = restore_disk(opened, restore_point, name, dest, force=force, progress=advance)
+            result = restore_disk(
+                opened, restore_point, name, destination, force=force, progress=advance
+            )
     except BlockferryError as exc:
         fail(str(exc))
     seconds = time.monotonic() - started
@@ -213,11 +218,11 @@ def repo_restore(
         {
             "restore_point": restore_point,
             "disk": name,
-            "destination": str(dest),
+            "destination": str(destination),
             "bytes_written": result.bytes_written,
             "seconds": round(seconds, 3),
         },
-        f"restored {name} of {restore_point} to {dest}: {result.bytes_written} bytes"
+        f"restored {name} of {restore_point} to {destination}: {result.bytes_written} bytes"
         f" in {seconds:.1f} s",
     )
 
@@ -440,13 +445,7 @@ def backup(
 
 @main.command()
 @click.argument("restore_point")
-@click.option(
-    "--to",
-    "destination",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Destination file or block device.",
-)
+@destination_option
 @click.option("--force", is_flag=True, help="Replace an existing destination file.")
 @click.option("--disk", help="The disk to restore, when the restore point has several.")
 @repo_option

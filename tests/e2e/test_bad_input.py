@@ -5,14 +5,11 @@ points stay intact."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from blockferry.repository import Repository
 from tests.e2e.harness import BLOCKFERRY, MeshProcesses, make_disk
+from tests.system import loop_device, small_tmpfs
 
 pytestmark = pytest.mark.e2e
 
@@ -216,26 +214,6 @@ def test_uninitialised_repository_says_to_run_repo_init(
 # -- 3. repository disk full ------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
-    path.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command: cannot make a small full file system")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        if subprocess.run(["umount", str(path)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def test_repository_disk_full_fails_cleanly_and_keeps_earlier_restore_points(
     mesh_processes: MeshProcesses, tmp_path: Path
 ) -> None:
@@ -310,22 +288,6 @@ def test_restore_through_the_api_without_force_leaves_an_existing_file(
 
 
 # -- 5. restore over a block device -------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def loop_device(backing: Path) -> Iterator[Path]:
-    if shutil.which("losetup") is None:
-        pytest.skip("losetup is not installed: no loop device to restore onto")
-    attached = subprocess.run(
-        ["losetup", "-f", "--show", str(backing)], capture_output=True, text=True, check=False
-    )
-    if attached.returncode != 0:
-        pytest.skip(f"cannot attach a loop device (needs root): {attached.stderr.strip()}")
-    device = Path(attached.stdout.strip())
-    try:
-        yield device
-    finally:
-        subprocess.run(["losetup", "-d", str(device)], check=False)
 
 
 def test_restore_over_a_block_device_writes_every_byte(

@@ -5,9 +5,7 @@ Needs a small file system of its own: a 2 MiB tmpfs, mounted as root.
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,27 +14,14 @@ import pytest
 from blockferry.core.blocks import digest
 from blockferry.core.errors import RepositoryFull
 from blockferry.repository import Repository, restore_disk, verify
+from tests.system import small_tmpfs
 from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, make_image, temporary_names
 
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a 2 MiB tmpfs needs root")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a 2 MiB tmpfs: {mounted.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small", "2m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount_point)], check=False)
 
 
 def _fill(path: Path) -> None:

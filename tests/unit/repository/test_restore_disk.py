@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +12,7 @@ from blockferry.core.errors import ConfigError, CorruptionError, DestinationErro
 from blockferry.repository import Repository, RestorePoint, restore_disk
 from blockferry.repository.pack import CHUNK_HEADER
 from blockferry.restore_target import DiskWriter
+from tests import system
 from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, block, flip_byte, make_image
 
 SPARSE_IMAGE = make_image("a" + "0" * 14 + "B", tail=1000)
@@ -146,20 +144,10 @@ def test_disk_writer_refuses_a_file_that_appears_during_restore(tmp_path: Path) 
 
 @pytest.fixture
 def loop_device(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0 or shutil.which("losetup") is None:
-        pytest.skip("needs root and losetup to attach a loop device")
     backing = tmp_path / "backing.img"
     backing.write_bytes(b"\xaa" * (len(SPARSE_IMAGE) // 4096 + 2) * 4096)
-    attach = subprocess.run(
-        ["losetup", "--find", "--show", str(backing)], capture_output=True, text=True, check=False
-    )
-    if attach.returncode != 0:
-        pytest.skip(f"cannot attach a loop device: {attach.stderr.strip()}")
-    device = Path(attach.stdout.strip())
-    try:
+    with system.loop_device(backing) as device:
         yield device
-    finally:
-        subprocess.run(["losetup", "--detach", str(device)], check=False)
 
 
 def test_block_device_gets_every_block_written(
