@@ -603,7 +603,8 @@ def summarise(doc: dict[str, Any]) -> None:
             f"{summary['compression_sent_plain_over_sent']:.2f}",
             "",
             f"   compression alone; of {c['blocks_total']} blocks {c['blocks_sent']} sent,"
-            f" {c['blocks_zero']} zero, {c['blocks_deduplicated_session']} deduplicated",
+            f" {c['blocks_zero']} zero,"
+            f" {c['blocks_deduplicated_session'] + c['blocks_deduplicated_global']} deduplicated",
         ),
         f"  {'server-side session seconds (median)':<38}backup {session['backup']:.2f} s,"
         f" restore {session['restore']:.2f} s (the CLI adds start-up, following)",

@@ -52,7 +52,7 @@ blockferry demo: backup and restore through Kafka, each role its own process
   disk            {size / mib:8.1f} MiB
   restore point   {backup['restore_point']}
   backup          {backup['seconds']:8.2f} s  ({size / mib / max(backup['seconds'], 1e-9):.0f} MiB/s)
-    blocks        {c['blocks_total']} total, {c['blocks_zero']} zero, {c['blocks_deduplicated_session']} deduplicated, {c['blocks_sent']} sent
+    blocks        {c['blocks_total']} total, {c['blocks_zero']} zero, {c['blocks_deduplicated_session'] + c['blocks_deduplicated_global']} deduplicated, {c['blocks_sent']} sent
     sent          {c['bytes_sent'] / mib:8.1f} MiB of {c['bytes_sent_plain'] / mib:.1f} MiB (ratio {c['bytes_sent_plain'] / max(c['bytes_sent'], 1):.2f})
   repository      {stored / mib:8.1f} MiB in packs
   restore         {restore['seconds']:8.2f} s  ({size / mib / max(restore['seconds'], 1e-9):.0f} MiB/s)

@@ -4,7 +4,7 @@
 #   mesh_kafka_up DIR PORT      start a local broker with its data in DIR, first port PORT,
 #                               unless BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS names one (exported)
 #   mesh_roles_up LOGDIR PORT   each role its own process (`blockferry run ROLE`), HTTP ports
-#                               PORT, PORT+1, PORT+2, logs LOGDIR/ROLE.log; waits until every
+#                               PORT, PORT+1, …, logs LOGDIR/ROLE.log; waits until every
 #                               role is ready; fills ROLE_PIDS (role -> pid), exports
 #                               BLOCKFERRY_API_URL (the orchestrator's port)
 #   mesh_stop                   stop the roles by pid, then the broker mesh_kafka_up started
@@ -13,7 +13,7 @@
 # Expects set -euo pipefail and ROOT (the checkout) in the caller.
 MESH_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MESH_BIN="$ROOT/.venv/bin"
-MESH_ROLES=(target-mover source-mover orchestrator)
+MESH_ROLES=(target-mover dedupe-index source-mover orchestrator)
 MESH_KAFKA_DIR=""
 declare -gA ROLE_PIDS=()
 

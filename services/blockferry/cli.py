@@ -59,7 +59,8 @@ def main(log_level: str) -> None:
 @main.command()
 @click.argument("roles", nargs=-1, required=True)
 def run(roles: tuple[str, ...]) -> None:
-    """Run ROLES (orchestrator, source-mover, target-mover) or all in this process."""
+    """Run ROLES (orchestrator, source-mover, dedupe-index, target-mover) or all in this
+    process."""
     from blockferry.roles import resolve
     from blockferry.runner import run_roles
 
@@ -430,7 +431,9 @@ def backup(
     for warning in session["warnings"]:
         console.print(f"[yellow]warning:[/] {warning}")
     kind = f"incremental of {session['parent']}" if session["parent"] else "full"
-    deduplicated = c.get("blocks_deduplicated_session", 0) + c.get("blocks_deduplicated_parent", 0)
+    deduplicated = sum(
+        c.get(f"blocks_deduplicated_{how}", 0) for how in ("parent", "session", "global")
+    )
     emit(
         as_json,
         document,

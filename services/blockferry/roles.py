@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
+from blockferry.dedupe_index.service import DedupeIndex
+from blockferry.dedupe_index.settings import DedupeIndexSettings
 from blockferry.orchestrator.service import Orchestrator
 from blockferry.orchestrator.settings import OrchestratorSettings
 from blockferry.settings import CommonSettings
@@ -37,6 +39,7 @@ class RoleSpec:
 
 
 ROLES: dict[str, RoleSpec] = {
+    "dedupe-index": RoleSpec(DedupeIndexSettings, DedupeIndex),
     "orchestrator": RoleSpec(OrchestratorSettings, Orchestrator),
     "source-mover": RoleSpec(SourceMoverSettings, SourceMover),
     "target-mover": RoleSpec(TargetMoverSettings, TargetMover),
@@ -48,7 +51,7 @@ not needed: every role waits for what it needs on Kafka)."""
 def resolve(names: tuple[str, ...]) -> list[str]:
     """Role names to run; ``all`` means every role."""
     if "all" in names:
-        return ["target-mover", "source-mover", "orchestrator"]
+        return ["target-mover", "dedupe-index", "source-mover", "orchestrator"]
     unknown = [n for n in names if n not in ROLES]
     if unknown:
         raise ValueError(f"unknown role {', '.join(unknown)}: use {', '.join(ROLES)} or all")

@@ -17,7 +17,7 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BLOCKFERRY = [sys.executable, "-m", "blockferry.cli"]
 MAKE_DISK = REPO_ROOT / "compose" / "local" / "make_disk.py"
-ROLES = ("target-mover", "source-mover", "orchestrator")
+ROLES = ("target-mover", "dedupe-index", "source-mover", "orchestrator")
 
 
 def free_port() -> int:
@@ -70,18 +70,23 @@ class MeshProcesses:
         self.init_repository("--block-size", str(block_kib), "--shards", str(shards))
         self.start_all()
 
-    def start(self, role: str, wait: bool = True, **env: str) -> subprocess.Popen[bytes]:
-        log = open(self.workdir / f"{role}.log", "ab")
+    def start(
+        self, role: str, wait: bool = True, name: str | None = None, **env: str
+    ) -> subprocess.Popen[bytes]:
+        """Start ``role``; ``name`` (default: the role's) names a further instance of it."""
+        name = name or role
+        port = self.ports.setdefault(name, free_port())
+        log = open(self.workdir / f"{name}.log", "ab")
         process = subprocess.Popen(
             [*BLOCKFERRY, "run", role],
-            env={**self.env, "BLOCKFERRY_HTTP__PORT": str(self.ports[role]), **env},
+            env={**self.env, "BLOCKFERRY_HTTP__PORT": str(port), **env},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-        self.processes[role] = process
+        self.processes[name] = process
         if wait:
-            self.wait_ready(role)
+            self.wait_ready(name)
         return process
 
     def start_all(self) -> None:
@@ -91,6 +96,7 @@ class MeshProcesses:
             self.wait_ready(role)
 
     def wait_ready(self, role: str, timeout: float = 90.0) -> None:
+        """Wait until the process named ``role`` (a role, or an instance's name) is ready."""
         deadline = time.monotonic() + timeout
         url = f"http://127.0.0.1:{self.ports[role]}/readyz"
         while time.monotonic() < deadline:
@@ -103,6 +109,22 @@ class MeshProcesses:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"{role} not ready in {timeout} s:\n{self.log(role)[-3000:]}")
+
+    def shards(self, name: str) -> float:
+        """How many shards the dedupe-index process ``name`` answers for."""
+        for line in self.metrics(name).splitlines():
+            if line.startswith("blockferry_dedupe_index_shards "):
+                return float(line.split()[1])
+        return 0.0
+
+    def wait_for_shards(self, shards: dict[str, int], timeout: float = 60.0) -> None:
+        """Wait until each dedupe-index process named holds its number of shards."""
+        deadline = time.monotonic() + timeout
+        while any(self.shards(name) != n for name, n in shards.items()):
+            if time.monotonic() > deadline:
+                held = {name: self.shards(name) for name in shards}
+                raise RuntimeError(f"dedupe-index shards {held}, not {shards}")
+            time.sleep(0.2)
 
     def kill(self, role: str, sig: int = signal.SIGKILL) -> None:
         process = self.processes.pop(role)

@@ -120,15 +120,19 @@ def test_untrusted_maps_fall_back_to_digest_compare(
     assert "changed_ranges" in refused.stderr, "a malformed map is refused, naming it"
 
 
-def test_same_disk_under_a_second_job_starts_full_but_sends_nothing_new(
+def test_same_disk_under_a_second_job_starts_full_and_sends_almost_nothing(
     mesh_processes: MeshProcesses, tmp_path: Path
 ) -> None:
     mesh = mesh_processes
     mesh.up(shards=2)
     disk = make_disk(tmp_path / "vm.img", 6, seed=12)
+    mesh.wait_for_shards({"dedupe-index": 2})
     mesh.cli_json("backup", str(disk), "--job", "a", "--wait")
     before = sum(p.stat().st_size for p in (mesh.repository / "packs").rglob("*.pack"))
     other = mesh.cli_json("backup", str(disk), "--job", "b", "--wait")
     assert other["tracking"] == "full"
     after = sum(p.stat().st_size for p in (mesh.repository / "packs").rglob("*.pack"))
     assert after == before, "the target side stores no chunk twice"
+    c = other["counters"]
+    assert c["blocks_deduplicated_global"] > 0, c
+    assert c["blocks_sent"] <= c["blocks_deduplicated_global"] // 20, "the source sends ~nothing"

@@ -19,7 +19,7 @@ from blockferry.core.errors import CorruptionError, RepositoryError
 from blockferry.ingest.context import IngestContext
 from blockferry.repository import PackEntry, PackWriter
 from blockferry.transport.codec import unsigned64
-from blockferry.transport.kafka import Record
+from blockferry.transport.kafka import Record, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +242,7 @@ class ChunkIntake:
                     "compressed": e.compressed,
                 },
                 key=e.digest,
+                partition=shard_of(e.digest, self._ctx.repo.config.shard_count),
             )
             for e in entries
         ]

@@ -1,13 +1,17 @@
 """One backup task: read a disk, drop zero blocks, digest, deduplicate, compress, send.
 
-Blocks are prepared in a bounded thread pool (zstandard and blake3 release the
-GIL) while the event loop only produces records, so reading, compressing and
-producing overlap and the loop stays free for Kafka's heartbeats.
+Blocks go through in windows of ``in_flight``: read, zero-tested and digested in
+a thread pool (zstandard and blake3 release the GIL); the window's digests new
+to the session are looked up in the dedupe index in one round; the unknown ones
+are compressed in the pool and produced. A few windows are under way at once,
+so reading, lookups, compressing and producing overlap, and the event loop stays
+free for Kafka's heartbeats.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -21,6 +25,7 @@ from blockferry.mesh import Mesh
 from blockferry.source_mover import changes
 from blockferry.source_mover.changes import ParentIndex
 from blockferry.source_mover.disk_source import DiskSource, FileSource, NbdSource, open_source
+from blockferry.source_mover.lookups import GlobalLookup
 from blockferry.source_mover.metrics import SourceMoverMetrics
 from blockferry.source_mover.settings import SourceMoverConfig
 from blockferry.transport.codec import signed64
@@ -29,6 +34,7 @@ from blockferry.transport.mailbox import Mailbox, next_record, reply_result
 log = logging.getLogger(__name__)
 
 MAX_UNACKED_CHUNKS = 64
+WINDOWS_IN_FLIGHT = 3
 
 
 @dataclass
@@ -40,6 +46,11 @@ class PreparedBlock:
     digest: bytes
     unchanged: bool = False
     """Same as in the parent restore point: nothing to send, not even an extent."""
+    deduplicated: str = ""
+    """Why a non-zero block is not sent: stored by the parent, sent in this session
+    already, or known to the repository's dedupe index (global)."""
+    data: bytes | None = None
+    """The plain bytes of a block still to be compressed and sent."""
     stored: bytes | None = None
     compressed: bool = False
     checksum: int = 0
@@ -53,8 +64,11 @@ class BackupCounters:
     blocks_done: int = 0
     blocks_read: int = 0
     blocks_zero: int = 0
-    blocks_deduplicated_session: int = 0
+    blocks_changed: int = 0
+    """Blocks whose content differs from the parent's (every block read when full)."""
     blocks_deduplicated_parent: int = 0
+    blocks_deduplicated_session: int = 0
+    blocks_deduplicated_global: int = 0
     blocks_unchanged: int = 0
     blocks_skipped: int = 0
     blocks_hole: int = 0
@@ -100,6 +114,18 @@ class BackupRun:
         self._level = blocks.parse_compression(task["compression"]).zstd_level
         self._replies = replies
         self._sent = sent
+        self._lookup: GlobalLookup | None = None
+        if config.global_dedupe:
+            self._lookup = GlobalLookup(
+                mesh,
+                self._repo_name,
+                repository["shard_count"],
+                replies,
+                f"{self._extents_key}/lookups",
+                config.lookup_timeout_s,
+                config.lookup_retry_s,
+                metrics,
+            )
         self._unacked: deque[asyncio.Future[Any]] = deque()
         self._parent: ParentIndex | None = None
         self._to_read: set[int] | None = None
@@ -124,7 +150,10 @@ class BackupRun:
             if self._task["attempt"] > 0:
                 resume_at = await self._resume_point(replies)
             if resume_at is not None:
-                extent_records = await self._send_disk(source, *resume_at)
+                async with contextlib.AsyncExitStack() as stack:
+                    if self._lookup is not None:
+                        await stack.enter_async_context(self._lookup)
+                    extent_records = await self._send_disk(source, *resume_at)
                 await self._finish(source, extent_records, replies)
         except (BlockferryError, OSError) as exc:
             await self._give_up(source, exc)
@@ -206,7 +235,7 @@ class BackupRun:
     async def _send_disk(self, source: DiskSource, start_block: int, first_record: int) -> int:
         """Send the chunks (once each) and extents of the blocks from ``start_block`` on;
         return how many extents records the disk has in all."""
-        pending: deque[asyncio.Future[PreparedBlock]] = deque()
+        windows: deque[asyncio.Future[list[PreparedBlock]]] = deque()
         batch_blocks: list[int] = []
         batch_digests: list[bytes] = []
         extent_records = first_record
@@ -218,32 +247,58 @@ class BackupRun:
         next_index = next(indexes, None)
         zero = await source.zero_blocks()
         throttle = Throttle(self._config.read_limit_mib_s * 1024 * 1024)
-        while next_index is not None or pending:
-            while next_index is not None and len(pending) < self._config.in_flight:
-                await throttle.take(source.block_size)
-                pending.append(self._prepare(source, next_index, next_index in zero))
-                next_index = next(indexes, None)
-            block = await pending.popleft()
-            await self._account(block, resend=False)
-            if block.unchanged:
-                continue
-            batch_blocks.append(block.index)
-            batch_digests.append(block.digest)
-            if len(batch_blocks) >= self._config.extents_per_record:
-                await self._drain()  # extents never reach Kafka before their chunks
-                await self._send_extents(extent_records, batch_blocks, batch_digests)
-                extent_records += 1
-                batch_blocks, batch_digests = [], []
+        try:
+            while next_index is not None or windows:
+                while next_index is not None and len(windows) < WINDOWS_IN_FLIGHT:
+                    window: list[asyncio.Future[PreparedBlock]] = []
+                    while next_index is not None and len(window) < self._config.in_flight:
+                        await throttle.take(source.block_size)
+                        window.append(self._prepare(source, next_index, next_index in zero))
+                        next_index = next(indexes, None)
+                    windows.append(asyncio.ensure_future(self._settle(window)))
+                for block in await windows.popleft():
+                    await self._account(block, resend=False)
+                    if block.unchanged:
+                        continue
+                    batch_blocks.append(block.index)
+                    batch_digests.append(block.digest)
+                    if len(batch_blocks) >= self._config.extents_per_record:
+                        await self._drain()  # extents never reach Kafka before their chunks
+                        await self._send_extents(extent_records, batch_blocks, batch_digests)
+                        extent_records += 1
+                        batch_blocks, batch_digests = [], []
+        finally:
+            for pending in windows:
+                pending.cancel()
         if batch_blocks:
             await self._drain()
             await self._send_extents(extent_records, batch_blocks, batch_digests)
             extent_records += 1
         return extent_records
 
+    async def _settle(self, window: list[asyncio.Future[PreparedBlock]]) -> list[PreparedBlock]:
+        """Wait for a window's blocks, look their new digests up, compress the unknown."""
+        prepared = list(await asyncio.gather(*window))
+        fresh = [b for b in prepared if b.data is not None]
+        if fresh and self._lookup is not None:
+            known = await self._lookup.known([b.digest for b in fresh])
+            for block in fresh:
+                if block.digest in known:
+                    block.data, block.deduplicated = None, "global"
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(
+                loop.run_in_executor(self._pool, self._pack, block)
+                for block in prepared
+                if block.data is not None
+            )
+        )
+        return prepared
+
     def _prepare(
         self, source: DiskSource, index: int, known_zero: bool = False, resend: bool = False
     ) -> asyncio.Future[PreparedBlock]:
-        """Read block ``index`` and prepare it in the pool: a file is read there too, an
+        """Read block ``index`` and digest it in the pool: a file is read there too, an
         NBD export is read here; a block the export calls zero is not read at all."""
         loop = asyncio.get_running_loop()
         if known_zero:
@@ -267,7 +322,7 @@ class BackupRun:
         return self._parent.digest(index) if self._parent is not None else None
 
     def _process(self, index: int, data: bytes, resend: bool) -> PreparedBlock:
-        """Zero-test, digest and, if not yet sent, compress block ``index`` (a thread)."""
+        """Zero-test and digest block ``index``; keep its bytes if it is new (a thread)."""
         parent = self._parent_digest(index)
         if blocks.is_zero(data):
             return PreparedBlock(index, len(data), blocks.ZERO_DIGEST, parent == blocks.ZERO_DIGEST)
@@ -276,23 +331,22 @@ class BackupRun:
             if digest == parent:
                 return PreparedBlock(index, len(data), digest, unchanged=True)
             if self._parent is not None and digest in self._parent.known:
-                return PreparedBlock(index, len(data), digest)
+                return PreparedBlock(index, len(data), digest, deduplicated="parent")
             if digest in self._sent:
-                return PreparedBlock(index, len(data), digest)
+                return PreparedBlock(index, len(data), digest, deduplicated="session")
             self._sent.add(digest)
-        stored, compressed = data, False
+        return PreparedBlock(index, len(data), digest, data=data)
+
+    def _pack(self, block: PreparedBlock) -> None:
+        """Compress a block to send, if that makes it smaller, and checksum it (a thread)."""
+        assert block.data is not None
+        block.stored, block.compressed = block.data, False
         if self._level:
-            packed = blocks.compress(data, self._level)
-            if len(packed) < len(data):
-                stored, compressed = packed, True
-        return PreparedBlock(
-            index,
-            len(data),
-            digest,
-            stored=stored,
-            compressed=compressed,
-            checksum=signed64(blocks.checksum(stored)),
-        )
+            packed = blocks.compress(block.data, self._level)
+            if len(packed) < len(block.data):
+                block.stored, block.compressed = packed, True
+        block.checksum = signed64(blocks.checksum(block.stored))
+        block.data = None
 
     async def _account(self, block: PreparedBlock, resend: bool) -> None:
         c = self.counters
@@ -306,14 +360,19 @@ class BackupRun:
             self._metrics.bytes.labels("read").inc(block.size)
         if block.unchanged:
             c.blocks_unchanged += 1
-        elif block.digest == blocks.ZERO_DIGEST:
+            return
+        if not resend:
+            c.blocks_changed += 1
+        if block.digest == blocks.ZERO_DIGEST:
             c.blocks_zero += 1
             self._metrics.blocks.labels("zero").inc()
         elif block.stored is None:
-            if self._parent is not None and block.digest in self._parent.known:
+            if block.deduplicated == "parent":
                 c.blocks_deduplicated_parent += 1
-            else:
+            elif block.deduplicated == "session":
                 c.blocks_deduplicated_session += 1
+            else:
+                c.blocks_deduplicated_global += 1
             self._metrics.blocks.labels("deduplicated").inc()
         else:
             await self._send_chunk(block)
@@ -427,8 +486,11 @@ class BackupRun:
                 return reply
 
     async def _resend(self, source: DiskSource, indexes: list[int]) -> None:
+        loop = asyncio.get_running_loop()
         for index in indexes:
             block = await self._prepare(source, index, resend=True)
+            if block.data is not None:
+                await loop.run_in_executor(self._pool, self._pack, block)
             await self._account(block, resend=True)
 
 

@@ -31,6 +31,15 @@ class SourceMoverMetrics:
             ["kind", "result"],
             registry=registry,
         )
+        self.lookups = Counter(
+            "blockferry_source_mover_lookups_total",
+            "Dedupe-index lookups (one per shard asked): answered, or timed-out (the"
+            " shard's chunks were sent without an answer).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("answered", "timed-out"):
+            self.lookups.labels(outcome)
         for outcome in BLOCK_OUTCOMES:
             self.blocks.labels(outcome)
         for kind in BYTE_KINDS:

@@ -17,6 +17,15 @@ class SourceMoverConfig(BaseModel):
         600.0, gt=0, description="How long to wait for the target to store a disk's blocks."
     )
     resend_attempts: int = Field(3, ge=0, description="Rounds of resending missing blocks.")
+    global_dedupe: bool = Field(
+        True, description="Ask the dedupe index before sending a block new to the session."
+    )
+    lookup_timeout_s: float = Field(
+        1.0, gt=0, description="How long to wait for the dedupe index before sending anyway."
+    )
+    lookup_retry_s: float = Field(
+        30.0, ge=0, description="How long a shard that timed out is not asked again."
+    )
     read_limit_mib_s: float = Field(
         0.0, ge=0, description="Most MiB a task reads from its source a second; 0 is no limit."
     )

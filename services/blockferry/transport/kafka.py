@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 from blockferry.core.errors import RecordError, TransportError
 from blockferry.transport.codec import Codec
@@ -36,6 +37,12 @@ class Record:
     key: bytes | None
     name: str
     fields: dict[str, Any]
+
+
+def shard_of(digest: bytes, shard_count: int) -> int:
+    """The shard (partition of chunks, index and lookups) a digest belongs to: the
+    partition Kafka's default partitioner picks for the digest as key."""
+    return int(murmur2(digest) & 0x7FFFFFFF) % shard_count
 
 
 async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec]) -> None:
@@ -145,6 +152,7 @@ class RecordConsumer:
         group_id: str | None = None,
         auto_offset_reset: str = "earliest",
         max_poll_interval_ms: int = 300000,
+        metadata_max_age_ms: int = 300000,
     ) -> None:
         self.codec = codec
         self._producer = producer
@@ -162,16 +170,21 @@ class RecordConsumer:
             session_timeout_ms=10000,
             heartbeat_interval_ms=3000,
             isolation_level="read_committed",
+            metadata_max_age_ms=metadata_max_age_ms,
         )
 
     async def start(
         self,
         topics: Sequence[str] = (),
         listener: ConsumerRebalanceListener | None = None,
+        pattern: str | None = None,
     ) -> None:
+        """Connect; subscribe to ``topics``, or to every topic matching ``pattern``."""
         try:
             if topics:
                 self.consumer.subscribe(list(topics), listener=listener)
+            elif pattern is not None:
+                self.consumer.subscribe(pattern=pattern, listener=listener)
             await self.consumer.start()
         except KafkaError as exc:
             raise TransportError(f"connecting consumer {self._client_id}: {exc}") from exc
@@ -204,17 +217,21 @@ class RecordConsumer:
     ) -> AsyncIterator[list[Record]]:
         """Yield decoded batches (possibly empty, so callers can do timed work)."""
         while True:
-            try:
-                polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-            except KafkaError as exc:
-                raise TransportError(f"consuming ({self._client_id}): {exc}") from exc
-            batch: list[Record] = []
-            for messages in polled.values():
-                for message in messages:
-                    record = await self._decode(message)
-                    if record is not None:
-                        batch.append(record)
-            yield batch
+            yield await self.poll(timeout_ms, max_records)
+
+    async def poll(self, timeout_ms: int = 200, max_records: int = 64) -> list[Record]:
+        """The records that arrive within ``timeout_ms``, decoded."""
+        try:
+            polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            raise TransportError(f"consuming ({self._client_id}): {exc}") from exc
+        batch: list[Record] = []
+        for messages in polled.values():
+            for message in messages:
+                record = await self._decode(message)
+                if record is not None:
+                    batch.append(record)
+        return batch
 
     async def _decode(self, message: ConsumerRecord[bytes, bytes]) -> Record | None:
         if message.value is None:

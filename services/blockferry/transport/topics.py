@@ -1,9 +1,10 @@
 """Topic names and how each topic is created.
 
 Per repository: ``<p>.<repo>.chunks`` (key = digest; its partition count is the
-repository's shard count), ``.extents``, ``.index`` (compacted), ``.commands``,
-``.replies``, ``.restore``. Shared: ``<p>.tasks``, ``<p>.task-progress``,
-``<p>.repositories`` (compacted), ``<p>.dead-letter``.
+repository's shard count), ``.extents``, ``.index`` (compacted), ``.lookups``,
+``.commands``, ``.replies``, ``.restore``. A digest's shard is the same partition
+number in chunks, index and lookups (``kafka.shard_of``). Shared: ``<p>.tasks``,
+``<p>.task-progress``, ``<p>.repositories`` (compacted), ``<p>.dead-letter``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from dataclasses import dataclass, field
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 """Carries a 4 MiB block stored uncompressed with room to spare."""
+
+
+LOOKUP_RETENTION_MS = 3600 * 1000
+"""A lookup is useless seconds after it was asked; an hour keeps them for debugging."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,16 @@ class Topics:
     def index(self, repo: str) -> str:
         return f"{self.prefix}.{repo}.index"
 
+    def lookups(self, repo: str) -> str:
+        return f"{self.prefix}.{repo}.lookups"
+
+    def repository_of_lookups(self, topic: str) -> str | None:
+        """The repository whose lookups topic ``topic`` is, or None."""
+        head, tail = f"{self.prefix}.", ".lookups"
+        if topic.startswith(head) and topic.endswith(tail) and len(topic) > len(head + tail):
+            return topic[len(head) : -len(tail)]
+        return None
+
     def commands(self, repo: str) -> str:
         return f"{self.prefix}.{repo}.commands"
 
@@ -85,6 +100,7 @@ class Topics:
             ),
             TopicSpec(self.extents(repo), shard_count, large),
             TopicSpec(self.index(repo), shard_count, {"cleanup.policy": "compact"}),
+            TopicSpec(self.lookups(repo), shard_count, {"retention.ms": str(LOOKUP_RETENTION_MS)}),
             TopicSpec(self.commands(repo), 1),
             TopicSpec(self.replies(repo), 1, large),
             TopicSpec(

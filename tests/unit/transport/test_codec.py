@@ -30,6 +30,13 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "error": "",
     },
     "ResumeQuery": {"session_id": "s1", "disk": "d0", "attempt": 1},
+    "LookupRequest": {
+        "request_id": "r1",
+        "reply_to": "s1/d0/lookups",
+        "deadline_ms": 1_800_000_000_000,
+        "digests": b"d" * 64,
+    },
+    "LookupReply": {"correlation_id": "s1/d0/lookups", "request_id": "r1", "known": b"\x02"},
     "FixedIndexPage": {
         "correlation_id": "c",
         "disk_size": 5,

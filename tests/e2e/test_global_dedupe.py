@@ -1,0 +1,64 @@
+"""Global dedupe through two dedupe-index processes, one of them killed mid-backup."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from blockferry.repository import Repository, verify
+from tests.e2e.harness import ROLES, MeshProcesses, make_disk
+
+pytestmark = pytest.mark.e2e
+
+
+def test_dedupe_index_killed_mid_backup(mesh_processes: MeshProcesses, tmp_path: Path) -> None:
+    mesh = mesh_processes
+    mesh.init_repository("--block-size", "256", "--shards", "4")
+    for role in ROLES:
+        if role != "source-mover":
+            mesh.start(role)
+    mesh.start("dedupe-index", name="dedupe-index-2")
+    mesh.start(
+        "source-mover",
+        BLOCKFERRY_SOURCE_MOVER__READ_LIMIT_MIB_S="6",
+        BLOCKFERRY_SOURCE_MOVER__LOOKUP_RETRY_S="1",
+    )
+    disk = make_disk(tmp_path / "vm.img", 48, seed=31)
+    mesh.wait_for_shards({"dedupe-index": 2, "dedupe-index-2": 2})
+    first = mesh.cli_json("backup", str(disk), "--job", "a", "--wait")
+    assert first["counters"]["blocks_sent"] > 0
+
+    def kill_when_a_quarter_is_read() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            sessions = httpx.get(f"{mesh.env['BLOCKFERRY_API_URL']}/api/v1/sessions").json()
+            running = [s for s in sessions if s["job"] == "b"]
+            if running and running[0]["blocks_done"] >= running[0]["blocks_total"] // 4 > 0:
+                break
+            time.sleep(0.1)
+        mesh.kill("dedupe-index", signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_a_quarter_is_read)
+    killer.start()
+    second = mesh.cli_json("backup", str(disk), "--job", "b", "--wait")
+    killer.join()
+    assert second["state"] == "success", second
+    c = second["counters"]
+    assert c["blocks_deduplicated_global"] > 0, c
+    print("backup with an index killed:", c)
+    restored = tmp_path / "restored.img"
+    mesh.cli_json("restore", second["restore_point"], "--to", str(restored))
+    assert restored.read_bytes() == disk.read_bytes()
+
+    # the survivor takes every shard when the group notices the death, and answers alone
+    mesh.wait_for_shards({"dedupe-index-2": 4})
+    third = mesh.cli_json("backup", str(disk), "--job", "c", "--wait")
+    c = third["counters"]
+    assert c["blocks_sent"] <= c["blocks_deduplicated_global"] // 20, c
+    repo = Repository.open(mesh.repository)
+    assert verify(repo).ok
