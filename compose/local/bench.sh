@@ -106,5 +106,5 @@ fi
 # the reusable image, bench.json and the role logs stay. BENCH_KEEP=1 keeps everything.
 mesh_stop
 if [[ -z "${BENCH_KEEP:-}" ]]; then
-    rm -rf "$WORK/kafka" "$WORK/repos" "$WORK/borg" "$WORK/restore" "$WORK/changed"
+    rm -rf "$WORK/kafka" "$WORK/repos" "$WORK/borg" "$WORK/restore" "$WORK/changed" "$WORK/dedupe-index"
 fi

@@ -55,7 +55,9 @@ class ChunkIntake:
 
     def __init__(self, ctx: IngestContext) -> None:
         self._ctx = ctx
-        self._consumer = ctx.mesh.consumer(f"chunks-{ctx.name}", group=f"{ctx.name}.target")
+        self._consumer = ctx.mesh.consumer(
+            f"chunks-{ctx.name}", group=f"{ctx.name}.target", check_crcs=False
+        )
         self._open: dict[TopicPartition, OpenPack] = {}
         self._done: dict[TopicPartition, int] = {}
         self.seal_requested = asyncio.Event()
@@ -204,18 +206,39 @@ class ChunkIntake:
             pack.next_offset = next_offset
 
     async def _seal_due(self) -> None:
+        """Seal the packs idle for long enough, or all when a disk waits for them; the
+        packs of different partitions seal side by side (their fsyncs overlap)."""
         now = time.monotonic()
         requested = self.seal_requested.is_set()
         self.seal_requested.clear()
-        for tp, pack in list(self._open.items()):
-            if requested or now - pack.last_added >= self._ctx.config.idle_seal_s:
-                await self.seal(tp)
+        due = [
+            tp
+            for tp, pack in self._open.items()
+            if requested or now - pack.last_added >= self._ctx.config.idle_seal_s
+        ]
+        if due:
+            outcomes = await asyncio.gather(
+                *(self._seal_pack(tp) for tp in due), return_exceptions=True
+            )
+            await self._sealed()  # commits what did seal, even if another pack failed
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
     async def seal(self, tp: TopicPartition) -> None:
         """Seal the partition's open pack, publish its entries, then commit its offset."""
+        await self._seal_pack(tp)
+        await self._sealed()
+
+    async def _sealed(self) -> None:
+        await self._commit_done()
+        async with self.sealed:
+            self.sealed.notify_all()
+
+    async def _seal_pack(self, tp: TopicPartition) -> None:
+        """Seal the partition's open pack and publish its entries (no commit yet)."""
         pack = self._open.pop(tp, None)
         if pack is None:
-            await self._commit_done()
             return
         started = time.monotonic()
         sealed = await self._ctx.in_pool(pack.writer.seal)
@@ -224,9 +247,6 @@ class ChunkIntake:
         self.storage_error = None
         await self._publish(sealed.entries)
         self._done[tp] = pack.next_offset
-        await self._commit_done()
-        async with self.sealed:
-            self.sealed.notify_all()
 
     async def _publish(self, entries: list[PackEntry]) -> None:
         futures = [

@@ -34,7 +34,8 @@ from blockferry.transport.mailbox import Mailbox, next_record, reply_result
 log = logging.getLogger(__name__)
 
 MAX_UNACKED_CHUNKS = 64
-WINDOWS_IN_FLIGHT = 3
+WINDOWS_IN_FLIGHT = 2
+"""Windows under way at once: one is looked up while the other is read or sent."""
 
 
 @dataclass

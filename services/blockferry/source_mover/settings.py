@@ -9,7 +9,9 @@ from blockferry.settings import CommonSettings
 
 class SourceMoverConfig(BaseModel):
     workers: int = Field(2, ge=1, le=64, description="Threads reading, digesting, compressing.")
-    in_flight: int = Field(16, ge=1, description="Blocks being prepared or produced at once.")
+    in_flight: int = Field(
+        32, ge=1, description="Blocks in a window: read, looked up and compressed together."
+    )
     max_tasks: int = Field(2, ge=1, description="Tasks one mover runs at the same time.")
     progress_interval_s: float = Field(2.0, gt=0, description="How often a task reports.")
     extents_per_record: int = Field(1024, ge=1, description="Block entries per Extents record.")

@@ -139,6 +139,8 @@ class RecordConsumer:
     Args:
         group_id: the consumer group, or None for a consumer that is assigned
             partitions itself (and never commits).
+        check_crcs: verify Kafka's CRC of each batch; off only for records that carry
+            their own checksum over their payload (chunks, restore blocks).
         listener: told of rebalances (flush, then commit, on revocation).
     """
 
@@ -153,6 +155,7 @@ class RecordConsumer:
         auto_offset_reset: str = "earliest",
         max_poll_interval_ms: int = 300000,
         metadata_max_age_ms: int = 300000,
+        check_crcs: bool = True,
     ) -> None:
         self.codec = codec
         self._producer = producer
@@ -171,6 +174,7 @@ class RecordConsumer:
             heartbeat_interval_ms=3000,
             isolation_level="read_committed",
             metadata_max_age_ms=metadata_max_age_ms,
+            check_crcs=check_crcs,
         )
 
     async def start(
