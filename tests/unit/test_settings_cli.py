@@ -73,12 +73,13 @@ def test_invalid_values_are_rejected(name: str, value: str) -> None:
 
 
 def test_config_command_prints_effective_settings_and_defaults() -> None:
-    runner = CliRunner(env={"BLOCKFERRY_SOURCE_MOVER__IN_FLIGHT": "32"})
+    runner = CliRunner(env={"BLOCKFERRY_SOURCE_MOVER__IN_FLIGHT": "8"})
     effective = yaml.safe_load(runner.invoke(main, ["config", "source-mover"]).output)
-    assert effective["source_mover"]["in_flight"] == 32
+    assert effective["source_mover"]["in_flight"] == 8
     assert "target_mover" not in effective
     defaults = yaml.safe_load(runner.invoke(main, ["config", "--print-defaults"]).output)
-    assert defaults["source_mover"]["in_flight"] == 16
+    assert defaults["source_mover"]["in_flight"] == 32
+    assert defaults["dedupe_index"]["store_map_size_gib"] == 64
     assert defaults["target_mover"]["pack_size"] == 32 * 1024 * 1024
     assert defaults["orchestrator"]["lease_seconds"] == 30
 
