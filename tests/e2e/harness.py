@@ -14,10 +14,18 @@ from typing import Any
 
 import httpx
 
+from blockferry.repository import Repository
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BLOCKFERRY = [sys.executable, "-m", "blockferry.cli"]
 MAKE_DISK = REPO_ROOT / "compose" / "local" / "make_disk.py"
 ROLES = ("target-mover", "dedupe-index", "source-mover", "orchestrator")
+
+
+def packed_digests(repository: Path) -> list[bytes]:
+    """The digest of every chunk in the repository's sealed packs (duplicates kept)."""
+    repo = Repository.open(repository)
+    return [e.digest for pack in repo.sealed_pack_ids() for e in repo.pack_entries(pack)]
 
 
 def free_port() -> int:

@@ -12,14 +12,9 @@ import httpx
 import pytest
 
 from blockferry.repository import Repository, verify
-from tests.e2e.harness import MeshProcesses, make_disk
+from tests.e2e.harness import MeshProcesses, make_disk, packed_digests
 
 pytestmark = pytest.mark.e2e
-
-
-def _packed_digests(repository: Path) -> list[bytes]:
-    repo = Repository.open(repository)
-    return [e.digest for pack in repo.sealed_pack_ids() for e in repo.pack_entries(pack)]
 
 
 def test_full_backup_restore_identical(mesh_processes: MeshProcesses, tmp_path: Path) -> None:
@@ -50,7 +45,7 @@ def test_full_backup_restore_identical(mesh_processes: MeshProcesses, tmp_path: 
     report = mesh.cli_json("verify", rp)
     assert report["ok"] is True
 
-    digests = _packed_digests(mesh.repository)
+    digests = packed_digests(mesh.repository)
     assert len(digests) == len(set(digests)), "a digest is stored once"
     assert "blockferry_source_mover_blocks_total" in mesh.metrics("source-mover")
     assert 'blockferry_target_mover_chunks_total{outcome="stored",repository="default"}' in (
@@ -102,7 +97,7 @@ def test_target_mover_killed_mid_backup(mesh_processes: MeshProcesses, tmp_path:
     restored = tmp_path / "restored.img"
     mesh.cli_json("restore", backup["restore_point"], "--to", str(restored))
     assert restored.read_bytes() == disk.read_bytes()
-    digests = _packed_digests(mesh.repository)
+    digests = packed_digests(mesh.repository)
     assert len(digests) == len(set(digests)), "no digest is stored twice"
     assert verify(Repository.open(mesh.repository)).ok
 

@@ -6,12 +6,13 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from blockferry.repository import Repository, verify
-from tests.e2e.harness import ROLES, MeshProcesses, make_disk
+from tests.e2e.harness import ROLES, MeshProcesses, make_disk, packed_digests
 
 pytestmark = pytest.mark.e2e
 
@@ -62,3 +63,32 @@ def test_dedupe_index_killed_mid_backup(mesh_processes: MeshProcesses, tmp_path:
     assert c["blocks_sent"] <= c["blocks_deduplicated_global"] // 20, c
     repo = Repository.open(mesh.repository)
     assert verify(repo).ok
+
+
+def test_two_sessions_sending_the_same_new_blocks_at_once_store_them_once(
+    mesh_processes: MeshProcesses, tmp_path: Path
+) -> None:
+    """Target-side dedupe alone: without lookups both sessions send every block."""
+    mesh = mesh_processes
+    mesh.env["BLOCKFERRY_SOURCE_MOVER__GLOBAL_DEDUPE"] = "false"
+    mesh.up(shards=4)
+    disk = make_disk(tmp_path / "template.img", 32, seed=41)
+    results: dict[str, dict[str, Any]] = {}
+
+    def back_up(job: str) -> None:
+        results[job] = mesh.cli_json("backup", str(disk), "--job", job, "--wait")
+
+    threads = [threading.Thread(target=back_up, args=(job,)) for job in ("vm-a", "vm-b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [results[job]["state"] for job in ("vm-a", "vm-b")] == ["success", "success"]
+    digests = packed_digests(mesh.repository)
+    assert len(digests) == len(set(digests)), "a block sent by both sessions is stored once"
+    sent = [results[job]["counters"]["blocks_sent"] for job in ("vm-a", "vm-b")]
+    assert sent == [len(digests), len(digests)], "each session sent every block"
+    for job in ("vm-a", "vm-b"):
+        restored = tmp_path / f"{job}.img"
+        mesh.cli_json("restore", results[job]["restore_point"], "--to", str(restored))
+        assert restored.read_bytes() == disk.read_bytes()
