@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
+from blockferry import api_token
 from blockferry.core.blocks import BLOCK_SIZES, DEFAULT_BLOCK_SIZE
 from blockferry.core.errors import BlockferryError
 
@@ -264,7 +265,18 @@ class _progress:
 
 
 def _api(api_url: str) -> httpx.Client:
-    return httpx.Client(base_url=api_url, timeout=httpx.Timeout(30.0, read=3600.0))
+    """A client of the orchestrator, with the API token of ``BLOCKFERRY_API_TOKEN_FILE``
+    (default: ``api-token`` in the data directory) when there is one."""
+    from blockferry.settings import CommonSettings
+
+    configured = os.environ.get("BLOCKFERRY_API_TOKEN_FILE")
+    path = Path(configured) if configured else api_token.default_path(CommonSettings().data_dir)
+    try:
+        token = api_token.read(path)
+    except BlockferryError as exc:
+        fail(str(exc))
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=api_url, headers=headers, timeout=httpx.Timeout(30.0, read=3600.0))
 
 
 def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:

@@ -143,6 +143,17 @@ class MeshProcesses:
         path = self.workdir / f"{role}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request to the orchestrator's REST API with its token (``path``: /api/v1/…)."""
+        token = (self.workdir / "api-token").read_text().strip()
+        return httpx.request(
+            method,
+            f"{self.env['BLOCKFERRY_API_URL']}{path}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+            **kwargs,
+        )
+
     def metrics(self, role: str) -> str:
         return httpx.get(f"http://127.0.0.1:{self.ports[role]}/metrics", timeout=5).text
 

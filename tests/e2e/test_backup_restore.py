@@ -8,7 +8,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from blockferry.repository import Repository, verify
@@ -121,7 +120,7 @@ def test_source_mover_killed_mid_backup_resumes_elsewhere(
     def kill_when_a_quarter_is_read() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            sessions = httpx.get(f"{mesh.env['BLOCKFERRY_API_URL']}/api/v1/sessions").json()
+            sessions = mesh.api("GET", "/api/v1/sessions").json()
             if sessions and sessions[0]["blocks_done"] >= sessions[0]["blocks_total"] // 4 > 0:
                 break
             time.sleep(0.1)

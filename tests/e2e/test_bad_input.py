@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -90,7 +89,7 @@ def session_for(mesh: MeshProcesses, path: Path, timeout: float = 30) -> dict[st
     """The orchestrator's session of ``path``, once it exists."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        sessions = httpx.get(f"{mesh.env['BLOCKFERRY_API_URL']}/api/v1/sessions").json()
+        sessions = mesh.api("GET", "/api/v1/sessions").json()
         for session in sessions:
             if session["path"] == str(path):
                 return dict(session)
@@ -100,9 +99,8 @@ def session_for(mesh: MeshProcesses, path: Path, timeout: float = 30) -> dict[st
 
 def follow(mesh: MeshProcesses, session_id: str, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
-    url = f"{mesh.env['BLOCKFERRY_API_URL']}/api/v1/sessions/{session_id}"
     while time.monotonic() < deadline:
-        session: dict[str, Any] = httpx.get(url).json()
+        session: dict[str, Any] = mesh.api("GET", f"/api/v1/sessions/{session_id}").json()
         if session["state"] in ("success", "failed"):
             return session
         time.sleep(0.2)
@@ -271,8 +269,9 @@ def test_restore_through_the_api_without_force_leaves_an_existing_file(
     refused = mesh.cli("restore", rp, "--to", str(existing))
     assert_says(refused, "--force")
 
-    response = httpx.post(
-        f"{mesh.env['BLOCKFERRY_API_URL']}/api/v1/restores",
+    response = mesh.api(
+        "POST",
+        "/api/v1/restores",
         json={"restore_point": rp, "destination": str(existing), "force": False},
     )
     assert response.status_code == 202, response.text

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from blockferry.repository import Repository, verify
@@ -37,7 +36,7 @@ def test_dedupe_index_killed_mid_backup(mesh_processes: MeshProcesses, tmp_path:
     def kill_when_a_quarter_is_read() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            sessions = httpx.get(f"{mesh.env['BLOCKFERRY_API_URL']}/api/v1/sessions").json()
+            sessions = mesh.api("GET", "/api/v1/sessions").json()
             running = [s for s in sessions if s["job"] == "b"]
             if running and running[0]["blocks_done"] >= running[0]["blocks_total"] // 4 > 0:
                 break

@@ -12,11 +12,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, HTTPException, Query
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
 from prometheus_client import CollectorRegistry, Counter
 
+from blockferry import api_token
 from blockferry.core.errors import SessionError
 from blockferry.mesh import Mesh, RepositoryDirectory
+from blockferry.orchestrator.auth import bearer_token
 from blockferry.orchestrator.models import BackupRequest, RestoreRequest, Session, VerifyRequest
 from blockferry.orchestrator.settings import OrchestratorSettings
 from blockferry.transport.mailbox import Mailbox, next_record, reply_result
@@ -30,6 +32,9 @@ class Orchestrator:
     def __init__(self, settings: OrchestratorSettings, registry: CollectorRegistry) -> None:
         self._settings = settings
         self._config = settings.orchestrator
+        self._token = api_token.load_or_create(
+            self._config.api_token_file or api_token.default_path(settings.data_dir)
+        )
         self._mesh = Mesh(settings, self.name)
         self._directory = RepositoryDirectory(self._mesh)
         self._progress = self._mesh.mailbox("progress", self._mesh.topics.task_progress, "task_id")
@@ -73,7 +78,7 @@ class Orchestrator:
     # -- the API ----------------------------------------------------------------
 
     def routes(self, app: FastAPI) -> None:
-        api = APIRouter(prefix="/api/v1")
+        api = APIRouter(prefix="/api/v1", dependencies=[Depends(bearer_token(self._token))])
 
         @api.get("/repositories")
         async def repositories() -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, Field
 
 from blockferry.settings import CommonSettings
@@ -14,6 +16,12 @@ class OrchestratorConfig(BaseModel):
     max_attempts: int = Field(3, ge=1, description="Offers of one task before the session fails.")
     command_timeout_s: float = Field(
         120.0, gt=0, description="How long to wait for a repository owner's reply."
+    )
+    api_token_file: Path | None = Field(
+        None,
+        description="File holding the bearer token every API request must carry (a mounted"
+        " secret, say). Unset: <data_dir>/api-token, created with a random token, mode 0600,"
+        " on first start.",
     )
     verify_timeout_s: float = Field(3600.0, gt=0, description="How long a verify may take.")
 
