@@ -23,7 +23,11 @@ class Role(Protocol):
     """A role is started, run until cancelled, then stopped."""
 
     name: str
-    ready: bool
+
+    @property
+    def ready(self) -> bool:
+        """Whether the role does its work now (served on /readyz)."""
+        ...
 
     async def start(self) -> None: ...
 

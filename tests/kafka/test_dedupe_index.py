@@ -162,7 +162,8 @@ async def test_one_instance_answers_from_the_changelog(
     async with asker(kafka_bootstrap, topic_prefix) as ask:
         await publish(ask.mesh, range(200), tombstones=range(150, 200))
         first = await fleet.start("a")
-        await until(lambda: first.shards() == SHARDS, "one instance holds every shard")
+        await until(lambda: first.index.ready, "the instance is ready")
+        assert first.shards() == SHARDS, "ready means it joined and holds the shards"
         asked = [digest(n) for n in range(0, 400, 2)]  # half of them never stored
         await answers(ask.lookup, asked, {digest(n) for n in range(0, 150, 2)})
         assert {shard_of(d, SHARDS) for d in asked} == set(range(SHARDS)), "every shard asked"

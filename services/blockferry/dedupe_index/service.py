@@ -30,7 +30,7 @@ from blockferry.core.blocks import DIGEST_SIZE
 from blockferry.dedupe_index.metrics import DedupeIndexMetrics
 from blockferry.dedupe_index.settings import DedupeIndexSettings
 from blockferry.dedupe_index.store import ShardStore
-from blockferry.mesh import Mesh
+from blockferry.mesh import Mesh, RepositoryDirectory
 from blockferry.transport.kafka import Record
 
 log = logging.getLogger(__name__)
@@ -77,15 +77,32 @@ class DedupeIndex:
             metadata_max_age_ms=METADATA_REFRESH_MS,
         )
         self._changelog = self._mesh.consumer("changelog")
+        self._directory = RepositoryDirectory(self._mesh)
         self._stores: dict[str, ShardStore] = {}
         self._shards: dict[TopicPartition, Shard] = {}
         """Keyed by the shard's changelog partition."""
         self._reassign = asyncio.Event()
         self._waiting: set[asyncio.Task[None]] = set()
-        self.ready = False
+        self._joined: set[str] = set()
+        """The lookups topics subscribed at the last completed rebalance."""
+        self._running = False
+
+    @property
+    def ready(self) -> bool:
+        """Running, joined the group for every announced repository's lookups topic, and
+        every shard it holds caught up with its changelog (an instance that holds no shard,
+        because there are more instances than shards, is ready too)."""
+        announced = {self._mesh.topics.lookups(name) for name in self._directory.names}
+        subscribed = set(self._lookups.consumer.subscription())
+        return (
+            self._running
+            and announced | subscribed <= self._joined
+            and all(shard.ready.is_set() for shard in self._shards.values())
+        )
 
     async def start(self) -> None:
         await self._mesh.start()
+        await self._directory.start()
         await self._changelog.start()
         pattern = rf"^{re.escape(self._mesh.topics.prefix)}\..+\.lookups$"
         await self._lookups.start(listener=_Rebalance(self), pattern=pattern)
@@ -93,21 +110,24 @@ class DedupeIndex:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._follow_changelog())
-            self.ready = True
+            group.create_task(self._directory.run())
+            self._running = True
             await self._serve()
 
     async def stop(self) -> None:
-        self.ready = False
+        self._running = False
         for task in list(self._waiting):
             task.cancel()
         await self._lookups.stop()
         await self._changelog.stop()
+        await self._directory.stop()
         await self._mesh.stop()
         for store in self._stores.values():
             store.close()
 
     def take(self, assigned: list[TopicPartition]) -> None:
         """Begin answering for the shards of these lookups partitions."""
+        self._joined = set(self._lookups.consumer.subscription())
         for tp in assigned:
             repo = self._mesh.topics.repository_of_lookups(tp.topic)
             if repo is not None:
