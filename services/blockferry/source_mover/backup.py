@@ -15,9 +15,10 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from blockferry.core import blocks
 from blockferry.core.errors import BlockferryError, SessionError
@@ -32,6 +33,9 @@ from blockferry.transport.codec import signed64
 from blockferry.transport.mailbox import Mailbox, next_record, reply_result
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 MAX_UNACKED_CHUNKS = 64
 WINDOWS_IN_FLIGHT = 2
@@ -251,12 +255,12 @@ class BackupRun:
         try:
             while next_index is not None or windows:
                 while next_index is not None and len(windows) < WINDOWS_IN_FLIGHT:
-                    window: list[asyncio.Future[PreparedBlock]] = []
+                    window: list[int] = []
                     while next_index is not None and len(window) < self._config.in_flight:
                         await throttle.take(source.block_size)
-                        window.append(self._prepare(source, next_index, next_index in zero))
+                        window.append(next_index)
                         next_index = next(indexes, None)
-                    windows.append(asyncio.ensure_future(self._settle(window)))
+                    windows.append(asyncio.ensure_future(self._settle(source, window, zero)))
                 for block in await windows.popleft():
                     await self._account(block, resend=False)
                     if block.unchanged:
@@ -277,24 +281,52 @@ class BackupRun:
             extent_records += 1
         return extent_records
 
-    async def _settle(self, window: list[asyncio.Future[PreparedBlock]]) -> list[PreparedBlock]:
-        """Wait for a window's blocks, look their new digests up, compress the unknown."""
-        prepared = list(await asyncio.gather(*window))
+    async def _settle(
+        self, source: DiskSource, window: list[int], zero: set[int]
+    ) -> list[PreparedBlock]:
+        """Read and digest a window's blocks, look their new digests up, compress the
+        unknown ones. A file's blocks are read in one pool call per worker, not one per
+        block, which spares the event loop a wake-up per block."""
+        if isinstance(source, FileSource):
+            prepared = await self._in_slices(
+                window,
+                lambda i: (
+                    self._zero_block(source, i)
+                    if i in zero
+                    else self._process(i, source.read_block(i), resend=False)
+                ),
+            )
+        else:
+            prepared = list(
+                await asyncio.gather(*(self._prepare(source, i, i in zero) for i in window))
+            )
         fresh = [b for b in prepared if b.data is not None]
         if fresh and self._lookup is not None:
             known = await self._lookup.known([b.digest for b in fresh])
             for block in fresh:
                 if block.digest in known:
                     block.data, block.deduplicated = None, "global"
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(
-                loop.run_in_executor(self._pool, self._pack, block)
-                for block in prepared
-                if block.data is not None
-            )
-        )
+        await self._in_slices([b for b in prepared if b.data is not None], self._pack)
         return prepared
+
+    async def _in_slices(self, items: list[T], fn: Callable[[T], R]) -> list[R]:
+        """``fn`` over ``items`` in the pool, one call per worker on a contiguous slice;
+        the results in the order of ``items``."""
+        if not items:
+            return []
+        loop = asyncio.get_running_loop()
+        size = -(-len(items) // self._config.workers)
+        parts = [items[i : i + size] for i in range(0, len(items), size)]
+        done = await asyncio.gather(
+            *(loop.run_in_executor(self._pool, _each, fn, part) for part in parts)
+        )
+        return [result for part in done for result in part]
+
+    def _zero_block(self, source: DiskSource, index: int) -> PreparedBlock:
+        """A block the source says is zero, accounted without reading it."""
+        size = min(self._block_size, source.size - index * self._block_size)
+        unchanged = self._parent_digest(index) == blocks.ZERO_DIGEST
+        return PreparedBlock(index, size, blocks.ZERO_DIGEST, unchanged, read=False)
 
     def _prepare(
         self, source: DiskSource, index: int, known_zero: bool = False, resend: bool = False
@@ -303,10 +335,8 @@ class BackupRun:
         NBD export is read here; a block the export calls zero is not read at all."""
         loop = asyncio.get_running_loop()
         if known_zero:
-            size = min(self._block_size, source.size - index * self._block_size)
-            unchanged = self._parent_digest(index) == blocks.ZERO_DIGEST
             done: asyncio.Future[PreparedBlock] = loop.create_future()
-            done.set_result(PreparedBlock(index, size, blocks.ZERO_DIGEST, unchanged, read=False))
+            done.set_result(self._zero_block(source, index))
             return done
         if isinstance(source, FileSource):
             return loop.run_in_executor(
@@ -511,3 +541,7 @@ class Throttle:
         ahead = self._taken / self._rate - (time.monotonic() - self._started)
         if ahead > 0:
             await asyncio.sleep(ahead)
+
+
+def _each(fn: Callable[[T], R], items: list[T]) -> list[R]:
+    return [fn(item) for item in items]
