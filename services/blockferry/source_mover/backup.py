@@ -289,12 +289,7 @@ class BackupRun:
         block, which spares the event loop a wake-up per block."""
         if isinstance(source, FileSource):
             prepared = await self._in_slices(
-                window,
-                lambda i: (
-                    self._zero_block(source, i)
-                    if i in zero
-                    else self._process(i, source.read_block(i), resend=False)
-                ),
+                window, lambda i: self._prepare_file_block(source, i, i in zero, resend=False)
             )
         else:
             prepared = list(
@@ -334,20 +329,28 @@ class BackupRun:
         """Read block ``index`` and digest it in the pool: a file is read there too, an
         NBD export is read here; a block the export calls zero is not read at all."""
         loop = asyncio.get_running_loop()
+        if isinstance(source, FileSource):
+            return loop.run_in_executor(
+                self._pool, self._prepare_file_block, source, index, known_zero, resend
+            )
         if known_zero:
             done: asyncio.Future[PreparedBlock] = loop.create_future()
             done.set_result(self._zero_block(source, index))
             return done
-        if isinstance(source, FileSource):
-            return loop.run_in_executor(
-                self._pool, lambda: self._process(index, source.read_block(index), resend)
-            )
 
         async def read_then_process() -> PreparedBlock:
             data = await source.read_block(index)
             return await loop.run_in_executor(self._pool, self._process, index, data, resend)
 
         return asyncio.ensure_future(read_then_process())
+
+    def _prepare_file_block(
+        self, source: FileSource, index: int, known_zero: bool, resend: bool
+    ) -> PreparedBlock:
+        """Read and digest block ``index`` of a file (a thread); a known zero is not read."""
+        if known_zero:
+            return self._zero_block(source, index)
+        return self._process(index, source.read_block(index), resend)
 
     def _parent_digest(self, index: int) -> bytes | None:
         return self._parent.digest(index) if self._parent is not None else None
