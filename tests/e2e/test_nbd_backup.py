@@ -3,12 +3,14 @@ incremental whose changed blocks come from a QEMU dirty bitmap."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,3 +133,121 @@ def test_a_bitmap_for_another_restore_point_is_not_trusted(
     restored = tmp_path / "restored.img"
     mesh.cli_json("restore", backup["restore_point"], "--to", str(restored))
     assert restored.read_bytes() == raw(image, tmp_path / "vm.raw")
+
+
+def bitmaps(image: Path, force_share: bool = False) -> set[str]:
+    """The dirty bitmaps in ``image``; ``force_share`` reads while another holds its lock."""
+    done = subprocess.run(
+        ["qemu-img", "info", *(["-U"] if force_share else []), "--output=json", str(image)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    found = json.loads(done.stdout)["format-specific"]["data"].get("bitmaps", [])
+    return {b["name"] for b in found}
+
+
+def test_a_qcow2_image_is_read_through_qemu_nbd_and_tracked_by_its_own_bitmaps(
+    mesh_processes: MeshProcesses, tmp_path: Path
+) -> None:
+    """Full, then two incrementals read by the bitmaps blockferry keeps in the image; a
+    bitmap leaves the image only once a newer restore point is the parent."""
+    mesh = mesh_processes
+    mesh.up(shards=2)
+    image = tmp_path / "vm.qcow2"
+    qemu("qemu-img", "create", "-f", "qcow2", str(image), "8M")
+    qemu("qemu-io", "-f", "qcow2", "-c", "write -P 0xab 0 1M", str(image))
+    states = [raw(image, tmp_path / "state0.raw")]
+
+    def backup() -> dict[str, Any]:
+        result: dict[str, Any] = mesh.cli_json(
+            "backup", str(image), "--job", "vm", "--disk", "d0", "--wait"
+        )
+        assert result["state"] == "success", result
+        return result
+
+    full = backup()
+    assert full["tracking"] == "full"
+    assert full["counters"]["blocks_read"] < full["counters"]["blocks_total"], (
+        "the clusters qcow2 never allocated are not read"
+    )
+    assert bitmaps(image) == {f"blockferry.vm.{full['restore_point']}"}
+
+    qemu("qemu-io", "-f", "qcow2", "-c", "write -P 0xcd 2M 4k", str(image))
+    states.append(raw(image, tmp_path / "state1.raw"))
+    first = backup()
+    assert (first["parent"], first["tracking"]) == (full["restore_point"], "dirty-bitmap")
+    assert first["counters"]["blocks_read"] == 1, first["counters"]
+    assert bitmaps(image) == {
+        f"blockferry.vm.{full['restore_point']}",
+        f"blockferry.vm.{first['restore_point']}",
+    }, "the parent's bitmap stays until a newer restore point is the parent"
+
+    qemu(
+        "qemu-io", "-f", "qcow2", "-c", "write -P 0xef 6M 8k", "-c", "write -P 1 7M 4k", str(image)
+    )
+    states.append(raw(image, tmp_path / "state2.raw"))
+    second = backup()
+    assert (second["parent"], second["tracking"]) == (first["restore_point"], "dirty-bitmap")
+    assert second["counters"]["blocks_read"] == 2, second["counters"]
+    assert bitmaps(image) == {
+        f"blockferry.vm.{first['restore_point']}",
+        f"blockferry.vm.{second['restore_point']}",
+    }
+
+    for state, point in zip(states, (full, first, second), strict=True):
+        restored = tmp_path / f"{point['restore_point']}.img"
+        mesh.cli_json("restore", point["restore_point"], "--to", str(restored))
+        assert restored.read_bytes() == state, f"restore point {point['restore_point']}"
+
+
+def failed_backup(mesh: MeshProcesses, image: Path, *args: str) -> dict[str, Any]:
+    result = mesh.cli(
+        "backup", str(image), "--job", "vm", "--disk", "d0", *args, "--wait", "--json"
+    )
+    assert result.returncode != 0, result
+    document: dict[str, Any] = json.loads(result.stdout)
+    assert (document["state"], document["restore_point"]) == ("failed", None)
+    return document
+
+
+def test_a_qcow2_image_without_its_bitmap_is_compared_and_one_in_use_is_refused(
+    mesh_processes: MeshProcesses, tmp_path: Path
+) -> None:
+    mesh = mesh_processes
+    mesh.up(shards=2)
+    image = tmp_path / "vm.qcow2"
+    qemu("qemu-img", "create", "-f", "qcow2", str(image), "4M")
+    qemu("qemu-io", "-f", "qcow2", "-c", "write -P 0xab 0 1M", str(image))
+    full = mesh.cli_json("backup", str(image), "--job", "vm", "--disk", "d0", "--wait")
+    qemu("qemu-img", "bitmap", "--remove", str(image), f"blockferry.vm.{full['restore_point']}")
+    qemu("qemu-io", "-f", "qcow2", "-c", "write -P 0xcd 3M 4k", str(image))
+
+    compared = mesh.cli_json("backup", str(image), "--job", "vm", "--disk", "d0", "--wait")
+    assert (compared["state"], compared["tracking"]) == ("success", "digest-compare")
+    assert "has no dirty bitmap" in compared["warnings"][0], compared["warnings"]
+    restored = tmp_path / "restored.img"
+    mesh.cli_json("restore", compared["restore_point"], "--to", str(restored))
+    assert restored.read_bytes() == raw(image, tmp_path / "vm.raw")
+
+    refused = failed_backup(mesh, image, "--dirty-bitmap", "x")
+    assert "--dirty-bitmap is for NBD exports" in refused["error"]
+
+    # a writer (here qemu-nbd serving the image read-write, as a running VM would) holds
+    # the image's lock: the backup fails with a clear message and changes nothing
+    writer = subprocess.Popen(
+        ["qemu-nbd", "-t", "-k", str(tmp_path / "rw.sock"), "-f", "qcow2", str(image)],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while not (tmp_path / "rw.sock").exists():
+            assert writer.poll() is None
+            time.sleep(0.05)
+        before = bitmaps(image, force_share=True)
+        busy = failed_backup(mesh, image)
+        assert "is a VM running on it?" in busy["error"], busy["error"]
+        assert bitmaps(image, force_share=True) == before
+    finally:
+        writer.terminate()
+        writer.wait(timeout=30)

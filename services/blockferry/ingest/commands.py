@@ -100,6 +100,7 @@ class CommandHandler:
                 disks=args["disks"],
                 parent=args.get("parent"),
                 stats=args.get("stats", {}),
+                restore_point_id=args.get("restore_point"),
             )
 
         rp = await self._ctx.in_pool(commit)

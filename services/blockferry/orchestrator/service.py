@@ -21,6 +21,7 @@ from blockferry.mesh import Mesh, RepositoryDirectory
 from blockferry.orchestrator.auth import bearer_token
 from blockferry.orchestrator.models import BackupRequest, RestoreRequest, Session, VerifyRequest
 from blockferry.orchestrator.settings import OrchestratorSettings
+from blockferry.repository.ids import new_restore_point_id
 from blockferry.transport.mailbox import Mailbox, next_record, reply_result
 
 log = logging.getLogger(__name__)
@@ -196,12 +197,16 @@ class Orchestrator:
     async def _backup(
         self, session: Session, compression: str, changed_ranges: str, dirty_bitmap: str
     ) -> None:
+        # chosen now, so a dirty bitmap added before the disk is read can carry it
+        restore_point = new_restore_point_id(session.created)
+
         async def commit() -> None:
             session.state = "committing"
             rp = await self._command(
                 session.repository,
                 "commit",
                 {
+                    "restore_point": restore_point,
                     "session_id": session.id,
                     "job": session.job,
                     "disks": [session.disk],
@@ -216,6 +221,7 @@ class Orchestrator:
             session,
             {
                 "compression": compression,
+                "restore_point": restore_point,
                 "parent": session.parent,
                 "changed_ranges": changed_ranges,
                 "dirty_bitmap": dirty_bitmap,

@@ -333,13 +333,19 @@ class Repository:
         disks: Sequence[str],
         parent: str | None,
         stats: dict[str, Any],
+        restore_point_id: str | None = None,
     ) -> RestorePoint:
         """Commit a session's staged fixed indexes as a restore point, atomically.
 
         Idempotent per session. See :meth:`RestorePointStore.commit`.
         """
         return self.restore_point_store.commit(
-            job=job, session_id=session_id, disks=disks, parent=parent, stats=stats
+            job=job,
+            session_id=session_id,
+            disks=disks,
+            parent=parent,
+            stats=stats,
+            restore_point_id=restore_point_id,
         )
 
     def jobs(self) -> list[str]:

@@ -78,8 +78,12 @@ class RestorePointStore:
         disks: Sequence[str],
         parent: str | None,
         stats: dict[str, Any],
+        restore_point_id: str | None = None,
     ) -> RestorePoint:
         """Make a session's staged fixed indexes a restore point, atomically.
+
+        ``restore_point_id`` is the id the session chose when it started (a dirty
+        bitmap may already carry it); None picks a new one.
 
         The restore point is built in ``restorepoints/<job>/.tmp-<id>/`` and
         renamed to ``<id>``: it exists whole or not at all. Committing a session
@@ -98,6 +102,10 @@ class RestorePointStore:
             validate_name("disk", disk)
         if not disks or len(set(disks)) != len(disks):
             raise ConfigError(f"committing session {session_id}: disks {list(disks)} invalid")
+        if restore_point_id is not None and not is_restore_point_id(restore_point_id):
+            raise ConfigError(
+                f"committing session {session_id}: {restore_point_id!r} is not a restore point id"
+            )
         for existing in self.restore_points(job):
             if existing.session_id == session_id:
                 log.info("session %s is already committed as %s", session_id, existing.id)
@@ -121,7 +129,7 @@ class RestorePointStore:
             entries.append(RestorePointDisk(disk, fidx.disk_size, path.name, checksum(data)))
         now = utc_now()
         point = RestorePoint(
-            id=new_restore_point_id(now),
+            id=restore_point_id or new_restore_point_id(now),
             job=job,
             created=now,
             parent=parent,
@@ -133,6 +141,7 @@ class RestorePointStore:
         job_dir = self.layout.job_dir(job)
         make_dirs(job_dir)
         temp = self.layout.restore_point_temp_dir(job, point.id)
+        remove_tree_quietly(temp)  # left by a commit that was killed half-way
         try:
             temp.mkdir()
             for path in staged:

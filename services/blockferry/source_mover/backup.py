@@ -18,12 +18,13 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from blockferry.core import blocks
-from blockferry.core.errors import BlockferryError, SessionError
+from blockferry.core.errors import BlockferryError, SessionError, SourceError
 from blockferry.mesh import Mesh
-from blockferry.source_mover import changes
+from blockferry.source_mover import changes, qcow2
 from blockferry.source_mover.changes import ParentIndex
 from blockferry.source_mover.disk_source import DiskSource, FileSource, NbdSource, open_source
 from blockferry.source_mover.lookups import GlobalLookup
@@ -143,9 +144,7 @@ class BackupRun:
         return self.counters.as_map()
 
     async def run(self) -> None:
-        source = await open_source(
-            self._task["path"], self._block_size, self._pool, self._task["dirty_bitmap"] or None
-        )
+        source = await self._open_source()
         replies = self._replies.open(self._extents_key)
         try:
             self.counters.blocks_total = source.blocks
@@ -167,6 +166,29 @@ class BackupRun:
             self._replies.close(self._extents_key)
             await source.close()
 
+    async def _open_source(self) -> DiskSource:
+        """Open the disk; a qcow2 image through its own qemu-nbd, its dirty bitmaps
+        prepared first (see :mod:`qcow2`)."""
+        path, bitmap = self._task["path"], self._task["dirty_bitmap"] or None
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(self._pool, qcow2.is_qcow2, path):
+            return await open_source(path, self._block_size, self._pool, bitmap)
+        if bitmap:
+            raise SourceError(
+                f"opening {path}: the dirty bitmaps of a qcow2 image are kept by blockferry;"
+                " --dirty-bitmap is for NBD exports"
+            )
+        image = Path(path)
+        if self._task["restore_point"]:
+            prepared = await qcow2.prepare_bitmaps(
+                image, self._task["job"], self._task["parent"], self._task["restore_point"]
+            )
+            bitmap = prepared.parent_bitmap
+            if prepared.warning:
+                self.warnings.append(prepared.warning)
+                log.warning("%s: %s", self._extents_key, prepared.warning)
+        return await NbdSource.export(image, self._block_size, bitmap)
+
     async def _track_changes(self, source: DiskSource) -> None:
         """Fetch the parent's fixed index and choose how to find the changed blocks."""
         self._parent = await changes.fetch_parent(
@@ -178,16 +200,16 @@ class BackupRun:
             self._config.stored_wait_s,
         )
         self.tracking = changes.DIGEST_COMPARE
-        bitmap = self._task["dirty_bitmap"]
-        if bitmap and isinstance(source, NbdSource):
-            if bitmap == self._parent.restore_point:
+        parent = self._parent.restore_point
+        if isinstance(source, NbdSource) and source.bitmap:
+            bitmap = source.bitmap
+            # named after the parent: by the operator, or by us in a qcow2 image
+            if bitmap in (parent, qcow2.bitmap_name(self._task["job"], parent)):
                 self._to_read = await source.dirty_blocks()
                 self.tracking = changes.DIRTY_BITMAP
             else:
                 why = f"dirty bitmap {bitmap} does not track changes since the parent"
-                self.warnings.append(
-                    f"{why} {self._parent.restore_point}; every block was read and compared instead"
-                )
+                self.warnings.append(f"{why} {parent}; every block was read and compared instead")
                 log.warning("%s: %s", self._extents_key, why)
         elif self._task["changed_ranges"]:
             wanted, why = changes.blocks_in_ranges(

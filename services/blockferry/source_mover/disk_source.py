@@ -12,6 +12,7 @@ from pathlib import Path
 from blockferry.core.blocks import block_count
 from blockferry.core.errors import SourceError
 from blockferry.source_mover.nbd import NbdDisk
+from blockferry.source_mover.qcow2 import Qcow2Export
 
 
 class FileSource:
@@ -81,18 +82,36 @@ class FileSource:
 
 class NbdSource:
     """A disk exported over NBD (a qcow2 image or a live QEMU disk through qemu-nbd);
-    ``read_block`` is a coroutine, callable from several tasks at once."""
+    ``read_block`` is a coroutine, callable from several tasks at once.
 
-    def __init__(self, disk: NbdDisk, block_size: int) -> None:
-        self.path = str(disk.uri)
+    Args:
+        export: the private qemu-nbd serving a qcow2 image, stopped on close.
+    """
+
+    def __init__(self, disk: NbdDisk, block_size: int, export: Qcow2Export | None = None) -> None:
+        self.path = str(export.image if export else disk.uri)
         self.block_size = block_size
         self.size = disk.size
         self.blocks = block_count(self.size, block_size)
+        self.bitmap = disk.bitmap
+        """The dirty bitmap the export was opened with, if any."""
         self._disk = disk
+        self._export = export
 
     @classmethod
     async def open(cls, uri: str, block_size: int, bitmap: str | None) -> NbdSource:
         return cls(await NbdDisk.open(uri, bitmap), block_size)
+
+    @classmethod
+    async def export(cls, image: Path, block_size: int, bitmap: str | None) -> NbdSource:
+        """Export a qcow2 image with a private qemu-nbd and open it."""
+        export = Qcow2Export(image, bitmap)
+        uri = await export.start()
+        try:
+            return cls(await NbdDisk.open(uri, bitmap), block_size, export)
+        except BaseException:
+            await export.stop()
+            raise
 
     async def read_block(self, index: int) -> bytes:
         offset = index * self.block_size
@@ -119,7 +138,11 @@ class NbdSource:
         return dirty
 
     async def close(self) -> None:
-        await self._disk.close()
+        try:
+            await self._disk.close()
+        finally:
+            if self._export is not None:
+                await self._export.stop()
 
 
 def is_nbd_uri(source: str) -> bool:

@@ -100,6 +100,25 @@ def test_commit_is_atomic_when_it_fails_midway(
     assert repo.restore_points() == [point]
 
 
+def test_commit_takes_the_id_the_session_chose(repo: Repository) -> None:
+    chosen = "20261127T010203Z-0badcafe"
+    crashed = repo.path / "restorepoints" / "j" / f".tmp-{chosen}"
+    crashed.mkdir(parents=True)  # an earlier attempt killed half-way through
+    (crashed / "restorepoint.json").write_text("{")
+    _stage(repo, "s1", "sda")
+    point = repo.commit_restore_point(
+        job="j", session_id="s1", disks=["sda"], parent=None, stats={}, restore_point_id=chosen
+    )
+    assert point.id == chosen
+    assert repo.restore_point(chosen) == point
+    assert not crashed.exists()
+    _stage(repo, "s2", "sda")
+    with pytest.raises(ConfigError, match="not a restore point id"):
+        repo.commit_restore_point(
+            job="j", session_id="s2", disks=["sda"], parent=None, stats={}, restore_point_id="x/y"
+        )
+
+
 def test_half_built_commit_directory_is_invisible(repo: Repository) -> None:
     crashed = repo.path / "restorepoints" / "j" / ".tmp-20261126T231500Z-1a2b3c4d"
     crashed.mkdir(parents=True)
