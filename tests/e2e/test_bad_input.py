@@ -91,7 +91,7 @@ def session_for(mesh: MeshProcesses, path: Path, timeout: float = 30) -> dict[st
     while time.monotonic() < deadline:
         sessions = mesh.api("GET", "/api/v1/sessions").json()
         for session in sessions:
-            if session["path"] == str(path):
+            if session["tasks"][0]["path"] == str(path):
                 return dict(session)
         time.sleep(0.1)
     raise AssertionError(f"no session for {path}")
@@ -101,7 +101,7 @@ def follow(mesh: MeshProcesses, session_id: str, timeout: float = 60) -> dict[st
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         session: dict[str, Any] = mesh.api("GET", f"/api/v1/sessions/{session_id}").json()
-        if session["state"] in ("success", "failed"):
+        if session["state"] in ("success", "warning", "failed"):
             return session
         time.sleep(0.2)
     raise AssertionError(f"session {session_id} did not end in {timeout} s")

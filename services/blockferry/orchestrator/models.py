@@ -5,11 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+Compression = Literal["none", "fast", "optimal", "high", "extreme"]
 
-SessionState = Literal["pending", "transferring", "committing", "success", "failed"]
+SessionState = Literal["pending", "transferring", "committing", "success", "warning", "failed"]
+"""``warning``: a backup committed the disks that succeeded while others failed."""
+ENDED = ("success", "warning", "failed")
+TaskState = Literal["pending", "transferring", "success", "failed"]
 
 
 class BackupRequest(BaseModel):
@@ -20,7 +24,7 @@ class BackupRequest(BaseModel):
     repository: str = Field("default", pattern=NAME)
     job: str = Field("default", pattern=NAME)
     disk: str = Field(pattern=NAME, description="The disk's stable name in the job.")
-    compression: Literal["none", "fast", "optimal", "high", "extreme"] = "optimal"
+    compression: Compression = "optimal"
     full: bool = Field(False, description="Read and send every block, even with a parent.")
     dirty_bitmap: str | None = Field(
         None,
@@ -47,30 +51,53 @@ class VerifyRequest(BaseModel):
     restore_point: str | None = None
 
 
+class SessionTask(BaseModel):
+    """One disk of a session: read by a source mover (backup) or written (restore)."""
+
+    disk: str = Field(description="The disk's stable name in the job.")
+    path: str = Field(description="Backup: what is read. Restore: where it is written.")
+    state: TaskState = "pending"
+    attempt: int = Field(0, description="Offers of the task to the movers so far, minus one.")
+    parent: str | None = Field(None, description="The restore point an incremental builds on.")
+    tracking: str = Field(
+        "",
+        description="How changes were found: full, changed-ranges, dirty-bitmap or digest-compare.",
+    )
+    warnings: list[str] = Field(default_factory=list)
+    error: str = ""
+    blocks_total: int = 0
+    blocks_done: int = 0
+    counters: dict[str, int] = Field(default_factory=dict)
+
+
 class Session(BaseModel):
+    """One run of a job (or an ad-hoc backup or restore): its disks run as parallel tasks,
+    and a backup commits the disks that succeeded as one restore point."""
+
     id: str
     kind: Literal["backup", "restore"]
     state: SessionState = "pending"
     repository: str
     job: str
-    disk: str
-    path: str
     created: datetime
     finished: datetime | None = None
     seconds: float = 0.0
     restore_point: str | None = None
-    parent: str | None = Field(None, description="The restore point an incremental builds on.")
-    tracking: str = Field(
-        "", description="How changes were found: full, changed-ranges, digest-compare."
-    )
     warnings: list[str] = Field(default_factory=list)
     error: str = ""
-    attempt: int = 0
-    blocks_total: int = 0
-    blocks_done: int = 0
-    counters: dict[str, int] = Field(default_factory=dict)
+    tasks: list[SessionTask] = Field(default_factory=list)
     result: dict[str, Any] = Field(default_factory=dict)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def blocks_total(self) -> int:
+        return sum(task.blocks_total for task in self.tasks)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def blocks_done(self) -> int:
+        return sum(task.blocks_done for task in self.tasks)
 
     @property
     def ended(self) -> bool:
-        return self.state in ("success", "failed")
+        return self.state in ENDED

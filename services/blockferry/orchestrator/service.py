@@ -1,30 +1,40 @@
-"""The orchestrator role (minimal): accepts backup, restore and verify requests over
-HTTP, publishes leased disk tasks, offers a task again when its lease expires,
-commands the restore point's commit and reports each session's result."""
+"""The orchestrator role: jobs, sessions and the REST API. It publishes leased disk
+tasks, offers a task again when its lease expires, commands the restore point's commit
+and reports each session's result; repository work goes to the repository's owner."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import uuid
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
-from prometheus_client import CollectorRegistry, Counter
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response
+from prometheus_client import CollectorRegistry
 
 from blockferry import api_token
 from blockferry.core.errors import SessionError
 from blockferry.mesh import Mesh, RepositoryDirectory
 from blockferry.orchestrator.auth import bearer_token
-from blockferry.orchestrator.models import BackupRequest, RestoreRequest, Session, VerifyRequest
+from blockferry.orchestrator.job_store import JobConflict, JobStore
+from blockferry.orchestrator.jobs import Job, JobView
+from blockferry.orchestrator.models import (
+    NAME,
+    BackupRequest,
+    RestoreRequest,
+    Session,
+    SessionTask,
+    VerifyRequest,
+)
+from blockferry.orchestrator.sessions import Sessions
 from blockferry.orchestrator.settings import OrchestratorSettings
-from blockferry.repository.ids import new_restore_point_id
+from blockferry.repository.ids import utc_now
 from blockferry.transport.mailbox import Mailbox, next_record, reply_result
 
 log = logging.getLogger(__name__)
+
+JobName = Annotated[str, Query(pattern=NAME)]
 
 
 class Orchestrator:
@@ -38,40 +48,35 @@ class Orchestrator:
         )
         self._mesh = Mesh(settings, self.name)
         self._directory = RepositoryDirectory(self._mesh)
+        self._jobs = JobStore(self._mesh, self._config.jobs_file)
         self._progress = self._mesh.mailbox("progress", self._mesh.topics.task_progress, "task_id")
+        self._sessions = Sessions(
+            self._mesh, self._config, self._progress, self._session_command, registry
+        )
         self._replies: dict[str, Mailbox] = {}
         self._replies_lock = asyncio.Lock()
-        self._sessions: dict[str, Session] = {}
-        self._changed: dict[str, asyncio.Event] = {}
-        """Set (and replaced) whenever a session changes, for long-polling clients."""
         self._group: asyncio.TaskGroup | None = None
-        self._sessions_total = Counter(
-            "blockferry_orchestrator_sessions_total",
-            "Sessions ended, by kind and result.",
-            ["kind", "result"],
-            registry=registry,
-        )
-        for kind in ("backup", "restore"):
-            for result in ("success", "failed"):
-                self._sessions_total.labels(kind, result)
         self.ready = False
 
     async def start(self) -> None:
         await self._mesh.start()
         await self._directory.start()
         await self._progress.start()
+        await self._jobs.start()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
             self._group = group
             group.create_task(self._directory.run())
             group.create_task(self._progress.run())
+            group.create_task(self._jobs.run())
             self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
         for mailbox in self._replies.values():
             await mailbox.stop()
+        await self._jobs.stop()
         await self._progress.stop()
         await self._directory.stop()
         await self._mesh.stop()
@@ -87,23 +92,15 @@ class Orchestrator:
 
         @api.post("/backups", status_code=202)
         async def backup(request: BackupRequest) -> Session:
+            """Back up one disk, outside any job's definition."""
             await self._known_repository(request.repository)
-            parent = None
+            task = SessionTask(disk=request.disk, path=request.source)
             if not request.full:
-                latest = await self._command(
-                    request.repository,
-                    "latest-restore-point",
-                    {"job": request.job, "disk": request.disk},
-                )
-                parent = latest["restore_point"]
-            session = self._new_session(
-                "backup", request.repository, request.job, request.disk, request.source
-            )
-            session.parent = parent
+                task.parent = await self._latest(request.repository, request.job, request.disk)
+            session = self._sessions.new("backup", request.repository, request.job, [task])
             ranges = "" if request.changed_ranges is None else json.dumps(request.changed_ranges)
-            self._spawn(
-                self._backup(session, request.compression, ranges, request.dirty_bitmap or "")
-            )
+            bitmaps = {request.disk: request.dirty_bitmap} if request.dirty_bitmap else {}
+            self._spawn(self._sessions.backup(session, request.compression, ranges, bitmaps))
             return session
 
         @api.post("/restores", status_code=202)
@@ -116,11 +113,9 @@ class Orchestrator:
             disk = request.disk or (disks[0] if len(disks) == 1 else None)
             if disk is None or disk not in disks:
                 raise HTTPException(422, f"name one disk of the restore point: {', '.join(disks)}")
-            session = self._new_session(
-                "restore", request.repository, rp["job"], disk, request.destination
-            )
-            session.restore_point = request.restore_point
-            self._spawn(self._restore(session, request.force))
+            task = SessionTask(disk=disk, path=request.destination)
+            session = self._sessions.new("restore", request.repository, rp["job"], [task])
+            self._spawn(self._sessions.restore(session, request.restore_point, request.force))
             return session
 
         @api.post("/verify")
@@ -132,8 +127,8 @@ class Orchestrator:
             )
 
         @api.get("/sessions")
-        async def sessions() -> list[Session]:
-            return sorted(self._sessions.values(), key=lambda s: s.created)
+        async def sessions(job: JobName | None = None) -> list[Session]:
+            return [s for s in self._sessions.all() if job is None or s.job == job]
 
         @api.get("/sessions/{session_id}")
         async def session(
@@ -145,10 +140,7 @@ class Orchestrator:
             found = self._sessions.get(session_id)
             if found is None:
                 raise HTTPException(404, f"no session {session_id}")
-            if wait_s and not found.ended:
-                changed = self._changed.setdefault(session_id, asyncio.Event())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), wait_s)
+            await self._sessions.wait_for_change(found, wait_s)
             return found
 
         @api.get("/restore-points")
@@ -160,7 +152,80 @@ class Orchestrator:
             points: list[dict[str, Any]] = result["restore_points"]
             return points
 
+        self._job_routes(api)
         app.include_router(api)
+
+    def _job_routes(self, api: APIRouter) -> None:
+        @api.get("/jobs")
+        async def jobs() -> list[JobView]:
+            return [self._view(job, origin) for job, origin in self._jobs.all()]
+
+        @api.get("/jobs/{name}")
+        async def job(name: str) -> JobView:
+            return self._view(*self._job(name))
+
+        @api.post("/jobs", status_code=201)
+        async def create_job(definition: Job) -> JobView:
+            await self._write_job(definition, create=True)
+            return self._view(definition, "api")
+
+        @api.put("/jobs/{name}")
+        async def replace_job(name: str, definition: Job) -> JobView:
+            if definition.name != name:
+                raise HTTPException(422, f"the job's name {definition.name!r} is not {name!r}")
+            await self._write_job(definition, create=False)
+            return self._view(definition, "api")
+
+        @api.delete("/jobs/{name}", status_code=204)
+        async def delete_job(name: str) -> Response:
+            try:
+                deleted = await self._jobs.delete(name)
+            except JobConflict as exc:
+                raise HTTPException(409, str(exc)) from exc
+            if not deleted:
+                raise HTTPException(404, f"no job {name}")
+            return Response(status_code=204)
+
+        @api.post("/jobs/{name}/start", status_code=202)
+        async def start_job(name: str, full: bool = False) -> Session:
+            """Run a job now: one session, its disks side by side, one restore point."""
+            definition, _ = self._job(name)
+            return await self._start_job(definition, full)
+
+    def _job(self, name: str) -> tuple[Job, str]:
+        found = self._jobs.get(name)
+        if found is None:
+            raise HTTPException(404, f"no job {name}")
+        return found
+
+    def _view(self, job: Job, origin: str) -> JobView:
+        running = self._sessions.running(job.repository, job.name)
+        next_run = job.schedule.next_run(utc_now()) if job.schedule and job.enabled else None
+        return JobView(
+            job=job, origin=origin, next_run=next_run, running=running.id if running else None
+        )
+
+    async def _write_job(self, job: Job, create: bool) -> None:
+        try:
+            await self._jobs.put(job, create)
+        except JobConflict as exc:
+            raise HTTPException(409, str(exc)) from exc
+
+    async def _start_job(self, job: Job, full: bool) -> Session:
+        running = self._sessions.running(job.repository, job.name)
+        if running is not None:
+            raise HTTPException(409, f"job {job.name} is running already (session {running.id})")
+        await self._known_repository(job.repository)
+        tasks = []
+        for disk_name, disk in job.disks():
+            parent = None if full else await self._latest(job.repository, job.name, disk_name)
+            tasks.append(SessionTask(disk=disk_name, path=disk.source, parent=parent))
+        session = self._sessions.new("backup", job.repository, job.name, tasks)
+        bitmaps = {name: disk.dirty_bitmap for name, disk in job.disks() if disk.dirty_bitmap}
+        self._spawn(self._sessions.backup(session, job.compression, dirty_bitmaps=bitmaps))
+        return session
+
+    # -- repositories -------------------------------------------------------------
 
     async def _known_repository(self, name: str) -> dict[str, Any]:
         info = await self._directory.get(name, timeout=5.0)
@@ -168,145 +233,24 @@ class Orchestrator:
             raise HTTPException(404, f"repository {name!r} is not served by any target mover")
         return info
 
-    # -- sessions ---------------------------------------------------------------
-
-    def _new_session(
-        self, kind: Literal["backup", "restore"], repo: str, job: str, disk: str, path: str
-    ) -> Session:
-        session = Session(
-            id=uuid.uuid4().hex,
-            kind=kind,
-            repository=repo,
-            job=job,
-            disk=disk,
-            path=path,
-            created=datetime.now(UTC),
-        )
-        self._sessions[session.id] = session
-        return session
-
-    def _notify(self, session: Session) -> None:
-        changed = self._changed.pop(session.id, None)
-        if changed is not None:
-            changed.set()
+    async def _latest(self, repository: str, job: str, disk: str) -> str | None:
+        """The newest restore point of ``job`` with ``disk``: the parent of its next backup."""
+        latest = await self._command(repository, "latest-restore-point", {"job": job, "disk": disk})
+        parent: str | None = latest["restore_point"]
+        return parent
 
     def _spawn(self, coroutine: Any) -> None:
         assert self._group is not None
         self._group.create_task(coroutine)
 
-    async def _backup(
-        self, session: Session, compression: str, changed_ranges: str, dirty_bitmap: str
-    ) -> None:
-        # chosen now, so a dirty bitmap added before the disk is read can carry it
-        restore_point = new_restore_point_id(session.created)
-
-        async def commit() -> None:
-            session.state = "committing"
-            rp = await self._command(
-                session.repository,
-                "commit",
-                {
-                    "restore_point": restore_point,
-                    "session_id": session.id,
-                    "job": session.job,
-                    "disks": [session.disk],
-                    "parent": session.parent,
-                    "stats": {session.disk: {**session.counters, "tracking": session.tracking}},
-                },
-            )
-            session.restore_point = rp["id"]
-            session.result = rp
-
-        await self._run_session(
-            session,
-            {
-                "compression": compression,
-                "restore_point": restore_point,
-                "parent": session.parent,
-                "changed_ranges": changed_ranges,
-                "dirty_bitmap": dirty_bitmap,
-            },
-            commit,
-        )
-
-    async def _restore(self, session: Session, force: bool) -> None:
-        await self._run_session(
-            session, {"restore_point": session.restore_point, "force": force}, None
-        )
-
-    async def _run_session(self, session: Session, extra: dict[str, Any], then: Any) -> None:
-        started = asyncio.get_running_loop().time()
+    async def _session_command(
+        self, repo: str, name: str, arguments: dict[str, Any]
+    ) -> dict[str, Any]:
+        """:meth:`_command` for sessions, whose failures are SessionErrors."""
         try:
-            await self._run_task(session, extra)
-            if then is not None:
-                await then()
-            session.state = "success"
-        except Exception as exc:  # a session's failure is its result; others go on
-            if not isinstance(exc, SessionError | TimeoutError | HTTPException):
-                log.exception("session %s", session.id)
-            session.state = "failed"
-            session.error = getattr(exc, "detail", None) or str(exc) or type(exc).__name__
-            log.error(
-                "session %s (%s of %s) failed: %s",
-                session.id,
-                session.kind,
-                session.disk,
-                session.error,
-            )
-        finally:
-            session.finished = datetime.now(UTC)
-            session.seconds = asyncio.get_running_loop().time() - started
-            self._sessions_total.labels(session.kind, session.state).inc()
-            self._notify(session)
-
-    async def _run_task(self, session: Session, extra: dict[str, Any]) -> None:
-        """Publish the session's disk task and follow it, offering it again when its lease
-        expires; raises SessionError when it fails or runs out of attempts."""
-        task_id = f"{session.id}/{session.disk}"
-        queue = self._progress.open(task_id)
-        session.state = "transferring"
-        try:
-            for attempt in range(self._config.max_attempts):
-                session.attempt = attempt
-                await self._mesh.producer.send_and_wait(
-                    self._mesh.topics.tasks,
-                    "Task",
-                    {
-                        "task_id": task_id,
-                        "session_id": session.id,
-                        "kind": session.kind,
-                        "attempt": attempt,
-                        "repository": session.repository,
-                        "job": session.job,
-                        "disk": session.disk,
-                        "path": session.path,
-                        "lease_seconds": self._config.lease_seconds,
-                        **extra,
-                    },
-                    key=task_id,
-                )
-                while True:
-                    try:
-                        record = await next_record(queue, self._config.lease_seconds, task_id)
-                    except TimeoutError:
-                        log.warning("task %s: lease expired; offering it again", task_id)
-                        break
-                    progress = record.fields
-                    session.blocks_total = progress["blocks_total"]
-                    session.blocks_done = progress["blocks_done"]
-                    session.counters = progress["counters"]
-                    self._notify(session)
-                    if progress["state"] == "done":
-                        session.tracking = progress["tracking"]
-                        session.warnings = progress["warnings"]
-                        return
-                    if progress["state"] == "failed":
-                        raise SessionError(progress["message"])
-            raise SessionError(
-                f"task {task_id}: no mover finished it in {self._config.max_attempts} attempts"
-            )
-        finally:
-            self._progress.close(task_id)
+            return await self._command(repo, name, arguments)
+        except HTTPException as exc:
+            raise SessionError(str(exc.detail)) from exc
 
     async def _command(
         self, repo: str, name: str, arguments: dict[str, Any], timeout: float | None = None

@@ -24,6 +24,11 @@ class OrchestratorConfig(BaseModel):
         " on first start.",
     )
     verify_timeout_s: float = Field(3600.0, gt=0, description="How long a verify may take.")
+    jobs_file: Path | None = Field(
+        None,
+        description="YAML file of job definitions ({jobs: [...]}); read at start, and"
+        " read-only through the API. Jobs can also be defined through the API.",
+    )
 
 
 class OrchestratorSettings(CommonSettings):

@@ -4,7 +4,8 @@ Per repository: ``<p>.<repo>.chunks`` (key = digest; its partition count is the
 repository's shard count), ``.extents``, ``.index`` (compacted), ``.lookups``,
 ``.commands``, ``.replies``, ``.restore``. A digest's shard is the same partition
 number in chunks, index and lookups (``kafka.shard_of``). Shared: ``<p>.tasks``,
-``<p>.task-progress``, ``<p>.repositories`` (compacted), ``<p>.dead-letter``.
+``<p>.task-progress``, ``<p>.repositories`` and ``<p>.jobs`` (compacted),
+``<p>.dead-letter``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class Topics:
         return f"{self.prefix}.repositories"
 
     @property
+    def jobs(self) -> str:
+        return f"{self.prefix}.jobs"
+
+    @property
     def dead_letter(self) -> str:
         return f"{self.prefix}.dead-letter"
 
@@ -84,6 +89,7 @@ class Topics:
             TopicSpec(self.tasks, partitions),
             TopicSpec(self.task_progress, partitions),
             TopicSpec(self.repositories, 1, {"cleanup.policy": "compact"}),
+            TopicSpec(self.jobs, 1, {"cleanup.policy": "compact"}),
             TopicSpec(self.dead_letter, 1, {"max.message.bytes": str(MAX_RECORD_BYTES)}),
         ]
 

@@ -96,6 +96,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "data": b"x",
     },
     "RestoreEnd": {"session_id": "s", "blocks_sent": 3, "error": ""},
+    "JobDefinition": {"name": "web", "definition": '{"name": "web"}', "updated": "2026-11-27"},
     "RepositoryInfo": {
         "name": "r",
         "repository_id": "i",

@@ -1,0 +1,37 @@
+"""The one entry point: ``blockferry run ROLE…|all``, ``config``, ``repo …``, ``backup``,
+``restore``, ``verify``, ``restore-points``, ``jobs``, ``sessions``. Commands other than
+``run``, ``config`` and ``repo`` talk to the orchestrator's REST API; ``repo`` works on a
+repository path directly, with no Kafka."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+
+@click.group()
+@click.option(
+    "--log-level",
+    default=lambda: os.environ.get("BLOCKFERRY_LOG_LEVEL", "INFO"),
+    show_default="INFO",
+    help="Logging level.",
+)
+def main(log_level: str) -> None:
+    """blockferry: block-level backup of virtual machines and volumes over Kafka."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("aiokafka", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# the commands register themselves on ``main``
+from blockferry.cli import jobs as jobs  # noqa: E402
+from blockferry.cli import repo as repo  # noqa: E402
+from blockferry.cli import roles as roles  # noqa: E402
+from blockferry.cli import transfers as transfers  # noqa: E402

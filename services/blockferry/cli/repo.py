@@ -1,0 +1,169 @@
+"""``repo``: work on a repository path directly, with no Kafka."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from blockferry.cli import main
+from blockferry.cli.client import destination_option
+from blockferry.cli.output import console, emit, fail
+from blockferry.core.blocks import BLOCK_SIZES, DEFAULT_BLOCK_SIZE
+from blockferry.core.errors import BlockferryError
+
+
+@main.group()
+def repo() -> None:
+    """Work on a repository path directly (creation, checks, disaster recovery)."""
+
+
+@repo.command("init")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--block-size",
+    type=click.Choice([str(s // 1024) for s in BLOCK_SIZES]),
+    default=str(DEFAULT_BLOCK_SIZE // 1024),
+    show_default=True,
+    help="Block size in KiB, fixed for the repository's life.",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(1, 256),
+    default=8,
+    show_default=True,
+    help="Shard count: partitions of the chunk topic.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def repo_init(path: Path, block_size: str, shards: int, as_json: bool) -> None:
+    """Create a repository at PATH."""
+    from blockferry.repository import Repository
+
+    try:
+        created = Repository.init(path, block_size=int(block_size) * 1024, shard_count=shards)
+    except BlockferryError as exc:
+        fail(str(exc))
+    config = created.config
+    emit(
+        as_json,
+        {
+            "path": str(path),
+            "id": config.id,
+            "block_size": config.block_size,
+            "shard_count": config.shard_count,
+        },
+        f"created repository {config.id} at {path} (block size {config.block_size // 1024} KiB,"
+        f" {config.shard_count} shards)",
+    )
+
+
+@repo.command("check")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--read-data", is_flag=True, help="Also read and verify every chunk.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def repo_check(path: Path, read_data: bool, as_json: bool) -> None:
+    """Check a repository's consistency."""
+    from blockferry.repository import Repository, check, verify
+
+    try:
+        opened = Repository.open(path)
+        report = verify(opened) if read_data else check(opened)
+    except BlockferryError as exc:
+        fail(str(exc))
+    document = report.to_dict()
+    emit(as_json, document, report.summary())
+    if not report.ok:
+        sys.exit(1)
+
+
+@repo.command("rebuild-index")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def repo_rebuild_index(path: Path, as_json: bool) -> None:
+    """Rebuild the pack index from the packs alone."""
+    from blockferry.repository import Repository
+
+    try:
+        packs = Repository.open(path).rebuild_index()
+    except BlockferryError as exc:
+        fail(str(exc))
+    emit(as_json, {"packs": packs}, f"rebuilt the index from {packs} packs")
+
+
+@repo.command("restore")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("restore_point")
+@destination_option
+@click.option("--disk", help="The disk to restore, when the restore point has several.")
+@click.option("--force", is_flag=True, help="Replace an existing destination file.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def repo_restore(
+    path: Path, restore_point: str, destination: Path, disk: str | None, force: bool, as_json: bool
+) -> None:
+    """Restore a disk straight from the repository at PATH, with no Kafka."""
+    from blockferry.repository import Repository, restore_disk
+
+    started = time.monotonic()
+    try:
+        opened = Repository.open(path)
+        rp = opened.restore_point(restore_point)
+        disks = [d.name for d in rp.disks]
+        name = disk or (disks[0] if len(disks) == 1 else None)
+        if name is None:
+            fail(f"name one disk with --disk: {', '.join(disks)}")
+        size = next(d.size for d in rp.disks if d.name == name)
+        with _progress(as_json, f"restoring {name}", size) as advance:
+            result = restore_disk(
+                opened, restore_point, name, destination, force=force, progress=advance
+            )
+    except BlockferryError as exc:
+        fail(str(exc))
+    seconds = time.monotonic() - started
+    emit(
+        as_json,
+        {
+            "restore_point": restore_point,
+            "disk": name,
+            "destination": str(destination),
+            "bytes_written": result.bytes_written,
+            "seconds": round(seconds, 3),
+        },
+        f"restored {name} of {restore_point} to {destination}: {result.bytes_written} bytes"
+        f" in {seconds:.1f} s",
+    )
+
+
+class _progress:
+    """A progress bar on stderr (none with --json); the callable takes bytes done."""
+
+    def __init__(self, quiet: bool, what: str, total: int) -> None:
+        self._bar = (
+            None
+            if quiet
+            else Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=console,
+                transient=True,
+            )
+        )
+        self._what = what
+        self._total = total
+
+    def __enter__(self) -> Any:
+        if self._bar is None:
+            return lambda done: None
+        self._bar.start()
+        task = self._bar.add_task(self._what, total=self._total)
+        bar = self._bar
+        return lambda done: bar.update(task, advance=done)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()

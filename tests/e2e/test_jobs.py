@@ -1,0 +1,131 @@
+"""Jobs from a YAML file and from the REST API, run as sessions whose disks move side by
+side and commit as one restore point."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.e2e.harness import MeshProcesses, make_disk
+
+pytestmark = pytest.mark.e2e
+
+
+def job(name: str, vms: dict[str, dict[str, Path]], **more: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "vms": [
+            {"name": vm, "disks": [{"name": d, "source": str(p)} for d, p in disks.items()]}
+            for vm, disks in vms.items()
+        ],
+        **more,
+    }
+
+
+def restored(mesh: MeshProcesses, restore_point: str, disk: str, to: Path) -> bytes:
+    mesh.cli_json("restore", restore_point, "--disk", disk, "--to", str(to))
+    return to.read_bytes()
+
+
+def test_a_job_from_the_jobs_file_backs_up_every_disk_into_one_restore_point(
+    mesh_processes: MeshProcesses, tmp_path: Path
+) -> None:
+    mesh = mesh_processes
+    web_sda = make_disk(tmp_path / "web-sda.img", 6, seed=1)
+    web_sdb = make_disk(tmp_path / "web-sdb.img", 3, seed=2)
+    db_sda = make_disk(tmp_path / "db-sda.img", 4, seed=3)
+    jobs_file = tmp_path / "jobs.yaml"
+    fleet = job(
+        "fleet",
+        {"web": {"sda": web_sda, "sdb": web_sdb}, "db": {"sda": db_sda}},
+        schedule={"cron": "30 1 * * *", "timezone": "Europe/Berlin"},
+        retention={"keep_last": 3},
+    )
+    jobs_file.write_text(yaml.safe_dump({"jobs": [fleet]}))
+    mesh.env["BLOCKFERRY_ORCHESTRATOR__JOBS_FILE"] = str(jobs_file)
+    mesh.up(shards=2)
+
+    (listed,) = mesh.cli_json("jobs", "list")["jobs"]
+    assert (listed["job"]["name"], listed["origin"]) == ("fleet", "file")
+    assert listed["next_run"].endswith("+01:00"), "the next run, in the job's time zone"
+
+    first = mesh.cli_json("jobs", "start", "fleet", "--wait")
+    assert first["state"] == "success", first
+    disks = {task["disk"]: task for task in first["tasks"]}
+    assert sorted(disks) == ["db.sda", "web.sda", "web.sdb"]
+    assert all(task["parent"] is None for task in first["tasks"])
+    points = mesh.cli_json("restore-points", "--job", "fleet")["restore_points"]
+    assert [p["id"] for p in points] == [first["restore_point"]]
+    assert sorted(d["name"] for d in points[0]["disks"]) == sorted(disks)
+
+    with open(web_sdb, "r+b") as f:  # the second run finds this change by digest
+        f.seek(1024 * 1024)
+        f.write(b"\xaa" * 4096)
+    second = mesh.cli_json("jobs", "start", "fleet", "--wait")
+    assert second["state"] == "success", second
+    tasks = {task["disk"]: task for task in second["tasks"]}
+    assert {t["parent"] for t in tasks.values()} == {first["restore_point"]}
+    assert tasks["web.sdb"]["counters"]["blocks_sent"] == 1, tasks["web.sdb"]
+    assert tasks["web.sda"]["counters"]["blocks_sent"] == 0
+
+    rp = second["restore_point"]
+    for disk, source in (("web.sda", web_sda), ("web.sdb", web_sdb), ("db.sda", db_sda)):
+        assert restored(mesh, rp, disk, tmp_path / f"{disk}.out") == source.read_bytes(), disk
+
+    # the file's jobs are read-only through the API
+    conflict = mesh.api("PUT", "/api/v1/jobs/fleet", json=fleet)
+    assert conflict.status_code == 409
+    assert "jobs file" in conflict.json()["detail"]
+
+
+def test_api_jobs_are_validated_kept_across_restarts_and_a_failed_disk_is_a_warning(
+    mesh_processes: MeshProcesses, tmp_path: Path
+) -> None:
+    mesh = mesh_processes
+    mesh.up(shards=2)
+    good = make_disk(tmp_path / "good.img", 3, seed=5)
+    nightly = job("nightly", {"vm1": {"root": good, "data": tmp_path / "missing.img"}})
+
+    bad = job("bad", {"vm1": {"root": good, "ROOT/x": good}}, schedule={"cron": "61 * * * *"})
+    bad["vms"][0]["surprise"] = 1
+    rejected = mesh.api("POST", "/api/v1/jobs", json=bad)
+    assert rejected.status_code == 422
+    where = {".".join(str(p) for p in e["loc"]): e["msg"] for e in rejected.json()["detail"]}
+    assert "body.vms.0.disks.1.name" in where, where
+    assert "body.vms.0.surprise" in where, where
+    assert "not a cron expression" in where["body.schedule.cron"], where
+
+    anonymous = httpx.post(f"{mesh.env['BLOCKFERRY_API_URL']}/api/v1/jobs", json=nightly)
+    assert anonymous.status_code == 401
+
+    assert mesh.api("POST", "/api/v1/jobs", json=nightly).status_code == 201
+    assert mesh.api("POST", "/api/v1/jobs", json=nightly).status_code == 409
+
+    mesh.kill("orchestrator", signal.SIGKILL)
+    mesh.start("orchestrator")
+    kept = mesh.api("GET", "/api/v1/jobs/nightly")
+    assert kept.status_code == 200, kept.text
+    assert kept.json()["origin"] == "api"
+
+    session = mesh.cli("jobs", "start", "nightly", "--wait", "--json")
+    document = json.loads(session.stdout)
+    assert document["state"] == "warning", document
+    tasks = {t["disk"]: t for t in document["tasks"]}
+    assert tasks["vm1.root"]["state"] == "success"
+    assert tasks["vm1.data"]["state"] == "failed"
+    assert "missing.img" in tasks["vm1.data"]["error"]
+    assert "1 of 2 disks failed" in document["warnings"][0]
+    rp = document["restore_point"]
+    assert restored(mesh, rp, "vm1.root", tmp_path / "root.out") == good.read_bytes()
+
+    assert mesh.api("DELETE", "/api/v1/jobs/nightly").status_code == 204
+    assert mesh.api("GET", "/api/v1/jobs/nightly").status_code == 404
+    mesh.kill("orchestrator", signal.SIGKILL)
+    mesh.start("orchestrator")
+    assert mesh.api("GET", "/api/v1/jobs/nightly").status_code == 404, "the delete is kept"
