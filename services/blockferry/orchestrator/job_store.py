@@ -41,12 +41,8 @@ class JobStore:
             log.info("%d jobs from %s", len(self._from_file), self._jobs_file)
         await self._consumer.start()
         await self._consumer.assign_all_from_start(self._topic)
-        consumer = self._consumer.consumer
-        partitions = list(consumer.assignment())
-        ends = await consumer.end_offsets(partitions)
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            for record in await self._consumer.poll(timeout_ms=200, max_records=500):
-                self._apply(record)
+        for record in await self._consumer.read_to_end():
+            self._apply(record)
 
     async def stop(self) -> None:
         await self._consumer.stop()

@@ -55,6 +55,7 @@ class Orchestrator:
         )
         self._replies: dict[str, Mailbox] = {}
         self._replies_lock = asyncio.Lock()
+        self._unfinished: list[Session] = []
         self._group: asyncio.TaskGroup | None = None
         self.ready = False
 
@@ -63,6 +64,7 @@ class Orchestrator:
         await self._directory.start()
         await self._progress.start()
         await self._jobs.start()
+        self._unfinished = await self._sessions.load()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -70,6 +72,9 @@ class Orchestrator:
             group.create_task(self._directory.run())
             group.create_task(self._progress.run())
             group.create_task(self._jobs.run())
+            for session in self._unfinished:
+                log.info("carrying on %s session %s of %s", session.kind, session.id, session.job)
+                group.create_task(self._sessions.carry_on(session))
             self.ready = True
 
     async def stop(self) -> None:

@@ -1,10 +1,19 @@
 """Running sessions: each disk a leased task on the source movers, side by side; a
-backup then commits the disks that succeeded as one restore point."""
+backup then commits the disks that succeeded as one restore point.
+
+Every transition of a session or of one of its disks is appended to the session-events
+topic, and the session's current state (with what is needed to carry it on) is written
+to the compacted sessions topic. An orchestrator that starts reads the sessions topic
+and carries on every session that had not ended: a disk whose mover may still be at
+work is followed first, and offered again only when its lease expires; a session that
+was committing commits again (a commit is idempotent per session).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,12 +21,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter
+from pydantic import ValidationError
 
-from blockferry.core.errors import SessionError
+from blockferry.core.errors import BlockferryError, SessionError
 from blockferry.mesh import Mesh
 from blockferry.orchestrator.models import ENDED, Session, SessionTask
 from blockferry.orchestrator.settings import OrchestratorConfig
-from blockferry.repository.ids import new_restore_point_id
+from blockferry.repository.ids import format_time, new_restore_point_id
 from blockferry.transport.mailbox import Mailbox, next_record
 
 log = logging.getLogger(__name__)
@@ -27,7 +37,7 @@ CommandSender = Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class Sessions:
-    """The sessions of this orchestrator, and the running of them."""
+    """The sessions of the mesh, and the running of them."""
 
     def __init__(
         self,
@@ -42,6 +52,8 @@ class Sessions:
         self._progress = progress
         self._command = command
         self._sessions: dict[str, Session] = {}
+        self._plans: dict[str, dict[str, Any]] = {}
+        """Per session, what running it needs beyond the session itself."""
         self._changed: dict[str, asyncio.Event] = {}
         """Set (and replaced) whenever a session changes, for long-polling clients."""
         self._ended = Counter(
@@ -53,6 +65,28 @@ class Sessions:
         for kind in ("backup", "restore"):
             for result in ENDED:
                 self._ended.labels(kind, result)
+
+    async def load(self) -> list[Session]:
+        """Read every session from the sessions topic; return those that had not ended."""
+        consumer = self._mesh.consumer("sessions")
+        await consumer.start()
+        try:
+            await consumer.assign_all_from_start(self._mesh.topics.sessions)
+            for record in await consumer.read_to_end():
+                if record.name == "SessionRecord":
+                    self._load(record.fields)
+        finally:
+            await consumer.stop()
+        return [s for s in self.all() if not s.ended]
+
+    def _load(self, fields: dict[str, Any]) -> None:
+        try:
+            session = Session.model_validate_json(fields["session"])
+            self._plans[session.id] = json.loads(fields["plan"])
+        except (ValidationError, ValueError) as exc:
+            log.error("session %s on the sessions topic is not valid here: %s", fields, exc)
+            return
+        self._sessions[session.id] = session
 
     def new(
         self,
@@ -92,6 +126,38 @@ class Sessions:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), seconds)
 
+    async def _changed_state(
+        self, session: Session, task: SessionTask | None = None, message: str = ""
+    ) -> None:
+        """A transition: append it to the history, write the session's state."""
+        self._notify(session)
+        await self._mesh.producer.send_and_wait(
+            self._mesh.topics.session_events,
+            "SessionEvent",
+            {
+                "session_id": session.id,
+                "at": format_time(datetime.now(UTC)),
+                "job": session.job,
+                "disk": task.disk if task else "",
+                "state": task.state if task else session.state,
+                "message": message,
+            },
+            key=session.id,
+        )
+        await self._write(session)
+
+    async def _write(self, session: Session) -> None:
+        await self._mesh.producer.send_and_wait(
+            self._mesh.topics.sessions,
+            "SessionRecord",
+            {
+                "session_id": session.id,
+                "session": session.model_dump_json(),
+                "plan": json.dumps(self._plans.get(session.id, {})),
+            },
+            key=session.id,
+        )
+
     def _notify(self, session: Session) -> None:
         changed = self._changed.pop(session.id, None)
         if changed is not None:
@@ -112,57 +178,66 @@ class Sessions:
             changed_ranges: a changed-ranges map (JSON) for a session of one disk.
             dirty_bitmaps: disk -> the NBD dirty bitmap to read it by.
         """
-        # chosen now, so a dirty bitmap added before a disk is read can carry it
-        restore_point = new_restore_point_id(session.created)
-
-        async def run() -> None:
-            await self._run_tasks(
-                session,
-                lambda task: {
-                    "compression": compression,
-                    "restore_point": restore_point,
-                    "parent": task.parent,
-                    "changed_ranges": changed_ranges,
-                    "dirty_bitmap": (dirty_bitmaps or {}).get(task.disk, ""),
-                },
-            )
-            stored = [task for task in session.tasks if task.state == "success"]
-            session.state = "committing"
-            self._notify(session)
-            parents = sorted(task.parent for task in stored if task.parent)
-            rp = await self._command(
-                session.repository,
-                "commit",
-                {
-                    "restore_point": restore_point,
-                    "session_id": session.id,
-                    "job": session.job,
-                    "disks": [task.disk for task in stored],
-                    "parent": parents[-1] if parents else None,
-                    "stats": {
-                        t.disk: {**t.counters, "tracking": t.tracking, "parent": t.parent}
-                        for t in stored
-                    },
-                },
-            )
-            session.restore_point = rp["id"]
-            session.result = rp
-
-        await self._run(session, run)
+        self._plans[session.id] = {
+            # chosen now, so a dirty bitmap added before a disk is read can carry it
+            "restore_point": new_restore_point_id(session.created),
+            "compression": compression,
+            "changed_ranges": changed_ranges,
+            "dirty_bitmaps": dirty_bitmaps or {},
+        }
+        await self.carry_on(session)
 
     async def restore(self, session: Session, restore_point: str, force: bool) -> None:
         session.restore_point = restore_point
+        self._plans[session.id] = {"restore_point": restore_point, "force": force}
+        await self.carry_on(session)
 
-        async def run() -> None:
+    async def carry_on(self, session: Session) -> None:
+        """Run ``session`` from the state it is in until it ends."""
+        plan = self._plans[session.id]
+        if session.kind == "restore":
+            await self._run(session, lambda: self._run_tasks(session, lambda task: plan))
+        else:
+            await self._run(session, lambda: self._run_backup(session, plan))
+
+    async def _run_backup(self, session: Session, plan: dict[str, Any]) -> None:
+        if session.state != "committing":
             await self._run_tasks(
-                session, lambda task: {"restore_point": restore_point, "force": force}
+                session,
+                lambda task: {
+                    "compression": plan["compression"],
+                    "restore_point": plan["restore_point"],
+                    "parent": task.parent,
+                    "changed_ranges": plan["changed_ranges"],
+                    "dirty_bitmap": plan["dirty_bitmaps"].get(task.disk, ""),
+                },
             )
-
-        await self._run(session, run)
+            session.state = "committing"
+            await self._changed_state(session)
+        stored = [task for task in session.tasks if task.state == "success"]
+        parents = sorted(task.parent for task in stored if task.parent)
+        rp = await self._command(
+            session.repository,
+            "commit",
+            {
+                "restore_point": plan["restore_point"],
+                "session_id": session.id,
+                "job": session.job,
+                "disks": [task.disk for task in stored],
+                "parent": parents[-1] if parents else None,
+                "stats": {
+                    t.disk: {**t.counters, "tracking": t.tracking, "parent": t.parent}
+                    for t in stored
+                },
+            },
+        )
+        session.restore_point = rp["id"]
+        session.result = rp
 
     async def _run(self, session: Session, body: Callable[[], Awaitable[None]]) -> None:
-        started = asyncio.get_running_loop().time()
         try:
+            if session.state == "pending":
+                await self._changed_state(session)
             await body()
             failed = [task for task in session.tasks if task.state == "failed"]
             session.state = "warning" if failed else "success"
@@ -172,25 +247,30 @@ class Sessions:
                     f" {', '.join(task.disk for task in failed)}"
                 )
         except Exception as exc:  # a session's failure is its result; others go on
-            if not isinstance(exc, SessionError | TimeoutError):
+            if not isinstance(exc, BlockferryError | TimeoutError):
                 log.exception("session %s", session.id)
             session.state = "failed"
             session.error = str(exc) or type(exc).__name__
             log.error("%s session %s failed: %s", session.kind, session.id, session.error)
-        finally:
-            session.finished = datetime.now(UTC)
-            session.seconds = asyncio.get_running_loop().time() - started
-            self._ended.labels(session.kind, session.state).inc()
-            self._notify(session)
+        session.finished = datetime.now(UTC)
+        session.seconds = (session.finished - session.created).total_seconds()
+        self._ended.labels(session.kind, session.state).inc()
+        await self._changed_state(session, message=session.error or "; ".join(session.warnings))
 
     async def _run_tasks(
         self, session: Session, arguments: Callable[[SessionTask], dict[str, Any]]
     ) -> None:
-        """Run every task side by side; raise SessionError when none succeeded."""
-        session.state = "transferring"
-        self._notify(session)
+        """Run every task that has not ended, side by side; raise SessionError when none
+        succeeded."""
+        if session.state != "transferring":
+            session.state = "transferring"
+            await self._changed_state(session)
         await asyncio.gather(
-            *(self._run_task(session, task, arguments(task)) for task in session.tasks)
+            *(
+                self._run_task(session, task, arguments(task))
+                for task in session.tasks
+                if task.state not in ("success", "failed")
+            )
         )
         if not any(task.state == "success" for task in session.tasks):
             errors = "; ".join(f"{task.disk}: {task.error}" for task in session.tasks)
@@ -198,13 +278,22 @@ class Sessions:
 
     async def _run_task(self, session: Session, task: SessionTask, extra: dict[str, Any]) -> None:
         """Publish a disk's task and follow it, offering it again when its lease expires.
-        The task's outcome is recorded in ``task``; nothing is raised."""
+        A task that was under way when the orchestrator stopped is followed first. The
+        task's outcome is recorded in ``task``; nothing is raised."""
         task_id = f"{session.id}/{task.disk}"
         queue = self._progress.open(task_id)
-        task.state = "transferring"
         try:
-            for attempt in range(self._config.max_attempts):
+            first = 0
+            if task.state == "transferring":  # carried on: its mover may still be at it
+                if await self._follow(session, task, queue):
+                    return
+                first = task.attempt + 1
+            else:
+                task.state = "transferring"
+                await self._changed_state(session, task)
+            for attempt in range(first, self._config.max_attempts):
                 task.attempt = attempt
+                await self._write(session)  # before the offer: a restart follows this one
                 await self._mesh.producer.send_and_wait(
                     self._mesh.topics.tasks,
                     "Task",
@@ -227,7 +316,7 @@ class Sessions:
             task.state = "failed"
             task.error = f"no mover finished it in {self._config.max_attempts} attempts"
         except Exception as exc:  # one disk's failure does not stop the others
-            if not isinstance(exc, SessionError):
+            if not isinstance(exc, BlockferryError):
                 log.exception("task %s", task_id)
             task.state = "failed"
             task.error = str(exc) or type(exc).__name__
@@ -235,7 +324,8 @@ class Sessions:
             self._progress.close(task_id)
             if task.state == "failed":
                 log.error("task %s failed: %s", task_id, task.error)
-            self._notify(session)
+            if task.state in ("success", "failed"):
+                await self._changed_state(session, task, task.error)
 
     async def _follow(self, session: Session, task: SessionTask, queue: asyncio.Queue[Any]) -> bool:
         """Follow one offer of a task: True once it ended (see ``task.state``), False when
@@ -248,6 +338,8 @@ class Sessions:
                 log.warning("task %s: lease expired; offering it again", task_id)
                 return False
             progress = record.fields
+            if progress["attempt"] != task.attempt:
+                continue  # a report of an earlier offer, from a mover that gave it up
             task.blocks_total = progress["blocks_total"]
             task.blocks_done = progress["blocks_done"]
             task.counters = progress["counters"]

@@ -204,6 +204,16 @@ class RecordConsumer:
         """Read every partition of ``topic`` from its beginning (for compacted state)."""
         await self.consumer.seek_to_beginning(*await self._assign_all(topic))
 
+    async def read_to_end(self) -> list[Record]:
+        """The records from the assigned partitions' positions to their current ends (a
+        compacted topic's state, read before serving from it)."""
+        partitions = list(self.consumer.assignment())
+        ends = await self.consumer.end_offsets(partitions)
+        records: list[Record] = []
+        while [tp for tp in partitions if await self.consumer.position(tp) < ends[tp]]:
+            records += await self.poll(timeout_ms=200, max_records=500)
+        return records
+
     async def _assign_all(self, topic: str) -> list[TopicPartition]:
         partitions = self.consumer.partitions_for_topic(topic)
         if not partitions:

@@ -4,8 +4,8 @@ Per repository: ``<p>.<repo>.chunks`` (key = digest; its partition count is the
 repository's shard count), ``.extents``, ``.index`` (compacted), ``.lookups``,
 ``.commands``, ``.replies``, ``.restore``. A digest's shard is the same partition
 number in chunks, index and lookups (``kafka.shard_of``). Shared: ``<p>.tasks``,
-``<p>.task-progress``, ``<p>.repositories`` and ``<p>.jobs`` (compacted),
-``<p>.dead-letter``.
+``<p>.task-progress``, ``<p>.repositories``, ``<p>.jobs`` and ``<p>.sessions``
+(compacted), ``<p>.session-events`` (history), ``<p>.dead-letter``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 """Carries a 4 MiB block stored uncompressed with room to spare."""
 
+
+EVENTS_RETENTION_MS = 90 * 24 * 3600 * 1000
+"""Session history is kept 90 days; the current state of each session stays compacted."""
 
 LOOKUP_RETENTION_MS = 3600 * 1000
 """A lookup is useless seconds after it was asked; an hour keeps them for debugging."""
@@ -50,6 +53,14 @@ class Topics:
     @property
     def jobs(self) -> str:
         return f"{self.prefix}.jobs"
+
+    @property
+    def sessions(self) -> str:
+        return f"{self.prefix}.sessions"
+
+    @property
+    def session_events(self) -> str:
+        return f"{self.prefix}.session-events"
 
     @property
     def dead_letter(self) -> str:
@@ -90,6 +101,8 @@ class Topics:
             TopicSpec(self.task_progress, partitions),
             TopicSpec(self.repositories, 1, {"cleanup.policy": "compact"}),
             TopicSpec(self.jobs, 1, {"cleanup.policy": "compact"}),
+            TopicSpec(self.sessions, partitions, {"cleanup.policy": "compact"}),
+            TopicSpec(self.session_events, partitions, {"retention.ms": str(EVENTS_RETENTION_MS)}),
             TopicSpec(self.dead_letter, 1, {"max.message.bytes": str(MAX_RECORD_BYTES)}),
         ]
 

@@ -97,6 +97,15 @@ SAMPLES: dict[str, dict[str, Any]] = {
     },
     "RestoreEnd": {"session_id": "s", "blocks_sent": 3, "error": ""},
     "JobDefinition": {"name": "web", "definition": '{"name": "web"}', "updated": "2026-11-27"},
+    "SessionEvent": {
+        "session_id": "s",
+        "at": "2026-11-27T01:00:00.000000Z",
+        "job": "web",
+        "disk": "web1.sda",
+        "state": "success",
+        "message": "",
+    },
+    "SessionRecord": {"session_id": "s", "session": "{}", "plan": "{}"},
     "RepositoryInfo": {
         "name": "r",
         "repository_id": "i",
