@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +131,25 @@ def test_api_jobs_are_validated_kept_across_restarts_and_a_failed_disk_is_a_warn
     mesh.kill("orchestrator", signal.SIGKILL)
     mesh.start("orchestrator")
     assert mesh.api("GET", "/api/v1/jobs/nightly").status_code == 404, "the delete is kept"
+
+
+def test_a_scheduled_job_runs_by_itself(mesh_processes: MeshProcesses, tmp_path: Path) -> None:
+    mesh = mesh_processes
+    mesh.up(shards=2)
+    disk = make_disk(tmp_path / "disk.img", 2, seed=7)
+    every_minute = job("minutely", {"vm": {"sda": disk}}, schedule={"cron": "* * * * *"})
+    assert mesh.api("POST", "/api/v1/jobs", json=every_minute).status_code == 201
+    next_run = mesh.api("GET", "/api/v1/jobs/minutely").json()["next_run"]
+
+    deadline = time.monotonic() + 90
+    while True:
+        sessions = mesh.api("GET", "/api/v1/sessions", params={"job": "minutely"}).json()
+        if sessions and sessions[0]["state"] in ("success", "warning", "failed"):
+            break
+        assert time.monotonic() < deadline, sessions
+        time.sleep(0.5)
+    (session,) = sessions
+    assert session["state"] == "success", session
+    assert session["scheduled_for"] is not None
+    assert datetime.fromisoformat(session["scheduled_for"]) == datetime.fromisoformat(next_run)
+    assert session["restore_point"]

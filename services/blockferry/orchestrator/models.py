@@ -83,6 +83,9 @@ class Session(BaseModel):
     finished: datetime | None = None
     seconds: float = 0.0
     restore_point: str | None = None
+    scheduled_for: datetime | None = Field(
+        None, description="The scheduled run of its job this session is; None: started by hand."
+    )
     warnings: list[str] = Field(default_factory=list)
     error: str = ""
     tasks: list[SessionTask] = Field(default_factory=list)

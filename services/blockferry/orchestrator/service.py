@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response
@@ -27,6 +28,7 @@ from blockferry.orchestrator.models import (
     SessionTask,
     VerifyRequest,
 )
+from blockferry.orchestrator.scheduler import Scheduler
 from blockferry.orchestrator.sessions import Sessions
 from blockferry.orchestrator.settings import OrchestratorSettings
 from blockferry.repository.ids import utc_now
@@ -55,6 +57,7 @@ class Orchestrator:
         )
         self._replies: dict[str, Mailbox] = {}
         self._replies_lock = asyncio.Lock()
+        self._scheduler = Scheduler(self._jobs, self._sessions, self._start_scheduled)
         self._unfinished: list[Session] = []
         self._group: asyncio.TaskGroup | None = None
         self.ready = False
@@ -72,6 +75,7 @@ class Orchestrator:
             group.create_task(self._directory.run())
             group.create_task(self._progress.run())
             group.create_task(self._jobs.run())
+            group.create_task(self._scheduler.run())
             for session in self._unfinished:
                 log.info("carrying on %s session %s of %s", session.kind, session.id, session.job)
                 group.create_task(self._sessions.carry_on(session))
@@ -197,6 +201,12 @@ class Orchestrator:
             definition, _ = self._job(name)
             return await self._start_job(definition, full)
 
+    async def _start_scheduled(self, job: Job, due: datetime) -> None:
+        try:
+            await self._start_job(job, full=False, scheduled_for=due)
+        except HTTPException as exc:
+            raise SessionError(str(exc.detail)) from exc
+
     def _job(self, name: str) -> tuple[Job, str]:
         found = self._jobs.get(name)
         if found is None:
@@ -216,7 +226,9 @@ class Orchestrator:
         except JobConflict as exc:
             raise HTTPException(409, str(exc)) from exc
 
-    async def _start_job(self, job: Job, full: bool) -> Session:
+    async def _start_job(
+        self, job: Job, full: bool, scheduled_for: datetime | None = None
+    ) -> Session:
         running = self._sessions.running(job.repository, job.name)
         if running is not None:
             raise HTTPException(409, f"job {job.name} is running already (session {running.id})")
@@ -226,6 +238,7 @@ class Orchestrator:
             parent = None if full else await self._latest(job.repository, job.name, disk_name)
             tasks.append(SessionTask(disk=disk_name, path=disk.source, parent=parent))
         session = self._sessions.new("backup", job.repository, job.name, tasks)
+        session.scheduled_for = scheduled_for
         bitmaps = {name: disk.dirty_bitmap for name, disk in job.disks() if disk.dirty_bitmap}
         self._spawn(self._sessions.backup(session, job.compression, dirty_bitmaps=bitmaps))
         return session
