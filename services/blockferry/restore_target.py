@@ -25,6 +25,7 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from blockferry.core.blocks import block_count, is_zero
@@ -40,6 +41,42 @@ def is_block_device(path: Path) -> bool:
         return stat.S_ISBLK(os.stat(path).st_mode)
     except FileNotFoundError:
         return False
+
+
+def within(path: Path, roots: Sequence[Path]) -> bool:
+    """Whether ``path`` is one of ``roots`` or below one (both taken as they are)."""
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+def check_named_within(destination: str, roots: Sequence[Path]) -> None:
+    """Refuse a destination that is not an absolute path under a restore root, by its
+    name alone (where the orchestrator checks: it does not see the mover's files).
+
+    Raises:
+        DestinationError: it is relative, or names a place outside every root.
+    """
+    path = Path(os.path.normpath(destination))
+    if not path.is_absolute() or not within(path, roots):
+        raise DestinationError(
+            f"restoring to {destination}: name an absolute path under a restore root"
+            f" ({', '.join(map(str, roots))}; the restore_roots setting names them)"
+        )
+
+
+def check_within_roots(dest: Path, roots: Sequence[Path]) -> None:
+    """Refuse a destination outside every restore root. Symlinks are followed: a link to
+    a block device must lead into a root; a file is written in its directory's real place.
+
+    Raises:
+        DestinationError: ``dest`` is not under a restore root.
+    """
+    real_roots = [root.resolve() for root in roots]
+    target = dest.resolve() if is_block_device(dest) else dest.parent.resolve() / dest.name
+    if not within(target, real_roots):
+        raise DestinationError(
+            f"restoring to {dest}: it leads to {target}, not under a restore root"
+            f" ({', '.join(map(str, roots))}; the restore_roots setting names them)"
+        )
 
 
 def check_destination(dest: Path, *, force: bool) -> os.stat_result | None:

@@ -54,6 +54,15 @@ class CommonSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     http: HttpSettings = HttpSettings()
     instance: str = Field(default_factory=_default_instance)
+    restore_roots: list[Path] = Field(
+        default_factory=list,
+        description="Directories restores through the mesh may write in (files, or block"
+        " devices such as /dev). Empty: the data directory only.",
+    )
+
+    def restore_root_dirs(self) -> list[Path]:
+        """The restore roots, absolute."""
+        return [Path(os.path.abspath(root)) for root in self.restore_roots or [self.data_dir]]
 
     @classmethod
     def settings_customise_sources(

@@ -293,6 +293,7 @@ def test_restore_over_a_block_device_writes_every_byte(
     mesh_processes: MeshProcesses, tmp_path: Path
 ) -> None:
     mesh = mesh_processes
+    mesh.env["BLOCKFERRY_RESTORE_ROOTS"] = json.dumps([str(tmp_path), "/dev"])
     mesh.up(shards=2)
     disk = make_disk(tmp_path / "d.img", 4, seed=3)
     source = disk.read_bytes()
@@ -315,3 +316,48 @@ def test_restore_over_a_block_device_writes_every_byte(
             written = f.read()
     assert written[: len(source)] == source, "every byte, zero blocks included"
     assert written[len(source) :] == old[len(source) :], "nothing past the disk"
+
+
+def test_restores_only_write_under_the_restore_roots(
+    mesh_processes: MeshProcesses, tmp_path: Path
+) -> None:
+    mesh = mesh_processes
+    roots = tmp_path / "restores"
+    roots.mkdir()
+    mesh.env["BLOCKFERRY_RESTORE_ROOTS"] = json.dumps([str(roots)])
+    mesh.up(shards=2)
+    disk = make_disk(tmp_path / "d.img", 2, seed=4)
+    rp = mesh.cli_json("backup", str(disk), "--wait")["restore_point"]
+
+    outside = tmp_path / "outside.img"
+    refused = mesh.cli("restore", rp, "--to", str(outside))
+    assert_says(refused, str(outside), "restore root", str(roots))
+    relative = mesh.api(
+        "POST", "/api/v1/restores", json={"restore_point": rp, "destination": "x.img"}
+    )
+    assert relative.status_code == 422, relative.text
+    climbing = mesh.api(
+        "POST",
+        "/api/v1/restores",
+        json={"restore_point": rp, "destination": f"{roots}/../outside.img"},
+    )
+    assert climbing.status_code == 422, climbing.text
+
+    # a link inside the root that leads out of it: only the mover sees where it leads
+    # (the CLI resolves links itself, so this goes to the API as it is)
+    (roots / "escape").symlink_to(tmp_path, target_is_directory=True)
+    started = mesh.api(
+        "POST",
+        "/api/v1/restores",
+        json={"restore_point": rp, "destination": str(roots / "escape" / "x.img")},
+    )
+    assert started.status_code == 202, started.text
+    escaped = follow(mesh, started.json()["id"])
+    assert escaped["state"] == "failed"
+    assert "not under a restore root" in escaped["error"], escaped["error"]
+    assert not (tmp_path / "x.img").exists()
+    assert not outside.exists()
+
+    inside = roots / "d.img"
+    mesh.cli_json("restore", rp, "--to", str(inside))
+    assert inside.read_bytes() == disk.read_bytes()

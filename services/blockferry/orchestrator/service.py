@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response
 from prometheus_client import CollectorRegistry
 
 from blockferry import api_token
-from blockferry.core.errors import SessionError
+from blockferry.core.errors import DestinationError, SessionError
 from blockferry.mesh import Mesh, RepositoryDirectory
 from blockferry.orchestrator.auth import bearer_token
 from blockferry.orchestrator.job_store import JobConflict, JobStore
@@ -32,6 +32,7 @@ from blockferry.orchestrator.scheduler import Scheduler
 from blockferry.orchestrator.sessions import Sessions
 from blockferry.orchestrator.settings import OrchestratorSettings
 from blockferry.repository.ids import utc_now
+from blockferry.restore_target import check_named_within
 from blockferry.transport.mailbox import Mailbox, next_record, reply_result
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,11 @@ class Orchestrator:
 
         @api.post("/restores", status_code=202)
         async def restore(request: RestoreRequest) -> Session:
+            """Restore a disk to a file or block device under a restore root."""
+            try:
+                check_named_within(request.destination, self._settings.restore_root_dirs())
+            except DestinationError as exc:
+                raise HTTPException(422, str(exc)) from exc
             await self._known_repository(request.repository)
             rp = await self._command(
                 request.repository, "restore-point", {"restore_point": request.restore_point}

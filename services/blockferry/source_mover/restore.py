@@ -16,7 +16,7 @@ from typing import Any
 from blockferry.core import blocks
 from blockferry.core.errors import CorruptionError, SessionError
 from blockferry.mesh import Mesh
-from blockferry.restore_target import DiskWriter, check_destination
+from blockferry.restore_target import DiskWriter, check_destination, check_within_roots
 from blockferry.source_mover.metrics import SourceMoverMetrics
 from blockferry.transport.codec import unsigned64
 from blockferry.transport.mailbox import Mailbox, next_record
@@ -35,8 +35,10 @@ class RestoreRun:
         task: dict[str, Any],
         repository: dict[str, Any],
         stream: Mailbox,
+        restore_roots: list[Path],
     ) -> None:
         self._mesh = mesh
+        self._restore_roots = restore_roots
         self._metrics = metrics
         self._pool = pool
         self._task = task
@@ -63,11 +65,13 @@ class RestoreRun:
         loop = asyncio.get_running_loop()
         try:
             # refuse a destination before the target side reads and streams anything
+            destination = Path(self._task["path"])
+            await loop.run_in_executor(
+                self._pool, check_within_roots, destination, self._restore_roots
+            )
             await loop.run_in_executor(
                 self._pool,
-                functools.partial(
-                    check_destination, Path(self._task["path"]), force=self._task["force"]
-                ),
+                functools.partial(check_destination, destination, force=self._task["force"]),
             )
             await self._mesh.producer.send_and_wait(
                 self._mesh.topics.commands(self._task["repository"]),

@@ -150,7 +150,8 @@ class SourceMover:
         topics = self._mesh.topics
         if task["kind"] == "restore":
             stream = await self._mailbox(topics.restore(task["repository"]), "session_id")
-            return RestoreRun(self._mesh, self._metrics, self._pool, task, repo, stream)
+            roots = self._settings.restore_root_dirs()
+            return RestoreRun(self._mesh, self._metrics, self._pool, task, repo, stream, roots)
         replies = await self._mailbox(topics.replies(task["repository"]), "correlation_id")
         return BackupRun(
             self._mesh,
