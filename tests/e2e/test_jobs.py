@@ -153,3 +153,43 @@ def test_a_scheduled_job_runs_by_itself(mesh_processes: MeshProcesses, tmp_path:
     assert session["scheduled_for"] is not None
     assert datetime.fromisoformat(session["scheduled_for"]) == datetime.fromisoformat(next_run)
     assert session["restore_point"]
+
+
+def test_a_jobs_retention_prunes_after_each_run_and_prune_takes_a_policy(
+    mesh_processes: MeshProcesses, tmp_path: Path
+) -> None:
+    mesh = mesh_processes
+    mesh.up(shards=2)
+    disk = make_disk(tmp_path / "disk.img", 2, seed=8)
+    kept = job("kept", {"vm": {"sda": disk}}, retention={"keep_last": 2})
+    assert mesh.api("POST", "/api/v1/jobs", json=kept).status_code == 201
+
+    runs = []
+    for n in range(3):
+        with open(disk, "r+b") as f:  # every run has something new
+            f.write(bytes([n + 1]) * 4096)
+        runs.append(mesh.cli_json("jobs", "start", "kept", "--wait"))
+        assert runs[-1]["state"] == "success", runs[-1]
+    deadline = time.monotonic() + 30
+    while True:  # retention runs once the session has ended
+        last = mesh.api("GET", f"/api/v1/sessions/{runs[2]['session']}").json()
+        if "prune" in last["result"]:
+            break
+        assert time.monotonic() < deadline, last
+        time.sleep(0.2)
+    assert last["result"]["prune"]["removed"] == [runs[0]["restore_point"]]
+    points = [p["id"] for p in mesh.cli_json("restore-points", "--job", "kept")["restore_points"]]
+    assert points == [runs[1]["restore_point"], runs[2]["restore_point"]]
+
+    dry = mesh.cli_json("prune", "--job", "kept", "--keep-last", "1", "--dry-run")
+    assert dry["removed"] == [runs[1]["restore_point"]]
+    assert dry["kept"] == {runs[2]["restore_point"]: ["last", "newest of vm.sda"]}
+    assert len(mesh.cli_json("restore-points", "--job", "kept")["restore_points"]) == 2
+    mesh.cli_json("prune", "--job", "kept", "--keep-last", "1")
+    (left,) = mesh.cli_json("restore-points", "--job", "kept")["restore_points"]
+    assert left["id"] == runs[2]["restore_point"]
+    assert restored(mesh, left["id"], "vm.sda", tmp_path / "out.img") == disk.read_bytes()
+
+    no_policy = mesh.api("POST", "/api/v1/prune", json={"job": "default"})
+    assert no_policy.status_code == 422
+    assert "no retention policy" in no_policy.json()["detail"]

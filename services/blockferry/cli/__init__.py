@@ -32,6 +32,7 @@ def main(log_level: str) -> None:
 
 # the commands register themselves on ``main``
 from blockferry.cli import jobs as jobs  # noqa: E402
+from blockferry.cli import maintenance as maintenance  # noqa: E402
 from blockferry.cli import repo as repo  # noqa: E402
 from blockferry.cli import roles as roles  # noqa: E402
 from blockferry.cli import transfers as transfers  # noqa: E402

@@ -4,6 +4,7 @@ verify, list restore points. Only the owner opens the repository's files."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections import deque
@@ -15,6 +16,7 @@ from blockferry.core import blocks
 from blockferry.core.errors import BlockferryError
 from blockferry.ingest.context import IngestContext
 from blockferry.repository import RestorePoint, verify
+from blockferry.repository.retention import Policy
 from blockferry.transport.codec import signed64
 from blockferry.transport.kafka import Record
 
@@ -105,6 +107,15 @@ class CommandHandler:
 
         rp = await self._ctx.in_pool(commit)
         return describe_restore_point(rp)
+
+    async def _prune(self, args: dict[str, Any]) -> dict[str, Any]:
+        policy = Policy(**args["policy"])
+        result = await self._ctx.in_pool(
+            functools.partial(
+                self._ctx.repo.prune, args["job"], policy, dry_run=bool(args.get("dry_run"))
+            )
+        )
+        return {"kept": result.kept, "removed": result.removed}
 
     async def _list_restore_points(self, args: dict[str, Any]) -> dict[str, Any]:
         rps = await self._ctx.in_pool(self._ctx.repo.restore_points, args.get("job"))

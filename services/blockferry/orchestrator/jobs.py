@@ -83,11 +83,7 @@ class Schedule(_Strict):
     @field_validator("timezone")
     @classmethod
     def _valid_timezone(cls, timezone: str) -> str:
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {timezone!r}") from exc
-        return timezone
+        return _known_zone(timezone)
 
     def next_run(self, after: datetime) -> datetime:
         """The first run strictly after ``after`` (an aware datetime)."""
@@ -96,16 +92,30 @@ class Schedule(_Strict):
         return found
 
 
+def _known_zone(timezone: str) -> str:
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {timezone!r}") from exc
+    return timezone
+
+
 class Retention(_Strict):
-    """Restore points kept per disk: the newest ``keep_last``, plus the newest of each of
-    the last ``daily`` days, ``weekly`` ISO weeks, ``monthly`` months and ``yearly``
-    years (GFS). The newest good restore point of a disk is never removed."""
+    """Restore points kept: the newest ``keep_last``, plus the newest of each of the last
+    ``daily`` days, ``weekly`` ISO weeks, ``monthly`` months and ``yearly`` years that
+    have one (GFS). The newest restore point of each disk is never removed."""
 
     keep_last: int = Field(0, ge=0, le=10000)
     daily: int = Field(0, ge=0, le=10000)
     weekly: int = Field(0, ge=0, le=10000)
     monthly: int = Field(0, ge=0, le=10000)
     yearly: int = Field(0, ge=0, le=10000)
+    timezone: str = Field("UTC", description="Where days, weeks, months and years begin.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, timezone: str) -> str:
+        return _known_zone(timezone)
 
     @model_validator(mode="after")
     def _keeps_something(self) -> Retention:
@@ -142,6 +152,13 @@ class Job(_Strict):
     def disks(self) -> list[tuple[str, Disk]]:
         """Every disk with its stable name in the repository (``<vm>.<disk>``)."""
         return [(disk_name(vm, disk), disk) for vm in self.vms for disk in vm.disks]
+
+
+class PruneRequest(_Strict):
+    repository: str = Field("default", pattern=NAME)
+    job: str = Field(pattern=NAME)
+    retention: Retention | None = Field(None, description="None: the job's own retention.")
+    dry_run: bool = Field(False, description="Say what would be removed; remove nothing.")
 
 
 class JobView(BaseModel):

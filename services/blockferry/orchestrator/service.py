@@ -19,7 +19,7 @@ from blockferry.core.errors import DestinationError, SessionError
 from blockferry.mesh import Mesh, RepositoryDirectory
 from blockferry.orchestrator.auth import bearer_token
 from blockferry.orchestrator.job_store import JobConflict, JobStore
-from blockferry.orchestrator.jobs import Job, JobView
+from blockferry.orchestrator.jobs import Job, JobView, PruneRequest, Retention
 from blockferry.orchestrator.models import (
     NAME,
     BackupRequest,
@@ -201,11 +201,48 @@ class Orchestrator:
                 raise HTTPException(404, f"no job {name}")
             return Response(status_code=204)
 
+        @api.post("/prune")
+        async def prune(request: PruneRequest) -> dict[str, Any]:
+            """Remove the restore points of a job that a retention policy does not keep
+            (the newest of each disk always stays); their chunks go at the next GC."""
+            retention = request.retention
+            if retention is None:
+                found = self._jobs.get(request.job)
+                retention = found[0].retention if found else None
+                if retention is None:
+                    raise HTTPException(
+                        422, f"job {request.job} has no retention policy: give one to apply"
+                    )
+            await self._known_repository(request.repository)
+            return await self._prune(request.repository, request.job, retention, request.dry_run)
+
         @api.post("/jobs/{name}/start", status_code=202)
         async def start_job(name: str, full: bool = False) -> Session:
             """Run a job now: one session, its disks side by side, one restore point."""
             definition, _ = self._job(name)
             return await self._start_job(definition, full)
+
+    async def _prune(
+        self, repository: str, job: str, retention: Retention, dry_run: bool
+    ) -> dict[str, Any]:
+        return await self._command(
+            repository,
+            "prune",
+            {"job": job, "policy": retention.model_dump(), "dry_run": dry_run},
+        )
+
+    async def _run_job(self, job: Job, session: Session, bitmaps: dict[str, str]) -> None:
+        """A job's session, then its retention policy."""
+        await self._sessions.backup(session, job.compression, dirty_bitmaps=bitmaps)
+        if job.retention is None or session.state not in ("success", "warning"):
+            return
+        try:
+            session.result["prune"] = await self._prune(
+                job.repository, job.name, job.retention, dry_run=False
+            )
+        except HTTPException as exc:
+            session.warnings.append(f"retention was not applied: {exc.detail}")
+        await self._sessions.save(session)
 
     async def _start_scheduled(self, job: Job, due: datetime) -> None:
         try:
@@ -246,7 +283,7 @@ class Orchestrator:
         session = self._sessions.new("backup", job.repository, job.name, tasks)
         session.scheduled_for = scheduled_for
         bitmaps = {name: disk.dirty_bitmap for name, disk in job.disks() if disk.dirty_bitmap}
-        self._spawn(self._sessions.backup(session, job.compression, dirty_bitmaps=bitmaps))
+        self._spawn(self._run_job(job, session, bitmaps))
         return session
 
     # -- repositories -------------------------------------------------------------

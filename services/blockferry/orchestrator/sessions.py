@@ -146,6 +146,11 @@ class Sessions:
         )
         await self._write(session)
 
+    async def save(self, session: Session) -> None:
+        """Keep a change made to a session after it ended (its retention's result)."""
+        self._notify(session)
+        await self._write(session)
+
     async def _write(self, session: Session) -> None:
         await self._mesh.producer.send_and_wait(
             self._mesh.topics.sessions,

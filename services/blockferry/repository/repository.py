@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,20 @@ from blockferry.repository.pack_index import (
 )
 from blockferry.repository.restore_point import RestorePoint
 from blockferry.repository.restore_points import RestorePointStore
+from blockferry.repository.retention import Policy, kept
 
 log = logging.getLogger(__name__)
+
+PRUNE_LOCK_WAIT_S = 60.0
+"""How long a prune waits for backups' short shared locks (an end marker's) to go."""
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    kept: dict[str, list[str]]
+    """Restore point id -> why it is kept."""
+    removed: list[str]
+
 
 # Entries an empty-looking directory may hold and still receive a new repository:
 # the skeleton of an init that crashed before config.json, and a file system's own.
@@ -355,6 +368,18 @@ class Repository:
     def restore_points(self, job: str | None = None) -> list[RestorePoint]:
         """Committed restore points, oldest first; damaged ones are logged and skipped."""
         return self.restore_point_store.restore_points(job)
+
+    def prune(self, job: str, policy: Policy, *, dry_run: bool = False) -> PruneResult:
+        """Remove the restore points of ``job`` that ``policy`` does not keep, under the
+        exclusive lock (a commit in progress finishes first)."""
+        with self.exclusive_lock(f"prune {job}", wait=PRUNE_LOCK_WAIT_S):
+            points = self.restore_point_store.restore_points(job)
+            keep = kept(points, policy)
+            gone = [point for point in points if point.id not in keep]
+            if not dry_run:
+                for point in gone:
+                    self.restore_point_store.remove(point)
+        return PruneResult(kept=keep, removed=[point.id for point in gone])
 
     def restore_point_ids(self, job: str | None = None) -> list[tuple[str, str]]:
         """(job, id) of every committed restore point, without reading them."""

@@ -191,6 +191,20 @@ class RestorePointStore:
         points.sort(key=lambda point: (point.created, point.id))
         return points
 
+    def remove(self, point: RestorePoint) -> None:
+        """Remove a committed restore point: renamed aside first, so it disappears whole;
+        its chunks stay until garbage collection."""
+        job_dir = self.layout.job_dir(point.job)
+        aside = self.layout.restore_point_temp_dir(point.job, point.id)
+        try:
+            os.rename(self.layout.restore_point_dir(point.job, point.id), aside)
+        except OSError as exc:
+            what = f"removing restore point {point.id} of job {point.job}"
+            raise storage_error(what, exc) from exc
+        fsync_dir(job_dir)
+        remove_tree(aside)
+        log.info("removed restore point %s of job %s", point.id, point.job)
+
     def restore_point_ids(self, job: str | None = None) -> list[tuple[str, str]]:
         """(job, id) of every committed restore point directory, without reading them."""
         jobs = [validate_name("job", job)] if job is not None else self.jobs()

@@ -1,0 +1,58 @@
+"""``prune``: repository upkeep through the orchestrator, run on the repository's owner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from blockferry.cli import main
+from blockferry.cli.client import api_client, api_option, call, json_option, repo_option
+from blockferry.cli.output import emit
+
+RULES = ("keep_last", "daily", "weekly", "monthly", "yearly")
+
+
+@main.command()
+@click.option("--job", required=True, help="The job whose restore points are pruned.")
+@repo_option
+@click.option("--keep-last", type=click.IntRange(0), help="Keep the newest N.")
+@click.option("--daily", type=click.IntRange(0), help="Keep the newest of each of N days.")
+@click.option("--weekly", type=click.IntRange(0), help="Keep the newest of each of N weeks.")
+@click.option("--monthly", type=click.IntRange(0), help="Keep the newest of each of N months.")
+@click.option("--yearly", type=click.IntRange(0), help="Keep the newest of each of N years.")
+@click.option("--timezone", default="UTC", show_default=True, help="Where days begin.")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@api_option
+@json_option
+def prune(
+    job: str,
+    repository: str,
+    timezone: str,
+    dry_run: bool,
+    api_url: str,
+    as_json: bool,
+    **rules: int | None,
+) -> None:
+    """Remove the restore points of JOB that a retention policy does not keep: the one
+    given here, or without any --keep-*/--daily… option the job's own. The newest restore
+    point of each disk always stays; removed restore points' chunks go at the next GC."""
+    request: dict[str, Any] = {"repository": repository, "job": job, "dry_run": dry_run}
+    if any(value is not None for value in rules.values()):
+        request["retention"] = {
+            **{rule: rules[rule] or 0 for rule in RULES},
+            "timezone": timezone,
+        }
+    with api_client(api_url) as client:
+        result = call(client, "POST", "/api/v1/prune", json=request)
+    if as_json:
+        emit(True, result, "")
+        return
+    table = Table("restore point", "kept because")
+    for rp_id, reasons in sorted(result["kept"].items()):
+        table.add_row(rp_id, ", ".join(reasons))
+    for rp_id in result["removed"]:
+        table.add_row(rp_id, "[red]would be removed[/]" if dry_run else "[red]removed[/]")
+    Console().print(table)
