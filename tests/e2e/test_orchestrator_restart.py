@@ -47,8 +47,9 @@ def test_an_orchestrator_killed_mid_session_carries_it_on(
     mesh.init_repository("--block-size", "256", "--shards", "2")
     mesh.start("target-mover")
     mesh.start("orchestrator")
-    mesh.start("source-mover", BLOCKFERRY_SOURCE_MOVER__READ_LIMIT_MIB_S="6")
-    disk = make_disk(tmp_path / "vm.img", 36, seed=31)
+    # slow enough that the mover is still at it when the orchestrator is back
+    mesh.start("source-mover", BLOCKFERRY_SOURCE_MOVER__READ_LIMIT_MIB_S="2")
+    disk = make_disk(tmp_path / "vm.img", 32, seed=31)
 
     started = mesh.cli_json("backup", str(disk), "--disk", "d0")
     session_id = started["session"]
