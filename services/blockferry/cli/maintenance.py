@@ -1,4 +1,5 @@
-"""``prune``: repository upkeep through the orchestrator, run on the repository's owner."""
+"""``prune`` and ``gc``: repository upkeep through the orchestrator, run on the
+repository's owner."""
 
 from __future__ import annotations
 
@@ -56,3 +57,26 @@ def prune(
     for rp_id in result["removed"]:
         table.add_row(rp_id, "[red]would be removed[/]" if dry_run else "[red]removed[/]")
     Console().print(table)
+
+
+@main.command()
+@repo_option
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@api_option
+@json_option
+def gc(repository: str, dry_run: bool, api_url: str, as_json: bool) -> None:
+    """Delete the chunks no restore point references (after prune), on the repository's
+    owner under its exclusive lock. Packs a running backup may still reference stay;
+    packs mostly garbage are rewritten with their live chunks."""
+    with api_client(api_url) as client:
+        result = call(
+            client, "POST", "/api/v1/gc", json={"repository": repository, "dry_run": dry_run}
+        )
+    verb = "would free" if dry_run else "freed"
+    emit(
+        as_json,
+        result,
+        f"{verb} {result['bytes_freed']} bytes: {result['chunks_removed']} chunks,"
+        f" {result['packs_removed']} packs removed, {result['packs_repacked']} repacked"
+        f" ({result['chunks_moved']} chunks moved); {result['packs_recent']} recent packs kept",
+    )

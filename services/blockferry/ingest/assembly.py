@@ -218,7 +218,11 @@ class ExtentAssembly:
         """The blocks of ``wanted`` whose digest is not in a sealed pack once the wait is over.
 
         The wait ends when no further block became durable for ``stored_wait_s``: a
-        target far behind on a big disk keeps storing, and is not mistaken for loss.
+        target far behind on a big disk keeps storing, and is not mistaken for loss. It
+        ends at once when this instance has stored every chunk produced to its
+        partitions: a block still absent then was counted on but is not coming (its
+        chunk was deduplicated against one garbage collection removed). Should it be on
+        its way to another instance after all, asking for it again only costs a resend.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._ctx.config.stored_wait_s
@@ -230,6 +234,8 @@ class ExtentAssembly:
                 deadline = loop.time() + self._ctx.config.stored_wait_s
             needed = still
             if not needed or loop.time() >= deadline:
+                break
+            if await self._intake.caught_up():
                 break
             if self._intake.storage_error is not None:
                 raise self._intake.storage_error

@@ -16,10 +16,11 @@ from aiokafka.abc import ConsumerRebalanceListener
 
 from blockferry.core import blocks
 from blockferry.core.errors import CorruptionError, RepositoryError
+from blockferry.ingest.changelog import publish_entries
 from blockferry.ingest.context import IngestContext
-from blockferry.repository import PackEntry, PackWriter
+from blockferry.repository import PackWriter
 from blockferry.transport.codec import unsigned64
-from blockferry.transport.kafka import Record, shard_of
+from blockferry.transport.kafka import Record
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class ChunkIntake:
         )
         self._open: dict[TopicPartition, OpenPack] = {}
         self._done: dict[TopicPartition, int] = {}
+        self._taken: dict[TopicPartition, int] = {}
+        """Per partition, the offset after the last chunk record handled."""
         self.seal_requested = asyncio.Event()
         self.sealed = asyncio.Condition()
         self.storage_error: RepositoryError | None = None
@@ -96,7 +99,7 @@ class ChunkIntake:
         pack_ids = await self._ctx.in_pool(self._ctx.repo.sealed_pack_ids)
         for pack_id in pack_ids:
             entries = await self._ctx.in_pool(self._ctx.repo.pack_entries, pack_id)
-            await self._publish(entries)
+            await publish_entries(self._ctx, entries)
         if pack_ids:
             log.info(
                 "%s: republished %d sealed packs to the index changelog",
@@ -123,6 +126,7 @@ class ChunkIntake:
             await self._ctx.in_pool(pack.writer.abort)
             del self._open[tp]
         self._done = {}
+        self._taken = {}
         for tp in self._consumer.consumer.assignment():
             committed = await self._consumer.consumer.committed(tp)
             if committed is None:
@@ -198,7 +202,24 @@ class ChunkIntake:
         if pack.writer.size >= self._ctx.config.pack_size:
             await self.seal(tp)
 
+    async def caught_up(self) -> bool:
+        """Whether every chunk produced so far to this instance's partitions is handled
+        and sealed: a digest still absent then is not on its way (from these partitions)."""
+        if self._open:
+            return False
+        consumer = self._consumer.consumer
+        partitions = list(consumer.assignment())
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            taken = self._taken.get(tp)
+            if taken is None:
+                taken = await consumer.committed(tp) or 0
+            if taken < ends[tp]:
+                return False
+        return True
+
     def _mark(self, tp: TopicPartition, next_offset: int) -> None:
+        self._taken[tp] = next_offset
         pack = self._open.get(tp)
         if pack is None:
             self._done[tp] = next_offset
@@ -245,29 +266,8 @@ class ChunkIntake:
         self._ctx.metrics.seal_seconds.labels(self._ctx.name).observe(time.monotonic() - started)
         self._ctx.metrics.packs_sealed.labels(self._ctx.name).inc()
         self.storage_error = None
-        await self._publish(sealed.entries)
+        await publish_entries(self._ctx, sealed.entries)
         self._done[tp] = pack.next_offset
-
-    async def _publish(self, entries: list[PackEntry]) -> None:
-        futures = [
-            await self._ctx.mesh.producer.send(
-                self._ctx.mesh.topics.index(self._ctx.name),
-                "IndexEntry",
-                {
-                    "digest": e.digest,
-                    "pack_id": e.pack_id,
-                    "offset": e.offset,
-                    "stored_size": e.stored_size,
-                    "plain_size": e.plain_size,
-                    "compressed": e.compressed,
-                },
-                key=e.digest,
-                partition=shard_of(e.digest, self._ctx.repo.config.shard_count),
-            )
-            for e in entries
-        ]
-        for future in futures:
-            await future
 
     async def _commit_done(self) -> None:
         if self._done:

@@ -4,23 +4,31 @@ verify, list restore points. Only the owner opens the repository's files."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
 from collections import deque
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiokafka import TopicPartition
 
 from blockferry.core import blocks
 from blockferry.core.errors import BlockferryError
+from blockferry.ingest.changelog import publish_entries, publish_tombstones
 from blockferry.ingest.context import IngestContext
 from blockferry.repository import RestorePoint, verify
+from blockferry.repository.gc import collect_garbage
+from blockferry.repository.ids import format_time, utc_now
 from blockferry.repository.retention import Policy
 from blockferry.transport.codec import signed64
 from blockferry.transport.kafka import Record
 
 log = logging.getLogger(__name__)
+
+RESTORE_LOCK_WAIT_S = 300.0
+"""How long a restore waits for a garbage collection to end."""
 
 RESTORE_READ_AHEAD = 8
 FIXED_INDEX_PAGE_BLOCKS = 16384
@@ -108,6 +116,25 @@ class CommandHandler:
         rp = await self._ctx.in_pool(commit)
         return describe_restore_point(rp)
 
+    async def _gc(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Garbage collection, then the changelog told: moved chunks' new places and
+        tombstones for the removed ones (so dedupe lookups stop finding them)."""
+        protect_after = utc_now() - timedelta(seconds=self._ctx.config.gc_grace_s)
+        if args.get("protect_since"):
+            protect_after = min(protect_after, datetime.fromisoformat(args["protect_since"]))
+        result = await self._ctx.in_pool(
+            functools.partial(
+                collect_garbage,
+                self._ctx.repo,
+                protect_after=protect_after,
+                pack_size=self._ctx.config.pack_size,
+                dry_run=bool(args.get("dry_run")),
+            )
+        )
+        await publish_entries(self._ctx, result.moved)
+        await publish_tombstones(self._ctx, result.removed)
+        return {**result.summary(), "protected_after": format_time(protect_after)}
+
     async def _prune(self, args: dict[str, Any]) -> dict[str, Any]:
         policy = Policy(**args["policy"])
         result = await self._ctx.in_pool(
@@ -168,7 +195,13 @@ class CommandHandler:
         topic = self._ctx.mesh.topics.restore(self._ctx.name)
         producer = self._ctx.mesh.producer
         sent = 0
+        lock = contextlib.ExitStack()
         try:
+            # held while streaming, so garbage collection does not move a chunk meanwhile
+            await self._ctx.in_pool(
+                lock.enter_context,
+                self._ctx.repo.shared_lock(f"restore {session}", wait=RESTORE_LOCK_WAIT_S),
+            )
             rp = await self._ctx.in_pool(self._ctx.repo.restore_point, args["restore_point"])
             fidx = await self._ctx.in_pool(self._ctx.repo.read_fixed_index, rp, args["disk"])
             await producer.send_and_wait(
@@ -219,6 +252,8 @@ class CommandHandler:
         except BlockferryError as exc:
             log.error("restore %s failed: %s", session, exc)
             error = str(exc)
+        finally:
+            await self._ctx.in_pool(lock.close)
         await producer.send_and_wait(
             topic,
             "RestoreEnd",

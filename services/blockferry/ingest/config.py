@@ -16,3 +16,9 @@ class IngestConfig(BaseModel):
         120.0, gt=0, description="How long an end marker waits for its blocks to be durable."
     )
     workers: int = Field(2, ge=1, le=64, description="Threads checking chunks and writing packs.")
+    gc_grace_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Garbage collection leaves packs sealed this recently whole (besides"
+        " those sealed since the oldest running session began).",
+    )

@@ -46,6 +46,11 @@ class RestoreRequest(BaseModel):
     force: bool = Field(False, description="Replace an existing destination file.")
 
 
+class GcRequest(BaseModel):
+    repository: str = Field("default", pattern=NAME)
+    dry_run: bool = Field(False, description="Say what would be removed; remove nothing.")
+
+
 class VerifyRequest(BaseModel):
     repository: str = Field("default", pattern=NAME)
     restore_point: str | None = None

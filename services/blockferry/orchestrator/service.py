@@ -23,6 +23,7 @@ from blockferry.orchestrator.jobs import Job, JobView, PruneRequest, Retention
 from blockferry.orchestrator.models import (
     NAME,
     BackupRequest,
+    GcRequest,
     RestoreRequest,
     Session,
     SessionTask,
@@ -215,6 +216,19 @@ class Orchestrator:
                     )
             await self._known_repository(request.repository)
             return await self._prune(request.repository, request.job, retention, request.dry_run)
+
+        @api.post("/gc")
+        async def gc(request: GcRequest) -> dict[str, Any]:
+            """Garbage collection on the repository's owner: deletes the chunks no restore
+            point references, keeping whatever a running backup may still reference."""
+            await self._known_repository(request.repository)
+            since = self._sessions.oldest_running(request.repository)
+            args = {
+                "protect_since": since.isoformat() if since else None,
+                "dry_run": request.dry_run,
+            }
+            timeout = self._config.verify_timeout_s
+            return await self._command(request.repository, "gc", args, timeout)
 
         @api.post("/jobs/{name}/start", status_code=202)
         async def start_job(name: str, full: bool = False) -> Session:

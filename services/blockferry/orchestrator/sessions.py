@@ -120,6 +120,15 @@ class Sessions:
                     return session
         return None
 
+    def oldest_running(self, repository: str) -> datetime | None:
+        """When the oldest backup into ``repository`` that has not ended began."""
+        begun = [
+            s.created
+            for s in self._sessions.values()
+            if (s.kind, s.repository) == ("backup", repository) and not s.ended
+        ]
+        return min(begun) if begun else None
+
     async def wait_for_change(self, session: Session, seconds: float) -> None:
         if seconds and not session.ended:
             changed = self._changed.setdefault(session.id, asyncio.Event())

@@ -133,6 +133,16 @@ def read_file(path: Path) -> bytes:
         raise storage_error(f"reading {path}", exc) from exc
 
 
+def remove_file(path: Path) -> None:
+    """Remove a file if it exists (without syncing its directory); errors are raised."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise storage_error(f"removing {path}", exc) from exc
+
+
 def remove_quietly(path: Path) -> None:
     """Remove a file if it exists, ignoring errors (used while cleaning up after one)."""
     try:

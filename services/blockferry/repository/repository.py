@@ -26,6 +26,7 @@ from blockferry.repository.files import (
     list_dir,
     make_dirs,
     read_file,
+    remove_file,
     remove_quietly,
     remove_tree_quietly,
     storage_error,
@@ -224,6 +225,18 @@ class Repository:
             raise RepositoryError(f"invalid pack id {pack_id!r}")
         return read_footer(self.layout.pack(pack_id), pack_id)
 
+    def remove_packs(self, pack_ids: Sequence[str]) -> None:
+        """Delete sealed packs (garbage collection only): each index file first, so no
+        chunk is located in a pack that is going, then the pack."""
+        for pack_id in pack_ids:
+            remove_file(self.layout.index_file(pack_id))
+        fsync_dir(self.layout.index)
+        self._index.refresh()
+        for pack_id in pack_ids:
+            remove_file(self.layout.pack(pack_id))
+        for directory in {self.layout.pack_dir(pack_id) for pack_id in pack_ids}:
+            fsync_dir(directory)
+
     def _pack_dirs(self) -> list[Path]:
         return [
             self.layout.packs / name
@@ -333,6 +346,10 @@ class Repository:
     ) -> None:
         """Write a disk's fixed index for a session; see :class:`RestorePointStore`."""
         self.restore_point_store.stage_fixed_index(session_id, disk, disk_size, digests)
+
+    def staged_fixed_indexes(self) -> list[FixedIndex]:
+        """Every staged fixed index (sessions between an end marker and their commit)."""
+        return self.restore_point_store.staged_fixed_indexes()
 
     def is_staged(self, session_id: str, disk: str) -> bool:
         """Whether the disk's fixed index for the session is staged (written, not committed)."""

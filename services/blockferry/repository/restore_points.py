@@ -39,7 +39,7 @@ from blockferry.repository.ids import (
     utc_now,
     validate_name,
 )
-from blockferry.repository.layout import RESTORE_POINT_FILE, Layout
+from blockferry.repository.layout import FIXED_INDEX_SUFFIX, RESTORE_POINT_FILE, Layout
 from blockferry.repository.restore_point import RestorePoint, RestorePointDisk
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,17 @@ class RestorePointStore:
         directory = self.layout.staging_dir(session_id)
         make_dirs(directory)
         write_atomic(self.layout.staged_fixed_index(session_id, disk), fidx.encode())
+
+    def staged_fixed_indexes(self) -> list[FixedIndex]:
+        """Every staged fixed index; a damaged one raises CorruptionError."""
+        found = []
+        for session in sorted(list_dir(self.layout.staging)):
+            directory = self.layout.staging_dir(session)
+            for name in sorted(list_dir(directory)):
+                if name.endswith(FIXED_INDEX_SUFFIX) and not is_temporary(name):
+                    path = directory / name
+                    found.append(FixedIndex.decode(read_file(path), str(path)))
+        return found
 
     def commit(
         self,

@@ -1,0 +1,132 @@
+"""Garbage collection: the only thing that ever deletes a chunk.
+
+Runs under the repository's exclusive lock, so no fixed index is staged and no
+restore reads meanwhile. A chunk is live when a committed restore point's fixed index
+or a staged one (a session between its disk's end marker and its commit) names it.
+Packs sealed after ``protect_after`` are left whole: they may hold chunks a running
+session sent but has not referenced yet (the orchestrator passes the start of the
+oldest running session, and there is a grace period besides). A session that counted
+on a chunk GC removed (deduplicated against the index before GC ran) finds it missing
+at its disk's end marker and sends it again, so nothing is ever committed without its
+chunks.
+
+A pack with no live chunk is deleted; a pack whose live chunks take less than
+``repack_below`` of its bytes is repacked: the live chunks are copied into new packs
+(sealed and indexed first), then the old pack goes. Other packs stay as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from blockferry.repository.pack import PackEntry, PackWriter, SealedPack
+from blockferry.repository.repository import Repository
+
+log = logging.getLogger(__name__)
+
+LOCK_WAIT_S = 60.0
+
+
+@dataclass
+class GcResult:
+    packs_removed: int = 0
+    packs_repacked: int = 0
+    packs_recent: int = 0
+    """Packs left whole because they were sealed after ``protect_after``."""
+    chunks_removed: int = 0
+    bytes_freed: int = 0
+    removed: list[bytes] = field(default_factory=list)
+    """Digests no longer stored anywhere (their changelog entries get tombstones)."""
+    moved: list[PackEntry] = field(default_factory=list)
+    """New places of the chunks repacking copied."""
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "packs_removed": self.packs_removed,
+            "packs_repacked": self.packs_repacked,
+            "packs_recent": self.packs_recent,
+            "chunks_removed": self.chunks_removed,
+            "chunks_moved": len(self.moved),
+            "bytes_freed": self.bytes_freed,
+        }
+
+
+def live_digests(repo: Repository) -> set[bytes]:
+    """Every digest a committed or staged fixed index names."""
+    live: set[bytes] = set()
+    for point in repo.restore_points():
+        for disk in point.disk_names:
+            live.update(repo.read_fixed_index(point, disk).digests)
+    for fidx in repo.staged_fixed_indexes():
+        live.update(fidx.digests)
+    return live
+
+
+def collect_garbage(
+    repo: Repository,
+    *,
+    protect_after: datetime,
+    pack_size: int,
+    repack_below: float = 0.5,
+    dry_run: bool = False,
+) -> GcResult:
+    """Delete what no restore point references; see the module's docstring."""
+    result = GcResult()
+    with repo.exclusive_lock("gc", wait=LOCK_WAIT_S):
+        repo.refresh_index()
+        live = live_digests(repo)
+        doomed: list[str] = []
+        to_copy: list[PackEntry] = []
+        dead: list[PackEntry] = []
+        for pack_id in repo.sealed_pack_ids():
+            path = repo.pack_path(pack_id)
+            if datetime.fromtimestamp(os.stat(path).st_mtime, UTC) >= protect_after:
+                result.packs_recent += 1
+                continue
+            entries = repo.pack_entries(pack_id)
+            kept = [e for e in entries if e.digest in live]
+            if len(kept) == len(entries):
+                continue
+            kept_bytes = sum(e.stored_size for e in kept)
+            if kept and kept_bytes >= repack_below * sum(e.stored_size for e in entries):
+                continue
+            doomed.append(pack_id)
+            to_copy += kept
+            dead += [e for e in entries if e.digest not in live]
+            result.bytes_freed += os.stat(path).st_size
+        result.packs_removed = len(doomed) - len({e.pack_id for e in to_copy})
+        result.packs_repacked = len(doomed) - result.packs_removed
+        result.chunks_removed = len(dead)
+        if dry_run:
+            return result
+        copies = _copy(repo, to_copy, pack_size)
+        result.moved = [entry for sealed in copies for entry in sealed.entries]
+        result.bytes_freed -= sum(sealed.size for sealed in copies)
+        repo.remove_packs(doomed)
+        result.removed = sorted({e.digest for e in dead if repo.locate(e.digest) is None})
+    log.info("garbage collection: %s", result.summary())
+    return result
+
+
+def _copy(repo: Repository, entries: list[PackEntry], pack_size: int) -> list[SealedPack]:
+    """Copy chunks into new packs, sealed (and indexed) before anything is removed."""
+    sealed: list[SealedPack] = []
+    writer: PackWriter | None = None
+    try:
+        for entry in entries:
+            if writer is None:
+                writer = repo.open_pack()
+            writer.add(entry.digest, repo.read_stored(entry), entry.compressed, entry.plain_size)
+            if writer.size >= pack_size:
+                sealed.append(writer.seal())
+                writer = None
+        if writer is not None:
+            sealed.append(writer.seal())
+            writer = None
+    finally:
+        if writer is not None:
+            writer.abort()
+    return sealed

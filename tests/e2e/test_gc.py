@@ -1,0 +1,69 @@
+"""Garbage collection through the mesh: after prune it frees the pruned restore points'
+chunks, and a backup that counted on those chunks while GC ran is not damaged."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from blockferry.repository import Repository, verify
+from tests.e2e.harness import MeshProcesses, make_disk
+
+
+def pack_bytes(repository: Path) -> int:
+    return sum(p.stat().st_size for p in (repository / "packs").rglob("*.pack"))
+
+
+def test_gc_during_a_backup_that_deduplicated_against_the_chunks_it_removes(
+    mesh_processes: MeshProcesses, tmp_path: Path
+) -> None:
+    mesh = mesh_processes
+    mesh.env["BLOCKFERRY_TARGET_MOVER__GC_GRACE_S"] = "0"
+    mesh.up(shards=2)
+    shared = make_disk(tmp_path / "shared.img", 24, seed=40)
+    other = make_disk(tmp_path / "other.img", 6, seed=41)
+    first = mesh.cli_json("backup", str(shared), "--job", "old", "--disk", "d", "--wait")
+    mesh.cli_json("backup", str(other), "--job", "old", "--disk", "d", "--wait")
+    pruned = mesh.cli_json("prune", "--job", "old", "--keep-last", "1")
+    assert pruned["removed"] == [first["restore_point"]]
+    before = pack_bytes(mesh.repository)
+
+    # the same data under another job, slowly: the dedupe index knows every block, so
+    # it sends almost nothing and counts on the chunks GC is about to remove
+    mesh.kill("source-mover")
+    mesh.start("source-mover", BLOCKFERRY_SOURCE_MOVER__READ_LIMIT_MIB_S="4")
+    outcome: dict[str, Any] = {}
+
+    def back_up() -> None:
+        result = mesh.cli("backup", str(shared), "--job", "new", "--disk", "d", "--wait", "--json")
+        outcome.update(json.loads(result.stdout or "{}"), stderr=result.stderr)
+
+    backing_up = threading.Thread(target=back_up)
+    backing_up.start()
+    deadline = time.monotonic() + 60
+    while True:
+        sessions = [s for s in mesh.api("GET", "/api/v1/sessions").json() if s["job"] == "new"]
+        if sessions and sessions[0]["blocks_done"] >= sessions[0]["blocks_total"] // 4 > 0:
+            break
+        assert time.monotonic() < deadline, sessions
+        time.sleep(0.1)
+    collected = mesh.cli_json("gc")
+    backing_up.join(timeout=120)
+
+    assert collected["chunks_removed"] > 0, collected
+    assert collected["bytes_freed"] > 0, collected
+    assert outcome["state"] == "success", outcome
+    assert outcome["counters"]["blocks_deduplicated_global"] > 0, outcome["counters"]
+    assert outcome["counters"]["blocks_resent"] > 0, "the removed chunks were sent again"
+    restored = tmp_path / "restored.img"
+    mesh.cli_json("restore", outcome["restore_point"], "--to", str(restored))
+    assert restored.read_bytes() == shared.read_bytes()
+    assert verify(Repository.open(mesh.repository)).ok
+
+    # with nothing running, a second GC finds nothing to do; the space stays freed
+    again = mesh.cli_json("gc")
+    assert again["chunks_removed"] == 0, again
+    assert pack_bytes(mesh.repository) < before + shared.stat().st_size
