@@ -191,5 +191,5 @@ def test_a_jobs_retention_prunes_after_each_run_and_prune_takes_a_policy(
     assert restored(mesh, left["id"], "vm.sda", tmp_path / "out.img") == disk.read_bytes()
 
     no_policy = mesh.api("POST", "/api/v1/prune", json={"job": "default"})
-    assert no_policy.status_code == 422
+    assert no_policy.status_code == 400
     assert "no retention policy" in no_policy.json()["detail"]

@@ -120,7 +120,7 @@ class Orchestrator:
             try:
                 check_named_within(request.destination, self._settings.restore_root_dirs())
             except DestinationError as exc:
-                raise HTTPException(422, str(exc)) from exc
+                raise HTTPException(400, str(exc)) from exc
             await self._known_repository(request.repository)
             rp = await self._command(
                 request.repository, "restore-point", {"restore_point": request.restore_point}
@@ -128,7 +128,7 @@ class Orchestrator:
             disks = [d["name"] for d in rp["disks"]]
             disk = request.disk or (disks[0] if len(disks) == 1 else None)
             if disk is None or disk not in disks:
-                raise HTTPException(422, f"name one disk of the restore point: {', '.join(disks)}")
+                raise HTTPException(400, f"name one disk of the restore point: {', '.join(disks)}")
             task = SessionTask(disk=disk, path=request.destination)
             session = self._sessions.new("restore", request.repository, rp["job"], [task])
             self._spawn(self._sessions.restore(session, request.restore_point, request.force))
@@ -188,7 +188,7 @@ class Orchestrator:
         @api.put("/jobs/{name}")
         async def replace_job(name: str, definition: Job) -> JobView:
             if definition.name != name:
-                raise HTTPException(422, f"the job's name {definition.name!r} is not {name!r}")
+                raise HTTPException(400, f"the job's name {definition.name!r} is not {name!r}")
             await self._write_job(definition, create=False)
             return self._view(definition, "api")
 
@@ -212,7 +212,7 @@ class Orchestrator:
                 retention = found[0].retention if found else None
                 if retention is None:
                     raise HTTPException(
-                        422, f"job {request.job} has no retention policy: give one to apply"
+                        400, f"job {request.job} has no retention policy: give one to apply"
                     )
             await self._known_repository(request.repository)
             return await self._prune(request.repository, request.job, retention, request.dry_run)
@@ -353,7 +353,7 @@ class Orchestrator:
         finally:
             replies.close(command_id)
         if not reply.fields["ok"]:
-            status = 404 if "not found" in reply.fields["error"].lower() else 422
+            status = 404 if "not found" in reply.fields["error"].lower() else 400
             raise HTTPException(status, reply.fields["error"])
         return reply_result(reply)
 
