@@ -236,6 +236,9 @@ class ExtentAssembly:
             if not needed or loop.time() >= deadline:
                 break
             if await self._intake.caught_up():
+                # what was missing may have been sealed while that was asked: look again
+                await self._ctx.in_pool(self._ctx.repo.refresh_index)
+                needed = {d for d in needed if self._ctx.repo.locate(d) is None}
                 break
             if self._intake.storage_error is not None:
                 raise self._intake.storage_error

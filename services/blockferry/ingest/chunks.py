@@ -63,6 +63,8 @@ class ChunkIntake:
         self._done: dict[TopicPartition, int] = {}
         self._taken: dict[TopicPartition, int] = {}
         """Per partition, the offset after the last chunk record handled."""
+        self._sealing = 0
+        """Packs being sealed right now (no longer open, not yet indexed)."""
         self.seal_requested = asyncio.Event()
         self.sealed = asyncio.Condition()
         self.storage_error: RepositoryError | None = None
@@ -205,7 +207,7 @@ class ChunkIntake:
     async def caught_up(self) -> bool:
         """Whether every chunk produced so far to this instance's partitions is handled
         and sealed: a digest still absent then is not on its way (from these partitions)."""
-        if self._open:
+        if self._open or self._sealing:
             return False
         consumer = self._consumer.consumer
         partitions = list(consumer.assignment())
@@ -262,7 +264,11 @@ class ChunkIntake:
         if pack is None:
             return
         started = time.monotonic()
-        sealed = await self._ctx.in_pool(pack.writer.seal)
+        self._sealing += 1
+        try:
+            sealed = await self._ctx.in_pool(pack.writer.seal)
+        finally:
+            self._sealing -= 1
         self._ctx.metrics.seal_seconds.labels(self._ctx.name).observe(time.monotonic() - started)
         self._ctx.metrics.packs_sealed.labels(self._ctx.name).inc()
         self.storage_error = None
