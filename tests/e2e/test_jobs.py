@@ -69,7 +69,7 @@ def test_a_job_from_the_jobs_file_backs_up_every_disk_into_one_restore_point(
     with open(web_sdb, "r+b") as f:  # the second run finds this change by digest
         f.seek(1024 * 1024)
         f.write(b"\xaa" * 4096)
-    second = mesh.cli_json("jobs", "start", "fleet", "--wait")
+    second = mesh.cli_json("backup", "--job", "fleet", "--wait")  # a job, by another name
     assert second["state"] == "success", second
     tasks = {task["disk"]: task for task in second["tasks"]}
     assert {t["parent"] for t in tasks.values()} == {first["restore_point"]}

@@ -105,6 +105,11 @@ def jobs_delete(name: str, api_url: str) -> None:
 @json_option
 def jobs_start(name: str, full: bool, wait: bool, api_url: str, as_json: bool) -> None:
     """Run job NAME now: one session, its disks side by side, one restore point."""
+    start_job(name, full, wait, api_url, as_json)
+
+
+def start_job(name: str, full: bool, wait: bool, api_url: str, as_json: bool) -> None:
+    """Start job ``name``, follow it if ``wait``, and report it."""
     with api_client(api_url) as client:
         session = call(client, "POST", f"/api/v1/jobs/{name}/start", params={"full": full})
         if wait:

@@ -22,13 +22,19 @@ from blockferry.cli.client import (
     repo_option,
     session_document,
 )
+from blockferry.cli.jobs import start_job
 from blockferry.cli.output import console, emit, fail
 
 
 @main.command()
-@click.argument("source")
+@click.argument("source", required=False)
 @repo_option
-@click.option("--job", default="default", show_default=True, help="The job the disk belongs to.")
+@click.option(
+    "--job",
+    default="default",
+    show_default=True,
+    help="The job the disk belongs to; without SOURCE, the job to run.",
+)
 @click.option("--disk", help="The disk's stable name in the job [default: the source's file name].")
 @click.option(
     "--compression",
@@ -62,10 +68,16 @@ def backup(
     api_url: str,
     as_json: bool,
 ) -> None:
-    """Back up SOURCE: a raw image file, a block device, or an NBD URI
+    """Back up SOURCE: a raw image file, a block device, a qcow2 image, or an NBD URI
     (nbd://host:port/export, nbd+unix:///export?socket=PATH). A disk with a restore point
     of the same job is backed up incrementally: only changed blocks are sent, found by
-    --dirty-bitmap or --changed-ranges, or else by comparing every block's digest."""
+    --dirty-bitmap or --changed-ranges, or else by comparing every block's digest.
+    Without SOURCE, run the job named by --job (as `jobs start` does)."""
+    if source is None:
+        if disk or dirty_bitmap or changed_ranges:
+            fail("--disk, --dirty-bitmap and --changed-ranges need a SOURCE")
+        start_job(job, full, wait, api_url, as_json)
+        return
     if source.startswith(("nbd://", "nbd+unix://")):
         if disk is None:
             fail("name the disk of an NBD source with --disk")
