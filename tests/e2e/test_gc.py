@@ -22,6 +22,8 @@ def test_gc_during_a_backup_that_deduplicated_against_the_chunks_it_removes(
 ) -> None:
     mesh = mesh_processes
     mesh.env["BLOCKFERRY_TARGET_MOVER__GC_GRACE_S"] = "0"
+    # a block counted on but removed is asked for again once its wait is over
+    mesh.env["BLOCKFERRY_TARGET_MOVER__STORED_WAIT_S"] = "5"
     mesh.up(shards=2)
     shared = make_disk(tmp_path / "shared.img", 24, seed=40)
     other = make_disk(tmp_path / "other.img", 6, seed=41)

@@ -218,11 +218,7 @@ class ExtentAssembly:
         """The blocks of ``wanted`` whose digest is not in a sealed pack once the wait is over.
 
         The wait ends when no further block became durable for ``stored_wait_s``: a
-        target far behind on a big disk keeps storing, and is not mistaken for loss. It
-        ends at once when this instance has stored every chunk produced to its
-        partitions: a block still absent then was counted on but is not coming (its
-        chunk was deduplicated against one garbage collection removed). Should it be on
-        its way to another instance after all, asking for it again only costs a resend.
+        target far behind on a big disk keeps storing, and is not mistaken for loss.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._ctx.config.stored_wait_s
@@ -234,11 +230,6 @@ class ExtentAssembly:
                 deadline = loop.time() + self._ctx.config.stored_wait_s
             needed = still
             if not needed or loop.time() >= deadline:
-                break
-            if await self._intake.caught_up():
-                # what was missing may have been sealed while that was asked: look again
-                await self._ctx.in_pool(self._ctx.repo.refresh_index)
-                needed = {d for d in needed if self._ctx.repo.locate(d) is None}
                 break
             if self._intake.storage_error is not None:
                 raise self._intake.storage_error

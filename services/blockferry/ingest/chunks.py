@@ -61,10 +61,6 @@ class ChunkIntake:
         )
         self._open: dict[TopicPartition, OpenPack] = {}
         self._done: dict[TopicPartition, int] = {}
-        self._taken: dict[TopicPartition, int] = {}
-        """Per partition, the offset after the last chunk record handled."""
-        self._sealing = 0
-        """Packs being sealed right now (no longer open, not yet indexed)."""
         self.seal_requested = asyncio.Event()
         self.sealed = asyncio.Condition()
         self.storage_error: RepositoryError | None = None
@@ -128,7 +124,6 @@ class ChunkIntake:
             await self._ctx.in_pool(pack.writer.abort)
             del self._open[tp]
         self._done = {}
-        self._taken = {}
         for tp in self._consumer.consumer.assignment():
             committed = await self._consumer.consumer.committed(tp)
             if committed is None:
@@ -204,24 +199,7 @@ class ChunkIntake:
         if pack.writer.size >= self._ctx.config.pack_size:
             await self.seal(tp)
 
-    async def caught_up(self) -> bool:
-        """Whether every chunk produced so far to this instance's partitions is handled
-        and sealed: a digest still absent then is not on its way (from these partitions)."""
-        if self._open or self._sealing:
-            return False
-        consumer = self._consumer.consumer
-        partitions = list(consumer.assignment())
-        ends = await consumer.end_offsets(partitions)
-        for tp in partitions:
-            taken = self._taken.get(tp)
-            if taken is None:
-                taken = await consumer.committed(tp) or 0
-            if taken < ends[tp]:
-                return False
-        return True
-
     def _mark(self, tp: TopicPartition, next_offset: int) -> None:
-        self._taken[tp] = next_offset
         pack = self._open.get(tp)
         if pack is None:
             self._done[tp] = next_offset
@@ -264,11 +242,7 @@ class ChunkIntake:
         if pack is None:
             return
         started = time.monotonic()
-        self._sealing += 1
-        try:
-            sealed = await self._ctx.in_pool(pack.writer.seal)
-        finally:
-            self._sealing -= 1
+        sealed = await self._ctx.in_pool(pack.writer.seal)
         self._ctx.metrics.seal_seconds.labels(self._ctx.name).observe(time.monotonic() - started)
         self._ctx.metrics.packs_sealed.labels(self._ctx.name).inc()
         self.storage_error = None
