@@ -6,6 +6,9 @@ started when a test requests ``kafka_bootstrap``, so unit tests never pay for it
 
 Set ``BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS`` to use an already running cluster instead
 (e.g. ``make kafka-up`` and then ``BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092``).
+
+SSH: one real OpenSSH server on 127.0.0.1 per test session, with its own host key and a
+client key of its own (``tests/sshd.py``), started only when a test requests ``sshd``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.sshd import SshdUnavailable, SshServer, check_available, running_sshd
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KAFKA_SH = REPO_ROOT / "compose" / "local" / "kafka.sh"
@@ -113,3 +118,16 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def topic_prefix() -> str:
     """Unique per test: name topics and consumer groups f"{topic_prefix}.something"."""
     return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """One sshd for the session; tests log in as the user running them."""
+    try:
+        check_available()
+    except SshdUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the SSH tests: {exc}", pytrace=False)
+        pytest.skip(f"no SSH server to test against: {exc}")
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server

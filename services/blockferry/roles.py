@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry
 
 from blockferry.dedupe_index.service import DedupeIndex
 from blockferry.dedupe_index.settings import DedupeIndexSettings
+from blockferry.guest_proxy.service import GuestProxy
+from blockferry.guest_proxy.settings import GuestProxySettings
 from blockferry.orchestrator.service import Orchestrator
 from blockferry.orchestrator.settings import OrchestratorSettings
 from blockferry.settings import CommonSettings
@@ -44,6 +46,7 @@ class RoleSpec:
 
 ROLES: dict[str, RoleSpec] = {
     "dedupe-index": RoleSpec(DedupeIndexSettings, DedupeIndex),
+    "guest-proxy": RoleSpec(GuestProxySettings, GuestProxy),
     "orchestrator": RoleSpec(OrchestratorSettings, Orchestrator),
     "source-mover": RoleSpec(SourceMoverSettings, SourceMover),
     "target-mover": RoleSpec(TargetMoverSettings, TargetMover),
@@ -55,7 +58,7 @@ not needed: every role waits for what it needs on Kafka)."""
 def resolve(names: tuple[str, ...]) -> list[str]:
     """Role names to run; ``all`` means every role."""
     if "all" in names:
-        return ["target-mover", "dedupe-index", "source-mover", "orchestrator"]
+        return ["target-mover", "dedupe-index", "source-mover", "guest-proxy", "orchestrator"]
     unknown = [n for n in names if n not in ROLES]
     if unknown:
         raise ValueError(f"unknown role {', '.join(unknown)}: use {', '.join(ROLES)} or all")

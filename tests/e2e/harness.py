@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,6 +16,8 @@ from typing import Any
 import httpx
 
 from blockferry.repository import Repository
+from blockferry.transport.codec import Codec
+from blockferry.transport.kafka import RecordConsumer, RecordProducer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BLOCKFERRY = [sys.executable, "-m", "blockferry.cli"]
@@ -179,6 +182,30 @@ class MeshProcesses:
         result = self.cli(*args, "--json", check=True)
         document: dict[str, Any] = json.loads(result.stdout)
         return document
+
+    def session_events(self, session_id: str) -> list[tuple[str, str]]:
+        """(disk, state) of every event of ``session_id`` on the session-events topic."""
+        bootstrap = self.env["BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS"]
+        prefix = self.env["BLOCKFERRY_KAFKA__TOPIC_PREFIX"]
+
+        async def read() -> list[tuple[str, str]]:
+            codec = Codec()
+            producer = RecordProducer(bootstrap, codec, "test-events")
+            consumer = RecordConsumer(bootstrap, codec, producer, f"{prefix}.dead-letter", "test")
+            await producer.start()
+            await consumer.start()
+            try:
+                await consumer.assign_all_from_start(f"{prefix}.session-events")
+                return [
+                    (record.fields["disk"], record.fields["state"])
+                    for record in await consumer.read_to_end()
+                    if record.key == session_id.encode()
+                ]
+            finally:
+                await consumer.stop()
+                await producer.stop()
+
+        return asyncio.run(read())
 
     def close(self) -> None:
         for process in self.processes.values():

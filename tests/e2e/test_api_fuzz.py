@@ -1,6 +1,10 @@
 """The REST API fuzzed with schemathesis against a running mesh: whatever an
 authenticated client sends to any operation, the answer is never a server error and
-matches the schema the API publishes (requests without a token: test_api_token.py)."""
+matches the schema the API publishes (requests without a token: test_api_token.py).
+
+The mesh has a guest-proxy whose only reachable guest is the test's own sshd, and a job
+whose guest scripts only print; the guest-proxy runs no commands on its own host, so
+fuzzed jobs with local scripts or snapshot commands are refused, not run."""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from tests.e2e.harness import MeshProcesses, make_disk
+from tests.e2e.test_guest_processing import guest_job, start_guest_proxy
+from tests.sshd import SshServer
 
 pytestmark = pytest.mark.e2e
 
@@ -25,14 +31,22 @@ EXAMPLES = 10
 
 @pytest.fixture(scope="module")
 def fuzzed_mesh(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+    kafka_bootstrap: str, sshd: SshServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MeshProcesses]:
     workdir = tmp_path_factory.mktemp("fuzz")
     mesh = MeshProcesses(kafka_bootstrap, f"t{uuid.uuid4().hex[:8]}", workdir)
     try:
         mesh.up(shards=2)
+        start_guest_proxy(mesh, sshd)
         disk = make_disk(workdir / "guest.img", 1, seed=9)
-        mesh.cli_json("backup", str(disk), "--job", "harmless", "--disk", "sda", "--wait")
+        harmless = guest_job(
+            "harmless",
+            {"sda": disk},
+            sshd,
+            guest_processing={"pre_freeze": "echo freeze", "post_thaw": "echo thaw"},
+        )
+        assert mesh.api("POST", "/api/v1/jobs", json=harmless).status_code == 201
+        assert mesh.cli_json("jobs", "start", "harmless", "--wait")["state"] == "success"
         yield mesh
     finally:
         mesh.close()

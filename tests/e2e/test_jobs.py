@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.harness import MeshProcesses, make_disk
+from tests.e2e.harness import BLOCKFERRY, MeshProcesses, make_disk
 
 pytestmark = pytest.mark.e2e
 
@@ -133,26 +134,84 @@ def test_api_jobs_are_validated_kept_across_restarts_and_a_failed_disk_is_a_warn
     assert mesh.api("GET", "/api/v1/jobs/nightly").status_code == 404, "the delete is kept"
 
 
-def test_a_scheduled_job_runs_by_itself(mesh_processes: MeshProcesses, tmp_path: Path) -> None:
+def test_a_scheduled_job_runs_twice_while_retention_and_gc_remove_the_oldest_restore_point(
+    mesh_processes: MeshProcesses, tmp_path: Path
+) -> None:
+    """Two scheduled runs of a job that keeps one restore point: the second run's
+    retention removes the first restore point, and GC frees its chunks while a new
+    backup (sharing most of its data) is being written; everything kept restores."""
     mesh = mesh_processes
+    mesh.env["BLOCKFERRY_TARGET_MOVER__GC_GRACE_S"] = "0"
+    # a block counted on but removed is asked for again once its wait is over
+    mesh.env["BLOCKFERRY_TARGET_MOVER__STORED_WAIT_S"] = "5"
+    # slow enough (12 s a run, progress every 1 MiB) that GC runs while the last backup reads
+    mesh.env["BLOCKFERRY_SOURCE_MOVER__READ_LIMIT_MIB_S"] = "1"
+    mesh.env["BLOCKFERRY_SOURCE_MOVER__IN_FLIGHT"] = "4"
     mesh.up(shards=2)
-    disk = make_disk(tmp_path / "disk.img", 2, seed=7)
-    every_minute = job("minutely", {"vm": {"sda": disk}}, schedule={"cron": "* * * * *"})
+    disk = make_disk(tmp_path / "disk.img", 12, seed=7)
+    every_minute = job(
+        "minutely",
+        {"vm": {"sda": disk}},
+        schedule={"cron": "* * * * *"},
+        retention={"keep_last": 1},
+    )
     assert mesh.api("POST", "/api/v1/jobs", json=every_minute).status_code == 201
     next_run = mesh.api("GET", "/api/v1/jobs/minutely").json()["next_run"]
 
-    deadline = time.monotonic() + 90
+    def scheduled(count: int) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + 150
+        while True:
+            found = mesh.api("GET", "/api/v1/sessions", params={"job": "minutely"}).json()
+            ended = [s for s in found if s["state"] in ("success", "warning", "failed")]
+            if len(ended) >= count and (count == 1 or "prune" in ended[-1]["result"]):
+                return ended
+            assert time.monotonic() < deadline, found
+            time.sleep(0.5)
+
+    (first,) = scheduled(1)
+    assert first["state"] == "success", first
+    assert datetime.fromisoformat(first["scheduled_for"]) == datetime.fromisoformat(next_run)
+    first_content = disk.read_bytes()
+    # the second run: every block new, so the first restore point's packs are all dead
+    # once it is pruned
+    disk.write_bytes(make_disk(tmp_path / "new.img", 12, seed=8).read_bytes())
+    first, second = scheduled(2)
+    assert second["state"] == "success", second
+    assert second["result"]["prune"]["removed"] == [first["restore_point"]]
+    minutes = datetime.fromisoformat(second["scheduled_for"]) - datetime.fromisoformat(
+        first["scheduled_for"]
+    )
+    assert minutes.total_seconds() == 60
+
+    # the first run's content under another job, while GC removes what only the first
+    # restore point had: the new backup counted on those chunks, and is not damaged
+    copy = tmp_path / "copy.img"
+    copy.write_bytes(first_content)
+    backup = subprocess.Popen(
+        [*BLOCKFERRY, "backup", str(copy), "--job", "copy", "--disk", "d", "--wait", "--json"],
+        env=mesh.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
     while True:
-        sessions = mesh.api("GET", "/api/v1/sessions", params={"job": "minutely"}).json()
-        if sessions and sessions[0]["state"] in ("success", "warning", "failed"):
+        copies = mesh.api("GET", "/api/v1/sessions", params={"job": "copy"}).json()
+        if copies and copies[0]["blocks_done"] > 0:
             break
-        assert time.monotonic() < deadline, sessions
-        time.sleep(0.5)
-    (session,) = sessions
-    assert session["state"] == "success", session
-    assert session["scheduled_for"] is not None
-    assert datetime.fromisoformat(session["scheduled_for"]) == datetime.fromisoformat(next_run)
-    assert session["restore_point"]
+        assert time.monotonic() < deadline, copies
+        time.sleep(0.1)
+    collected = mesh.cli_json("gc")
+    out, err = backup.communicate(timeout=180)
+    copied = json.loads(out)
+
+    assert collected["chunks_removed"] > 0, collected
+    assert copied["state"] == "success", (copied, err)
+    assert restored(mesh, copied["restore_point"], "d", tmp_path / "c.img") == first_content
+    assert restored(mesh, second["restore_point"], "vm.sda", tmp_path / "s.img") == (
+        disk.read_bytes()
+    )
+    assert mesh.cli_json("verify")["ok"], "the repository is consistent after GC"
 
 
 def test_a_jobs_retention_prunes_after_each_run_and_prune_takes_a_policy(

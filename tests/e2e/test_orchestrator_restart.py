@@ -3,41 +3,13 @@ state is on the compacted sessions topic, every transition on the session-events
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
-from blockferry.transport.codec import Codec
-from blockferry.transport.kafka import RecordConsumer, RecordProducer
 from tests.e2e.harness import MeshProcesses, make_disk
-
-
-def session_events(mesh: MeshProcesses, session_id: str) -> list[tuple[str, str]]:
-    """(disk, state) of every event of ``session_id`` on the session-events topic."""
-    bootstrap = mesh.env["BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS"]
-    prefix = mesh.env["BLOCKFERRY_KAFKA__TOPIC_PREFIX"]
-
-    async def read() -> list[tuple[str, str]]:
-        codec = Codec()
-        producer = RecordProducer(bootstrap, codec, "test-events")
-        consumer = RecordConsumer(bootstrap, codec, producer, f"{prefix}.dead-letter", "test")
-        await producer.start()
-        await consumer.start()
-        try:
-            await consumer.assign_all_from_start(f"{prefix}.session-events")
-            return [
-                (record.fields["disk"], record.fields["state"])
-                for record in await consumer.read_to_end()
-                if record.key == session_id.encode()
-            ]
-        finally:
-            await consumer.stop()
-            await producer.stop()
-
-    return asyncio.run(read())
 
 
 def test_an_orchestrator_killed_mid_session_carries_it_on(
@@ -74,7 +46,7 @@ def test_an_orchestrator_killed_mid_session_carries_it_on(
     mesh.cli_json("restore", document["restore_point"], "--to", str(restored))
     assert restored.read_bytes() == disk.read_bytes()
 
-    events = session_events(mesh, session_id)
+    events = mesh.session_events(session_id)
     assert events == [
         ("", "pending"),
         ("", "transferring"),

@@ -75,7 +75,7 @@ repo_option = click.option(
 )
 
 
-ENDED = ("success", "warning", "failed")
+ENDED = ("success", "warning", "failed", "cancelled")
 
 
 def follow(client: httpx.Client, session: dict[str, Any], as_json: bool) -> dict[str, Any]:
@@ -103,12 +103,12 @@ def follow(client: httpx.Client, session: dict[str, Any], as_json: bool) -> dict
             )
             if bar is not None:
                 for task in session["tasks"]:
-                    if task["blocks_total"]:
-                        bar.update(
-                            bars[task["disk"]],
-                            total=task["blocks_total"],
-                            completed=task["blocks_done"],
-                        )
+                    bar.update(
+                        bars[task["disk"]],
+                        description=f"{session['kind']} {task['disk']} ({session['state']})",
+                        total=task["blocks_total"] or None,
+                        completed=task["blocks_done"],
+                    )
     finally:
         if bar is not None:
             bar.stop()
@@ -149,4 +149,5 @@ def session_document(session: dict[str, Any]) -> dict[str, Any]:
             {k: task[k] for k in ("disk", "state", "parent", "tracking", "error", "counters")}
             for task in tasks
         ],
+        "steps": session.get("steps", []),
     }

@@ -25,7 +25,7 @@ from blockferry.cli.output import console, emit, fail
 
 @main.group()
 def jobs() -> None:
-    """Job definitions: list, show, apply a YAML file, delete, start."""
+    """Job definitions: list, show, apply a YAML file, delete, start, stop."""
 
 
 @jobs.command("list")
@@ -108,6 +108,16 @@ def jobs_start(name: str, full: bool, wait: bool, api_url: str, as_json: bool) -
     start_job(name, full, wait, api_url, as_json)
 
 
+@jobs.command("stop")
+@click.argument("name")
+@api_option
+def jobs_stop(name: str, api_url: str) -> None:
+    """Stop job NAME's running session: it is cancelled and commits nothing."""
+    with api_client(api_url) as client:
+        session = call(client, "POST", f"/api/v1/jobs/{name}/stop")
+    click.echo(f"cancelling session {session['id']} of job {name}")
+
+
 def start_job(name: str, full: bool, wait: bool, api_url: str, as_json: bool) -> None:
     """Start job ``name``, follow it if ``wait``, and report it."""
     with api_client(api_url) as client:
@@ -136,12 +146,24 @@ def report(session: dict[str, Any], as_json: bool, ended: bool) -> None:
                 task["error"],
             )
         Console().print(table)
+        if session["steps"]:
+            steps = Table("step", "vm/disk", "ok", "exit", "seconds", "message")
+            for step in session["steps"]:
+                steps.add_row(
+                    step["action"],
+                    step["vm"] or step["disk"],
+                    "yes" if step["ok"] else "no",
+                    "-" if step["exit_code"] is None else str(step["exit_code"]),
+                    f"{step['seconds']:.1f}",
+                    step["message"],
+                )
+            Console().print(steps)
         click.echo(
             f"session {session['id']} of job {session['job']}: {session['state']}"
             + (f", restore point {session['restore_point']}" if session["restore_point"] else "")
         )
-    if ended and session["state"] == "failed":
-        fail(f"session {session['id']} failed: {document['error']}")
+    if ended and session["state"] in ("failed", "cancelled"):
+        fail(f"session {session['id']} {session['state']}: {document['error']}")
 
 
 @main.group()
@@ -188,3 +210,13 @@ def sessions_show(session_id: str, follow_it: bool, api_url: str, as_json: bool)
         if follow_it:
             session = follow(client, session, as_json)
     report(session, as_json, follow_it)
+
+
+@sessions.command("cancel")
+@click.argument("session_id")
+@api_option
+def sessions_cancel(session_id: str, api_url: str) -> None:
+    """Cancel session SESSION_ID: its tasks stop and nothing is committed."""
+    with api_client(api_url) as client:
+        call(client, "POST", f"/api/v1/sessions/{session_id}/cancel")
+    click.echo(f"cancelling session {session_id}")

@@ -56,3 +56,7 @@ class RecordError(TransportError):
 
 class SessionError(BlockferryError):
     """A backup or restore session failed."""
+
+
+class GuestError(BlockferryError):
+    """A guest script or snapshot command cannot be run."""

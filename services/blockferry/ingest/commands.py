@@ -6,14 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
 
-from aiokafka import TopicPartition
-
+from blockferry.command_server import CommandServer
 from blockferry.core import blocks
 from blockferry.core.errors import BlockferryError
 from blockferry.ingest.changelog import publish_entries, publish_tombstones
@@ -23,7 +21,6 @@ from blockferry.repository.gc import collect_garbage
 from blockferry.repository.ids import format_time, utc_now
 from blockferry.repository.retention import Policy
 from blockferry.transport.codec import signed64
-from blockferry.transport.kafka import Record
 
 log = logging.getLogger(__name__)
 
@@ -40,67 +37,19 @@ def describe_restore_point(rp: RestorePoint) -> dict[str, Any]:
     return rp.to_dict()
 
 
-class CommandHandler:
+class CommandHandler(CommandServer):
     """The commands consumer of one repository."""
 
     def __init__(self, ctx: IngestContext) -> None:
-        self._ctx = ctx
-        self._consumer = ctx.mesh.consumer(f"commands-{ctx.name}", group=f"{ctx.name}.owner")
-
-    async def start(self) -> None:
-        await self._consumer.start([self._ctx.mesh.topics.commands(self._ctx.name)])
-
-    async def stop(self) -> None:
-        await self._consumer.stop()
-
-    async def run(self) -> None:
-        async with asyncio.TaskGroup() as group:
-            async for batch in self._consumer.batches(timeout_ms=500, max_records=16):
-                for record in batch:
-                    await self._consumer.commit(
-                        {TopicPartition(record.topic, record.partition): record.offset + 1}
-                    )
-                    if record.name != "Command":
-                        continue
-                    group.create_task(self._handle(record))
-
-    async def _handle(self, record: Record) -> None:
-        command = record.fields
-        name = command["name"]
-        try:
-            arguments = json.loads(command["arguments"] or "{}")
-            if not isinstance(arguments, dict):
-                raise BlockferryError("arguments must be a JSON object")
-            arguments["command_id"] = command["command_id"]
-            handler = getattr(self, "_" + name.replace("-", "_"), None)
-            if handler is None:
-                raise BlockferryError(f"unknown command {name!r}")
-            result = await handler(arguments)
-        except Exception as exc:  # a command's failure is answered; it never stops the owner
-            if isinstance(exc, BlockferryError | OSError):
-                log.error("command %s failed: %s", name, exc)
-            else:
-                log.exception("command %s failed", name)
-            await self._reply(command, ok=False, error=f"{name}: {exc}")
-            return
-        if result is not None:
-            await self._reply(command, ok=True, result=result)
-
-    async def _reply(
-        self, command: dict[str, Any], ok: bool, error: str = "", result: Any = None
-    ) -> None:
-        await self._ctx.mesh.producer.send_and_wait(
-            self._ctx.mesh.topics.replies(self._ctx.name),
-            "Reply",
-            {
-                "correlation_id": command["command_id"],
-                "name": command["name"],
-                "ok": ok,
-                "error": error,
-                "result": json.dumps(result if result is not None else {}),
-            },
-            key=command["command_id"],
+        topics = ctx.mesh.topics
+        super().__init__(
+            ctx.mesh,
+            f"commands-{ctx.name}",
+            f"{ctx.name}.owner",
+            topics.commands(ctx.name),
+            topics.replies(ctx.name),
         )
+        self._ctx = ctx
 
     async def _commit(self, args: dict[str, Any]) -> dict[str, Any]:
         def commit() -> RestorePoint:
@@ -115,6 +64,11 @@ class CommandHandler:
 
         rp = await self._ctx.in_pool(commit)
         return describe_restore_point(rp)
+
+    async def _discard(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A session ended without a restore point (failed, cancelled): drop its staging."""
+        await self._ctx.in_pool(self._ctx.repo.discard_staging, args["session_id"])
+        return {}
 
     async def _gc(self, args: dict[str, Any]) -> dict[str, Any]:
         """Garbage collection, then the changelog told: moved chunks' new places and

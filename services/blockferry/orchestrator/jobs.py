@@ -42,9 +42,32 @@ class Disk(_Strict):
     )
 
 
+class GuestAccess(_Strict):
+    """How the guest-proxy reaches a VM's guest to run its scripts. The SSH key and the
+    known host keys are the guest-proxy's settings, never part of a job."""
+
+    connection: Literal["ssh", "local"] = Field(
+        "ssh",
+        description="ssh: over SSH with key authentication against known host keys;"
+        " local: on the guest-proxy's own host (a guest-proxy placed in the guest).",
+    )
+    host: str | None = Field(None, min_length=1, max_length=253, description="ssh: the guest.")
+    port: int = Field(22, ge=1, le=65535)
+    user: str = Field("root", pattern=r"^[a-z_][a-z0-9_.-]{0,31}$")
+
+    @model_validator(mode="after")
+    def _ssh_has_host(self) -> GuestAccess:
+        if self.connection == "ssh" and not self.host:
+            raise ValueError("an ssh connection needs the guest's host")
+        return self
+
+
 class Vm(_Strict):
     name: str = Field(pattern=NAME)
     disks: list[Disk] = Field(min_length=1)
+    guest: GuestAccess | None = Field(
+        None, description="Where the job's guest scripts run for this VM."
+    )
 
     @field_validator("disks")
     @classmethod
@@ -127,6 +150,72 @@ class Retention(_Strict):
         return self
 
 
+class GuestProcessing(_Strict):
+    """Application-aware processing: scripts run on each VM's guest around the snapshot."""
+
+    pre_freeze: str | None = Field(
+        None,
+        min_length=1,
+        description="Shell command run on the guest before the snapshot (flush and freeze"
+        " the applications); it must end within the freeze limit.",
+    )
+    post_thaw: str | None = Field(
+        None,
+        min_length=1,
+        description="Shell command run on the guest after the snapshot. It runs once the"
+        " freeze has begun, whatever happens: when the snapshot is taken, when the freeze"
+        " limit expires (the guest runs it by itself if the guest-proxy is gone).",
+    )
+    freeze_limit_s: float = Field(
+        60.0, ge=1, le=3600, description="The longest a guest may stay frozen."
+    )
+    on_failure: Literal["ignore", "warn", "fail"] = Field(
+        "warn",
+        description="A script that fails: ignore it, warn in the session, or fail the"
+        " session (the disks are not read).",
+    )
+
+    @model_validator(mode="after")
+    def _has_a_script(self) -> GuestProcessing:
+        if not self.pre_freeze and not self.post_thaw:
+            raise ValueError("give pre_freeze, post_thaw or both")
+        return self
+
+
+class Snapshot(_Strict):
+    """How a consistent copy of the disks is made before they are read."""
+
+    provider: Literal["none", "file-copy", "command"] = Field(
+        "none",
+        description="none: read the source as it is, which is only correct for a source"
+        " nobody writes (a stopped VM's image); file-copy: a copy-on-write copy (reflink)"
+        " of each disk image next to it, else a plain copy; command: the create and delete"
+        " commands below.",
+    )
+    create: str | None = Field(
+        None,
+        min_length=1,
+        description="command: shell command that makes a snapshot of one disk and prints"
+        " its path (last line of its output). It gets BLOCKFERRY_SOURCE, BLOCKFERRY_DISK"
+        " and BLOCKFERRY_SESSION in its environment.",
+    )
+    delete: str | None = Field(
+        None,
+        min_length=1,
+        description="command: shell command that deletes the snapshot named by"
+        " BLOCKFERRY_SNAPSHOT (with the same variables as create).",
+    )
+    timeout_s: float = Field(300.0, ge=1, le=86400, description="Limit of each command.")
+
+    @model_validator(mode="after")
+    def _commands_given(self) -> Snapshot:
+        if self.provider == "command" and not (self.create and self.delete):
+            raise ValueError("the command provider needs both create and delete")
+        if self.provider != "command" and (self.create or self.delete):
+            raise ValueError("create and delete are only for the command provider")
+        return self
+
+
 class Job(_Strict):
     name: str = Field(pattern=NAME)
     repository: str = Field("default", pattern=NAME)
@@ -135,6 +224,28 @@ class Job(_Strict):
     schedule: Schedule | None = Field(None, description="None: the job runs when started.")
     retention: Retention | None = Field(None, description="None: every restore point is kept.")
     enabled: bool = Field(True, description="A disabled job is not run by its schedule.")
+    guest_processing: GuestProcessing | None = Field(
+        None, description="None: no scripts run on the guests."
+    )
+    snapshot: Snapshot = Field(default_factory=Snapshot)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Job:
+        if self.guest_processing is not None:
+            missing = [vm.name for vm in self.vms if vm.guest is None]
+            if missing:
+                raise ValueError(
+                    f"guest_processing needs every VM's guest access; missing for"
+                    f" {', '.join(missing)}"
+                )
+        if self.snapshot.provider == "file-copy":
+            nbd = [disk_name(vm, d) for vm in self.vms for d in vm.disks if "://" in d.source]
+            if nbd:
+                raise ValueError(
+                    f"the file-copy snapshot copies image files; {', '.join(nbd)} are NBD"
+                    " exports (use the command provider)"
+                )
+        return self
 
     @field_validator("vms")
     @classmethod

@@ -10,10 +10,22 @@ from pydantic import BaseModel, Field, computed_field
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 Compression = Literal["none", "fast", "optimal", "high", "extreme"]
 
-SessionState = Literal["pending", "transferring", "committing", "success", "warning", "failed"]
-"""``warning``: a backup committed the disks that succeeded while others failed."""
-ENDED = ("success", "warning", "failed")
-TaskState = Literal["pending", "transferring", "success", "failed"]
+SessionState = Literal[
+    "pending",
+    "guest-freeze",
+    "snapshot",
+    "guest-thaw",
+    "transferring",
+    "committing",
+    "success",
+    "warning",
+    "failed",
+    "cancelled",
+]
+"""``warning``: a backup committed, but something needs the operator's eye (a disk that
+failed, a guest script that failed, a snapshot taken after its freeze limit expired)."""
+ENDED = ("success", "warning", "failed", "cancelled")
+TaskState = Literal["pending", "transferring", "success", "failed", "cancelled"]
 
 
 class BackupRequest(BaseModel):
@@ -56,11 +68,29 @@ class VerifyRequest(BaseModel):
     restore_point: str | None = None
 
 
+class GuestStep(BaseModel):
+    """A guest script or snapshot command run for a session, and how it ended."""
+
+    action: Literal["freeze", "thaw", "snapshot", "delete-snapshot"]
+    vm: str = Field("", description="freeze, thaw: the VM whose guest ran the script.")
+    disk: str = Field("", description="snapshot, delete-snapshot: the disk.")
+    ok: bool
+    exit_code: int | None = Field(None, description="None: killed, or never started.")
+    timed_out: bool = False
+    seconds: float = 0.0
+    stdout: str = Field("", description="The tail of what it printed.")
+    stderr: str = ""
+    message: str = ""
+
+
 class SessionTask(BaseModel):
     """One disk of a session: read by a source mover (backup) or written (restore)."""
 
     disk: str = Field(description="The disk's stable name in the job.")
-    path: str = Field(description="Backup: what is read. Restore: where it is written.")
+    path: str = Field(description="Backup: the source. Restore: where it is written.")
+    snapshot: str | None = Field(
+        None, description="Backup: the snapshot of the source the movers read, while it exists."
+    )
     state: TaskState = "pending"
     attempt: int = Field(0, description="Offers of the task to the movers so far, minus one.")
     parent: str | None = Field(None, description="The restore point an incremental builds on.")
@@ -93,7 +123,11 @@ class Session(BaseModel):
     )
     warnings: list[str] = Field(default_factory=list)
     error: str = ""
+    cancel_requested: bool = False
     tasks: list[SessionTask] = Field(default_factory=list)
+    steps: list[GuestStep] = Field(
+        default_factory=list, description="Guest scripts and snapshot commands, in order."
+    )
     result: dict[str, Any] = Field(default_factory=dict)
 
     @computed_field  # type: ignore[prop-decorator]

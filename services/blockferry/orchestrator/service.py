@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response
 from prometheus_client import CollectorRegistry
 
 from blockferry import api_token
-from blockferry.core.errors import DestinationError, SessionError
+from blockferry.core.errors import DestinationError, GuestError, SessionError
 from blockferry.mesh import Mesh, RepositoryDirectory
 from blockferry.orchestrator.auth import bearer_token
 from blockferry.orchestrator.job_store import JobConflict, JobStore
@@ -34,6 +34,7 @@ from blockferry.orchestrator.sessions import Sessions
 from blockferry.orchestrator.settings import OrchestratorSettings
 from blockferry.repository.ids import utc_now
 from blockferry.restore_target import check_named_within
+from blockferry.transport.kafka import Record
 from blockferry.transport.mailbox import Mailbox, next_record, reply_result
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,16 @@ class Orchestrator:
         self._directory = RepositoryDirectory(self._mesh)
         self._jobs = JobStore(self._mesh, self._config.jobs_file)
         self._progress = self._mesh.mailbox("progress", self._mesh.topics.task_progress, "task_id")
+        self._guest_events = self._mesh.mailbox(
+            "guest-events", self._mesh.topics.guest_events, "correlation_id"
+        )
         self._sessions = Sessions(
-            self._mesh, self._config, self._progress, self._session_command, registry
+            self._mesh,
+            self._config,
+            self._progress,
+            self._session_command,
+            self._guest_command,
+            registry,
         )
         self._replies: dict[str, Mailbox] = {}
         self._replies_lock = asyncio.Lock()
@@ -68,6 +77,7 @@ class Orchestrator:
         await self._mesh.start()
         await self._directory.start()
         await self._progress.start()
+        await self._guest_events.start()
         await self._jobs.start()
         self._unfinished = await self._sessions.load()
 
@@ -76,6 +86,7 @@ class Orchestrator:
             self._group = group
             group.create_task(self._directory.run())
             group.create_task(self._progress.run())
+            group.create_task(self._guest_events.run())
             group.create_task(self._jobs.run())
             group.create_task(self._scheduler.run())
             for session in self._unfinished:
@@ -88,6 +99,7 @@ class Orchestrator:
         for mailbox in self._replies.values():
             await mailbox.stop()
         await self._jobs.stop()
+        await self._guest_events.stop()
         await self._progress.stop()
         await self._directory.stop()
         await self._mesh.stop()
@@ -158,6 +170,15 @@ class Orchestrator:
                 raise HTTPException(404, f"no session {session_id}")
             await self._sessions.wait_for_change(found, wait_s)
             return found
+
+        @api.post("/sessions/{session_id}/cancel", status_code=202)
+        async def cancel_session(session_id: str) -> Session:
+            """Cancel a session: its tasks stop, nothing is committed, its guests are
+            thawed and its snapshots deleted. The session ends as ``cancelled``."""
+            found = self._sessions.get(session_id)
+            if found is None:
+                raise HTTPException(404, f"no session {session_id}")
+            return await self._cancel(found)
 
         @api.get("/restore-points")
         async def restore_points(
@@ -236,6 +257,25 @@ class Orchestrator:
             definition, _ = self._job(name)
             return await self._start_job(definition, full)
 
+        @api.post("/jobs/{name}/stop", status_code=202)
+        async def stop_job(name: str) -> Session:
+            """Stop a job's running session: it is cancelled, nothing of it is committed."""
+            definition, _ = self._job(name)
+            running = self._sessions.running(definition.repository, definition.name)
+            if running is None:
+                raise HTTPException(409, f"job {name} is not running")
+            return await self._cancel(running)
+
+    async def _cancel(self, session: Session) -> Session:
+        if session.ended:
+            raise HTTPException(409, f"session {session.id} has ended ({session.state})")
+        if session.state == "committing":
+            raise HTTPException(
+                409, f"session {session.id} is committing its restore point: too late to cancel"
+            )
+        await self._sessions.cancel(session)
+        return session
+
     async def _prune(
         self, repository: str, job: str, retention: Retention, dry_run: bool
     ) -> dict[str, Any]:
@@ -245,9 +285,21 @@ class Orchestrator:
             {"job": job, "policy": retention.model_dump(), "dry_run": dry_run},
         )
 
-    async def _run_job(self, job: Job, session: Session, bitmaps: dict[str, str]) -> None:
+    async def _run_job(self, job: Job, session: Session) -> None:
         """A job's session, then its retention policy."""
-        await self._sessions.backup(session, job.compression, dirty_bitmaps=bitmaps)
+        guest = None
+        if job.guest_processing is not None:
+            guest = {
+                "processing": job.guest_processing.model_dump(),
+                "access": {vm.name: vm.guest.model_dump() for vm in job.vms if vm.guest},
+            }
+        await self._sessions.backup(
+            session,
+            job.compression,
+            dirty_bitmaps={name: d.dirty_bitmap for name, d in job.disks() if d.dirty_bitmap},
+            guest=guest,
+            snapshot=job.snapshot.model_dump(),
+        )
         if job.retention is None or session.state not in ("success", "warning"):
             return
         try:
@@ -296,8 +348,7 @@ class Orchestrator:
             tasks.append(SessionTask(disk=disk_name, path=disk.source, parent=parent))
         session = self._sessions.new("backup", job.repository, job.name, tasks)
         session.scheduled_for = scheduled_for
-        bitmaps = {name: disk.dirty_bitmap for name, disk in job.disks() if disk.dirty_bitmap}
-        self._spawn(self._run_job(job, session, bitmaps))
+        self._spawn(self._run_job(job, session))
         return session
 
     # -- repositories -------------------------------------------------------------
@@ -331,31 +382,63 @@ class Orchestrator:
         self, repo: str, name: str, arguments: dict[str, Any], timeout: float | None = None
     ) -> dict[str, Any]:
         """Send a command to the repository's owner and return its reply's result."""
-        replies = await self._replies_mailbox(repo)
-        command_id = uuid.uuid4().hex
-        queue = replies.open(command_id)
         try:
-            await self._mesh.producer.send_and_wait(
+            reply = await self._ask(
                 self._mesh.topics.commands(repo),
-                "Command",
-                {
-                    "command_id": command_id,
-                    "name": name,
-                    "arguments": json.dumps(arguments),
-                },
-                key=command_id,
-            )
-            reply = await next_record(
-                queue, timeout or self._config.command_timeout_s, f"{name} on repository {repo}"
+                await self._replies_mailbox(repo),
+                name,
+                arguments,
+                timeout or self._config.command_timeout_s,
+                f"{name} on repository {repo}",
             )
         except TimeoutError as exc:
             raise HTTPException(504, str(exc)) from exc
-        finally:
-            replies.close(command_id)
         if not reply.fields["ok"]:
             status = 404 if "not found" in reply.fields["error"].lower() else 400
             raise HTTPException(status, reply.fields["error"])
         return reply_result(reply)
+
+    async def _guest_command(
+        self, name: str, arguments: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
+        """Send a command to the guest-proxies; GuestError when it failed."""
+        what = f"{name} of {arguments.get('vm') or arguments.get('disk')} from any guest-proxy"
+        reply = await self._ask(
+            self._mesh.topics.guest_commands,
+            self._guest_events,
+            name,
+            arguments,
+            timeout,
+            what,
+            key=arguments["session_id"],
+        )
+        if not reply.fields["ok"]:
+            raise GuestError(reply.fields["error"])
+        return reply_result(reply)
+
+    async def _ask(
+        self,
+        topic: str,
+        replies: Mailbox,
+        name: str,
+        arguments: dict[str, Any],
+        timeout: float,
+        what: str,
+        key: str | None = None,
+    ) -> Record:
+        """Send a Command to ``topic`` and wait for its Reply; TimeoutError names ``what``."""
+        command_id = uuid.uuid4().hex
+        queue = replies.open(command_id)
+        try:
+            await self._mesh.producer.send_and_wait(
+                topic,
+                "Command",
+                {"command_id": command_id, "name": name, "arguments": json.dumps(arguments)},
+                key=key or command_id,
+            )
+            return await next_record(queue, timeout, what)
+        finally:
+            replies.close(command_id)
 
     async def _replies_mailbox(self, repo: str) -> Mailbox:
         async with self._replies_lock:

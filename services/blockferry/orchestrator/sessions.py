@@ -7,6 +7,12 @@ to the compacted sessions topic. An orchestrator that starts reads the sessions 
 and carries on every session that had not ended: a disk whose mover may still be at
 work is followed first, and offered again only when its lease expires; a session that
 was committing commits again (a commit is idempotent per session).
+
+A backup of a job with guest processing freezes every VM's guest, takes the disks'
+snapshots, and thaws the guests, before any disk is read; the snapshots are deleted at
+the end, whatever the outcome. A session that was among those steps when the
+orchestrator stopped thaws its guests and deletes its snapshots, then takes them again.
+A cancelled session stops its tasks on the movers and commits nothing.
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ from typing import Any, Literal
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
-from blockferry.core.errors import BlockferryError, SessionError
+from blockferry.core.errors import BlockferryError, GuestError, SessionError
 from blockferry.mesh import Mesh
-from blockferry.orchestrator.models import ENDED, Session, SessionTask
+from blockferry.orchestrator.models import ENDED, GuestStep, Session, SessionTask
 from blockferry.orchestrator.settings import OrchestratorConfig
 from blockferry.repository.ids import format_time, new_restore_point_id
 from blockferry.transport.mailbox import Mailbox, next_record
@@ -34,6 +40,19 @@ log = logging.getLogger(__name__)
 
 CommandSender = Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]]
 """Sends a command to a repository's owner: (repository, name, arguments) -> result."""
+
+GuestSender = Callable[[str, dict[str, Any], float], Awaitable[dict[str, Any]]]
+"""Sends a command to the guest-proxies: (name, arguments, timeout) -> result. Raises
+GuestError when it failed, TimeoutError when no guest-proxy answered."""
+
+THAW_LIMIT_S = 300.0
+"""The longest a post-thaw script may run."""
+
+PREPARING = ("guest-freeze", "snapshot", "guest-thaw")
+
+
+class SessionCancelled(SessionError):
+    """The operator cancelled the session."""
 
 
 class Sessions:
@@ -45,12 +64,17 @@ class Sessions:
         config: OrchestratorConfig,
         progress: Mailbox,
         command: CommandSender,
+        guest: GuestSender,
         registry: CollectorRegistry,
     ) -> None:
         self._mesh = mesh
         self._config = config
         self._progress = progress
         self._command = command
+        self._guest = guest
+        self._margin = config.guest_answer_margin_s
+        self._bodies: dict[str, asyncio.Task[None]] = {}
+        """The running body of each session, cancelled to cancel the session."""
         self._sessions: dict[str, Session] = {}
         self._plans: dict[str, dict[str, Any]] = {}
         """Per session, what running it needs beyond the session itself."""
@@ -185,12 +209,17 @@ class Sessions:
         compression: str,
         changed_ranges: str = "",
         dirty_bitmaps: dict[str, str] | None = None,
+        guest: dict[str, Any] | None = None,
+        snapshot: dict[str, Any] | None = None,
     ) -> None:
         """Back up every disk of ``session``; commit the ones that succeeded.
 
         Args:
             changed_ranges: a changed-ranges map (JSON) for a session of one disk.
             dirty_bitmaps: disk -> the NBD dirty bitmap to read it by.
+            guest: the job's guest processing, and each VM's guest access under
+                ``access``; None: no scripts run.
+            snapshot: the job's snapshot provider; None: the sources are read as they are.
         """
         self._plans[session.id] = {
             # chosen now, so a dirty bitmap added before a disk is read can carry it
@@ -198,6 +227,8 @@ class Sessions:
             "compression": compression,
             "changed_ranges": changed_ranges,
             "dirty_bitmaps": dirty_bitmaps or {},
+            "guest": guest,
+            "snapshot": snapshot or {"provider": "none"},
         }
         await self.carry_on(session)
 
@@ -214,7 +245,25 @@ class Sessions:
         else:
             await self._run(session, lambda: self._run_backup(session, plan))
 
+    async def cancel(self, session: Session) -> None:
+        """Cancel a session that has not ended: its tasks stop, nothing is committed,
+        its guests are thawed and its snapshots deleted."""
+        session.cancel_requested = True
+        await self._write(session)
+        await self._stop_movers(session)  # before the snapshots they read are deleted
+        body = self._bodies.get(session.id)
+        if body is not None:
+            body.cancel()
+
     async def _run_backup(self, session: Session, plan: dict[str, Any]) -> None:
+        try:
+            await self._transfer_and_commit(session, plan)
+        finally:
+            await self._delete_snapshots(session, plan)
+
+    async def _transfer_and_commit(self, session: Session, plan: dict[str, Any]) -> None:
+        if session.state == "pending" or session.state in PREPARING:
+            await self._prepare(session, plan)
         if session.state != "committing":
             await self._run_tasks(
                 session,
@@ -226,6 +275,8 @@ class Sessions:
                     "dirty_bitmap": plan["dirty_bitmaps"].get(task.disk, ""),
                 },
             )
+            if session.cancel_requested:  # asked while the last tasks were ending
+                raise SessionCancelled("cancelled by the operator")
             session.state = "committing"
             await self._changed_state(session)
         stored = [task for task in session.tasks if task.state == "success"]
@@ -248,28 +299,277 @@ class Sessions:
         session.restore_point = rp["id"]
         session.result = rp
 
+    # -- guest processing and snapshots -----------------------------------------------
+
+    async def _prepare(self, session: Session, plan: dict[str, Any]) -> None:
+        """Freeze the guests, take the snapshots, thaw the guests. A session carried on
+        from among these steps undoes them first (thaw and delete are idempotent)."""
+        guest = plan["guest"]
+        if session.state in PREPARING:
+            log.info("session %s: guest processing was cut short; starting it again", session.id)
+            if guest:
+                await self._thaw(session, guest, list(guest["access"]))
+            await self._delete_snapshots(session, plan)
+        frozen: list[str] = []
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        try:
+            if guest:
+                session.state = "guest-freeze"
+                await self._changed_state(session)
+                frozen = await self._freeze(session, guest)
+                if session.error:  # a script failed, and the job says that fails the session
+                    raise SessionError(session.error)
+            if plan["snapshot"]["provider"] != "none":
+                session.state = "snapshot"
+                await self._changed_state(session)
+                await self._snapshot(session, plan, guest)
+        finally:
+            if frozen:
+                late = loop.time() - began > guest["processing"]["freeze_limit_s"]
+                session.state = "guest-thaw"
+                await self._changed_state(session)
+                await self._thaw(session, guest, frozen)
+                if late:
+                    session.warnings.append(
+                        "the guests' freeze limit expired before the snapshots were taken:"
+                        " they may not be application-consistent"
+                    )
+
+    async def _freeze(self, session: Session, guest: dict[str, Any]) -> list[str]:
+        """Run the pre-freeze script on every VM's guest, side by side; return the VMs
+        whose freeze may have begun (each of them is thawed, whatever happened)."""
+        processing = guest["processing"]
+        limit = processing["freeze_limit_s"]
+
+        async def freeze(vm: str) -> bool:
+            arguments = {
+                "session_id": session.id,
+                "vm": vm,
+                "access": guest["access"][vm],
+                "pre_freeze": processing["pre_freeze"],
+                "post_thaw": processing["post_thaw"],
+                "freeze_limit_s": limit,
+            }
+            try:
+                result = await self._guest("freeze", arguments, limit + self._margin)
+            except (GuestError, TimeoutError) as exc:
+                failed = GuestStep(action="freeze", vm=vm, ok=False, message=str(exc))
+                self._guest_failed(session, processing, failed)
+                # a guest that was not reached has nothing to thaw; one that did not
+                # answer may be frozen
+                return isinstance(exc, TimeoutError)
+            step = GuestStep.model_validate(result["step"])
+            session.steps.append(step)
+            if not step.ok:
+                self._guest_failed(session, processing, step)
+            return True
+
+        begun = await asyncio.gather(*(freeze(vm) for vm in guest["access"]))
+        frozen = [vm for vm, began in zip(guest["access"], begun, strict=True) if began]
+        self._notify(session)
+        return frozen
+
+    async def _thaw(self, session: Session, guest: dict[str, Any], vms: list[str]) -> None:
+        processing = guest["processing"]
+
+        async def thaw(vm: str) -> None:
+            arguments = {
+                "session_id": session.id,
+                "vm": vm,
+                "access": guest["access"][vm],
+                "post_thaw": processing["post_thaw"],
+                "timeout_s": THAW_LIMIT_S,
+            }
+            try:
+                result = await self._guest("thaw", arguments, THAW_LIMIT_S + self._margin)
+            except (GuestError, TimeoutError) as exc:
+                session.steps.append(GuestStep(action="thaw", vm=vm, ok=False, message=str(exc)))
+                session.warnings.append(
+                    f"thawing VM {vm}: {exc}; its guest thaws itself when its freeze limit expires"
+                )
+                return
+            step = GuestStep.model_validate(result["step"])
+            session.steps.append(step)
+            if not step.ok:
+                self._guest_failed(session, processing, step)
+            elif step.message.startswith(("thawed by", "the guest had thawed")):
+                session.warnings.append(f"VM {vm}: {step.message}")
+
+        await asyncio.gather(*(thaw(vm) for vm in vms))
+        self._notify(session)
+
+    def _guest_failed(self, session: Session, processing: dict[str, Any], step: GuestStep) -> None:
+        """A guest script failed: ignored, a warning, or the session's failure, as the
+        job says. Raises SessionError for the last (the thaw still runs)."""
+        if step not in session.steps:
+            session.steps.append(step)
+        what = "pre-freeze" if step.action == "freeze" else "post-thaw"
+        message = f"{what} script on VM {step.vm} failed: {step.message}"
+        policy = processing["on_failure"]
+        if policy == "warn":
+            session.warnings.append(message)
+        elif policy == "fail" and step.action == "freeze":
+            session.error = message
+        elif policy == "fail":
+            session.warnings.append(message)
+
+    async def _snapshot(
+        self, session: Session, plan: dict[str, Any], guest: dict[str, Any] | None
+    ) -> None:
+        """Take every disk's snapshot, side by side; each one is kept on the session as
+        soon as it exists, so that it is deleted whatever happens next."""
+        snapshot = plan["snapshot"]
+        limit = guest["processing"]["freeze_limit_s"] if guest else None
+
+        async def take(task: SessionTask) -> None:
+            arguments = {
+                "session_id": session.id,
+                "disk": task.disk,
+                "source": task.path,
+                "provider": snapshot["provider"],
+                "create": snapshot.get("create"),
+                "timeout_s": snapshot["timeout_s"],
+                "freeze_limit_s": limit,
+            }
+            try:
+                result = await self._guest(
+                    "snapshot", arguments, snapshot["timeout_s"] + self._margin
+                )
+            except (GuestError, TimeoutError) as exc:
+                session.steps.append(
+                    GuestStep(action="snapshot", disk=task.disk, ok=False, message=str(exc))
+                )
+                raise SessionError(f"taking the snapshot of disk {task.disk}: {exc}") from exc
+            task.snapshot = result["path"]
+            await self._write(session)
+            session.steps.append(
+                GuestStep(
+                    action="snapshot",
+                    disk=task.disk,
+                    ok=True,
+                    seconds=result["seconds"],
+                    message=f"{result['kind']}: {result['path']}",
+                )
+            )
+            session.warnings.extend(f"disk {task.disk}: {w}" for w in result["warnings"])
+
+        results = await asyncio.gather(
+            *(take(task) for task in session.tasks), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _delete_snapshots(self, session: Session, plan: dict[str, Any]) -> None:
+        """Delete every snapshot the session took; one that cannot be deleted is a
+        warning naming it, for the operator to delete."""
+        snapshot = plan["snapshot"]
+
+        async def delete(task: SessionTask) -> None:
+            assert task.snapshot is not None
+            arguments = {
+                "session_id": session.id,
+                "disk": task.disk,
+                "source": task.path,
+                "path": task.snapshot,
+                "provider": snapshot["provider"],
+                "delete": snapshot.get("delete"),
+                "timeout_s": snapshot["timeout_s"],
+            }
+            try:
+                await self._guest(
+                    "delete-snapshot", arguments, snapshot["timeout_s"] + self._margin
+                )
+            except (GuestError, TimeoutError) as exc:
+                session.steps.append(
+                    GuestStep(action="delete-snapshot", disk=task.disk, ok=False, message=str(exc))
+                )
+                session.warnings.append(
+                    f"the snapshot {task.snapshot} of disk {task.disk} was not deleted: {exc};"
+                    " delete it by hand"
+                )
+                return
+            session.steps.append(
+                GuestStep(action="delete-snapshot", disk=task.disk, ok=True, message=task.snapshot)
+            )
+            task.snapshot = None
+
+        taken = [task for task in session.tasks if task.snapshot]
+        if taken:
+            await asyncio.gather(*(delete(task) for task in taken))
+            await self._write(session)
+
     async def _run(self, session: Session, body: Callable[[], Awaitable[None]]) -> None:
         try:
             if session.state == "pending":
                 await self._changed_state(session)
-            await body()
+            await self._run_body(session, body)
             failed = [task for task in session.tasks if task.state == "failed"]
-            session.state = "warning" if failed else "success"
             if failed:
                 session.warnings.append(
                     f"{len(failed)} of {len(session.tasks)} disks failed:"
                     f" {', '.join(task.disk for task in failed)}"
                 )
+            session.state = "warning" if session.warnings else "success"
+        except SessionCancelled as exc:
+            session.state = "cancelled"
+            session.error = str(exc)
+            for task in session.tasks:
+                if task.state in ("pending", "transferring"):
+                    task.state = "cancelled"
+            log.warning("%s session %s was cancelled", session.kind, session.id)
         except Exception as exc:  # a session's failure is its result; others go on
             if not isinstance(exc, BlockferryError | TimeoutError):
                 log.exception("session %s", session.id)
             session.state = "failed"
             session.error = str(exc) or type(exc).__name__
             log.error("%s session %s failed: %s", session.kind, session.id, session.error)
+        if session.kind == "backup" and session.state in ("failed", "cancelled"):
+            await self._discard(session)
         session.finished = datetime.now(UTC)
         session.seconds = (session.finished - session.created).total_seconds()
         self._ended.labels(session.kind, session.state).inc()
         await self._changed_state(session, message=session.error or "; ".join(session.warnings))
+
+    async def _run_body(self, session: Session, body: Callable[[], Awaitable[None]]) -> None:
+        """Run ``body`` as a task of its own, so that cancelling the session cancels it
+        (and the clean-up in its ``finally`` blocks runs); raise SessionCancelled then."""
+        if session.cancel_requested:  # asked before a restart
+            await self._stop_movers(session)
+            await self._delete_snapshots(session, self._plans[session.id])
+            raise SessionCancelled("cancelled by the operator")
+        runner = asyncio.ensure_future(body())
+        self._bodies[session.id] = runner
+        try:
+            await runner
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the orchestrator is stopping: the session is carried on later
+            raise SessionCancelled("cancelled by the operator") from None
+        finally:
+            self._bodies.pop(session.id, None)
+
+    async def _stop_movers(self, session: Session) -> None:
+        """Tell the source movers to stop the session's tasks."""
+        await self._mesh.producer.send_and_wait(
+            self._mesh.topics.task_control,
+            "Command",
+            {
+                "command_id": uuid.uuid4().hex,
+                "name": "cancel",
+                "arguments": json.dumps({"session_id": session.id}),
+            },
+            key=session.id,
+        )
+
+    async def _discard(self, session: Session) -> None:
+        """What the target staged for a backup that commits nothing goes at the next GC."""
+        try:
+            await self._command(session.repository, "discard", {"session_id": session.id})
+        except (BlockferryError, TimeoutError) as exc:
+            log.warning("discarding what session %s staged: %s", session.id, exc)
 
     async def _run_tasks(
         self, session: Session, arguments: Callable[[SessionTask], dict[str, Any]]
@@ -319,7 +619,7 @@ class Sessions:
                         "repository": session.repository,
                         "job": session.job,
                         "disk": task.disk,
-                        "path": task.path,
+                        "path": task.snapshot or task.path,
                         "lease_seconds": self._config.lease_seconds,
                         **extra,
                     },

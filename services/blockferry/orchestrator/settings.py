@@ -23,6 +23,12 @@ class OrchestratorConfig(BaseModel):
         " secret, say). Unset: <data_dir>/api-token, created with a random token, mode 0600,"
         " on first start.",
     )
+    guest_answer_margin_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long, beyond a guest script's or snapshot command's own limit, to"
+        " wait for a guest-proxy's answer before going on without it.",
+    )
     verify_timeout_s: float = Field(3600.0, gt=0, description="How long a verify may take.")
     jobs_file: Path | None = Field(
         None,

@@ -355,6 +355,11 @@ class Repository:
         """Whether the disk's fixed index for the session is staged (written, not committed)."""
         return self.layout.staged_fixed_index(session_id, disk).is_file()
 
+    def discard_staging(self, session_id: str) -> None:
+        """Forget what a session that ended without a restore point staged; its chunks
+        go at the next GC."""
+        self.restore_point_store.discard_staging(session_id)
+
     def commit_restore_point(
         self,
         *,

@@ -120,7 +120,7 @@ class RestorePointStore:
         for existing in self.restore_points(job):
             if existing.session_id == session_id:
                 log.info("session %s is already committed as %s", session_id, existing.id)
-                self._remove_staging(session_id)
+                self.discard_staging(session_id)
                 return existing
         if parent is not None:
             self.restore_point(parent)
@@ -167,11 +167,13 @@ class RestorePointStore:
             raise
         fsync_dir(job_dir)
         log.info("committed restore point %s of job %s (session %s)", point.id, job, session_id)
-        self._remove_staging(session_id)
+        self.discard_staging(session_id)
         return point
 
-    def _remove_staging(self, session_id: str) -> None:
-        """Remove a committed session's staging directory; failures only cost space."""
+    def discard_staging(self, session_id: str) -> None:
+        """Remove a session's staging directory, once committed or when the session ended
+        without a restore point (failed, cancelled); failures only cost space."""
+        validate_name("session", session_id)
         try:
             remove_tree(self.layout.staging_dir(session_id))
         except RepositoryError as exc:

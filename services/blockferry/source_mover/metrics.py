@@ -45,5 +45,5 @@ class SourceMoverMetrics:
         for kind in BYTE_KINDS:
             self.bytes.labels(kind)
         for kind in ("backup", "restore"):
-            for result in ("done", "failed"):
+            for result in ("done", "failed", "cancelled"):
                 self.tasks.labels(kind, result)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -49,6 +51,10 @@ class SourceMover:
         self._metrics = SourceMoverMetrics(registry)
         self._directory = RepositoryDirectory(self._mesh)
         self._tasks = self._mesh.consumer("tasks", group="source-mover")
+        self._control = self._mesh.consumer("task-control")
+        self._cancelled: set[str] = set()
+        """Sessions cancelled (within the control topic's retention): their tasks stop."""
+        self._by_session: dict[str, set[asyncio.Task[None]]] = {}
         self._pool = ThreadPoolExecutor(self._config.workers, thread_name_prefix="source-mover")
         self._mailboxes: dict[str, Mailbox] = {}
         self._mailbox_lock = asyncio.Lock()
@@ -62,11 +68,14 @@ class SourceMover:
         await self._mesh.start()
         await self._directory.start()
         await self._tasks.start([self._mesh.topics.tasks])
+        await self._control.start()
+        await self._control.assign_all_from_start(self._mesh.topics.task_control)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
             self._group = group
             group.create_task(self._directory.run())
+            group.create_task(self._follow_control())
             self.ready = True
             await self._take_tasks()
 
@@ -77,6 +86,7 @@ class SourceMover:
         for mailbox in self._mailboxes.values():
             await mailbox.stop()
         await self._tasks.stop()
+        await self._control.stop()
         await self._directory.stop()
         await self._mesh.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -91,14 +101,38 @@ class SourceMover:
                 if record.name != "Task":
                     continue
                 assert self._group is not None
+                session_id = record.fields["session_id"]
                 task = self._group.create_task(self._run_task(record.fields))
                 self._running.add(task)
-                task.add_done_callback(self._running.discard)
+                self._by_session.setdefault(session_id, set()).add(task)
+                task.add_done_callback(functools.partial(self._task_ended, session_id))
             assigned = consumer.assignment()
             if len(self._running) >= self._config.max_tasks:
                 consumer.pause(*assigned)
             else:
                 consumer.resume(*assigned)
+
+    def _task_ended(self, session_id: str, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        tasks = self._by_session.get(session_id, set())
+        tasks.discard(task)
+        if not tasks:
+            self._by_session.pop(session_id, None)
+
+    async def _follow_control(self) -> None:
+        """Stop the tasks of cancelled sessions, and never start one of them."""
+        async for batch in self._control.batches(timeout_ms=500):
+            for record in batch:
+                if record.name != "Command" or record.fields["name"] != "cancel":
+                    continue
+                try:
+                    session_id = str(json.loads(record.fields["arguments"])["session_id"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.error("a cancel command without a session: %s", exc)
+                    continue
+                self._cancelled.add(session_id)
+                for task in self._by_session.get(session_id, set()):
+                    task.cancel()
 
     async def _mailbox(self, topic: str, field: str) -> Mailbox:
         async with self._mailbox_lock:
@@ -117,6 +151,8 @@ class SourceMover:
         run: TaskRun | None = None
         reporter: asyncio.Task[None] | None = None
         try:
+            if task["session_id"] in self._cancelled:
+                raise asyncio.CancelledError
             await self._report(task, "accepted", {})
             run = await self._prepare_run(task)
             reporter = asyncio.create_task(self._report_while_running(task, run))
@@ -132,6 +168,12 @@ class SourceMover:
                 log.exception("task %s (%s of %s) failed", task["task_id"], kind, task["disk"])
             self._metrics.tasks.labels(kind, "failed").inc()
             await self._report(task, "failed", run.progress() if run else {}, str(exc))
+        except asyncio.CancelledError:
+            if task["session_id"] not in self._cancelled:
+                raise  # the mover is stopping
+            log.warning("task %s: its session was cancelled", task["task_id"])
+            self._metrics.tasks.labels(kind, "cancelled").inc()
+            await self._report(task, "failed", run.progress() if run else {}, "cancelled")
         finally:
             if reporter is not None:
                 reporter.cancel()

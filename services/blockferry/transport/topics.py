@@ -4,8 +4,9 @@ Per repository: ``<p>.<repo>.chunks`` (key = digest; its partition count is the
 repository's shard count), ``.extents``, ``.index`` (compacted), ``.lookups``,
 ``.commands``, ``.replies``, ``.restore``. A digest's shard is the same partition
 number in chunks, index and lookups (``kafka.shard_of``). Shared: ``<p>.tasks``,
-``<p>.task-progress``, ``<p>.repositories``, ``<p>.jobs`` and ``<p>.sessions``
-(compacted), ``<p>.session-events`` (history), ``<p>.dead-letter``.
+``<p>.task-progress``, ``<p>.task-control`` (cancellations), ``<p>.repositories``,
+``<p>.jobs`` and ``<p>.sessions`` (compacted), ``<p>.session-events`` (history),
+``<p>.guest-commands``, ``<p>.guest-events``, ``<p>.dead-letter``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 EVENTS_RETENTION_MS = 90 * 24 * 3600 * 1000
 """Session history is kept 90 days; the current state of each session stays compacted."""
+
+CONTROL_RETENTION_MS = 24 * 3600 * 1000
+"""A cancellation matters while its session's tasks may still be offered: a day is ample."""
 
 LOOKUP_RETENTION_MS = 3600 * 1000
 """A lookup is useless seconds after it was asked; an hour keeps them for debugging."""
@@ -45,6 +49,18 @@ class Topics:
     @property
     def task_progress(self) -> str:
         return f"{self.prefix}.task-progress"
+
+    @property
+    def task_control(self) -> str:
+        return f"{self.prefix}.task-control"
+
+    @property
+    def guest_commands(self) -> str:
+        return f"{self.prefix}.guest-commands"
+
+    @property
+    def guest_events(self) -> str:
+        return f"{self.prefix}.guest-events"
 
     @property
     def repositories(self) -> str:
@@ -99,6 +115,9 @@ class Topics:
         return [
             TopicSpec(self.tasks, partitions),
             TopicSpec(self.task_progress, partitions),
+            TopicSpec(self.task_control, 1, {"retention.ms": str(CONTROL_RETENTION_MS)}),
+            TopicSpec(self.guest_commands, partitions),
+            TopicSpec(self.guest_events, 1),
             TopicSpec(self.repositories, 1, {"cleanup.policy": "compact"}),
             TopicSpec(self.jobs, 1, {"cleanup.policy": "compact"}),
             TopicSpec(self.sessions, partitions, {"cleanup.policy": "compact"}),

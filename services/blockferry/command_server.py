@@ -1,0 +1,91 @@
+"""Serving commands that arrive on a topic and are answered on another: the repository
+owner's commands and the guest-proxy's share this.
+
+A command is committed before it is handled (at most once: a command whose handler died
+is not run again by another instance; its sender times out and decides), handled in a
+task of its own by the method ``_<name>`` of the server (dashes become underscores),
+and answered with a Reply carrying its id. A handler that returns None answers by
+itself (a restore streams its data instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from blockferry.core.errors import BlockferryError
+from blockferry.mesh import Mesh
+from blockferry.transport.kafka import Record
+
+log = logging.getLogger(__name__)
+
+
+class CommandServer:
+    """Consumes ``commands_topic`` in consumer group ``group``; replies on ``replies_topic``."""
+
+    def __init__(
+        self, mesh: Mesh, name: str, group: str, commands_topic: str, replies_topic: str
+    ) -> None:
+        self._mesh = mesh
+        self._consumer = mesh.consumer(name, group=group)
+        self._commands_topic = commands_topic
+        self._replies_topic = replies_topic
+
+    async def start(self) -> None:
+        await self._consumer.start([self._commands_topic])
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            async for batch in self._consumer.batches(timeout_ms=500, max_records=16):
+                for record in batch:
+                    await self._consumer.commit(
+                        {TopicPartition(record.topic, record.partition): record.offset + 1}
+                    )
+                    if record.name != "Command":
+                        continue
+                    group.create_task(self._handle(record))
+
+    async def _handle(self, record: Record) -> None:
+        command = record.fields
+        name = command["name"]
+        try:
+            arguments = json.loads(command["arguments"] or "{}")
+            if not isinstance(arguments, dict):
+                raise BlockferryError("arguments must be a JSON object")
+            arguments["command_id"] = command["command_id"]
+            handler = getattr(self, "_" + name.replace("-", "_"), None)
+            if handler is None:
+                raise BlockferryError(f"unknown command {name!r}")
+            result = await handler(arguments)
+        except Exception as exc:  # a command's failure is answered; it never stops the server
+            if isinstance(exc, BlockferryError | OSError):
+                log.error("command %s failed: %s", name, exc)
+            else:
+                log.exception("command %s failed", name)
+            await self._reply(command, ok=False, error=f"{name}: {exc}")
+            return
+        if result is not None:
+            await self._reply(command, ok=True, result=result)
+
+    async def _reply(
+        self, command: dict[str, Any], ok: bool, error: str = "", result: Any = None
+    ) -> None:
+        await self._mesh.producer.send_and_wait(
+            self._replies_topic,
+            "Reply",
+            {
+                "correlation_id": command["command_id"],
+                "name": command["name"],
+                "ok": ok,
+                "error": error,
+                "result": json.dumps(result if result is not None else {}),
+            },
+            key=command["command_id"],
+        )
