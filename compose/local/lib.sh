@@ -13,7 +13,7 @@
 # Expects set -euo pipefail and ROOT (the checkout) in the caller.
 MESH_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MESH_BIN="$ROOT/.venv/bin"
-MESH_ROLES=(target-mover dedupe-index source-mover orchestrator)
+MESH_ROLES=(target-mover dedupe-index source-mover guest-proxy orchestrator)
 MESH_KAFKA_DIR=""
 declare -gA ROLE_PIDS=()
 

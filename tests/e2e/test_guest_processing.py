@@ -295,3 +295,42 @@ def test_a_cancelled_session_stops_its_tasks_commits_nothing_and_deletes_its_sna
         time.sleep(0.2)
     again = mesh.api("POST", f"/api/v1/sessions/{started['id']}/cancel")
     assert again.status_code == 409
+
+
+def test_an_orchestrator_killed_while_the_guest_is_frozen_thaws_it_and_starts_again(
+    mesh_processes: MeshProcesses, sshd: SshServer, tmp_path: Path
+) -> None:
+    mesh = mesh_processes
+    start_guest_mesh(mesh, sshd)
+    sda = make_disk(tmp_path / "sda.img", 2, seed=47)
+    log = tmp_path / "guest.log"
+    definition = guest_job(
+        "restarted",
+        {"sda": sda},
+        sshd,
+        guest_processing={
+            "pre_freeze": f"echo freeze >> {log}; sleep 2",
+            "post_thaw": f"echo thaw >> {log}",
+        },
+        snapshot={"provider": "file-copy"},
+    )
+    assert mesh.api("POST", "/api/v1/jobs", json=definition).status_code == 201
+    started = mesh.api("POST", "/api/v1/jobs/restarted/start").json()
+    deadline = time.monotonic() + 30
+    while lines(log) != ["freeze"]:
+        assert time.monotonic() < deadline, mesh.log("guest-proxy")[-3000:]
+        time.sleep(0.05)
+    mesh.kill("orchestrator", signal.SIGKILL)
+    mesh.start("orchestrator")
+
+    session = follow(mesh, started["id"])
+
+    assert session["state"] in ("success", "warning"), session
+    assert lines(log) == ["freeze", "thaw", "freeze", "thaw"], "thawed, then frozen again"
+    assert snapshot_leftovers(tmp_path) == []
+    out = tmp_path / "restored.img"
+    mesh.cli_json("restore", session["restore_point"], "--to", str(out))
+    assert out.read_bytes() == sda.read_bytes()
+    states = [state for disk, state in mesh.session_events(session["id"]) if not disk]
+    assert states[:2] == ["pending", "guest-freeze"]
+    assert states[2:5] == ["guest-freeze", "snapshot", "guest-thaw"], states
