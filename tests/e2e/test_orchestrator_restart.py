@@ -61,3 +61,27 @@ def test_an_orchestrator_killed_mid_session_carries_it_on(
     mesh.start("orchestrator")
     listed = [s["id"] for s in mesh.api("GET", "/api/v1/sessions").json()]
     assert session_id in listed
+
+
+def test_sessions_older_than_the_history_are_forgotten_but_each_jobs_newest_stays(
+    mesh_processes: MeshProcesses, tmp_path: Path
+) -> None:
+    mesh = mesh_processes
+    mesh.env["BLOCKFERRY_ORCHESTRATOR__SESSION_HISTORY_DAYS"] = str(3 / 86400)  # 3 s
+    mesh.up(shards=2)
+    disk = make_disk(tmp_path / "vm.img", 1, seed=32)
+    old_a = mesh.cli_json("backup", str(disk), "--job", "a", "--disk", "d", "--wait")
+    only_b = mesh.cli_json("backup", str(disk), "--job", "b", "--disk", "d", "--wait")
+    time.sleep(3.5)
+    new_a = mesh.cli_json("backup", str(disk), "--job", "a", "--disk", "d", "--wait")
+
+    def listed() -> list[str]:
+        return [s["id"] for s in mesh.api("GET", "/api/v1/sessions").json()]
+
+    assert listed() == [only_b["session"], new_a["session"]], "a's older session is forgotten"
+    mesh.kill("orchestrator", signal.SIGKILL)
+    mesh.start("orchestrator")
+    assert listed() == [only_b["session"], new_a["session"]], "and stays forgotten"
+    assert old_a["restore_point"] in [
+        p["id"] for p in mesh.cli_json("restore-points", "--job", "a")["restore_points"]
+    ], "forgetting a session keeps its restore point"

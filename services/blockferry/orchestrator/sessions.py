@@ -23,7 +23,7 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter
@@ -99,9 +99,38 @@ class Sessions:
             for record in await consumer.read_to_end():
                 if record.name == "SessionRecord":
                     self._load(record.fields)
+                elif record.name == "Tombstone":  # forgotten before compaction removed it
+                    self._forget((record.key or b"").decode(errors="replace"))
         finally:
             await consumer.stop()
+        await self.forget_old()
         return [s for s in self.all() if not s.ended]
+
+    async def forget_old(self) -> None:
+        """Forget the sessions that ended more than ``session_history_days`` ago, except
+        the newest of each job (the scheduler and the job's last result read it): a
+        tombstone on the sessions topic removes them there too. Their transitions stay
+        on the session-events topic for its own retention."""
+        keep = timedelta(days=self._config.session_history_days)
+        newest: dict[tuple[str, str], str] = {}
+        for session in self.all():
+            newest[(session.repository, session.job)] = session.id
+        now = datetime.now(UTC)
+        for session in self.all():
+            if (
+                session.finished is not None
+                and now - session.finished > keep
+                and newest[(session.repository, session.job)] != session.id
+            ):
+                await self._mesh.producer.send_and_wait(
+                    self._mesh.topics.sessions, "SessionRecord", None, key=session.id
+                )
+                self._forget(session.id)
+
+    def _forget(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
+        self._plans.pop(session_id, None)
+        self._changed.pop(session_id, None)
 
     def _load(self, fields: dict[str, Any]) -> None:
         try:
@@ -309,7 +338,7 @@ class Sessions:
             log.info("session %s: guest processing was cut short; starting it again", session.id)
             if guest:
                 await self._thaw(session, guest, list(guest["access"]))
-            await self._delete_snapshots(session, plan)
+            await self._delete_snapshots(session, plan, cut_short=True)
         frozen: list[str] = []
         loop = asyncio.get_running_loop()
         began = loop.time()
@@ -461,18 +490,25 @@ class Sessions:
             if isinstance(result, BaseException):
                 raise result
 
-    async def _delete_snapshots(self, session: Session, plan: dict[str, Any]) -> None:
+    async def _delete_snapshots(
+        self, session: Session, plan: dict[str, Any], cut_short: bool = False
+    ) -> None:
         """Delete every snapshot the session took; one that cannot be deleted is a
-        warning naming it, for the operator to delete."""
+        warning naming it, for the operator to delete.
+
+        Args:
+            cut_short: the session was among its snapshots when the orchestrator stopped,
+                so a snapshot may exist that was never recorded. A file copy's place
+                follows from its source, so every disk's is deleted then.
+        """
         snapshot = plan["snapshot"]
 
         async def delete(task: SessionTask) -> None:
-            assert task.snapshot is not None
             arguments = {
                 "session_id": session.id,
                 "disk": task.disk,
                 "source": task.path,
-                "path": task.snapshot,
+                "path": task.snapshot or "",
                 "provider": snapshot["provider"],
                 "delete": snapshot.get("delete"),
                 "timeout_s": snapshot["timeout_s"],
@@ -491,11 +527,17 @@ class Sessions:
                 )
                 return
             session.steps.append(
-                GuestStep(action="delete-snapshot", disk=task.disk, ok=True, message=task.snapshot)
+                GuestStep(
+                    action="delete-snapshot",
+                    disk=task.disk,
+                    ok=True,
+                    message=task.snapshot or "the copy of a snapshot step cut short",
+                )
             )
             task.snapshot = None
 
-        taken = [task for task in session.tasks if task.snapshot]
+        unrecorded = cut_short and snapshot["provider"] == "file-copy"
+        taken = [task for task in session.tasks if task.snapshot or unrecorded]
         if taken:
             await asyncio.gather(*(delete(task) for task in taken))
             await self._write(session)
@@ -531,13 +573,16 @@ class Sessions:
         session.seconds = (session.finished - session.created).total_seconds()
         self._ended.labels(session.kind, session.state).inc()
         await self._changed_state(session, message=session.error or "; ".join(session.warnings))
+        await self.forget_old()
 
     async def _run_body(self, session: Session, body: Callable[[], Awaitable[None]]) -> None:
         """Run ``body`` as a task of its own, so that cancelling the session cancels it
         (and the clean-up in its ``finally`` blocks runs); raise SessionCancelled then."""
         if session.cancel_requested:  # asked before a restart
             await self._stop_movers(session)
-            await self._delete_snapshots(session, self._plans[session.id])
+            await self._delete_snapshots(
+                session, self._plans[session.id], cut_short=session.state in PREPARING
+            )
             raise SessionCancelled("cancelled by the operator")
         runner = asyncio.ensure_future(body())
         self._bodies[session.id] = runner

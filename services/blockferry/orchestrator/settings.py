@@ -29,6 +29,13 @@ class OrchestratorConfig(BaseModel):
         description="How long, beyond a guest script's or snapshot command's own limit, to"
         " wait for a guest-proxy's answer before going on without it.",
     )
+    session_history_days: float = Field(
+        30.0,
+        gt=0,
+        description="How long ended sessions are kept (the newest session of each job is"
+        " always kept); their transitions stay on the session-events topic for its own"
+        " retention (90 days).",
+    )
     verify_timeout_s: float = Field(3600.0, gt=0, description="How long a verify may take.")
     jobs_file: Path | None = Field(
         None,
