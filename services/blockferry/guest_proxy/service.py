@@ -124,11 +124,11 @@ class GuestCommands(CommandServer):
         key = f"{args['session_id']}.{args['vm']}"
         limit = float(args["freeze_limit_s"])
         shell = self._shell(args["access"])
+        command = freeze_command(key, args.get("pre_freeze"), args.get("post_thaw"), limit)
         frozen = FrozenGuest(args["vm"], shell, key, args.get("post_thaw"))
         self._frozen[key] = frozen
         self._metrics.frozen.inc()
         frozen.timer = asyncio.create_task(self._thaw_at_limit(key, frozen, limit))
-        command = freeze_command(key, args.get("pre_freeze"), args.get("post_thaw"), limit)
         try:
             result = await shell.run(command, timeout=limit)
         except GuestError:
@@ -170,7 +170,10 @@ class GuestCommands(CommandServer):
                 )
                 step = self._step("thaw", frozen.vm, result)
                 if result.exit_code == ALREADY_THAWED:
-                    step["message"] = "the guest had thawed itself when its freeze limit expired"
+                    step["message"] = (
+                        "the guest had thawed itself at its freeze limit (or the freeze"
+                        " never began)"
+                    )
                     step["ok"] = True
                 elif by != "thaw":
                     step["message"] = f"thawed by the guest-proxy at {by}"
