@@ -68,6 +68,51 @@ def test_a_job_names_its_disks_by_vm_and_disk() -> None:
         ({"retention": {}}, "retention", "keeps nothing"),
         ({"retention": {"keep_last": -1}}, "retention.keep_last", "greater than or equal"),
         ({"color": "blue"}, "color", "Extra inputs"),
+        ({"guest_processing": {"pre_freeze": "sync"}}, "(document)", "missing for web1"),
+        ({"guest_processing": {}}, "guest_processing", "give pre_freeze, post_thaw or both"),
+        (
+            {"guest_processing": {"post_thaw": "x", "freeze_limit_s": 0}},
+            "guest_processing.freeze_limit_s",
+            "greater than or equal to 1",
+        ),
+        (
+            {"guest_processing": {"post_thaw": "x", "on_failure": "panic"}},
+            "guest_processing.on_failure",
+            "'warn'",
+        ),
+        (
+            {"vms": [{"name": "a", "disks": [{"name": "d", "source": "/x"}], "guest": {}}]},
+            "vms.0.guest",
+            "needs the guest's host",
+        ),
+        (
+            {
+                "vms": [
+                    {
+                        "name": "a",
+                        "disks": [{"name": "d", "source": "/x"}],
+                        "guest": {"host": "h", "user": "Robert'); DROP"},
+                    }
+                ]
+            },
+            "vms.0.guest.user",
+            "pattern",
+        ),
+        ({"snapshot": {"provider": "lvm"}}, "snapshot.provider", "'file-copy'"),
+        (
+            {"snapshot": {"provider": "command", "create": "x"}},
+            "snapshot",
+            "both create and delete",
+        ),
+        ({"snapshot": {"create": "x"}}, "snapshot", "only for the command provider"),
+        (
+            {
+                "vms": [{"name": "a", "disks": [{"name": "d", "source": "nbd://h/e"}]}],
+                "snapshot": {"provider": "file-copy"},
+            },
+            "(document)",
+            "a.d are NBD exports",
+        ),
     ],
 )
 def test_bad_fields_are_named(change: dict[str, Any], where: str, says: str) -> None:
