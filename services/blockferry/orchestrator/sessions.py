@@ -384,14 +384,14 @@ class Sessions:
                 result = await self._guest("freeze", arguments, limit + self._margin)
             except (GuestError, TimeoutError) as exc:
                 failed = GuestStep(action="freeze", vm=vm, ok=False, message=str(exc))
-                self._guest_failed(session, processing, failed)
+                script_failed(session, processing["on_failure"], failed)
                 # a guest that was not reached has nothing to thaw; one that did not
                 # answer may be frozen
                 return isinstance(exc, TimeoutError)
             step = GuestStep.model_validate(result["step"])
             session.steps.append(step)
             if not step.ok:
-                self._guest_failed(session, processing, step)
+                script_failed(session, processing["on_failure"], step)
             return True
 
         begun = await asyncio.gather(*(freeze(vm) for vm in guest["access"]))
@@ -421,27 +421,12 @@ class Sessions:
             step = GuestStep.model_validate(result["step"])
             session.steps.append(step)
             if not step.ok:
-                self._guest_failed(session, processing, step)
+                script_failed(session, processing["on_failure"], step)
             elif step.message.startswith(("thawed by", "the guest had thawed")):
                 session.warnings.append(f"VM {vm}: {step.message}")
 
         await asyncio.gather(*(thaw(vm) for vm in vms))
         self._notify(session)
-
-    def _guest_failed(self, session: Session, processing: dict[str, Any], step: GuestStep) -> None:
-        """A guest script failed: ignored, a warning, or the session's failure, as the
-        job says. Raises SessionError for the last (the thaw still runs)."""
-        if step not in session.steps:
-            session.steps.append(step)
-        what = "pre-freeze" if step.action == "freeze" else "post-thaw"
-        message = f"{what} script on VM {step.vm} failed: {step.message}"
-        policy = processing["on_failure"]
-        if policy == "warn":
-            session.warnings.append(message)
-        elif policy == "fail" and step.action == "freeze":
-            session.error = message
-        elif policy == "fail":
-            session.warnings.append(message)
 
     async def _snapshot(
         self, session: Session, plan: dict[str, Any], guest: dict[str, Any] | None
@@ -712,3 +697,20 @@ class Sessions:
                 task.state = "failed"
                 task.error = progress["message"]
                 return True
+
+
+def script_failed(session: Session, on_failure: str, step: GuestStep) -> None:
+    """Record a guest script that failed, as the job's ``on_failure`` says: ignore it,
+    or warn. With ``fail``, a failed pre-freeze becomes the session's error, which ends
+    it before any snapshot is taken (the thaw still runs); a failed post-thaw is a
+    warning then, as the snapshots were taken already."""
+    if step not in session.steps:
+        session.steps.append(step)
+    if on_failure == "ignore":
+        return
+    what = "pre-freeze" if step.action == "freeze" else "post-thaw"
+    message = f"{what} script on VM {step.vm} failed: {step.message}"
+    if on_failure == "fail" and step.action == "freeze":
+        session.error = message
+    else:
+        session.warnings.append(message)
