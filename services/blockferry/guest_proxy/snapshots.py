@@ -31,6 +31,7 @@ from typing import Literal
 from blockferry.core.errors import ConfigError, GuestError
 from blockferry.guest_proxy.commands import run_local
 from blockferry.repository.ids import validate_name
+from blockferry.sparse import data_ranges
 
 Kind = Literal["none", "reflink", "copy", "command"]
 
@@ -238,15 +239,8 @@ def _reflink(src: int, dst: int) -> bool:
 def _copy_sparse(src: int, dst: int, size: int, cancelled: threading.Event) -> None:
     """Copy the data ranges (SEEK_DATA/SEEK_HOLE) of the first ``size`` bytes, leaving
     holes as holes, then set the size: images are mostly holes."""
-    offset = 0
-    while offset < size:
-        try:
-            offset = os.lseek(src, offset, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # nothing but a hole up to the end
-                break
-            raise
-        end = min(os.lseek(src, offset, os.SEEK_HOLE), size)
+    for start, end in data_ranges(src, size):
+        offset = start
         while offset < end:
             if cancelled.is_set():
                 raise OSError(errno.ECANCELED, "cancelled")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import stat
 from concurrent.futures import Executor
@@ -13,6 +12,7 @@ from blockferry.core.blocks import block_count
 from blockferry.core.errors import SourceError
 from blockferry.source_mover.nbd import NbdDisk
 from blockferry.source_mover.qcow2 import Qcow2Export
+from blockferry.sparse import data_ranges
 
 
 class FileSource:
@@ -60,20 +60,14 @@ class FileSource:
         """Blocks lying wholly in holes of a sparse file (SEEK_DATA/SEEK_HOLE): they read
         as zeros, so they need no reading. Empty where the file system cannot tell."""
         zero: set[int] = set()
-        offset = 0
-        while offset < self.size:
-            try:
-                data = os.lseek(self._fd, offset, os.SEEK_DATA)
-            except OSError as exc:
-                if exc.errno != errno.ENXIO:  # no hole reporting here: read everything
-                    return set()
-                data = self.size  # nothing but a hole to the end
-            first = -(-offset // self.block_size)
-            end = data // self.block_size if data < self.size else self.blocks
-            zero.update(range(first, end))
-            if data >= self.size:
-                break
-            offset = os.lseek(self._fd, data, os.SEEK_HOLE)
+        hole = 0  # where the hole before the next data range begins
+        try:
+            for start, end in data_ranges(self._fd, self.size):
+                zero.update(range(-(-hole // self.block_size), start // self.block_size))
+                hole = end
+        except OSError:  # no hole reporting here: read everything
+            return set()
+        zero.update(range(-(-hole // self.block_size), self.blocks))
         return zero
 
     async def close(self) -> None:
