@@ -7,7 +7,7 @@ export BLOCKFERRY_DATA_DIR ?= ./.blockferry
 
 include compose/local/kafka.mk
 
-.PHONY: venv run up down test lint typecheck unit kafka-tests e2e bench clean
+.PHONY: venv run up down test test-deps lint typecheck unit kafka-tests e2e bench clean
 
 venv: $(VENV)/.installed
 
@@ -36,7 +36,11 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest -q tests/unit
 
-test: venv lint typecheck kafka-fetch
+# the Debian packages the tests need: installed as root, else named (with the command)
+test-deps:
+	bash compose/local/test-deps.sh
+
+test: test-deps venv lint typecheck kafka-fetch
 	$(BIN)/pytest -q -ra
 
 bench: venv kafka-fetch

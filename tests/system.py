@@ -1,23 +1,44 @@
 """Real system resources for tests: a small tmpfs (a file system that fills up) and a
-loop block device. Both need root; a test is skipped, saying why, where they cannot be had."""
+loop block device, both needing root, and the one way a test says that a tool or root is
+missing here (:func:`unavailable`)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Stop a test that cannot run here for want of a tool or of root: skipped, saying
+    why, except under CI (``CI=true``), which must run every test, where it fails."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run this test: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def need_commands(package: str, *commands: str) -> None:
+    """Stop the test (see :func:`unavailable`) unless every one of ``commands``, from the
+    Debian ``package``, is installed."""
+    absent = [command for command in commands if shutil.which(command) is None]
+    if absent:
+        unavailable(
+            f"{', '.join(absent)} not installed (Debian: {package}; as root,"
+            " compose/local/test-deps.sh installs it)"
+        )
 
 
 @contextlib.contextmanager
 def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
     """A tmpfs of ``size`` (e.g. "8m") mounted on a new directory ``path``."""
     path.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command: cannot make a small full file system")
+    need_commands("mount", "mount", "umount")
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
         capture_output=True,
@@ -25,7 +46,7 @@ def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
         check=False,
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
+        unavailable(f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
     try:
         yield path
     finally:
@@ -36,13 +57,12 @@ def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
 @contextlib.contextmanager
 def loop_device(backing: Path) -> Iterator[Path]:
     """A loop block device over the file ``backing``, detached afterwards."""
-    if shutil.which("losetup") is None:
-        pytest.skip("losetup is not installed: no loop device")
+    need_commands("mount", "losetup")
     attached = subprocess.run(
         ["losetup", "-f", "--show", str(backing)], capture_output=True, text=True, check=False
     )
     if attached.returncode != 0:
-        pytest.skip(f"cannot attach a loop device (needs root): {attached.stderr.strip()}")
+        unavailable(f"cannot attach a loop device (needs root): {attached.stderr.strip()}")
     device = Path(attached.stdout.strip())
     try:
         yield device

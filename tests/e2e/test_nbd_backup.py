@@ -4,7 +4,6 @@ incremental whose changed blocks come from a QEMU dirty bitmap."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,15 +14,16 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import MeshProcesses
+from tests.system import need_commands
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nbd]
 
 MiB = 1024 * 1024
-MISSING = [t for t in ("qemu-img", "qemu-io", "qemu-nbd") if shutil.which(t) is None]
-if MISSING:
-    pytest.skip(
-        f"{', '.join(MISSING)} not installed (apt-get install qemu-utils)", allow_module_level=True
-    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _qemu_utils() -> None:
+    need_commands("qemu-utils", "qemu-img", "qemu-io", "qemu-nbd")
 
 
 def qemu(*args: str) -> None:

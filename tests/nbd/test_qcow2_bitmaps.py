@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,11 +10,15 @@ import pytest
 
 from blockferry.core.errors import SourceError
 from blockferry.source_mover import qcow2
+from tests.system import need_commands
 
 pytestmark = pytest.mark.nbd
 
-if shutil.which("qemu-img") is None:
-    pytest.skip("qemu-img not installed (apt-get install qemu-utils)", allow_module_level=True)
+
+@pytest.fixture(autouse=True)
+def _qemu_img() -> None:
+    need_commands("qemu-utils", "qemu-img")
+
 
 RP = ["20261127T010000Z-0000000a", "20261127T020000Z-0000000b", "20261127T030000Z-0000000c"]
 

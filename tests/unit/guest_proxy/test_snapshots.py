@@ -17,6 +17,7 @@ from blockferry.guest_proxy.snapshots import (
     delete_snapshot,
     partial_path,
 )
+from tests.system import unavailable
 
 SESSION = "0123abcd"
 MIB = 1024 * 1024
@@ -153,7 +154,7 @@ def block_device(tmp_path: Path) -> Path:
     try:
         os.mknod(path, stat.S_IFBLK | 0o600, os.makedev(7, 200))
     except PermissionError:
-        pytest.skip("cannot make a device node here")
+        unavailable("cannot make a device node (needs root)")
     return path
 
 
