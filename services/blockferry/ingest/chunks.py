@@ -16,7 +16,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 
 from blockferry.core import blocks
 from blockferry.core.errors import CorruptionError, RepositoryError
-from blockferry.ingest.changelog import publish_entries
+from blockferry.ingest.changelog import publish_entries, reconcile
 from blockferry.ingest.context import IngestContext
 from blockferry.repository import PackWriter
 from blockferry.transport.codec import unsigned64
@@ -80,6 +80,14 @@ class ChunkIntake:
                 "%s: indexed %d sealed packs that had no index file", self._ctx.name, indexed
             )
         await self._republish()
+        reconciled = await reconcile(self._ctx)
+        if reconciled:
+            log.warning(
+                "%s: tombstoned %d changelog entries of chunks no pack holds (a crash"
+                " during garbage collection)",
+                self._ctx.name,
+                reconciled,
+            )
         await self._consumer.start([self._ctx.mesh.topics.chunks(self._ctx.name)], _Rebalance(self))
 
     async def stop(self) -> None:
