@@ -42,7 +42,7 @@ async def running_pipeline(
     await mesh.start()
     pool = ThreadPoolExecutor(2)
     pipeline = RepositoryPipeline(
-        mesh, repo, REPO, config, IngestMetrics(CollectorRegistry(), "test"), pool
+        mesh, repo, REPO, config, IngestMetrics(CollectorRegistry(), "test"), pool, pool
     )
     await pipeline.start()
     running = asyncio.create_task(pipeline.run())

@@ -87,7 +87,7 @@ class Harness:
         registry = CollectorRegistry()
         metrics = IngestMetrics(registry, "test")
         metrics.for_repository(REPO)
-        intake = ChunkIntake(IngestContext(mesh, repo, REPO, config, metrics, self.pool))
+        intake = ChunkIntake(IngestContext(mesh, repo, REPO, config, metrics, self.pool, self.pool))
         await intake.start()
         started = Intake(mesh, repo, intake, registry, asyncio.create_task(intake.run()))
         self.intakes.append(started)

@@ -39,7 +39,15 @@ class RepositoryFull(RepositoryError):
 
 
 class LockError(RepositoryError):
-    """A repository lock cannot be taken."""
+    """A repository lock cannot be taken or was lost."""
+
+
+class LockBusy(LockError):
+    """A conflicting lock is held (a garbage collection or prune, say); try again later."""
+
+
+class LockLost(LockError):
+    """A held lock was taken over by another process; its holder must stop writing."""
 
 
 class RestorePointNotFound(RepositoryError):

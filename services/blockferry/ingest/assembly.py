@@ -147,7 +147,7 @@ class ExtentAssembly:
                 disk.digests.get(i, base[i] if i < len(base) else blocks.ZERO_DIGEST)
                 for i in range(count)
             ]
-            missing = await self._ctx.in_pool(self._stage_if_present, end, digests)
+            missing = await self._ctx.when_unlocked(self._stage_if_present, end, digests)
         if missing:
             log.warning(
                 "disk %s: %d blocks not stored; asking for them again", disk.key, len(missing)

@@ -62,7 +62,7 @@ class CommandHandler(CommandServer):
                 restore_point_id=args.get("restore_point"),
             )
 
-        rp = await self._ctx.in_pool(commit)
+        rp = await self._ctx.when_unlocked(commit)
         return describe_restore_point(rp)
 
     async def _discard(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +76,7 @@ class CommandHandler(CommandServer):
         protect_after = utc_now() - timedelta(seconds=self._ctx.config.gc_grace_s)
         if args.get("protect_since"):
             protect_after = min(protect_after, datetime.fromisoformat(args["protect_since"]))
-        result = await self._ctx.in_pool(
+        result = await self._ctx.in_maintenance(
             functools.partial(
                 collect_garbage,
                 self._ctx.repo,
@@ -91,7 +91,7 @@ class CommandHandler(CommandServer):
 
     async def _prune(self, args: dict[str, Any]) -> dict[str, Any]:
         policy = Policy(**args["policy"])
-        result = await self._ctx.in_pool(
+        result = await self._ctx.in_maintenance(
             functools.partial(
                 self._ctx.repo.prune, args["job"], policy, dry_run=bool(args.get("dry_run"))
             )
@@ -107,7 +107,7 @@ class CommandHandler(CommandServer):
         return describe_restore_point(rp)
 
     async def _verify(self, args: dict[str, Any]) -> dict[str, Any]:
-        report = await self._ctx.in_pool(verify, self._ctx.repo, args.get("restore_point"))
+        report = await self._ctx.in_maintenance(verify, self._ctx.repo, args.get("restore_point"))
         return {**report.to_dict(), "summary": report.summary()}
 
     async def _latest_restore_point(self, args: dict[str, Any]) -> dict[str, Any]:

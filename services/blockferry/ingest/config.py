@@ -16,6 +16,19 @@ class IngestConfig(BaseModel):
         120.0, gt=0, description="How long an end marker waits for its blocks to be durable."
     )
     workers: int = Field(2, ge=1, le=64, description="Threads checking chunks and writing packs.")
+    maintenance_workers: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="Threads for garbage collection, prune and verify, apart from the"
+        " ingestion threads so that maintenance never starves a backup.",
+    )
+    lock_wait_s: float = Field(
+        6 * 3600.0,
+        ge=0,
+        description="How long a disk's end or a commit waits for a garbage collection or"
+        " prune that holds the repository's exclusive lock.",
+    )
     gc_grace_s: float = Field(
         3600.0,
         ge=0,

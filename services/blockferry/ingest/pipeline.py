@@ -29,9 +29,10 @@ class RepositoryPipeline:
         config: IngestConfig,
         metrics: IngestMetrics,
         pool: Executor,
+        maintenance: Executor,
     ) -> None:
         metrics.for_repository(repo_name)
-        self._ctx = ctx = IngestContext(mesh, repo, repo_name, config, metrics, pool)
+        self._ctx = ctx = IngestContext(mesh, repo, repo_name, config, metrics, pool, maintenance)
         self.intake = ChunkIntake(ctx)
         self.assembly = ExtentAssembly(ctx, self.intake)
         self.commands = CommandHandler(ctx)

@@ -147,6 +147,17 @@ class FixedIndex:
         )
         return header + data
 
+    @staticmethod
+    def salvage(data: bytes) -> set[bytes]:
+        """The chunk digests a fixed index file that may be damaged names, as far as
+        its bytes go: every 32 bytes after the header. A superset at worst (a damaged
+        digest names no chunk), so what GC keeps for it is never too little."""
+        try:
+            return FixedIndex.decode(data, "").chunk_digests()
+        except CorruptionError:
+            digests = DigestArray(data[FIXED_INDEX_HEADER.size :][: _whole_digests(data)])
+            return set(digests) - {ZERO_DIGEST}
+
     @classmethod
     def decode(cls, data: bytes, source: str) -> FixedIndex:
         """Parse a ``.fidx`` file read from ``source``; raises CorruptionError."""
@@ -162,7 +173,10 @@ class FixedIndex:
                 f"reading fixed index {source}: bad magic {magic.hex()} (not a fixed index)"
             )
         if version != FIXED_INDEX_VERSION:
-            raise CorruptionError(f"reading fixed index {source}: unsupported version {version}")
+            raise CorruptionError(
+                f"reading fixed index {source}: unsupported version {version} (this "
+                f"blockferry reads version {FIXED_INDEX_VERSION}; a newer one wrote it?)"
+            )
         if block_size == 0 or count != block_count(disk_size, block_size):
             raise CorruptionError(
                 f"reading fixed index {source}: {count} blocks of {block_size} bytes do not "
@@ -177,3 +191,9 @@ class FixedIndex:
         if checksum(body) != digests_checksum:
             raise CorruptionError(f"reading fixed index {source}: checksum mismatch")
         return cls(block_size, disk_size, DigestArray(body))
+
+
+def _whole_digests(data: bytes) -> int:
+    """Bytes of whole digests after a fixed index header in ``data``."""
+    body = max(0, len(data) - FIXED_INDEX_HEADER.size)
+    return body - body % DIGEST_SIZE

@@ -13,6 +13,12 @@ chunks.
 A pack with no live chunk is deleted; a pack whose live chunks take less than
 ``repack_below`` of its bytes is repacked: the live chunks are copied into new packs
 (sealed and indexed first), then the old pack goes. Other packs stay as they are.
+Wholly dead packs go before anything is copied, so GC frees space on a full disk.
+
+What GC cannot read it never takes for garbage: a restore point, fixed index, staged
+fixed index or pack footer that does not parse stops it before it deletes anything,
+naming the file. Before each deletion it checks that its lock is still its own
+(fencing): a GC whose lock was taken over after it stalled stops there.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from blockferry.core.errors import CorruptionError
+from blockferry.repository.hooks import Point
 from blockferry.repository.pack import PackEntry, PackWriter, SealedPack
-from blockferry.repository.repository import Repository
+from blockferry.repository.repository import REPAIR_HINT, Repository
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +63,61 @@ class GcResult:
 
 
 def live_digests(repo: Repository) -> set[bytes]:
-    """Every digest a committed or staged fixed index names."""
+    """Every digest a staged or committed fixed index names, and those of the fixed
+    indexes set aside in ``damaged/``.
+
+    Staging is read before the restore points: a commit creates its restore point
+    before it removes its staging, so a commit between the two reads is seen at least
+    once (commits also wait for GC's exclusive lock; this order does not rely on it).
+
+    Raises:
+        CorruptionError: naming the first file that cannot be read.
+    """
     live: set[bytes] = set()
-    for point in repo.restore_points():
-        for disk in point.disk_names:
-            live.update(repo.read_fixed_index(point, disk).digests)
     for fidx in repo.staged_fixed_indexes():
         live.update(fidx.digests)
+    repo.hooks.reached(Point.GC_HALF_SCANNED)
+    for point in repo.restore_points(strict=True):
+        for disk in point.disk_names:
+            live.update(repo.read_fixed_index(point, disk).digests)
+    live |= repo.set_aside_digests()
     return live
+
+
+@dataclass
+class _Plan:
+    dead_packs: list[str] = field(default_factory=list)
+    """Packs with no live chunk: deleted first, which frees space before anything is copied."""
+    repacked: list[str] = field(default_factory=list)
+    to_copy: list[PackEntry] = field(default_factory=list)
+    """The live chunks of the repacked packs."""
+    dead: list[PackEntry] = field(default_factory=list)
+
+
+def _plan(
+    repo: Repository, live: set[bytes], protect_after: datetime, repack_below: float
+) -> tuple[_Plan, GcResult]:
+    plan, result = _Plan(), GcResult()
+    for pack_id in repo.sealed_pack_ids():
+        path = repo.pack_path(pack_id)
+        if datetime.fromtimestamp(os.stat(path).st_mtime, UTC) >= protect_after:
+            result.packs_recent += 1
+            continue
+        entries = repo.pack_entries(pack_id)
+        kept = [e for e in entries if e.digest in live]
+        if len(kept) == len(entries):
+            continue
+        kept_bytes = sum(e.stored_size for e in kept)
+        if kept and kept_bytes >= repack_below * sum(e.stored_size for e in entries):
+            continue
+        (plan.repacked if kept else plan.dead_packs).append(pack_id)
+        plan.to_copy += kept
+        plan.dead += [e for e in entries if e.digest not in live]
+        result.bytes_freed += os.stat(path).st_size
+    result.packs_removed = len(plan.dead_packs)
+    result.packs_repacked = len(plan.repacked)
+    result.chunks_removed = len(plan.dead)
+    return plan, result
 
 
 def collect_garbage(
@@ -73,40 +128,36 @@ def collect_garbage(
     repack_below: float = 0.5,
     dry_run: bool = False,
 ) -> GcResult:
-    """Delete what no restore point references; see the module's docstring."""
-    result = GcResult()
-    with repo.exclusive_lock("gc", wait=LOCK_WAIT_S):
+    """Delete what no restore point references; see the module's docstring.
+
+    Raises:
+        CorruptionError: a restore point, fixed index, staged fixed index or pack
+            cannot be read; nothing was deleted.
+        LockError: the lock was taken over (it went stale) before a deletion; GC
+            stopped there.
+    """
+    with repo.exclusive_lock("gc", wait=LOCK_WAIT_S) as held:
         repo.refresh_index()
-        live = live_digests(repo)
-        doomed: list[str] = []
-        to_copy: list[PackEntry] = []
-        dead: list[PackEntry] = []
-        for pack_id in repo.sealed_pack_ids():
-            path = repo.pack_path(pack_id)
-            if datetime.fromtimestamp(os.stat(path).st_mtime, UTC) >= protect_after:
-                result.packs_recent += 1
-                continue
-            entries = repo.pack_entries(pack_id)
-            kept = [e for e in entries if e.digest in live]
-            if len(kept) == len(entries):
-                continue
-            kept_bytes = sum(e.stored_size for e in kept)
-            if kept and kept_bytes >= repack_below * sum(e.stored_size for e in entries):
-                continue
-            doomed.append(pack_id)
-            to_copy += kept
-            dead += [e for e in entries if e.digest not in live]
-            result.bytes_freed += os.stat(path).st_size
-        result.packs_removed = len(doomed) - len({e.pack_id for e in to_copy})
-        result.packs_repacked = len(doomed) - result.packs_removed
-        result.chunks_removed = len(dead)
+        try:
+            live = live_digests(repo)
+            plan, result = _plan(repo, live, protect_after, repack_below)
+        except CorruptionError as exc:
+            raise CorruptionError(
+                f"garbage collection stopped, nothing was deleted: {exc}. {REPAIR_HINT}"
+            ) from exc
+        repo.hooks.reached(Point.GC_SCANNED)
         if dry_run:
             return result
-        copies = _copy(repo, to_copy, pack_size)
+        repo.remove_packs(plan.dead_packs, held)
+        repo.hooks.reached(Point.GC_DEAD_PACKS_REMOVED)
+        copies = _copy(repo, plan.to_copy, pack_size)
         result.moved = [entry for sealed in copies for entry in sealed.entries]
         result.bytes_freed -= sum(sealed.size for sealed in copies)
-        repo.remove_packs(doomed)
-        result.removed = sorted({e.digest for e in dead if repo.locate(e.digest) is None})
+        repo.remove_packs(plan.repacked, held)
+        result.removed = sorted({e.digest for e in plan.dead if repo.locate(e.digest) is None})
+        # no commit or fixed index is being written now: old temporaries are abandoned
+        held.check()
+        repo.remove_stale_temporaries()
     log.info("garbage collection: %s", result.summary())
     return result
 

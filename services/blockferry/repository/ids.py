@@ -30,6 +30,11 @@ def validate_name(what: str, value: str) -> str:
     return value
 
 
+def is_name(value: str) -> bool:
+    """Whether ``value`` is a valid job, disk or session name."""
+    return NAME_PATTERN.fullmatch(value) is not None
+
+
 def new_pack_id() -> str:
     """A random pack id: 32 lowercase hex characters."""
     return secrets.token_hex(PACK_ID_BYTES)

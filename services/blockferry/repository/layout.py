@@ -8,13 +8,16 @@
     packs/<ab>/.<pack-id>.pack.tmp         a pack still being written
     index/<pack-id>.idx                    one pack index file per sealed pack
     restorepoints/<job>/<rp-id>/restorepoint.json, <disk>.fidx
-    restorepoints/<job>/.tmp-<rp-id>/      a restore point being committed
+    restorepoints/<job>/.tmp-<rp-id>-<random>/  a restore point being committed or removed
     staging/<session-id>/<disk>.fidx       fixed indexes waiting for their commit
     locks/<kind>-<lock-id>.json
+    damaged/restorepoints/<job>/<rp-id>/   restore points set aside by the operator
+    damaged/staging/<session-id>/          staged fixed indexes set aside by the operator
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +61,16 @@ class Layout:
     def locks(self) -> Path:
         return self.root / "locks"
 
+    @property
+    def damaged(self) -> Path:
+        return self.root / "damaged"
+
+    def damaged_restore_point(self, job: str, rp_id: str) -> Path:
+        return self.damaged / "restorepoints" / job / rp_id
+
+    def damaged_staging(self, session_id: str) -> Path:
+        return self.damaged / "staging" / session_id
+
     def pack_dir(self, pack_id: str) -> Path:
         return self.packs / pack_id[:2]
 
@@ -77,7 +90,8 @@ class Layout:
         return self.job_dir(job) / rp_id
 
     def restore_point_temp_dir(self, job: str, rp_id: str) -> Path:
-        return self.job_dir(job) / f"{COMMIT_TEMP_PREFIX}{rp_id}"
+        """A new name, unique per call, for a restore point being built or removed."""
+        return self.job_dir(job) / f"{COMMIT_TEMP_PREFIX}{rp_id}-{secrets.token_hex(4)}"
 
     def restore_point_file(self, job: str, rp_id: str) -> Path:
         return self.restore_point_dir(job, rp_id) / RESTORE_POINT_FILE

@@ -1,23 +1,35 @@
-"""Repository locks: shared for backup, restore and verify; exclusive for prune and GC.
+"""Repository locks: shared for backup, commit, restore and verify; exclusive for prune,
+GC, rebuild-index and set-aside. The protocol is written down in FORMAT.md ("Locks") so
+that a storage without flock or rename (an object store: conditional create, leases)
+can keep the same rules.
 
-A lock is a small JSON file ``locks/<kind>-<lock-id>.json`` naming its host, its
-process and the time it was last refreshed. Taking a lock is optimistic:
-write our lock file, then list ``locks/``; if a conflicting lock (an exclusive
-one for a shared request, any other for an exclusive request) is there,
-remove ours and retry until ``wait`` runs out. Two takers that race both see
-each other and both back off, so two conflicting locks are never both held.
+A lock is a small JSON file ``locks/<kind>-<lock-id>.json`` naming its owner: a random
+id of the holding process, not its host name and pid (containers share host names and
+pids). Taking a lock is optimistic: write our lock file, then list ``locks/``; if a
+conflicting lock (an exclusive one for a shared request, any other for an exclusive
+request) is there, remove ours and retry until ``wait`` runs out. Two takers that race
+both see each other and both back off, so two conflicting locks are never both held.
 
-A held lock is refreshed every ``refresh_every`` seconds by a daemon thread,
-which sets the file's modification time to now (``utime``: atomic, and it
-fails rather than recreating a file another process removed). Another process
-treats a lock as stale, and removes it, when
+**Heartbeat.** A held lock is refreshed every ``refresh_every`` seconds by a daemon
+thread, which sets the file's modification time to now (``utime``: it fails rather
+than recreating a file another process removed).
 
-* it was taken on the same host by a process that no longer exists, or
-* it was not refreshed for ``stale_after`` seconds (default 10 minutes),
+**Stale.** Another process removes a lock as stale when its heartbeat is older than
+``stale_after`` seconds, or at once when the lock's owner ran on the same kernel (boot
+id) in the same pid namespace as the observer and that process (pid and start time) no
+longer exists. The second rule is what recovers a crashed process's lock quickly; it
+never applies across containers or hosts, where only the heartbeat counts.
 
-so a crashed process never blocks the repository for long. A holder whose
-lock file was removed as stale notices at its next refresh
-(:attr:`HeldLock.lost`) and must stop writing.
+**Fencing.** A holder may act on its lock only while its own last heartbeat is younger
+than half of ``stale_after`` (on its monotonic clock) and its file is still there:
+:meth:`HeldLock.check`, called before each destructive step. A holder that was stopped
+(SIGSTOP, a paused VM) or whose lock was taken over after a clock jump therefore stops
+before its next delete; at most the one step already under way when the takeover
+happened can still complete.
+
+**Reserve.** ``locks/reserve`` holds a few KiB that an exclusive lock gives up when its
+file cannot be written for lack of space, so that GC and prune can start on a full file
+system (and free it); it is made again when a lock is released and there is room.
 """
 
 from __future__ import annotations
@@ -37,7 +49,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from blockferry.core.errors import BlockferryError, LockError
+from blockferry.core.errors import BlockferryError, LockBusy, LockLost, RepositoryFull
 from blockferry.repository.files import (
     fsync_dir,
     is_temporary,
@@ -46,16 +58,21 @@ from blockferry.repository.files import (
     storage_error,
     write_atomic,
 )
+from blockferry.repository.hooks import Hooks, Point
 from blockferry.repository.ids import format_time, parse_time, utc_now
 
 log = logging.getLogger(__name__)
 
-LOCK_VERSION = 1
+LOCK_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 1 lock files (host and pid, no owner) are still understood: heartbeat only."""
 STALE_AFTER = 600.0
 """Seconds after its last refresh when a lock counts as stale, on any host."""
 REFRESH_EVERY = 60.0
 """Seconds between refreshes of a held lock."""
 LOCK_SUFFIX = ".json"
+RESERVE_FILE = "reserve"
+RESERVE_BYTES = 64 * 1024
 
 
 class LockKind(enum.StrEnum):
@@ -70,17 +87,74 @@ class LockKind(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class Process:
+    """Where a lock's owner runs, precisely enough to tell that it has died.
+
+    Comparable only between observers that share the kernel (``boot_id``) and the pid
+    namespace; ``start`` (clock ticks since boot) tells a reused pid apart.
+    """
+
+    boot_id: str
+    pid_namespace: int
+    pid: int
+    start: int
+
+    @classmethod
+    def current(cls) -> Process | None:
+        """This process, or None where /proc does not say (then heartbeats alone count)."""
+        try:
+            boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+            namespace = os.stat("/proc/self/ns/pid").st_ino
+        except OSError:
+            return None
+        pid = os.getpid()
+        start = _start_ticks(pid)
+        return None if start is None else cls(boot_id, namespace, pid, start)
+
+    def is_gone(self, observer: Process | None) -> bool:
+        """Whether this process has certainly ended, as ``observer`` can tell."""
+        if observer is None or (self.boot_id, self.pid_namespace) != (
+            observer.boot_id,
+            observer.pid_namespace,
+        ):
+            return False
+        return _start_ticks(self.pid) != self.start
+
+    def to_document(self) -> dict[str, object]:
+        return {
+            "boot_id": self.boot_id,
+            "pid_namespace": self.pid_namespace,
+            "pid": self.pid,
+            "start": self.start,
+        }
+
+    @classmethod
+    def from_document(cls, document: dict[str, object]) -> Process:
+        return cls(
+            boot_id=str(document["boot_id"]),
+            pid_namespace=_whole(document["pid_namespace"]),
+            pid=_whole(document["pid"]),
+            start=_whole(document["start"]),
+        )
+
+
+@dataclass(frozen=True)
 class LockInfo:
     """The contents of one lock file."""
 
     name: str
     kind: LockKind
+    owner: str
+    """A random id of the holding process (per :class:`RepositoryLocks`)."""
     host: str
+    """For people only."""
     pid: int
+    """For people only."""
     time: datetime
     purpose: str
     refreshed: datetime
-    """The file's modification time: when the holder last refreshed it."""
+    """The file's modification time: when the holder last refreshed it (the heartbeat)."""
+    process: Process | None = None
 
     def describe(self) -> str:
         """``exclusive lock of host pid 123 (gc), refreshed 2026-...Z``."""
@@ -95,10 +169,12 @@ class LockInfo:
         document = {
             "version": LOCK_VERSION,
             "kind": str(self.kind),
+            "owner": self.owner,
             "host": self.host,
             "pid": self.pid,
             "time": format_time(self.time),
             "purpose": self.purpose,
+            "process": self.process.to_document() if self.process else None,
         }
         return (json.dumps(document, indent=2) + "\n").encode()
 
@@ -106,16 +182,19 @@ class LockInfo:
     def from_json(cls, name: str, data: bytes, refreshed: datetime) -> LockInfo:
         """Parse a lock file; raises ValueError, KeyError or TypeError when malformed."""
         document = json.loads(data)
-        if document["version"] != LOCK_VERSION:
+        if document["version"] not in READABLE_VERSIONS:
             raise ValueError(f"unsupported lock version {document['version']!r}")
+        process = document.get("process")
         return cls(
             name=name,
             kind=LockKind(document["kind"]),
+            owner=str(document.get("owner", "")),
             host=str(document["host"]),
             pid=int(document["pid"]),
             time=parse_time(str(document["time"])),
             purpose=str(document["purpose"]),
             refreshed=refreshed,
+            process=Process.from_document(process) if process else None,
         )
 
 
@@ -126,7 +205,8 @@ class HeldLock:
         self.info = info
         self.path = locks.directory / info.name
         self._locks = locks
-        self._lost = False
+        self._lost = ""
+        self._heartbeat = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if locks.refresh_every > 0:
@@ -142,14 +222,23 @@ class HeldLock:
 
     @property
     def lost(self) -> bool:
-        """Whether another process removed this lock as stale."""
-        return self._lost
+        """Whether this lock can no longer be relied on (see :meth:`check`)."""
+        return bool(self._lost)
 
     def check(self) -> None:
-        """Raise LockError if the lock was lost; call before committing work under it."""
+        """Fencing, before each destructive step: raise LockLost unless the lock is still
+        this holder's, i.e. its file is there and its last heartbeat is younger than
+        half the stale time (older, another process may be taking it over)."""
+        if not self._lost:
+            silent = time.monotonic() - self._heartbeat
+            if silent > self._locks.stale_after / 2:
+                self._lose(f"not refreshed for {silent:.0f} s (was this process stopped?)")
+            elif not self.path.exists():
+                self._lose("removed as stale by another process")
         if self._lost:
-            raise LockError(
-                f"{self.info.kind} lock {self.path} was removed as stale by another process"
+            raise LockLost(
+                f"{self.info.kind} lock {self.path} ({self.info.purpose}) is lost: "
+                f"{self._lost}; stopping before anything else is changed"
             )
 
     def refresh(self) -> None:
@@ -159,10 +248,11 @@ class HeldLock:
         try:
             os.utime(self.path)
         except FileNotFoundError:
-            self._lost = True
-            log.error("lock %s was removed by another process; it is lost", self.path)
+            self._lose("removed as stale by another process")
+            return
         except OSError as exc:
             raise storage_error(f"refreshing lock {self.path}", exc) from exc
+        self._heartbeat = time.monotonic()
 
     def release(self) -> None:
         """Stop refreshing and remove the lock file. Safe to call twice."""
@@ -171,15 +261,21 @@ class HeldLock:
             self._thread.join()
         self._thread = None
         if not self._lost:
+            self._lost = "released"
             remove_quietly(self.path)
             with contextlib.suppress(BlockferryError):
                 fsync_dir(self.path.parent)
+            self._locks.make_reserve()
 
     def __enter__(self) -> HeldLock:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+    def _lose(self, why: str) -> None:
+        self._lost = why
+        log.error("lock %s is lost: %s", self.path, why)
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(self._locks.refresh_every):
@@ -190,7 +286,7 @@ class HeldLock:
 
 
 class RepositoryLocks:
-    """The lock files of one repository (``locks/``)."""
+    """The lock files of one repository (``locks/``), taken by one owner."""
 
     def __init__(
         self,
@@ -199,11 +295,15 @@ class RepositoryLocks:
         stale_after: float = STALE_AFTER,
         refresh_every: float = REFRESH_EVERY,
         host: str | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.directory = directory
         self.stale_after = stale_after
         self.refresh_every = refresh_every
         self.host = host if host is not None else socket.gethostname()
+        self.owner = secrets.token_hex(16)
+        self.process = Process.current()
+        self._hooks = hooks or Hooks()
 
     def list_locks(self) -> list[LockInfo]:
         """Every lock file present; an unreadable one is listed with its mtime as time."""
@@ -228,11 +328,11 @@ class RepositoryLocks:
         return locks
 
     def is_stale(self, info: LockInfo, now: datetime | None = None) -> bool:
-        """Whether ``info`` belongs to a dead process or was not refreshed in time."""
+        """Whether ``info``'s heartbeat is too old or its owner has certainly died."""
         now = now or utc_now()
         if (now - info.refreshed).total_seconds() > self.stale_after:
             return True
-        return info.host == self.host and info.pid > 0 and not _process_alive(info.pid)
+        return info.process is not None and info.process.is_gone(self.process)
 
     def remove_stale(self) -> list[LockInfo]:
         """Remove stale lock files; returns what was removed."""
@@ -250,7 +350,8 @@ class RepositoryLocks:
         """Take a lock, retrying for up to ``wait`` seconds while a conflicting one is held.
 
         Raises:
-            LockError: naming the conflicting lock.
+            LockBusy: naming the conflicting lock.
+            RepositoryFull: the lock file cannot be written even with the reserve given up.
         """
         deadline = time.monotonic() + wait
         delay = 0.05
@@ -260,14 +361,16 @@ class RepositoryLocks:
             info = LockInfo(
                 name=f"{kind}-{secrets.token_hex(8)}{LOCK_SUFFIX}",
                 kind=kind,
+                owner=self.owner,
                 host=self.host,
                 pid=os.getpid(),
                 time=now,
                 purpose=purpose,
                 refreshed=now,
+                process=self.process,
             )
             path = self.directory / info.name
-            write_atomic(path, info.to_json())
+            self._write(path, info.to_json(), may_use_reserve=kind is LockKind.EXCLUSIVE)
             conflicts = [
                 other
                 for other in self.list_locks()
@@ -277,8 +380,9 @@ class RepositoryLocks:
                 return HeldLock(self, info)
             remove_quietly(path)
             fsync_dir(self.directory)
+            self._hooks.reached(Point.LOCK_BUSY)
             if time.monotonic() >= deadline:
-                raise LockError(
+                raise LockBusy(
                     f"taking a {kind} lock in {self.directory}: held by "
                     f"{conflicts[0].describe()}; wait for it to finish (a lock not refreshed "
                     f"for {self.stale_after:.0f} s is recovered automatically)"
@@ -298,6 +402,27 @@ class RepositoryLocks:
         with self.acquire(LockKind.EXCLUSIVE, purpose=purpose, wait=wait) as held:
             yield held
 
+    def make_reserve(self) -> None:
+        """Create ``locks/reserve`` if it is missing and there is room; never fails."""
+        reserve = self.directory / RESERVE_FILE
+        if reserve.exists():
+            return
+        with contextlib.suppress(BlockferryError):
+            write_atomic(reserve, bytes(RESERVE_BYTES))
+
+    def _write(self, path: Path, data: bytes, *, may_use_reserve: bool) -> None:
+        """Write a lock file; on a full file system an exclusive lock (GC, prune: what
+        frees space) gives up the reserve and tries once more."""
+        try:
+            write_atomic(path, data)
+        except RepositoryFull:
+            reserve = self.directory / RESERVE_FILE
+            if not may_use_reserve or not reserve.exists():
+                raise
+            log.warning("the repository's file system is full: using the lock reserve")
+            remove_quietly(reserve)
+            write_atomic(path, data)
+
     def _unreadable(self, path: Path, exc: Exception) -> LockInfo:
         log.warning("lock file %s is unreadable: %s", path, exc)
         kind = LockKind.SHARED if path.name.startswith("shared-") else LockKind.EXCLUSIVE
@@ -305,14 +430,20 @@ class RepositoryLocks:
             mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC)
         except OSError:
             mtime = utc_now()
-        return LockInfo(path.name, kind, "unknown", 0, mtime, "unreadable lock file", mtime)
+        return LockInfo(path.name, kind, "", "unknown", 0, mtime, "unreadable lock file", mtime)
 
 
-def _process_alive(pid: int) -> bool:
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks after boot), or None if there is none."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after the last ")"
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _whole(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected a whole number, got {value!r}")
+    return value

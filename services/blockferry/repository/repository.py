@@ -33,9 +33,11 @@ from blockferry.repository.files import (
     write_atomic,
 )
 from blockferry.repository.fixed_index import FixedIndex
-from blockferry.repository.ids import is_pack_id, new_pack_id
+from blockferry.repository.hooks import Hooks, Point
+from blockferry.repository.ids import is_name, is_pack_id, new_pack_id
 from blockferry.repository.layout import (
     COMMIT_TEMP_PREFIX,
+    FIXED_INDEX_SUFFIX,
     PACK_SUFFIX,
     PACK_TEMP_SUFFIX,
     SUBDIRECTORIES,
@@ -63,6 +65,12 @@ from blockferry.repository.retention import Policy, kept
 
 log = logging.getLogger(__name__)
 
+REPAIR_HINT = (
+    "Run `blockferry repo check PATH` to see what is damaged, then repair the file or set "
+    "its restore point or staged session aside with `blockferry repo set-aside PATH ID`"
+)
+"""What an operator can do when GC or prune stop at metadata they cannot read."""
+
 PRUNE_LOCK_WAIT_S = 60.0
 """How long a prune waits for backups' short shared locks (an end marker's) to go."""
 
@@ -86,10 +94,11 @@ class Repository:
         self.path = path
         self.config = config
         self.layout = Layout(path)
-        self.locks = RepositoryLocks(self.layout.locks)
+        self.hooks = Hooks()
+        self.locks = RepositoryLocks(self.layout.locks, hooks=self.hooks)
         self._index = PackIndex(self.layout.index, self.pack_entries)
         self._pack_files = PackFiles(self.layout)
-        self.restore_point_store = RestorePointStore(self.layout, config.block_size)
+        self.restore_point_store = RestorePointStore(self.layout, config.block_size, self.hooks)
 
     def __repr__(self) -> str:
         return f"Repository({str(self.path)!r}, id={self.config.id})"
@@ -225,14 +234,19 @@ class Repository:
             raise RepositoryError(f"invalid pack id {pack_id!r}")
         return read_footer(self.layout.pack(pack_id), pack_id)
 
-    def remove_packs(self, pack_ids: Sequence[str]) -> None:
-        """Delete sealed packs (garbage collection only): each index file first, so no
-        chunk is located in a pack that is going, then the pack."""
+    def remove_packs(self, pack_ids: Sequence[str], held: HeldLock) -> None:
+        """Delete sealed packs (garbage collection only, under the exclusive lock
+        ``held``, checked before each deletion): each index file first, so no chunk is
+        located in a pack that is going, then the pack."""
+        if not pack_ids:
+            return
         for pack_id in pack_ids:
+            held.check()
             remove_file(self.layout.index_file(pack_id))
         fsync_dir(self.layout.index)
         self._index.refresh()
         for pack_id in pack_ids:
+            held.check()
             remove_file(self.layout.pack(pack_id))
         for directory in {self.layout.pack_dir(pack_id) for pack_id in pack_ids}:
             fsync_dir(directory)
@@ -369,37 +383,103 @@ class Repository:
         parent: str | None,
         stats: dict[str, Any],
         restore_point_id: str | None = None,
+        lock_wait: float = 0.0,
     ) -> RestorePoint:
         """Commit a session's staged fixed indexes as a restore point, atomically.
 
+        Under a shared lock, so a commit and a garbage collection never overlap (GC
+        could otherwise miss the restore point in both of the places it looks).
         Idempotent per session. See :meth:`RestorePointStore.commit`.
+
+        Raises:
+            LockBusy: a GC or prune held the repository for longer than ``lock_wait``.
         """
-        return self.restore_point_store.commit(
-            job=job,
-            session_id=session_id,
-            disks=disks,
-            parent=parent,
-            stats=stats,
-            restore_point_id=restore_point_id,
-        )
+        with self.shared_lock(f"commit {session_id}", wait=lock_wait):
+            return self.restore_point_store.commit(
+                job=job,
+                session_id=session_id,
+                disks=disks,
+                parent=parent,
+                stats=stats,
+                restore_point_id=restore_point_id,
+            )
+
+    def set_aside(self, ident: str, *, lock_wait: float = 0.0) -> Path:
+        """Move a damaged restore point (by its id) or a session's staged fixed indexes
+        (by the session id) to ``damaged/``, under the exclusive lock; returns where.
+
+        Set aside, it is no restore point any more (not listed, restored or pruned),
+        so GC and prune stop tripping over it; its files are kept, and GC keeps every
+        chunk its fixed indexes name as far as they can be read, so it can still be
+        repaired and moved back. Deleting it from ``damaged/`` lets its chunks go.
+
+        Raises:
+            RepositoryError: there is no such restore point or staged session.
+        """
+        with self.exclusive_lock(f"set aside {ident}", wait=lock_wait) as held:
+            source = target = None
+            for job, rp_id in self.restore_point_store.restore_point_ids():
+                if rp_id == ident:
+                    source = self.layout.restore_point_dir(job, rp_id)
+                    target = self.layout.damaged_restore_point(job, rp_id)
+            if source is None and is_name(ident) and self.layout.staging_dir(ident).is_dir():
+                source = self.layout.staging_dir(ident)
+                target = self.layout.damaged_staging(ident)
+            if source is None or target is None:
+                raise RepositoryError(
+                    f"setting {ident!r} aside: no committed restore point or staged session "
+                    f"of that id in {self.path}"
+                )
+            make_dirs(target.parent)
+            held.check()
+            try:
+                os.rename(source, target)
+            except OSError as exc:
+                raise storage_error(f"setting {ident} aside to {target}", exc) from exc
+            fsync_dir(source.parent)
+            fsync_dir(target.parent)
+        log.warning("set %s aside to %s", self.layout.relative(source), target)
+        return target
+
+    def set_aside_digests(self) -> set[bytes]:
+        """The chunk digests the fixed indexes set aside in ``damaged/`` name, as far as
+        they can be read (see :meth:`FixedIndex.salvage`)."""
+        found: set[bytes] = set()
+        for path in sorted(self.layout.damaged.rglob(f"*{FIXED_INDEX_SUFFIX}")):
+            if not is_temporary(path.name):
+                found |= FixedIndex.salvage(read_file(path))
+        return found
 
     def jobs(self) -> list[str]:
         """Jobs with restore points, sorted."""
         return self.restore_point_store.jobs()
 
-    def restore_points(self, job: str | None = None) -> list[RestorePoint]:
-        """Committed restore points, oldest first; damaged ones are logged and skipped."""
-        return self.restore_point_store.restore_points(job)
+    def restore_points(self, job: str | None = None, *, strict: bool = False) -> list[RestorePoint]:
+        """Committed restore points, oldest first; damaged ones are logged and skipped,
+        or with ``strict`` raise CorruptionError."""
+        return self.restore_point_store.restore_points(job, strict=strict)
 
     def prune(self, job: str, policy: Policy, *, dry_run: bool = False) -> PruneResult:
         """Remove the restore points of ``job`` that ``policy`` does not keep, under the
-        exclusive lock (a commit in progress finishes first)."""
-        with self.exclusive_lock(f"prune {job}", wait=PRUNE_LOCK_WAIT_S):
-            points = self.restore_point_store.restore_points(job)
+        exclusive lock (a commit in progress finishes first).
+
+        Raises:
+            CorruptionError: a restore point of the job cannot be read; nothing was
+                removed (it might be the newest, which retention always keeps).
+        """
+        with self.exclusive_lock(f"prune {job}", wait=PRUNE_LOCK_WAIT_S) as held:
+            try:
+                points = self.restore_point_store.restore_points(job, strict=True)
+            except CorruptionError as exc:
+                raise CorruptionError(
+                    f"prune of job {job} stopped, nothing was removed: {exc}. {REPAIR_HINT}"
+                ) from exc
             keep = kept(points, policy)
             gone = [point for point in points if point.id not in keep]
+            self.hooks.reached(Point.PRUNE_DECIDED)
             if not dry_run:
                 for point in gone:
+                    held.check()
                     self.restore_point_store.remove(point)
         return PruneResult(kept=keep, removed=[point.id for point in gone])
 

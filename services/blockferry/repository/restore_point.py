@@ -106,7 +106,7 @@ class RestorePoint:
             CorruptionError: malformed JSON, wrong checksum or invalid fields.
         """
         try:
-            document = json.loads(data)
+            document = json.loads(data.decode())
             if not isinstance(document, dict):
                 raise ValueError("not a JSON object")
             stored_checksum = int(document.pop("checksum"), 16)
@@ -114,7 +114,9 @@ class RestorePoint:
                 raise CorruptionError(f"reading {source}: checksum mismatch")
             if document["version"] != RESTORE_POINT_VERSION:
                 raise CorruptionError(
-                    f"reading {source}: unsupported version {document['version']!r}"
+                    f"reading {source}: unsupported version {document['version']!r} "
+                    f"(this blockferry reads version {RESTORE_POINT_VERSION}; "
+                    "a newer one wrote it?)"
                 )
             disks = tuple(
                 RestorePointDisk(
@@ -139,6 +141,8 @@ class RestorePoint:
             )
         except CorruptionError:
             raise
+        except UnicodeDecodeError as exc:
+            raise CorruptionError(f"reading {source}: not UTF-8 text at byte {exc.start}") from exc
         except (ValueError, KeyError, TypeError, AttributeError, ConfigError) as exc:
             raise CorruptionError(f"reading {source}: malformed restore point: {exc!r}") from exc
         if not is_restore_point_id(point.id):

@@ -33,6 +33,7 @@ from blockferry.repository.files import (
     write_atomic,
 )
 from blockferry.repository.fixed_index import DigestArray, FixedIndex
+from blockferry.repository.hooks import Hooks, Point
 from blockferry.repository.ids import (
     is_restore_point_id,
     new_restore_point_id,
@@ -48,9 +49,10 @@ log = logging.getLogger(__name__)
 class RestorePointStore:
     """The ``restorepoints/`` and ``staging/`` directories of a repository."""
 
-    def __init__(self, layout: Layout, block_size: int) -> None:
+    def __init__(self, layout: Layout, block_size: int, hooks: Hooks) -> None:
         self.layout = layout
         self.block_size = block_size
+        self._hooks = hooks
 
     def stage_fixed_index(
         self, session_id: str, disk: str, disk_size: int, digests: Sequence[bytes]
@@ -98,8 +100,11 @@ class RestorePointStore:
 
         The restore point is built in ``restorepoints/<job>/.tmp-<id>/`` and
         renamed to ``<id>``: it exists whole or not at all. Committing a session
-        that was already committed returns the existing restore point. The
-        session's staging directory is removed afterwards.
+        that was already committed returns the existing restore point, also when
+        another attempt at the same commit (an orchestrator restarted mid-commit)
+        finishes first: each attempt builds in a directory of its own, and only one
+        rename into place can succeed. The session's staging directory is removed
+        afterwards.
 
         Raises:
             ConfigError: invalid or duplicate names, no disks.
@@ -117,11 +122,9 @@ class RestorePointStore:
             raise ConfigError(
                 f"committing session {session_id}: {restore_point_id!r} is not a restore point id"
             )
-        for existing in self.restore_points(job):
-            if existing.session_id == session_id:
-                log.info("session %s is already committed as %s", session_id, existing.id)
-                self.discard_staging(session_id)
-                return existing
+        existing = self._committed(job, session_id)
+        if existing is not None:
+            return existing
         if parent is not None:
             self.restore_point(parent)
         staged = [self.layout.staged_fixed_index(session_id, disk) for disk in disks]
@@ -130,6 +133,10 @@ class RestorePointStore:
             try:
                 data = read_file(path)
             except FileNotFoundError as exc:
+                # Another attempt at this commit may have finished meanwhile.
+                existing = self._committed(job, session_id)
+                if existing is not None:
+                    return existing
                 raise RepositoryError(
                     f"committing session {session_id} of job {job}: no fixed index staged "
                     f"for disk {disk}"
@@ -148,20 +155,28 @@ class RestorePointStore:
             disks=tuple(entries),
             stats=dict(stats),
         )
-        document = point.to_json()
         job_dir = self.layout.job_dir(job)
         make_dirs(job_dir)
+        # Unique per attempt: two attempts at one commit never share a directory.
         temp = self.layout.restore_point_temp_dir(job, point.id)
-        remove_tree_quietly(temp)  # left by a commit that was killed half-way
         try:
             temp.mkdir()
+            self._hooks.reached(Point.COMMIT_TEMP_CREATED)
             for path in staged:
                 copy_atomic(path, temp / path.name)
-            write_atomic(temp / RESTORE_POINT_FILE, document)
+            write_atomic(temp / RESTORE_POINT_FILE, point.to_json())
+            self._hooks.reached(Point.COMMIT_TEMP_READY)
+            # rename(2) never replaces a non-empty directory: of two attempts one wins.
             os.rename(temp, self.layout.restore_point_dir(job, point.id))
-        except OSError as exc:
+        except (OSError, RepositoryError) as exc:
             remove_tree_quietly(temp)
-            raise storage_error(f"committing restore point {point.id} of job {job}", exc) from exc
+            existing = self._committed(job, session_id)
+            if existing is not None:
+                return existing
+            if isinstance(exc, OSError):
+                what = f"committing restore point {point.id} of job {job}"
+                raise storage_error(what, exc) from exc
+            raise
         except BaseException:
             remove_tree_quietly(temp)
             raise
@@ -169,6 +184,15 @@ class RestorePointStore:
         log.info("committed restore point %s of job %s (session %s)", point.id, job, session_id)
         self.discard_staging(session_id)
         return point
+
+    def _committed(self, job: str, session_id: str) -> RestorePoint | None:
+        """The restore point a session was committed as, if it was; its staging goes."""
+        for existing in self.restore_points(job):
+            if existing.session_id == session_id:
+                log.info("session %s is already committed as %s", session_id, existing.id)
+                self.discard_staging(session_id)
+                return existing
+        return None
 
     def discard_staging(self, session_id: str) -> None:
         """Remove a session's staging directory, once committed or when the session ended
@@ -187,8 +211,13 @@ class RestorePointStore:
             if not is_temporary(name) and (self.layout.restore_points / name).is_dir()
         )
 
-    def restore_points(self, job: str | None = None) -> list[RestorePoint]:
-        """Committed restore points, oldest first; damaged ones are logged and skipped."""
+    def restore_points(self, job: str | None = None, *, strict: bool = False) -> list[RestorePoint]:
+        """Committed restore points, oldest first.
+
+        A damaged one (or one a newer blockferry wrote) is logged and skipped, or with
+        ``strict`` raises CorruptionError naming its file: what decides about deleting
+        must not mistake an unreadable restore point for an absent one.
+        """
         jobs = [validate_name("job", job)] if job is not None else self.jobs()
         points = []
         for name in jobs:
@@ -198,6 +227,8 @@ class RestorePointStore:
                 try:
                     points.append(self._load_restore_point(name, rp_id))
                 except CorruptionError as exc:
+                    if strict:
+                        raise
                     log.warning("skipping damaged restore point: %s", exc)
                 except RestorePointNotFound:
                     continue

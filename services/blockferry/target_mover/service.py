@@ -24,6 +24,9 @@ class TargetMover:
         self._pool = ThreadPoolExecutor(
             settings.target_mover.workers, thread_name_prefix="target-mover"
         )
+        self._maintenance = ThreadPoolExecutor(
+            settings.target_mover.maintenance_workers, thread_name_prefix="maintenance"
+        )
         self._pipelines: list[RepositoryPipeline] = []
         self.ready = False
 
@@ -32,7 +35,13 @@ class TargetMover:
         for name, path in sorted(self._settings.repositories().items()):
             repo = Repository.open(path)
             pipeline = RepositoryPipeline(
-                self._mesh, repo, name, self._settings.target_mover, self._metrics, self._pool
+                self._mesh,
+                repo,
+                name,
+                self._settings.target_mover,
+                self._metrics,
+                self._pool,
+                self._maintenance,
             )
             await pipeline.start()
             self._pipelines.append(pipeline)
@@ -49,3 +58,4 @@ class TargetMover:
             await pipeline.stop()
         await self._mesh.stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._maintenance.shutdown(wait=True, cancel_futures=True)

@@ -15,25 +15,30 @@ import pytest
 from blockferry.core.errors import LockError
 from blockferry.repository import LockInfo, LockKind, Repository, RepositoryLocks
 from blockferry.repository.ids import utc_now
+from blockferry.repository.locks import Process
 
 
 def _locks(repo: Repository, **kwargs: float | str) -> RepositoryLocks:
     return RepositoryLocks(repo.path / "locks", **kwargs)  # type: ignore[arg-type]
 
 
-def _plant(repo: Repository, kind: LockKind, *, host: str, pid: int, age: float = 0.0) -> Path:
+def _plant(
+    repo: Repository,
+    kind: LockKind,
+    *,
+    host: str,
+    pid: int,
+    age: float = 0.0,
+    process: Process | None = None,
+) -> Path:
     taken = utc_now() - timedelta(seconds=age)
-    info = LockInfo(f"{kind}-planted.json", kind, host, pid, taken, "planted", taken)
+    info = LockInfo(
+        f"{kind}-planted.json", kind, "planted", host, pid, taken, "planted", taken, process
+    )
     path = repo.path / "locks" / info.name
     path.write_bytes(info.to_json())
     os.utime(path, (taken.timestamp(), taken.timestamp()))
     return path
-
-
-def _dead_pid() -> int:
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
 
 
 @pytest.mark.parametrize(
@@ -53,7 +58,7 @@ def test_conflicts(repo: Repository, held: LockKind, wanted: LockKind, conflict:
                 locks.acquire(wanted)
         else:
             locks.acquire(wanted).release()
-    assert list((repo.path / "locks").iterdir()) == []
+    assert repo.locks.list_locks() == []
 
 
 def test_repository_context_managers(repo: Repository) -> None:
@@ -68,18 +73,61 @@ def test_repository_context_managers(repo: Repository) -> None:
     assert repo.locks.list_locks() == []
 
 
-def test_lock_of_a_dead_process_on_this_host_is_recovered(repo: Repository) -> None:
+def _process(pid: int) -> Process:
+    """``pid`` as a lock file names it, seen from this process's kernel and namespace."""
+    here = Process.current()
+    assert here is not None
+    started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    return Process(here.boot_id, here.pid_namespace, pid, started)
+
+
+def _dead_process() -> Process:
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        return _process(process.pid)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_lock_of_a_dead_process_on_this_kernel_is_recovered(repo: Repository) -> None:
     locks = _locks(repo, refresh_every=0)
-    planted = _plant(repo, LockKind.EXCLUSIVE, host=locks.host, pid=_dead_pid())
+    dead = _dead_process()
+    planted = _plant(repo, LockKind.EXCLUSIVE, host=locks.host, pid=dead.pid, process=dead)
     with locks.exclusive("gc"):
         assert not planted.exists()
 
 
-def test_live_process_lock_on_this_host_is_respected(repo: Repository) -> None:
+def test_live_process_lock_is_respected(repo: Repository) -> None:
     locks = _locks(repo, refresh_every=0)
-    _plant(repo, LockKind.EXCLUSIVE, host=locks.host, pid=os.getppid())
+    live = _process(os.getppid())
+    _plant(repo, LockKind.EXCLUSIVE, host=locks.host, pid=live.pid, process=live)
     with pytest.raises(LockError):
         locks.acquire(LockKind.SHARED)
+    # the same pid, reused by a process that started later, is not the owner
+    reused = Process(live.boot_id, live.pid_namespace, live.pid, live.start + 1)
+    planted = _plant(repo, LockKind.EXCLUSIVE, host=locks.host, pid=live.pid, process=reused)
+    locks.acquire(LockKind.SHARED).release()
+    assert not planted.exists()
+
+
+@pytest.mark.parametrize("elsewhere", ["other pid namespace", "other kernel", "no process"])
+def test_a_container_sharing_the_host_name_keeps_its_lock(repo: Repository, elsewhere: str) -> None:
+    """Containers share host names and pids: a lock whose owner runs in another pid
+    namespace (or kernel) is never taken for dead because its pid is unknown here."""
+    locks = _locks(repo, refresh_every=0, stale_after=60)
+    dead = _dead_process()
+    process = {
+        "other pid namespace": Process(dead.boot_id, dead.pid_namespace + 1, dead.pid, dead.start),
+        "other kernel": Process("another-boot", dead.pid_namespace, dead.pid, dead.start),
+        "no process": None,
+    }[elsewhere]
+    planted = _plant(repo, LockKind.EXCLUSIVE, host=locks.host, pid=dead.pid, process=process)
+    with pytest.raises(LockError, match="planted"):
+        locks.acquire(LockKind.SHARED)
+    os.utime(planted, (time.time() - 61, time.time() - 61))  # no heartbeat for too long
+    locks.acquire(LockKind.SHARED).release()
+    assert not planted.exists()
 
 
 def test_lock_of_another_host_is_stale_only_after_the_timeout(repo: Repository) -> None:

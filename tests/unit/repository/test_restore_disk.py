@@ -81,7 +81,7 @@ def test_damaged_chunk_aborts_and_leaves_the_destination_untouched(
         restore_disk(repo, point.id, "sda", dest, force=True)
     assert dest.read_bytes() == b"old"
     assert _leftovers(tmp_path) == []
-    assert list((repo.path / "locks").iterdir()) == []
+    assert repo.locks.list_locks() == []
 
 
 @pytest.mark.parametrize(

@@ -111,6 +111,9 @@ def test_commit_takes_the_id_the_session_chose(repo: Repository) -> None:
     )
     assert point.id == chosen
     assert repo.restore_point(chosen) == point
+    # another attempt's directory is not this one's to remove: housekeeping's, once old
+    assert crashed.exists()
+    assert repo.remove_stale_temporaries(min_age=0) == 1
     assert not crashed.exists()
     _stage(repo, "s2", "sda")
     with pytest.raises(ConfigError, match="not a restore point id"):

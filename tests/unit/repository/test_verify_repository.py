@@ -32,7 +32,7 @@ def test_healthy_repository_verifies(repo: Repository) -> None:
     assert report.bytes_read > 0
     assert verify(repo, second.id).chunks_checked == 2
     assert report.summary().endswith(": ok") and report.to_dict()["ok"] is True
-    assert list((repo.path / "locks").iterdir()) == []
+    assert repo.locks.list_locks() == []
 
 
 def test_unknown_restore_point(repo: Repository) -> None:
