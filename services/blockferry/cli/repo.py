@@ -16,6 +16,9 @@ from blockferry.cli.output import console, emit, fail
 from blockferry.core.blocks import BLOCK_SIZES, DEFAULT_BLOCK_SIZE
 from blockferry.core.errors import BlockferryError
 
+REPO_LOCK_WAIT_S = 60.0
+"""How long ``repo`` commands wait for a backup's or a GC's lock."""
+
 
 @main.group()
 def repo() -> None:
@@ -88,10 +91,36 @@ def repo_rebuild_index(path: Path, as_json: bool) -> None:
     from blockferry.repository import Repository
 
     try:
-        packs = Repository.open(path).rebuild_index()
+        packs = Repository.open(path).rebuild_index(lock_wait=REPO_LOCK_WAIT_S)
     except BlockferryError as exc:
         fail(str(exc))
     emit(as_json, {"packs": packs}, f"rebuilt the index from {packs} packs")
+
+
+@repo.command("set-aside")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("ident", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def repo_set_aside(path: Path, ident: str, as_json: bool) -> None:
+    """Set a damaged restore point (or a session's staged fixed indexes) aside.
+
+    ID is a restore point id or a session id. It moves to PATH/damaged/, where it is
+    no restore point any more: not listed, restored or pruned, so garbage collection
+    and prune run again. Its files are kept, and so are the chunks its fixed indexes
+    name: repair it and move it back, or delete it from damaged/ to let them go.
+    """
+    from blockferry.repository import Repository
+    from blockferry.repository.damaged import set_aside
+
+    try:
+        target = set_aside(Repository.open(path), ident, lock_wait=REPO_LOCK_WAIT_S)
+    except BlockferryError as exc:
+        fail(str(exc))
+    emit(
+        as_json,
+        {"id": ident, "moved_to": str(target)},
+        f"set {ident} aside to {target}; `blockferry gc` can run again",
+    )
 
 
 @repo.command("restore")

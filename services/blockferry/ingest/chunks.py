@@ -72,7 +72,7 @@ class ChunkIntake:
             log.warning(
                 "%s: removed %d unsealed pack files left by a crash", self._ctx.name, removed
             )
-        indexed = await self._ctx.in_pool(
+        indexed = await self._ctx.when_unlocked(
             functools.partial(self._ctx.repo.rebuild_index, missing_only=True)
         )
         if indexed:

@@ -24,9 +24,6 @@ from blockferry.transport.codec import signed64
 
 log = logging.getLogger(__name__)
 
-RESTORE_LOCK_WAIT_S = 300.0
-"""How long a restore waits for a garbage collection to end."""
-
 RESTORE_READ_AHEAD = 8
 FIXED_INDEX_PAGE_BLOCKS = 16384
 """Digests a FixedIndexPage carries: 512 KiB, 16 GiB of disk at 1 MiB blocks."""
@@ -152,9 +149,8 @@ class CommandHandler(CommandServer):
         lock = contextlib.ExitStack()
         try:
             # held while streaming, so garbage collection does not move a chunk meanwhile
-            await self._ctx.in_pool(
-                lock.enter_context,
-                self._ctx.repo.shared_lock(f"restore {session}", wait=RESTORE_LOCK_WAIT_S),
+            await self._ctx.when_unlocked(
+                lambda: lock.enter_context(self._ctx.repo.shared_lock(f"restore {session}"))
             )
             rp = await self._ctx.in_pool(self._ctx.repo.restore_point, args["restore_point"])
             fidx = await self._ctx.in_pool(self._ctx.repo.read_fixed_index, rp, args["disk"])

@@ -16,6 +16,7 @@ from blockferry.ingest.context import IngestContext
 from blockferry.ingest.metrics import IngestMetrics
 from blockferry.mesh import Mesh
 from blockferry.repository import Repository
+from blockferry.repository.damaged import check_metadata
 
 
 class RepositoryPipeline:
@@ -38,6 +39,9 @@ class RepositoryPipeline:
         self.commands = CommandHandler(ctx)
 
     async def start(self) -> None:
+        """Raises CorruptionError when the repository's metadata cannot be read: nothing
+        is served then, so no maintenance ever takes an unreadable file for garbage."""
+        await self._ctx.in_pool(check_metadata, self._ctx.repo)
         await self._ctx.mesh.ensure_repository_topics(
             self._ctx.name, self._ctx.repo.config.shard_count
         )

@@ -15,7 +15,10 @@ from typing import Any
 
 from blockferry.core.errors import BlockferryError, CorruptionError
 from blockferry.repository.config import RepositoryConfig
-from blockferry.repository.files import read_file
+from blockferry.repository.damaged import set_aside_paths
+from blockferry.repository.files import is_temporary, list_dir, read_file
+from blockferry.repository.fixed_index import FixedIndex
+from blockferry.repository.layout import FIXED_INDEX_SUFFIX
 from blockferry.repository.pack import PackEntry
 from blockferry.repository.pack_index import decode_index_file, list_index_files
 from blockferry.repository.repository import Repository
@@ -31,6 +34,7 @@ class ProblemKind(enum.StrEnum):
     INDEX = "index"
     RESTORE_POINT = "restorepoint"
     FIXED_INDEX = "fidx"
+    STAGED_FIXED_INDEX = "staged-fidx"
     MISSING_CHUNK = "missing-chunk"
 
 
@@ -102,6 +106,12 @@ def check(repo: Repository, *, lock: bool = True) -> CheckReport:
         footers = _check_packs(repo, report)
         _check_index_files(repo, footers, report)
         _check_restore_points(repo, report)
+        _check_staging(repo, report)
+        report.warnings += [
+            f"set aside (its chunks are kept; repair it and move it back, or delete it): "
+            f"{repo.layout.relative(path)}"
+            for path in set_aside_paths(repo)
+        ]
         report.warnings += [
             f"temporary file left behind: {repo.layout.relative(path)}"
             for path in repo.temporary_files()
@@ -165,6 +175,20 @@ def _check_index_files(
                 f"pack {pack_id} has no index file; run `blockferry repo rebuild-index`",
             )
         )
+
+
+def _check_staging(repo: Repository, report: CheckReport) -> None:
+    for session in sorted(list_dir(repo.layout.staging)):
+        directory = repo.layout.staging_dir(session)
+        for name in sorted(list_dir(directory)):
+            if is_temporary(name) or not name.endswith(FIXED_INDEX_SUFFIX):
+                continue
+            path = directory / name
+            try:
+                FixedIndex.decode(read_file(path), str(path))
+            except (BlockferryError, FileNotFoundError) as exc:
+                relative = repo.layout.relative(path)
+                report.problems.append(Problem(ProblemKind.STAGED_FIXED_INDEX, relative, str(exc)))
 
 
 def _check_restore_points(repo: Repository, report: CheckReport) -> None:

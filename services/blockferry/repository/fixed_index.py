@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import overload
+from typing import ClassVar, overload
 
 import blake3
 
@@ -103,6 +103,8 @@ class DigestArray(Sequence[bytes]):
 class FixedIndex:
     """A disk as a list of block digests."""
 
+    HEADER_SIZE: ClassVar[int] = FIXED_INDEX_HEADER.size
+
     block_size: int
     disk_size: int
     digests: DigestArray
@@ -158,9 +160,14 @@ class FixedIndex:
             digests = DigestArray(data[FIXED_INDEX_HEADER.size :][: _whole_digests(data)])
             return set(digests) - {ZERO_DIGEST}
 
-    @classmethod
-    def decode(cls, data: bytes, source: str) -> FixedIndex:
-        """Parse a ``.fidx`` file read from ``source``; raises CorruptionError."""
+    @staticmethod
+    def check_header(data: bytes, source: str) -> tuple[int, int, int, int]:
+        """Parse the header at the start of ``data`` (at least :data:`HEADER_SIZE` bytes);
+        returns block size, disk size, block count and the digests' checksum.
+
+        Raises:
+            CorruptionError: truncated, not a fixed index, or a version this one cannot read.
+        """
         if len(data) < FIXED_INDEX_HEADER.size:
             raise CorruptionError(
                 f"reading fixed index {source}: truncated header ({len(data)} bytes)"
@@ -182,6 +189,12 @@ class FixedIndex:
                 f"reading fixed index {source}: {count} blocks of {block_size} bytes do not "
                 f"cover a disk of {disk_size} bytes"
             )
+        return block_size, disk_size, count, digests_checksum
+
+    @classmethod
+    def decode(cls, data: bytes, source: str) -> FixedIndex:
+        """Parse a ``.fidx`` file read from ``source``; raises CorruptionError."""
+        block_size, disk_size, count, digests_checksum = cls.check_header(data, source)
         body = data[FIXED_INDEX_HEADER.size :]
         if len(body) != count * DIGEST_SIZE:
             raise CorruptionError(

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from blockferry.core.errors import CorruptionError
+from blockferry.repository.damaged import set_aside_digests
 from blockferry.repository.hooks import Point
 from blockferry.repository.pack import PackEntry, PackWriter, SealedPack
 from blockferry.repository.repository import REPAIR_HINT, Repository
@@ -80,7 +81,7 @@ def live_digests(repo: Repository) -> set[bytes]:
     for point in repo.restore_points(strict=True):
         for disk in point.disk_names:
             live.update(repo.read_fixed_index(point, disk).digests)
-    live |= repo.set_aside_digests()
+    live |= set_aside_digests(repo)
     return live
 
 

@@ -34,10 +34,9 @@ from blockferry.repository.files import (
 )
 from blockferry.repository.fixed_index import FixedIndex
 from blockferry.repository.hooks import Hooks, Point
-from blockferry.repository.ids import is_name, is_pack_id, new_pack_id
+from blockferry.repository.ids import is_pack_id, new_pack_id
 from blockferry.repository.layout import (
     COMMIT_TEMP_PREFIX,
-    FIXED_INDEX_SUFFIX,
     PACK_SUFFIX,
     PACK_TEMP_SUFFIX,
     SUBDIRECTORIES,
@@ -314,15 +313,28 @@ class Repository:
                 )
         return self.read_entry(entry)
 
-    def rebuild_index(self, *, missing_only: bool = False) -> int:
+    def rebuild_index(self, *, missing_only: bool = False, lock_wait: float = 0.0) -> int:
         """Write ``index/`` again from the packs alone; returns how many packs were indexed.
 
         Each pack's footer is used; a pack whose footer is damaged is indexed
         from its chunk headers as far as they check out. Index files of packs
-        that no longer exist are removed. With ``missing_only`` only packs
-        without an index file are indexed (start-up after a crash between
-        sealing a pack and writing its index file).
+        that no longer exist are removed, under the exclusive lock (a GC or a
+        backup must not run meanwhile). With ``missing_only`` only packs without
+        an index file are indexed (start-up after a crash between sealing a pack
+        and writing its index file), under a shared lock: beside backups, never
+        beside a GC that is deleting packs.
+
+        Raises:
+            LockBusy: the lock was not free within ``lock_wait`` seconds.
         """
+        if missing_only:
+            lock = self.shared_lock("rebuild missing index files", wait=lock_wait)
+        else:
+            lock = self.exclusive_lock("rebuild-index", wait=lock_wait)
+        with lock:
+            return self._rebuild_index(missing_only)
+
+    def _rebuild_index(self, missing_only: bool) -> int:
         make_dirs(self.layout.index)
         # Index files are listed before packs: a pack sealed meanwhile then has both.
         existing = list_index_files(self.layout.index)
@@ -403,52 +415,6 @@ class Repository:
                 stats=stats,
                 restore_point_id=restore_point_id,
             )
-
-    def set_aside(self, ident: str, *, lock_wait: float = 0.0) -> Path:
-        """Move a damaged restore point (by its id) or a session's staged fixed indexes
-        (by the session id) to ``damaged/``, under the exclusive lock; returns where.
-
-        Set aside, it is no restore point any more (not listed, restored or pruned),
-        so GC and prune stop tripping over it; its files are kept, and GC keeps every
-        chunk its fixed indexes name as far as they can be read, so it can still be
-        repaired and moved back. Deleting it from ``damaged/`` lets its chunks go.
-
-        Raises:
-            RepositoryError: there is no such restore point or staged session.
-        """
-        with self.exclusive_lock(f"set aside {ident}", wait=lock_wait) as held:
-            source = target = None
-            for job, rp_id in self.restore_point_store.restore_point_ids():
-                if rp_id == ident:
-                    source = self.layout.restore_point_dir(job, rp_id)
-                    target = self.layout.damaged_restore_point(job, rp_id)
-            if source is None and is_name(ident) and self.layout.staging_dir(ident).is_dir():
-                source = self.layout.staging_dir(ident)
-                target = self.layout.damaged_staging(ident)
-            if source is None or target is None:
-                raise RepositoryError(
-                    f"setting {ident!r} aside: no committed restore point or staged session "
-                    f"of that id in {self.path}"
-                )
-            make_dirs(target.parent)
-            held.check()
-            try:
-                os.rename(source, target)
-            except OSError as exc:
-                raise storage_error(f"setting {ident} aside to {target}", exc) from exc
-            fsync_dir(source.parent)
-            fsync_dir(target.parent)
-        log.warning("set %s aside to %s", self.layout.relative(source), target)
-        return target
-
-    def set_aside_digests(self) -> set[bytes]:
-        """The chunk digests the fixed indexes set aside in ``damaged/`` name, as far as
-        they can be read (see :meth:`FixedIndex.salvage`)."""
-        found: set[bytes] = set()
-        for path in sorted(self.layout.damaged.rglob(f"*{FIXED_INDEX_SUFFIX}")):
-            if not is_temporary(path.name):
-                found |= FixedIndex.salvage(read_file(path))
-        return found
 
     def jobs(self) -> list[str]:
         """Jobs with restore points, sorted."""

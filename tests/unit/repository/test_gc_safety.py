@@ -15,6 +15,8 @@ import pytest
 from blockferry.core.blocks import digest
 from blockferry.core.errors import CorruptionError, RepositoryError
 from blockferry.repository import Repository, RestorePoint, restore_disk, verify
+from blockferry.repository.check import check
+from blockferry.repository.damaged import check_metadata, set_aside
 from blockferry.repository.gc import GcResult, collect_garbage
 from blockferry.repository.hooks import Point
 from blockferry.repository.retention import Policy
@@ -281,7 +283,7 @@ def test_a_damaged_restore_point_set_aside_keeps_its_chunks_and_lets_gc_run(
     with pytest.raises(CorruptionError):
         gc(repo)
 
-    aside = repo.set_aside(kept.id)
+    aside = set_aside(repo, kept.id)
     assert aside == repo.path / "damaged" / "restorepoints" / "k" / kept.id
     assert [p.id for p in repo.restore_points()] == [gone.id]
     result = gc(repo)
@@ -295,5 +297,54 @@ def test_a_damaged_restore_point_set_aside_keeps_its_chunks_and_lets_gc_run(
     (aside).rename(repo.layout.restore_point_dir("k", kept.id))
     assert restores(repo, kept, make_image("ab"), tmp_path)
     with pytest.raises(RepositoryError, match="no committed restore point or staged session"):
-        repo.set_aside("20260101T000000Z-00000000")
+        set_aside(repo, "20260101T000000Z-00000000")
     assert path.exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (_damage_rp_json, "checksum mismatch"),
+        (_newer_version, "newer"),
+        (lambda repo, point: _truncate(repo.fixed_index_path(point, "sda")), "truncated"),
+        (lambda repo, point: _staged_and_damaged(repo), "staging"),
+    ],
+)
+def test_start_up_refuses_metadata_it_cannot_read_and_check_names_it(
+    repo: Repository, damage: Callable[[Repository, RestorePoint], Path], says: str
+) -> None:
+    old, _ = _two_points(repo)
+    check_metadata(repo)
+    path = damage(repo, old)
+    with pytest.raises(CorruptionError, match=says) as refused:
+        check_metadata(repo)
+    assert repo.layout.relative(path) in str(refused.value)
+    assert "set-aside" in str(refused.value)
+    report = check(repo)
+    assert [problem.path for problem in report.problems] == [repo.layout.relative(path)]
+
+
+def _truncate(path: Path) -> Path:
+    path.write_bytes(path.read_bytes()[:30])
+    return path
+
+
+def _staged_and_damaged(repo: Repository) -> Path:
+    repo.stage_fixed_index("s9", "sda", BLOCK_SIZE, [d(repo, "a")])
+    path = repo.layout.staged_fixed_index("s9", "sda")
+    flip_byte(path, -1)
+    return path
+
+
+def test_check_lists_what_was_set_aside(repo: Repository) -> None:
+    old, _ = _two_points(repo)
+    _damage_fidx(repo, old)
+    assert not check(repo).ok
+    aside = set_aside(repo, old.id)
+    report = check(repo)
+    assert report.ok
+    assert report.warnings == [
+        "set aside (its chunks are kept; repair it and move it back, or delete it): "
+        f"{repo.layout.relative(aside)}"
+    ]
+    check_metadata(repo)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ import pytest
 from blockferry.core.blocks import digest
 from blockferry.core.errors import RepositoryFull
 from blockferry.repository import Repository, restore_disk, verify
+from blockferry.repository.gc import collect_garbage
+from blockferry.repository.retention import Policy
 from tests.system import small_tmpfs
 from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, make_image, temporary_names
 
@@ -84,3 +87,30 @@ def test_full_file_system(small_fs: Path, tmp_path: Path) -> None:
     assert repo.restore_points() == [first, second]
     report = verify(repo)
     assert report.ok and sorted(report.restore_points) == sorted([first.id, second.id])
+
+
+def test_prune_and_gc_free_a_full_file_system(tmp_path: Path) -> None:
+    """At 100% full, prune and GC still take their lock (the lock reserve), delete the
+    wholly dead packs first, and so have room to repack a mostly dead one."""
+    with small_tmpfs(tmp_path / "small", "8m") as mount_point:
+        repo = Repository.init(mount_point / "repo", block_size=BLOCK_SIZE, shard_count=1)
+        backup(repo, "vm", {"sda": make_image("pq")})  # wholly dead after prune
+        backup(repo, "vm", {"sda": make_image("abcd")})  # a stays live: repacked
+        newest = backup(repo, "vm", {"sda": make_image("aef")})
+        with repo.shared_lock():
+            pass  # a released lock leaves the reserve in place
+        _fill(mount_point / "filler")
+        with pytest.raises(RepositoryFull):
+            repo.stage_fixed_index("s9", "sda", BLOCK_SIZE, [digest(b"x", repo.config.dedupe_key)])
+
+        pruned = repo.prune("vm", Policy(keep_last=1))
+        assert len(pruned.removed) == 2
+        later = datetime.now(UTC) + timedelta(minutes=5)
+        result = collect_garbage(repo, protect_after=later, pack_size=64 * BLOCK_SIZE)
+        assert (result.packs_removed, result.packs_repacked, result.chunks_removed) == (1, 1, 5)
+        assert repo.restore_points() == [newest]
+        assert verify(repo).ok
+        restored = tmp_path / "sda.img"
+        restore_disk(repo, newest.id, "sda", restored, force=False)
+        assert restored.read_bytes() == make_image("aef")
+        assert temporary_names(repo.path) == []
