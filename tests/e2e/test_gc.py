@@ -69,3 +69,52 @@ def test_gc_during_a_backup_that_deduplicated_against_the_chunks_it_removes(
     again = mesh.cli_json("gc")
     assert again["chunks_removed"] == 0, again
     assert pack_bytes(mesh.repository) < before + shared.stat().st_size
+
+
+def test_gc_meets_a_damaged_restore_point_stops_and_the_operator_recovers(
+    mesh_processes: MeshProcesses, tmp_path: Path
+) -> None:
+    """The operator's story: one byte of a restore point's restorepoint.json is damaged;
+    `blockferry gc` fails naming the file and deletes nothing; `repo check` names it;
+    `repo set-aside` lets GC run; the repaired restore point, moved back, restores."""
+    mesh = mesh_processes
+    mesh.env["BLOCKFERRY_TARGET_MOVER__GC_GRACE_S"] = "0"
+    mesh.up(shards=1)
+    disk = make_disk(tmp_path / "disk.img", 4, seed=50)
+    other = make_disk(tmp_path / "other.img", 4, seed=51)
+    newer = make_disk(tmp_path / "newer.img", 4, seed=52)
+    kept = mesh.cli_json("backup", str(disk), "--job", "a", "--disk", "d", "--wait")
+    mesh.cli_json("backup", str(other), "--job", "b", "--disk", "d", "--wait")
+    mesh.cli_json("backup", str(newer), "--job", "b", "--disk", "d", "--wait")
+    mesh.cli_json("prune", "--job", "b", "--keep-last", "1")  # other.img's chunks: garbage
+    packs = sorted((mesh.repository / "packs").rglob("*.pack"))
+
+    rp_json = mesh.repository / "restorepoints" / "a" / kept["restore_point"] / "restorepoint.json"
+    original = rp_json.read_bytes()
+    rp_json.write_bytes(original.replace(b'"job": "a"', b'"job": "A"'))
+    refused = mesh.cli("gc")
+    assert refused.returncode != 0
+    said = "".join(refused.stderr.split())  # the terminal's line breaks left out
+    assert "garbagecollectionstopped,nothingwasdeleted" in said, refused.stderr
+    assert f"restorepoints/a/{kept['restore_point']}/restorepoint.json:checksum" in said
+    assert "`blockferryreposet-asidePATHID`" in said
+    assert sorted((mesh.repository / "packs").rglob("*.pack")) == packs
+
+    checked = mesh.cli("repo", "check", str(mesh.repository), "--json")
+    assert checked.returncode == 1
+    problems = json.loads(checked.stdout)["problems"]
+    assert [p["path"] for p in problems] == [
+        f"restorepoints/a/{kept['restore_point']}/restorepoint.json"
+    ]
+    aside = mesh.cli_json("repo", "set-aside", str(mesh.repository), kept["restore_point"])
+    collected = mesh.cli_json("gc")
+    assert collected["chunks_removed"] > 0, collected  # other.img's
+
+    # repaired and moved back, the restore point restores: its chunks were kept
+    moved = Path(aside["moved_to"])
+    (moved / "restorepoint.json").write_bytes(original)
+    moved.rename(rp_json.parent)
+    restored = tmp_path / "restored.img"
+    mesh.cli_json("restore", kept["restore_point"], "--to", str(restored))
+    assert restored.read_bytes() == disk.read_bytes()
+    assert verify(Repository.open(mesh.repository)).ok

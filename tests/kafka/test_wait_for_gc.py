@@ -24,12 +24,12 @@ async def test_a_disk_end_and_a_commit_wait_for_gc(
 ) -> None:
     repo = Repository.init(tmp_path / "repo", block_size=BLOCK, shard_count=1)
     config = IngestConfig(stored_wait_s=2.0, idle_seal_s=0.2, workers=1)
-    # another process's garbage collection
-    gc_lock = RepositoryLocks(repo.layout.locks, refresh_every=0).acquire(
-        LockKind.EXCLUSIVE, purpose="gc"
-    )
     async with running_pipeline(kafka_bootstrap, topic_prefix, repo, config) as running:
         mesh, replies = running.mesh, running.replies
+        # another process's garbage collection
+        gc_lock = RepositoryLocks(repo.layout.locks, refresh_every=0).acquire(
+            LockKind.EXCLUSIVE, purpose="gc"
+        )
         topic = mesh.topics.extents(REPO)
         disk = replies.open("s1/d0")
         extents = {"session_id": "s1", "disk": "d0", "seq": 0, "blocks": [0], "digests": bytes(32)}

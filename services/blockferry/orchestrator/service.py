@@ -370,11 +370,11 @@ class Orchestrator:
         self._group.create_task(coroutine)
 
     async def _session_command(
-        self, repo: str, name: str, arguments: dict[str, Any]
+        self, repo: str, name: str, arguments: dict[str, Any], timeout: float | None = None
     ) -> dict[str, Any]:
         """:meth:`_command` for sessions, whose failures are SessionErrors."""
         try:
-            return await self._command(repo, name, arguments)
+            return await self._command(repo, name, arguments, timeout)
         except HTTPException as exc:
             raise SessionError(str(exc.detail)) from exc
 

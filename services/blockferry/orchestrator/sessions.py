@@ -24,7 +24,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
@@ -38,8 +38,14 @@ from blockferry.transport.mailbox import Mailbox, next_record
 
 log = logging.getLogger(__name__)
 
-CommandSender = Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]]
-"""Sends a command to a repository's owner: (repository, name, arguments) -> result."""
+
+class CommandSender(Protocol):
+    """Sends a command to a repository's owner and returns its result."""
+
+    def __call__(
+        self, repo: str, name: str, arguments: dict[str, Any], timeout: float | None = None
+    ) -> Awaitable[dict[str, Any]]: ...
+
 
 GuestSender = Callable[[str, dict[str, Any], float], Awaitable[dict[str, Any]]]
 """Sends a command to the guest-proxies: (name, arguments, timeout) -> result. Raises
@@ -324,6 +330,7 @@ class Sessions:
                     for t in stored
                 },
             },
+            self._config.commit_timeout_s,
         )
         session.restore_point = rp["id"]
         session.result = rp

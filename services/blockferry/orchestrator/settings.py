@@ -37,6 +37,12 @@ class OrchestratorConfig(BaseModel):
         " retention (90 days).",
     )
     verify_timeout_s: float = Field(3600.0, gt=0, description="How long a verify may take.")
+    commit_timeout_s: float = Field(
+        6 * 3600.0 + 120.0,
+        gt=0,
+        description="How long a commit may take: the repository's owner lets it wait for a"
+        " garbage collection or prune (its lock_wait_s) rather than fail the session.",
+    )
     jobs_file: Path | None = Field(
         None,
         description="YAML file of job definitions ({jobs: [...]}); read at start, and"
