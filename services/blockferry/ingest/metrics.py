@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 CHUNK_OUTCOMES = ("stored", "duplicate", "rejected")
 
@@ -43,6 +43,13 @@ class IngestMetrics:
             ["repository"],
             registry=registry,
         )
+        self.unreadable_metadata = Gauge(
+            f"{prefix}_unreadable_metadata",
+            "1 when start-up found a restore point, fixed index or staged fixed index it"
+            " cannot read (GC and prune refuse to run until it is repaired or set aside).",
+            ["repository"],
+            registry=registry,
+        )
 
     def for_repository(self, repository: str) -> None:
         """Pre-set the label values of one repository."""
@@ -53,5 +60,6 @@ class IngestMetrics:
             self.packs_sealed,
             self.disks_stored,
             self.bytes_restored,
+            self.unreadable_metadata,
         ):
             metric.labels(repository)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from concurrent.futures import Executor
 
+from blockferry.core.errors import CorruptionError
 from blockferry.ingest.assembly import ExtentAssembly
 from blockferry.ingest.chunks import ChunkIntake
 from blockferry.ingest.commands import CommandHandler
@@ -17,6 +19,8 @@ from blockferry.ingest.metrics import IngestMetrics
 from blockferry.mesh import Mesh
 from blockferry.repository import Repository
 from blockferry.repository.damaged import check_metadata
+
+log = logging.getLogger(__name__)
 
 
 class RepositoryPipeline:
@@ -39,9 +43,7 @@ class RepositoryPipeline:
         self.commands = CommandHandler(ctx)
 
     async def start(self) -> None:
-        """Raises CorruptionError when the repository's metadata cannot be read: nothing
-        is served then, so no maintenance ever takes an unreadable file for garbage."""
-        await self._ctx.in_pool(check_metadata, self._ctx.repo)
+        await self._check_metadata()
         await self._ctx.mesh.ensure_repository_topics(
             self._ctx.name, self._ctx.repo.config.shard_count
         )
@@ -49,6 +51,16 @@ class RepositoryPipeline:
         await self.assembly.start()
         await self.commands.start()
         await self._announce()
+
+    async def _check_metadata(self) -> None:
+        """Name, at start-up, metadata that cannot be read (log and metric). Backups and
+        restores of everything else go on; GC and prune refuse until it is repaired or
+        set aside, as they check for themselves, and start-up deletes nothing."""
+        try:
+            await self._ctx.in_pool(check_metadata, self._ctx.repo)
+        except CorruptionError as exc:
+            log.error("%s: %s", self._ctx.name, exc)
+            self._ctx.metrics.unreadable_metadata.labels(self._ctx.name).set(1)
 
     async def _announce(self) -> None:
         config = self._ctx.repo.config

@@ -2,8 +2,8 @@
 
 What cannot be read is never taken for garbage. GC and prune stop at a restore point,
 fixed index or staged fixed index they cannot parse (damaged, or written by a newer
-blockferry) and name it; the target side refuses to serve a repository whose metadata it
-cannot read (:func:`check_metadata`). The operator's way out that keeps the data:
+blockferry) and name it; the target side's start-up names what it cannot read
+(:func:`check_metadata`) and deletes nothing. The operator's way out that keeps the data:
 ``blockferry repo check`` names the file, then it is repaired, or set aside with
 ``blockferry repo set-aside`` (:func:`set_aside`): moved to ``damaged/``, where it is no
 restore point any more, while GC keeps every chunk its fixed indexes name as far as

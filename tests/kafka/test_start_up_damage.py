@@ -1,0 +1,54 @@
+"""Start-up on a repository with a damaged restore point, on a real broker: the target side
+names it (log, metric) and serves the rest; garbage collection refuses and deletes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from blockferry.ingest.config import IngestConfig
+from blockferry.repository import Repository
+from blockferry.repository.retention import Policy
+from tests.kafka.pipelines import REPO, running_pipeline
+from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, make_image
+
+pytestmark = pytest.mark.kafka
+
+
+async def test_start_up_names_a_damaged_restore_point_and_gc_refuses(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = Repository.init(tmp_path / "repo", block_size=BLOCK_SIZE, shard_count=1)
+    damaged = backup(repo, "a", {"sda": make_image("ab")})
+    backup(repo, "b", {"sda": make_image("cd")})
+    backup(repo, "b", {"sda": make_image("ef")})
+    repo.prune("b", Policy(keep_last=1))  # c and d are garbage
+    path = repo.layout.restore_point_file("a", damaged.id)
+    path.write_text(path.read_text().replace('"job": "a"', '"job": "x"'))
+    packs = repo.sealed_pack_ids()
+
+    caplog.set_level(logging.ERROR)
+    config = IngestConfig(gc_grace_s=0)
+    async with running_pipeline(kafka_bootstrap, topic_prefix, repo, config) as running:
+        assert f"restorepoints/a/{damaged.id}/restorepoint.json" in caplog.text
+        assert "set-aside" in caplog.text
+        mesh, replies = running.mesh, running.replies
+        described, collected = replies.open("describe"), replies.open("gc")
+        for name in ("describe", "gc"):
+            await mesh.producer.send_and_wait(
+                mesh.topics.commands(REPO),
+                "Command",
+                {"command_id": name, "name": name, "arguments": "{}"},
+            )
+        async with asyncio.timeout(30):
+            assert (await described.get()).fields["ok"] is True, "it serves the rest"
+            refused = (await collected.get()).fields
+        assert refused["ok"] is False
+        assert "nothing was deleted" in refused["error"]
+        assert f"restorepoints/a/{damaged.id}/restorepoint.json" in refused["error"]
+        assert json.loads(refused["result"]) == {}
+    assert repo.sealed_pack_ids() == packs
