@@ -38,6 +38,10 @@ class DiskExtents:
     """Extents records arrived, by sequence number: the block after the last they name."""
     end: dict[str, Any] | None = None
     finishing: asyncio.Task[None] | None = None
+    asked_again: dict[int, bytes] = field(default_factory=dict)
+    """Blocks reported missing at the last end marker (a block the parent names may be
+    among them: its chunk was removed or quarantined): the next end marker waits for
+    their chunks as it waits for the extents'."""
 
 
 class ExtentAssembly:
@@ -140,14 +144,18 @@ class ExtentAssembly:
         count = blocks.block_count(end["disk_size"], end["block_size"])
         if any(index >= count or index < 0 for index in disk.digests):
             raise BlockferryError("extents name blocks beyond the end of the disk")
-        missing = await self._wait_durable(disk.digests)
-        if not missing:
+        wanted = {**disk.asked_again, **disk.digests}
+        missing = await self._wait_durable(wanted)
+        if missing:
+            disk.asked_again = {i: wanted[i] for i in missing}
+        else:
             base = await self._ctx.in_pool(self._parent_digests, end)
             digests = [
                 disk.digests.get(i, base[i] if i < len(base) else blocks.ZERO_DIGEST)
                 for i in range(count)
             ]
             missing = await self._ctx.when_unlocked(self._stage_if_present, end, digests)
+            disk.asked_again = {i: digests[i] for i in missing}
         if missing:
             log.warning(
                 "disk %s: %d blocks not stored; asking for them again", disk.key, len(missing)

@@ -32,6 +32,7 @@ from blockferry.core.errors import CorruptionError
 from blockferry.repository.damaged import set_aside_digests
 from blockferry.repository.hooks import Point
 from blockferry.repository.pack import PackEntry, PackWriter, SealedPack
+from blockferry.repository.pack_index import list_quarantined
 from blockferry.repository.repository import REPAIR_HINT, Repository
 
 log = logging.getLogger(__name__)
@@ -99,13 +100,15 @@ def _plan(
     repo: Repository, live: set[bytes], protect_after: datetime, repack_below: float
 ) -> tuple[_Plan, GcResult]:
     plan, result = _Plan(), GcResult()
+    quarantined = list_quarantined(repo.layout.quarantine)
     for pack_id in repo.sealed_pack_ids():
         path = repo.pack_path(pack_id)
         if datetime.fromtimestamp(os.stat(path).st_mtime, UTC) >= protect_after:
             result.packs_recent += 1
             continue
         entries = repo.pack_entries(pack_id)
-        kept = [e for e in entries if e.digest in live]
+        # a quarantined copy failed its checksum or digest: it can never serve a restore
+        kept = [e for e in entries if e.digest in live and (pack_id, e.digest) not in quarantined]
         if len(kept) == len(entries):
             continue
         kept_bytes = sum(e.stored_size for e in kept)
@@ -113,7 +116,8 @@ def _plan(
             continue
         (plan.repacked if kept else plan.dead_packs).append(pack_id)
         plan.to_copy += kept
-        plan.dead += [e for e in entries if e.digest not in live]
+        kept_digests = {e.digest for e in kept}
+        plan.dead += [e for e in entries if e.digest not in kept_digests]
         result.bytes_freed += os.stat(path).st_size
     result.packs_removed = len(plan.dead_packs)
     result.packs_repacked = len(plan.repacked)
@@ -155,7 +159,8 @@ def collect_garbage(
         result.moved = [entry for sealed in copies for entry in sealed.entries]
         result.bytes_freed -= sum(sealed.size for sealed in copies)
         repo.remove_packs(plan.repacked, held)
-        result.removed = sorted({e.digest for e in plan.dead if repo.locate(e.digest) is None})
+        gone = plan.dead + plan.to_copy  # a chunk GC could not copy was quarantined
+        result.removed = sorted({e.digest for e in gone if repo.locate(e.digest) is None})
         # no commit or fixed index is being written now: old temporaries are abandoned
         held.check()
         repo.remove_stale_temporaries()
@@ -164,14 +169,20 @@ def collect_garbage(
 
 
 def _copy(repo: Repository, entries: list[PackEntry], pack_size: int) -> list[SealedPack]:
-    """Copy chunks into new packs, sealed (and indexed) before anything is removed."""
+    """Copy chunks into new packs, sealed (and indexed) before anything is removed. A
+    chunk whose copy turns out damaged is quarantined instead of copied."""
     sealed: list[SealedPack] = []
     writer: PackWriter | None = None
     try:
         for entry in entries:
+            try:
+                stored = repo.read_stored(entry)
+            except CorruptionError as exc:
+                repo.quarantine(entry, f"garbage collection could not copy it: {exc}")
+                continue
             if writer is None:
                 writer = repo.open_pack()
-            writer.add(entry.digest, repo.read_stored(entry), entry.compressed, entry.plain_size)
+            writer.add(entry.digest, stored, entry.compressed, entry.plain_size)
             if writer.size >= pack_size:
                 sealed.append(writer.seal())
                 writer = None

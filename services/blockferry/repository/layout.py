@@ -13,6 +13,7 @@
     locks/<kind>-<lock-id>.json
     damaged/restorepoints/<job>/<rp-id>/   restore points set aside by the operator
     damaged/staging/<session-id>/          staged fixed indexes set aside by the operator
+    quarantine/<pack-id>-<digest>          a chunk copy found damaged: never located again
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ class Layout:
     def damaged(self) -> Path:
         return self.root / "damaged"
 
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    def quarantined(self, pack_id: str, digest: bytes) -> Path:
+        return self.quarantine / quarantine_name(pack_id, digest)
+
     def damaged_restore_point(self, job: str, rp_id: str) -> Path:
         return self.damaged / "restorepoints" / job / rp_id
 
@@ -111,6 +119,23 @@ class Layout:
             return str(path.relative_to(self.root))
         except ValueError:
             return str(path)
+
+
+def quarantine_name(pack_id: str, digest: bytes) -> str:
+    """The file name that quarantines the copy of chunk ``digest`` in pack ``pack_id``."""
+    return f"{pack_id}-{digest.hex()}"
+
+
+def parse_quarantine_name(name: str) -> tuple[str, bytes] | None:
+    """(pack id, digest) of a quarantine file name, or None if it is not one."""
+    pack_id, _, digest = name.partition("-")
+    if len(pack_id) != 32 or len(digest) != 64:
+        return None
+    try:
+        bytes.fromhex(pack_id)
+        return pack_id, bytes.fromhex(digest)
+    except ValueError:
+        return None
 
 
 def fixed_index_name(disk: str) -> str:

@@ -18,9 +18,9 @@ import blake3
 
 from blockferry.core.blocks import checksum
 from blockferry.core.errors import BlockferryError, CorruptionError
-from blockferry.repository.files import is_temporary, read_file, storage_error
+from blockferry.repository.files import is_temporary, list_dir, read_file, storage_error
 from blockferry.repository.ids import PACK_ID_BYTES, is_pack_id
-from blockferry.repository.layout import INDEX_SUFFIX
+from blockferry.repository.layout import INDEX_SUFFIX, parse_quarantine_name
 from blockferry.repository.pack import (
     FOOTER_ENTRY,
     PackEntry,
@@ -95,6 +95,16 @@ def list_index_files(index_dir: Path) -> set[str]:
     return ids
 
 
+def list_quarantined(quarantine_dir: Path) -> set[tuple[str, bytes]]:
+    """(pack id, digest) of every quarantined chunk copy."""
+    found = set()
+    for name in list_dir(quarantine_dir):
+        parsed = None if is_temporary(name) else parse_quarantine_name(name)
+        if parsed is not None:
+            found.add(parsed)
+    return found
+
+
 class PackIndex:
     """The in-memory map digest -> :class:`PackEntry`, loaded from ``index/``.
 
@@ -102,16 +112,22 @@ class PackIndex:
     only files it has not seen, so it is cheap to call often. A damaged or
     unreadable index file is replaced in memory by the pack's own footer (read
     through ``read_pack_entries``) and logged; :func:`check` reports it.
-    Thread-safe.
+    A chunk copy named in ``quarantine/`` (found damaged) is left out: the digest
+    is located in another copy if there is one, else not at all. Thread-safe.
     """
 
     def __init__(
-        self, index_dir: Path, read_pack_entries: Callable[[str], list[PackEntry]]
+        self,
+        index_dir: Path,
+        quarantine_dir: Path,
+        read_pack_entries: Callable[[str], list[PackEntry]],
     ) -> None:
         self._dir = index_dir
+        self._quarantine_dir = quarantine_dir
         self._read_pack_entries = read_pack_entries
         self._entries: dict[bytes, PackEntry] = {}
         self._packs: set[str] = set()
+        self._quarantined: set[tuple[str, bytes]] = set()
         self._lock = threading.Lock()
         self._loaded = False
 
@@ -144,9 +160,11 @@ class PackIndex:
         """
         with self._lock:
             present = list_index_files(self._dir)
-            if self._packs - present:
+            quarantined = list_quarantined(self._quarantine_dir)
+            if self._packs - present or quarantined - self._quarantined:
                 self._entries.clear()
                 self._packs.clear()
+            self._quarantined = quarantined
             for pack_id in sorted(present - self._packs):
                 self._add_entries(pack_id, self._load(pack_id))
             self._loaded = True
@@ -165,7 +183,8 @@ class PackIndex:
 
     def _add_entries(self, pack_id: str, entries: list[PackEntry]) -> None:
         for entry in entries:
-            self._entries.setdefault(entry.digest, entry)
+            if (pack_id, entry.digest) not in self._quarantined:
+                self._entries.setdefault(entry.digest, entry)
         self._packs.add(pack_id)
 
     def _load(self, pack_id: str) -> list[PackEntry]:

@@ -57,6 +57,7 @@ from blockferry.repository.pack_index import (
     PackIndex,
     encode_index_file,
     list_index_files,
+    list_quarantined,
 )
 from blockferry.repository.restore_point import RestorePoint
 from blockferry.repository.restore_points import RestorePointStore
@@ -95,7 +96,7 @@ class Repository:
         self.layout = Layout(path)
         self.hooks = Hooks()
         self.locks = RepositoryLocks(self.layout.locks, hooks=self.hooks)
-        self._index = PackIndex(self.layout.index, self.pack_entries)
+        self._index = PackIndex(self.layout.index, self.layout.quarantine, self.pack_entries)
         self._pack_files = PackFiles(self.layout)
         self.restore_point_store = RestorePointStore(self.layout, config.block_size, self.hooks)
 
@@ -247,6 +248,9 @@ class Repository:
         for pack_id in pack_ids:
             held.check()
             remove_file(self.layout.pack(pack_id))
+        for quarantined_pack, chunk in list_quarantined(self.layout.quarantine):
+            if quarantined_pack in pack_ids:  # the damaged copy went with its pack
+                remove_file(self.layout.quarantined(quarantined_pack, chunk))
         for directory in {self.layout.pack_dir(pack_id) for pack_id in pack_ids}:
             fsync_dir(directory)
 
@@ -258,6 +262,20 @@ class Repository:
         ]
 
     # -- pack index -----------------------------------------------------------------------
+
+    def quarantine(self, entry: PackEntry, reason: str) -> None:
+        """Never locate this damaged copy of a chunk again (``quarantine/``): the digest
+        is then found in another copy, or is missing, so the next backup that has the
+        block sends it again and its good copy heals every restore point naming it.
+        The copy stays in its pack until GC, which counts it as dead."""
+        make_dirs(self.layout.quarantine)
+        write_atomic(self.layout.quarantined(entry.pack_id, entry.digest), reason.encode())
+        log.error("quarantined chunk %s in pack %s: %s", entry.digest.hex(), entry.pack_id, reason)
+        self._index.refresh()
+
+    def is_quarantined(self, entry: PackEntry) -> bool:
+        """Whether this copy of a chunk was found damaged."""
+        return self.layout.quarantined(entry.pack_id, entry.digest).exists()
 
     def refresh_index(self) -> None:
         """Pick up pack index files written by other processes since the last load."""

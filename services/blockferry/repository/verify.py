@@ -66,6 +66,8 @@ class VerifyReport:
     chunks_checked: int = 0
     bytes_read: int = 0
     damage: list[Damage] = field(default_factory=list)
+    quarantined: list[PackEntry] = field(default_factory=list)
+    """The damaged chunk copies this verify quarantined."""
 
     @property
     def ok(self) -> bool:
@@ -86,6 +88,7 @@ class VerifyReport:
             "bytes_read": self.bytes_read,
             "damaged_restore_points": self.damaged_restore_points,
             "damage": [damage.to_dict() for damage in self.damage],
+            "quarantined": sorted({entry.digest.hex() for entry in self.quarantined}),
         }
 
     def summary(self) -> str:
@@ -110,6 +113,10 @@ def verify(
 ) -> VerifyReport:
     """Verify every committed restore point, or only ``rp_id``.
 
+    A chunk that fails its checksum or digest is quarantined (unless ``lock`` is off:
+    a read-only repository): it is never located again, so the next backup that has the
+    block sends it again and heals every restore point that names it.
+
     Args:
         lock: hold a shared lock while verifying (off for a read-only repository).
         progress: called with (chunks done, chunks to check) after each chunk.
@@ -118,11 +125,15 @@ def verify(
         RestorePointNotFound: ``rp_id`` is given and not committed.
     """
     with repo.shared_lock("verify") if lock else contextlib.nullcontext():
-        return _verify(repo, rp_id, progress)
+        return _verify(repo, rp_id, progress, quarantine=lock)
 
 
 def _verify(
-    repo: Repository, rp_id: str | None, progress: Callable[[int, int], None] | None
+    repo: Repository,
+    rp_id: str | None,
+    progress: Callable[[int, int], None] | None,
+    *,
+    quarantine: bool,
 ) -> VerifyReport:
     report = VerifyReport()
     points = repo.restore_point_ids()
@@ -158,7 +169,7 @@ def _verify(
                 Damage(
                     DamageKind.MISSING_CHUNK,
                     "index",
-                    "no pack holds this chunk",
+                    "no pack holds a good copy of this chunk",
                     tuple(sorted(affected)),
                     digest=chunk_digest.hex(),
                 )
@@ -190,11 +201,16 @@ def _verify(
                 report.chunks_checked += 1
                 report.bytes_read += entry.stored_size
             except CorruptionError as exc:
+                detail = str(exc)
+                if quarantine:
+                    repo.quarantine(entry, detail)
+                    report.quarantined.append(entry)
+                    detail += "; quarantined: the next backup of this data stores it again"
                 report.damage.append(
                     Damage(
                         DamageKind.CHUNK,
                         relative,
-                        str(exc),
+                        detail,
                         tuple(sorted(users[entry.digest])),
                         digest=entry.digest.hex(),
                         pack_id=pack_id,
