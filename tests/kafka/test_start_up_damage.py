@@ -14,7 +14,8 @@ from blockferry.ingest.config import IngestConfig
 from blockferry.repository import Repository
 from blockferry.repository.retention import Policy
 from tests.kafka.pipelines import REPO, running_pipeline
-from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, make_image
+from tests.kafka.test_changelog_reconcile import newest_records, write_pack
+from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, flip_byte, make_image
 
 pytestmark = pytest.mark.kafka
 
@@ -52,3 +53,22 @@ async def test_start_up_names_a_damaged_restore_point_and_gc_refuses(
         assert f"restorepoints/a/{damaged.id}/restorepoint.json" in refused["error"]
         assert json.loads(refused["result"]) == {}
     assert repo.sealed_pack_ids() == packs
+
+
+async def test_start_up_survives_a_pack_with_a_damaged_footer(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The footer's magic is gone: the role starts, names the pack, and the chunks its
+    index file lists are published and served like any other."""
+    repo = Repository.init(tmp_path / "repo", block_size=BLOCK_SIZE, shard_count=1)
+    healthy = write_pack(repo, [1, 2])
+    damaged = write_pack(repo, [3, 4])
+    flip_byte(repo.pack_path(damaged[0].pack_id), -1)
+
+    caplog.set_level(logging.ERROR)
+    async with running_pipeline(kafka_bootstrap, topic_prefix, repo, IngestConfig()) as running:
+        assert damaged[0].pack_id in caplog.text
+        assert not running.task.done()
+        newest = await newest_records(running.mesh)
+    assert {newest[e.digest.hex()] for e in healthy + damaged} == set(healthy + damaged)
+    assert repo.read_block(damaged[1].digest)

@@ -101,11 +101,27 @@ class ChunkIntake:
 
     async def _republish(self) -> None:
         """Publish every sealed pack's entries again: a crash may have come between
-        sealing a pack and publishing it, and publishing is idempotent."""
-        pack_ids = await self._ctx.in_pool(self._ctx.repo.sealed_pack_ids)
+        sealing a pack and publishing it, and publishing is idempotent.
+
+        A pack whose footer is damaged does not stop the start: it is named (log,
+        ``damaged_packs`` metric, ``repo check``) and its chunks are published as the
+        pack index has them (its index file, or what scanning its chunks found)."""
+        repo = self._ctx.repo
+        pack_ids = await self._ctx.in_pool(repo.sealed_pack_ids)
+        damaged = 0
         for pack_id in pack_ids:
-            entries = await self._ctx.in_pool(self._ctx.repo.pack_entries, pack_id)
+            try:
+                entries = await self._ctx.in_pool(repo.pack_entries, pack_id)
+            except CorruptionError as exc:
+                damaged += 1
+                log.error(
+                    "%s: %s; its chunks are served as its index file or a scan found them",
+                    self._ctx.name,
+                    exc,
+                )
+                entries = await self._ctx.in_pool(repo.indexed_entries, pack_id)
             await publish_entries(self._ctx, entries)
+        self._ctx.metrics.damaged_packs.labels(self._ctx.name).set(damaged)
         if pack_ids:
             log.info(
                 "%s: republished %d sealed packs to the index changelog",

@@ -43,6 +43,13 @@ class IngestMetrics:
             ["repository"],
             registry=registry,
         )
+        self.damaged_packs = Gauge(
+            f"{prefix}_damaged_packs",
+            "Packs whose footer start-up found damaged (their chunks are served as their"
+            " index file or a scan found them; repo check names them).",
+            ["repository"],
+            registry=registry,
+        )
         self.unreadable_metadata = Gauge(
             f"{prefix}_unreadable_metadata",
             "1 when start-up found a restore point, fixed index or staged fixed index it"
@@ -61,5 +68,6 @@ class IngestMetrics:
             self.disks_stored,
             self.bytes_restored,
             self.unreadable_metadata,
+            self.damaged_packs,
         ):
             metric.labels(repository)

@@ -147,6 +147,12 @@ class PackIndex:
             self._ensure_loaded()
         return self._entries.get(digest)
 
+    def entries_of(self, pack_id: str) -> list[PackEntry]:
+        """The located entries of one pack (a scan of the map: for the rare damaged pack)."""
+        self._ensure_loaded()
+        with self._lock:
+            return [e for e in self._entries.values() if e.pack_id == pack_id]
+
     def add(self, sealed: SealedPack) -> None:
         """Record a pack this process sealed (its index file is already written)."""
         with self._lock:

@@ -285,6 +285,11 @@ class Repository:
         """Where the chunk ``digest`` is stored, or None. Loads the index on first use."""
         return self._index.locate(digest)
 
+    def indexed_entries(self, pack_id: str) -> list[PackEntry]:
+        """The chunks of a pack as the pack index has them (from its index file, else its
+        footer, else a scan), for a pack whose footer cannot be read."""
+        return self._index.entries_of(pack_id)
+
     def indexed_chunk_count(self) -> int:
         """Chunks in the in-memory index."""
         return len(self._index)
