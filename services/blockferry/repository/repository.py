@@ -320,8 +320,12 @@ class Repository:
             raise CorruptionError(f"reading {subject}: plaintext does not match its digest")
         return plain
 
-    def read_block(self, digest: bytes) -> bytes:
+    def read_block(self, digest: bytes, *, quarantine: bool = False) -> bytes:
         """The plaintext of the chunk ``digest``, verified; refreshes the index once on a miss.
+
+        Args:
+            quarantine: a damaged copy is quarantined (see :meth:`quarantine`) before
+                the error is raised; off for a repository that must not be written.
 
         Raises:
             CorruptionError: the chunk is missing or damaged.
@@ -334,7 +338,15 @@ class Repository:
                 raise CorruptionError(
                     f"chunk {digest.hex()} is missing from repository {self.path}"
                 )
-        return self.read_entry(entry)
+        try:
+            return self.read_entry(entry)
+        except CorruptionError as exc:
+            if not quarantine:
+                raise
+            self.quarantine(entry, str(exc))
+            raise CorruptionError(
+                f"{exc}; quarantined: the next backup of this data stores it again"
+            ) from exc
 
     def rebuild_index(self, *, missing_only: bool = False, lock_wait: float = 0.0) -> int:
         """Write ``index/`` again from the packs alone; returns how many packs were indexed.

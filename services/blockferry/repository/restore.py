@@ -45,7 +45,8 @@ def restore_disk(
         force: overwrite an existing destination.
         progress: called after each block with that block's length in bytes (an
             increment: the calls add up to the disk size).
-        lock: hold a shared lock while restoring (off for a read-only repository).
+        lock: hold a shared lock while restoring, and quarantine a damaged chunk (off
+            for a read-only repository).
 
     Raises:
         RestorePointNotFound, ConfigError: no such restore point or disk.
@@ -64,7 +65,7 @@ def restore_disk(
                     writer.write_zeros(index)
                     zero_blocks += 1
                 else:
-                    data = repo.read_block(block_digest)
+                    data = repo.read_block(block_digest, quarantine=lock)
                     if len(data) != fidx.block_length(index):
                         raise CorruptionError(
                             f"restoring block {index} of disk {disk}: chunk "

@@ -6,7 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from blockferry.core.blocks import digest
+from blockferry.core.errors import CorruptionError
 from blockferry.repository import DamageKind, Repository, restore_disk, verify
 from blockferry.repository.gc import collect_garbage
 from blockferry.repository.pack import CHUNK_HEADER
@@ -88,3 +91,17 @@ def test_a_read_only_verify_quarantines_nothing(repo: Repository) -> None:
     report = verify(repo, lock=False)
     assert not report.ok and report.quarantined == []
     assert repo.locate(d(repo, "a")) is not None
+
+
+def test_a_restore_that_meets_a_damaged_chunk_quarantines_it(
+    repo: Repository, tmp_path: Path
+) -> None:
+    image = make_image("ab")
+    point = backup(repo, "j", {"sda": image})
+    damage_chunk(repo, "b")
+    with pytest.raises(CorruptionError, match="quarantined"):
+        restore_disk(repo, point.id, "sda", tmp_path / "out.img", force=False)
+    assert not (tmp_path / "out.img").exists()
+    assert repo.locate(d(repo, "b")) is None
+    backup(repo, "j", {"sda": image}, parent=point.id)
+    assert restores(repo, point.id, image, tmp_path)
