@@ -141,11 +141,20 @@ class CommandHandler(CommandServer):
         return {"id": config.id, "block_size": config.block_size, "shard_count": config.shard_count}
 
     async def _restore(self, args: dict[str, Any]) -> None:
-        """Stream a disk of a restore point on the restore topic; replies go in-stream."""
+        """Stream a disk of a restore point on the restore topic; replies go in-stream.
+
+        Every record carries the attempt id the source mover named in the command, so
+        a mover reads only its own attempt's stream. A block whose chunk is missing or
+        fails its checksum or digest is not sent: it is named in RestoreEnd's
+        ``damaged``, and the rest of the disk is still streamed (the mover fails the
+        restore naming those blocks, or leaves them as holes when allowed)."""
         session = args["session_id"]
+        attempt_id = str(args.get("attempt_id", ""))
         topic = self._ctx.mesh.topics.restore(self._ctx.name)
         producer = self._ctx.mesh.producer
         sent = 0
+        damaged: list[int] = []
+        reads: deque[tuple[int, bytes, asyncio.Future[Any]]] = deque()
         lock = contextlib.ExitStack()
         try:
             # held while streaming, so garbage collection does not move a chunk meanwhile
@@ -162,11 +171,12 @@ class CommandHandler(CommandServer):
                     "disk": args["disk"],
                     "disk_size": fidx.disk_size,
                     "block_size": fidx.block_size,
+                    "attempt_id": attempt_id,
+                    "attempt": int(args.get("attempt", 0)),
                 },
                 key=session,
             )
             wanted = [(i, d) for i, d in enumerate(fidx.digests) if d != blocks.ZERO_DIGEST]
-            reads: deque[tuple[int, bytes, asyncio.Future[Any]]] = deque()
             acks: deque[asyncio.Future[Any]] = deque()
             position = 0
             while position < len(wanted) or reads:
@@ -175,7 +185,12 @@ class CommandHandler(CommandServer):
                     reads.append((index, digest, asyncio.ensure_future(self._read(digest))))
                     position += 1
                 index, digest, read = reads.popleft()
-                entry, stored = await read
+                try:
+                    entry, stored = await read
+                except BlockferryError as exc:  # the chunk is missing or damaged
+                    log.error("restore %s: block %d not sent: %s", session, index, exc)
+                    damaged.append(index)
+                    continue
                 acks.append(
                     await producer.send(
                         topic,
@@ -188,6 +203,7 @@ class CommandHandler(CommandServer):
                             "plain_size": entry.plain_size,
                             "checksum": signed64(blocks.checksum(stored)),
                             "data": stored,
+                            "attempt_id": attempt_id,
                         },
                         key=session,
                     )
@@ -203,20 +219,43 @@ class CommandHandler(CommandServer):
             log.error("restore %s failed: %s", session, exc)
             error = str(exc)
         finally:
+            for _, _, pending in reads:
+                pending.cancel()
             await self._ctx.in_pool(lock.close)
         await producer.send_and_wait(
             topic,
             "RestoreEnd",
-            {"session_id": session, "blocks_sent": sent, "error": error},
+            {
+                "session_id": session,
+                "blocks_sent": sent,
+                "error": error,
+                "attempt_id": attempt_id,
+                "damaged": damaged,
+            },
             key=session,
         )
 
     async def _read(self, digest: bytes) -> tuple[Any, bytes]:
+        """A chunk's stored bytes, checked as they will be restored: checksum, size and
+        digest of the plaintext (a chunk damaged on disk is never streamed).
+
+        Raises:
+            BlockferryError: the chunk is missing or damaged (CorruptionError), naming it.
+        """
+
         def read() -> tuple[Any, bytes]:
             entry = self._ctx.repo.locate(digest)
             if entry is None:
                 raise BlockferryError(f"chunk {digest.hex()} is not in the repository")
-            return entry, self._ctx.repo.read_stored(entry)
+            stored = self._ctx.repo.read_stored(entry)
+            plain = blocks.decompress(stored, entry.plain_size) if entry.compressed else stored
+            key = self._ctx.repo.config.dedupe_key
+            if len(plain) != entry.plain_size or blocks.digest(plain, key) != digest:
+                raise BlockferryError(
+                    f"chunk {digest.hex()} in pack {entry.pack_id}: plaintext does not match"
+                    " its digest"
+                )
+            return entry, stored
 
         result: tuple[Any, bytes] = await self._ctx.in_pool(read)
         return result

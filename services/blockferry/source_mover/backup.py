@@ -191,7 +191,7 @@ class BackupRun:
 
     async def _track_changes(self, source: DiskSource) -> None:
         """Fetch the parent's fixed index and choose how to find the changed blocks."""
-        self._parent = await changes.fetch_parent(
+        self._parent = await changes.fetch_fixed_index(
             self._mesh,
             self._replies,
             self._repo_name,

@@ -1,6 +1,7 @@
 """Which blocks an incremental backup reads: the parent restore point's fixed index,
 fetched from the repository's owner through the mesh, and the operator's
-changed-ranges map when one is given."""
+changed-ranges map when one is given. A restore fetches the fixed index it writes
+the same way, to check every block it receives against it."""
 
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ DIGEST_COMPARE = "digest-compare"
 
 @dataclass
 class ParentIndex:
-    """The parent restore point's fixed index of the disk."""
+    """A restore point's fixed index of a disk: an incremental's parent, or the one a
+    restore writes."""
 
     restore_point: str
     disk_size: int
     digests: list[bytes]
+    block_size: int = 0
     known: set[bytes] = field(init=False)
     """Every non-zero digest of the parent: such a block need not be sent again."""
 
@@ -37,10 +40,10 @@ class ParentIndex:
         return self.digests[index] if index < len(self.digests) else None
 
 
-async def fetch_parent(
+async def fetch_fixed_index(
     mesh: Mesh, replies: Mailbox, repo: str, restore_point: str, disk: str, timeout: float
 ) -> ParentIndex:
-    """Ask the repository's owner for the parent's fixed index, page by page."""
+    """Ask the repository's owner for a restore point's fixed index, page by page."""
     command_id = uuid.uuid4().hex
     queue = replies.open(command_id)
     try:
@@ -59,7 +62,7 @@ async def fetch_parent(
             record = await next_record(queue, timeout, f"fixed index of {restore_point}")
             f = record.fields
             if record.name == "Reply":
-                raise SessionError(f"reading the parent's fixed index: {f['error']}")
+                raise SessionError(f"reading the fixed index of {restore_point}: {f['error']}")
             if f["first_block"] * blocks.DIGEST_SIZE != sum(len(p) for p in pages):
                 raise SessionError(f"fixed index of {restore_point}: a page is missing")
             pages.append(f["digests"])
@@ -69,7 +72,7 @@ async def fetch_parent(
                     data[i : i + blocks.DIGEST_SIZE]
                     for i in range(0, len(data), blocks.DIGEST_SIZE)
                 ]
-                return ParentIndex(restore_point, f["disk_size"], digests)
+                return ParentIndex(restore_point, f["disk_size"], digests, f["block_size"])
     finally:
         replies.close(command_id)
 

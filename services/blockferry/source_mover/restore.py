@@ -1,6 +1,42 @@
 """One restore task: the pipe reversed. The target side streams a restore point's
-blocks; this mover checks each (checksum, then digest of the plaintext) and
-writes the destination through a DiskWriter, which publishes it only when whole.
+blocks; this mover checks each against the restore point's fixed index and writes
+the destination through a DiskWriter, which publishes it only when whole.
+
+Checks, end to end:
+
+* Before anything is written, the mover fetches the restore point's fixed index of
+  the disk from the repository's owner (the same ``fixed-index`` command an
+  incremental backup uses for its parent). A block is written only if the fixed
+  index names a non-zero digest at its position, the record carries that digest,
+  and the plaintext has it; so a block whose number was changed on the way is
+  refused, never written at the wrong offset.
+* The blocks received must be exactly the non-zero blocks of the fixed index: a
+  duplicate is ignored (not written again, not counted); a block that never came is
+  an error naming the blocks and their byte ranges, never zeros. Only the blocks
+  the fixed index marks as zero are left as holes (zeros on a device). With
+  ``allow_holes``, the blocks whose chunk the owner reported damaged or missing are
+  left as zeros too, and listed in the task's warnings.
+* Each attempt names itself (a random attempt id in the restore command, echoed in
+  every record of its stream): records of another attempt of the same session are
+  ignored, and a RestoreStart of a newer attempt (a higher task attempt, taken by
+  another mover after the lease expired) stops this one, which removes its
+  temporary file: two writers of one destination never both publish.
+
+Memory is bounded by back-pressure from the destination, whatever the disk's size
+and the destination's speed. Each restore task reads its stream with a consumer of
+its own, assigned to the one partition its session's records go to, and fetches
+the next records only when the previous ones are written: Kafka (the restore
+topic, kept as long as chunks are) is the buffer. A consumer with records not yet
+handed out does not fetch again, so a task holds at most one fetch
+(``STREAM_FETCH_BYTES``, 16 MiB, or one record if larger) plus the
+``STREAM_RECORDS`` records in hand (at most 4 blocks), whatever the disk's size: at
+1 MiB blocks, about 20 MiB plus their decoded copies. A shared consumer with a
+bounded queue per session would have to pause a whole partition when one
+session's queue is full, and every other session on that partition would wait for
+the slowest destination (for ever, for a hung one); consumers of their own cannot
+block each other. The cost is one consumer per running restore (``max_tasks`` at
+most per mover). A destination slower than the topic's retention allows loses the
+stream's head: the missing blocks are then an error, never zeros.
 """
 
 from __future__ import annotations
@@ -9,6 +45,8 @@ import asyncio
 import functools
 import json
 import uuid
+from collections import deque
+from collections.abc import Iterable
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
@@ -17,11 +55,67 @@ from blockferry.core import blocks
 from blockferry.core.errors import CorruptionError, SessionError
 from blockferry.mesh import Mesh
 from blockferry.restore_target import DiskWriter, check_destination, check_within_roots
+from blockferry.source_mover.backup import Throttle
+from blockferry.source_mover.changes import ParentIndex, fetch_fixed_index
 from blockferry.source_mover.metrics import SourceMoverMetrics
+from blockferry.source_mover.settings import SourceMoverConfig
 from blockferry.transport.codec import unsigned64
-from blockferry.transport.mailbox import Mailbox, next_record
+from blockferry.transport.kafka import Record, RecordConsumer
+from blockferry.transport.mailbox import Mailbox
+from blockferry.transport.topics import MAX_RECORD_BYTES
 
 RESTORE_IDLE_TIMEOUT_S = 120.0
+STREAM_FETCH_BYTES = MAX_RECORD_BYTES
+"""The most one fetch of a restore stream brings (a larger record still comes, alone)."""
+STREAM_RECORDS = 4
+"""Records of a restore stream taken from the consumer at a time."""
+RANGES_NAMED = 16
+"""Runs of blocks an error or warning names before it says how many more."""
+
+
+class RestoreStream:
+    """The records of one session's restore stream, fetched only as they are taken."""
+
+    def __init__(self, consumer: RecordConsumer, session: str) -> None:
+        self._consumer = consumer
+        self._session = session
+        self._ready: deque[Record] = deque()
+
+    @classmethod
+    async def open(cls, mesh: Mesh, topic: str, session: str) -> RestoreStream:
+        """Read the session's partition of ``topic`` from its end: open it before the
+        restore command is sent."""
+        consumer = mesh.consumer(
+            f"restore-{uuid.uuid4().hex[:8]}",
+            check_crcs=False,  # restore blocks carry their own checksum
+            fetch_max_bytes=STREAM_FETCH_BYTES,
+        )
+        await consumer.start()
+        try:
+            await consumer.assign_key_from_end(topic, session.encode())
+        except BaseException:
+            await consumer.stop()
+            raise
+        return cls(consumer, session)
+
+    async def next(self, timeout: float) -> Record:
+        """The session's next record, or TimeoutError when none came for ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._ready:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError(
+                    f"no restore data for session {self._session} within {timeout:.0f} s"
+                )
+            batch = await self._consumer.poll(
+                timeout_ms=int(min(left, 1.0) * 1000), max_records=STREAM_RECORDS
+            )
+            self._ready.extend(r for r in batch if r.fields.get("session_id") == self._session)
+        return self._ready.popleft()
+
+    async def close(self) -> None:
+        await self._consumer.stop()
 
 
 class RestoreRun:
@@ -30,38 +124,43 @@ class RestoreRun:
     def __init__(
         self,
         mesh: Mesh,
+        config: SourceMoverConfig,
         metrics: SourceMoverMetrics,
         pool: Executor,
         task: dict[str, Any],
         repository: dict[str, Any],
-        stream: Mailbox,
+        replies: Mailbox,
         restore_roots: list[Path],
     ) -> None:
         self._mesh = mesh
+        self._config = config
         self._restore_roots = restore_roots
         self._metrics = metrics
         self._pool = pool
         self._task = task
         self._key: bytes = repository["dedupe_key"]
-        self._stream = stream
+        self._replies = replies
+        self.attempt_id = uuid.uuid4().hex
         self.tracking = ""
         self.warnings: list[str] = []
         self.counters: dict[str, int] = {
             "blocks_total": 0,
             "blocks_done": 0,
             "blocks_written": 0,
+            "blocks_duplicate": 0,
+            "blocks_hole": 0,
             "bytes_written": 0,
         }
-        """blocks_done: how far the stream got (blocks come in order); blocks_written
-        counts the non-zero ones."""
+        """blocks_written: non-zero blocks written; blocks_duplicate: records of a block
+        already written, ignored; blocks_hole: damaged blocks left as zeros."""
 
     def progress(self) -> dict[str, int]:
         return dict(self.counters)
 
     async def run(self) -> None:
         session = self._task["session_id"]
-        queue = self._stream.open(session)
         writer: DiskWriter | None = None
+        stream: RestoreStream | None = None
         loop = asyncio.get_running_loop()
         try:
             # refuse a destination before the target side reads and streams anything
@@ -72,6 +171,18 @@ class RestoreRun:
             await loop.run_in_executor(
                 self._pool,
                 functools.partial(check_destination, destination, force=self._task["force"]),
+            )
+            fidx = await fetch_fixed_index(
+                self._mesh,
+                self._replies,
+                self._task["repository"],
+                self._task["restore_point"],
+                self._task["disk"],
+                RESTORE_IDLE_TIMEOUT_S,
+            )
+            expected = {i for i, d in enumerate(fidx.digests) if d != blocks.ZERO_DIGEST}
+            stream = await RestoreStream.open(
+                self._mesh, self._mesh.topics.restore(self._task["repository"]), session
             )
             await self._mesh.producer.send_and_wait(
                 self._mesh.topics.commands(self._task["repository"]),
@@ -84,55 +195,129 @@ class RestoreRun:
                             "session_id": session,
                             "restore_point": self._task["restore_point"],
                             "disk": self._task["disk"],
+                            "attempt_id": self.attempt_id,
+                            "attempt": self._task["attempt"],
                         }
                     ),
                 },
             )
-            received = 0
-            written: set[int] = set()
+            throttle = Throttle(self._config.write_limit_mib_s * 1024 * 1024)
+            received: set[int] = set()
             while True:
-                record = await next_record(queue, RESTORE_IDLE_TIMEOUT_S, f"restore {session}")
+                record = await stream.next(RESTORE_IDLE_TIMEOUT_S)
                 fields = record.fields
+                if fields.get("attempt_id") != self.attempt_id:
+                    self._check_not_superseded(record)
+                    continue
                 if record.name == "RestoreStart":
+                    self._check_start(fidx, fields)
                     writer = await loop.run_in_executor(
                         self._pool,
                         functools.partial(
                             DiskWriter.open,
-                            Path(self._task["path"]),
+                            destination,
                             fields["disk_size"],
                             block_size=fields["block_size"],
                             force=self._task["force"],
                         ),
                     )
-                    self.counters["blocks_total"] = blocks.block_count(
-                        fields["disk_size"], fields["block_size"]
-                    )
+                    self.counters["blocks_total"] = len(fidx.digests)
                 elif record.name == "RestoreBlock":
                     if writer is None:
                         raise SessionError(f"restore {session}: block before start of stream")
+                    index = fields["block"]
+                    if index in received:
+                        self.counters["blocks_duplicate"] += 1
+                        continue
+                    self._check_position(fidx, fields)
+                    await throttle.take(fields["plain_size"])
                     await loop.run_in_executor(self._pool, self._write, writer, fields)
-                    written.add(fields["block"])
-                    received += 1
-                    self.counters["blocks_written"] = received
-                    self.counters["blocks_done"] = fields["block"] + 1
+                    received.add(index)
+                    self.counters["blocks_written"] = len(received)
+                    self.counters["blocks_done"] = len(received)
                     self.counters["bytes_written"] += fields["plain_size"]
                     self._metrics.bytes.labels("restored").inc(fields["plain_size"])
                 elif record.name == "RestoreEnd":
                     if fields["error"]:
                         raise SessionError(f"restore {session}: {fields['error']}")
-                    if writer is None or received != fields["blocks_sent"]:
-                        raise SessionError(
-                            f"restore {session}: received {received} of"
-                            f" {fields['blocks_sent']} blocks"
-                        )
-                    await loop.run_in_executor(self._pool, _finish, writer, written)
+                    if writer is None:
+                        raise SessionError(f"restore {session}: end before start of stream")
+                    holes = self._holes(fidx, expected - received, set(fields["damaged"]))
+                    await loop.run_in_executor(self._pool, _finish, writer, received)
                     writer = None
                     self.counters["blocks_done"] = self.counters["blocks_total"]
+                    self.counters["blocks_hole"] = len(holes)
                     return
         finally:
-            self._stream.close(session)
+            if stream is not None:
+                await stream.close()
             if writer is not None:
                 await loop.run_in_executor(self._pool, writer.abort)
+
+    def _check_not_superseded(self, record: Record) -> None:
+        """Another attempt's record is ignored, unless it starts a newer attempt."""
+        fields = record.fields
+        if record.name == "RestoreStart" and fields.get("attempt", 0) > self._task["attempt"]:
+            raise SessionError(
+                f"restore {self._task['session_id']}: attempt {fields['attempt']} of this task"
+                f" started elsewhere; attempt {self._task['attempt']} stops and writes nothing"
+            )
+
+    def _check_start(self, fidx: ParentIndex, fields: dict[str, Any]) -> None:
+        if (fields["disk_size"], fields["block_size"]) != (fidx.disk_size, fidx.block_size):
+            raise CorruptionError(
+                f"restoring {self._what()}: the stream is of a disk of {fields['disk_size']}"
+                f" bytes in blocks of {fields['block_size']}, the fixed index of"
+                f" {fidx.disk_size} bytes in blocks of {fidx.block_size}"
+            )
+
+    def _check_position(self, fidx: ParentIndex, fields: dict[str, Any]) -> None:
+        """The fixed index must name the record's digest at the record's block."""
+        index = fields["block"]
+        want = fidx.digests[index] if 0 <= index < len(fidx.digests) else None
+        if want is None or want == blocks.ZERO_DIGEST:
+            raise CorruptionError(
+                f"restoring {self._what()}: the stream carries block {index}, which the"
+                " fixed index does not name as a data block; nothing is written for it"
+            )
+        if fields["digest"] != want:
+            raise CorruptionError(
+                f"restoring {self._what()}: block {index}"
+                f" ({byte_range(index, fidx.block_size, fidx.disk_size)}) arrived with"
+                f" digest {fields['digest'].hex()}, the fixed index names {want.hex()}"
+            )
+
+    def _holes(self, fidx: ParentIndex, missing: set[int], damaged: set[int]) -> list[int]:
+        """The blocks to leave as zeros, with allow_holes; raise for any other missing."""
+        allow = bool(self._task.get("allow_holes"))
+        holes = sorted(missing & damaged) if allow else []
+        unexplained = missing - set(holes)
+        if unexplained:
+            bad = sorted(unexplained & damaged)
+            lost = sorted(unexplained - damaged)
+            parts = []
+            if bad:
+                parts.append(
+                    f"{describe_blocks(bad, fidx.block_size, fidx.disk_size)} not sent: their"
+                    " chunks are damaged or missing in the repository"
+                )
+            if lost:
+                parts.append(
+                    f"{describe_blocks(lost, fidx.block_size, fidx.disk_size)} never arrived"
+                )
+            hint = "" if allow or not bad else " (--allow-holes restores the rest as zeros)"
+            raise CorruptionError(
+                f"restoring {self._what()}: {'; '.join(parts)}; nothing was published{hint}"
+            )
+        if holes:
+            self.warnings.append(
+                f"{describe_blocks(holes, fidx.block_size, fidx.disk_size)} left as zeros"
+                " (holes): their chunks are damaged or missing in the repository"
+            )
+        return holes
+
+    def _what(self) -> str:
+        return f"disk {self._task['disk']} of {self._task['restore_point']} to {self._task['path']}"
 
     def _write(self, writer: DiskWriter, fields: dict[str, Any]) -> None:
         """Check a block end to end and write it (a thread)."""
@@ -148,9 +333,34 @@ class RestoreRun:
         writer.write_block(fields["block"], data)
 
 
-def _finish(writer: DiskWriter, written: set[int]) -> None:
-    """The blocks not streamed are zero blocks: holes in a file, zeros on a device."""
+def _finish(writer: DiskWriter, received: set[int]) -> None:
+    """Every block not received is a zero block (checked before): holes in a file,
+    zeros on a device."""
     for index in range(writer.block_count):
-        if index not in written:
+        if index not in received:
             writer.write_zeros(index)
     writer.commit()
+
+
+def byte_range(index: int, block_size: int, disk_size: int) -> str:
+    """Block ``index``'s bytes, as ``bytes [start, end)``."""
+    return f"bytes [{index * block_size}, {min((index + 1) * block_size, disk_size)})"
+
+
+def describe_blocks(indexes: Iterable[int], block_size: int, disk_size: int) -> str:
+    """Blocks by runs with their byte ranges: ``blocks 3-5 (bytes [786432, 1572864))``."""
+    runs: list[tuple[int, int]] = []
+    for index in sorted(indexes):
+        if runs and runs[-1][1] == index - 1:
+            runs[-1] = (runs[-1][0], index)
+        else:
+            runs.append((index, index))
+    count = sum(last - first + 1 for first, last in runs)
+    named = []
+    for first, last in runs[:RANGES_NAMED]:
+        end = min((last + 1) * block_size, disk_size)
+        what = f"block {first}" if first == last else f"blocks {first}-{last}"
+        named.append(f"{what} (bytes [{first * block_size}, {end}))")
+    more = f" and {len(runs) - RANGES_NAMED} more runs" if len(runs) > RANGES_NAMED else ""
+    noun = "block" if count == 1 else "blocks"
+    return f"{count} {noun}: {', '.join(named)}{more}"

@@ -59,6 +59,8 @@ class SourceMover:
         self._mailboxes: dict[str, Mailbox] = {}
         self._mailbox_lock = asyncio.Lock()
         self._running: set[asyncio.Task[None]] = set()
+        self._restores: dict[str, asyncio.Task[None]] = {}
+        """Restore tasks running here, by task id: a newer attempt stops the older."""
         self._session_sent: dict[str, set[bytes]] = {}
         self._session_users: dict[str, int] = {}
         self._group: asyncio.TaskGroup | None = None
@@ -102,18 +104,35 @@ class SourceMover:
                     continue
                 assert self._group is not None
                 session_id = record.fields["session_id"]
+                if record.fields["kind"] == "restore":
+                    await self._supersede(record.fields["task_id"])
                 task = self._group.create_task(self._run_task(record.fields))
                 self._running.add(task)
                 self._by_session.setdefault(session_id, set()).add(task)
                 task.add_done_callback(functools.partial(self._task_ended, session_id))
+                if record.fields["kind"] == "restore":
+                    self._restores[record.fields["task_id"]] = task
             assigned = consumer.assignment()
             if len(self._running) >= self._config.max_tasks:
                 consumer.pause(*assigned)
             else:
                 consumer.resume(*assigned)
 
+    async def _supersede(self, task_id: str) -> None:
+        """A task offered again stops this mover's older attempt at it first, so that
+        one destination never has two writers (the old one removes its temporary file)."""
+        older = self._restores.pop(task_id, None)
+        if older is not None and not older.done():
+            log.warning("task %s: offered again; stopping the older attempt here", task_id)
+            older.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await older
+
     def _task_ended(self, session_id: str, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        for task_id, running in list(self._restores.items()):
+            if running is task:
+                del self._restores[task_id]
         tasks = self._by_session.get(session_id, set())
         tasks.discard(task)
         if not tasks:
@@ -190,11 +209,12 @@ class SourceMover:
                 f"repository {task['repository']!r} is not served by any target mover"
             )
         topics = self._mesh.topics
-        if task["kind"] == "restore":
-            stream = await self._mailbox(topics.restore(task["repository"]), "session_id")
-            roots = self._settings.restore_root_dirs()
-            return RestoreRun(self._mesh, self._metrics, self._pool, task, repo, stream, roots)
         replies = await self._mailbox(topics.replies(task["repository"]), "correlation_id")
+        if task["kind"] == "restore":
+            roots = self._settings.restore_root_dirs()
+            return RestoreRun(
+                self._mesh, self._config, self._metrics, self._pool, task, repo, replies, roots
+            )
         return BackupRun(
             self._mesh,
             self._config,

@@ -31,6 +31,11 @@ class SourceMoverConfig(BaseModel):
     read_limit_mib_s: float = Field(
         0.0, ge=0, description="Most MiB a task reads from its source a second; 0 is no limit."
     )
+    write_limit_mib_s: float = Field(
+        0.0,
+        ge=0,
+        description="Most MiB a restore task writes to its destination a second; 0 is no limit.",
+    )
 
 
 class SourceMoverSettings(CommonSettings):

@@ -141,6 +141,9 @@ class RecordConsumer:
             partitions itself (and never commits).
         check_crcs: verify Kafka's CRC of each batch; off only for records that carry
             their own checksum over their payload (chunks, restore blocks).
+        fetch_max_bytes: the most one fetch brings (a record larger than this still
+            comes, alone): with one partition assigned, what the consumer holds beyond
+            the records handed out.
         listener: told of rebalances (flush, then commit, on revocation).
     """
 
@@ -156,6 +159,7 @@ class RecordConsumer:
         max_poll_interval_ms: int = 300000,
         metadata_max_age_ms: int = 300000,
         check_crcs: bool = True,
+        fetch_max_bytes: int = 4 * MAX_RECORD_BYTES,
     ) -> None:
         self.codec = codec
         self._producer = producer
@@ -168,7 +172,7 @@ class RecordConsumer:
             enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset,
             max_partition_fetch_bytes=MAX_RECORD_BYTES,
-            fetch_max_bytes=4 * MAX_RECORD_BYTES,
+            fetch_max_bytes=fetch_max_bytes,
             max_poll_interval_ms=max_poll_interval_ms,
             session_timeout_ms=10000,
             heartbeat_interval_ms=3000,
@@ -199,6 +203,18 @@ class RecordConsumer:
         await self.consumer.seek_to_end(*tps)
         for tp in tps:  # resolve positions now, so nothing produced after this is missed
             await self.consumer.position(tp)
+
+    async def assign_key_from_end(self, topic: str, key: bytes) -> None:
+        """Read, from its current end, the one partition of ``topic`` that records keyed
+        ``key`` go to (Kafka's default partitioner)."""
+        partitions = self.consumer.partitions_for_topic(topic)
+        if not partitions:
+            await self.consumer._client.force_metadata_update()
+            partitions = self.consumer.partitions_for_topic(topic) or {0}
+        tp = TopicPartition(topic, shard_of(key, len(partitions)))
+        self.consumer.assign([tp])
+        await self.consumer.seek_to_end(tp)
+        await self.consumer.position(tp)  # resolved now: nothing produced after is missed
 
     async def assign_all_from_start(self, topic: str) -> None:
         """Read every partition of ``topic`` from its beginning (for compacted state)."""

@@ -69,6 +69,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "parent": "20261126T231500Z-1a2b3c4d",
         "changed_ranges": '[{"offset": 0, "length": 4096}]',
         "dirty_bitmap": "",
+        "allow_holes": True,
     },
     "TaskProgress": {
         "task_id": "t",
@@ -85,7 +86,14 @@ SAMPLES: dict[str, dict[str, Any]] = {
     },
     "Command": {"command_id": "c", "name": "commit", "arguments": "{}"},
     "Reply": {"correlation_id": "c", "name": "commit", "ok": False, "error": "no", "result": "{}"},
-    "RestoreStart": {"session_id": "s", "disk": "d", "disk_size": 1, "block_size": 262144},
+    "RestoreStart": {
+        "session_id": "s",
+        "disk": "d",
+        "disk_size": 1,
+        "block_size": 262144,
+        "attempt_id": "a1",
+        "attempt": 2,
+    },
     "RestoreBlock": {
         "session_id": "s",
         "block": 3,
@@ -94,8 +102,15 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "plain_size": 4,
         "checksum": 5,
         "data": b"x",
+        "attempt_id": "a1",
     },
-    "RestoreEnd": {"session_id": "s", "blocks_sent": 3, "error": ""},
+    "RestoreEnd": {
+        "session_id": "s",
+        "blocks_sent": 3,
+        "error": "",
+        "attempt_id": "a1",
+        "damaged": [4, 7],
+    },
     "JobDefinition": {"name": "web", "definition": '{"name": "web"}', "updated": "2026-11-27"},
     "SessionEvent": {
         "session_id": "s",
@@ -170,12 +185,27 @@ def test_older_writer_schema_reads_with_current_reader() -> None:
     assert fields == {**old_fields, "parent": None, "attempt": 0, "error": ""}
 
 
-def _schema_dir_with(schema: dict[str, Any]) -> Path:
+def _schema_dir_with(schema: dict[str, Any], name: str = "DiskEnd") -> Path:
     import tempfile
 
     folder = Path(tempfile.mkdtemp())
-    (folder / "DiskEnd.avsc").write_text(json.dumps(schema))
+    (folder / f"{name}.avsc").write_text(json.dumps(schema))
     return folder
+
+
+@pytest.mark.parametrize("name", ["RestoreStart", "RestoreBlock", "RestoreEnd", "Task"])
+def test_records_of_the_first_schema_version_still_read(name: str) -> None:
+    """history/ keeps what earlier releases wrote; the fields added since get defaults."""
+    old = json.loads((SCHEMA_DIR / "history" / f"{name}.v0.avsc").read_text())
+    kept = {f["name"] for f in old["fields"]}
+    writer = Codec.__new__(Codec)
+    Codec.__init__(writer, _schema_dir_with(old, name))
+    encoded = writer.encode(name, {k: v for k, v in SAMPLES[name].items() if k in kept})
+    fields = Codec().decode(encoded)[1]
+    assert {k: v for k, v in fields.items() if k in kept} == {
+        k: v for k, v in SAMPLES[name].items() if k in kept
+    }
+    assert set(fields) == set(SAMPLES[name])
 
 
 def test_history_folder_schemas_are_accepted(tmp_path: Path) -> None:
