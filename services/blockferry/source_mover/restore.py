@@ -28,9 +28,11 @@ its own, assigned to the one partition its session's records go to, and fetches
 the next records only when the previous ones are written: Kafka (the restore
 topic, kept as long as chunks are) is the buffer. A consumer with records not yet
 handed out does not fetch again, so a task holds at most one fetch
-(``STREAM_FETCH_BYTES``, 16 MiB, or one record if larger) plus the
-``STREAM_RECORDS`` records in hand (at most 4 blocks), whatever the disk's size: at
-1 MiB blocks, about 20 MiB plus their decoded copies. A shared consumer with a
+(``STREAM_FETCH_BYTES``, 4 MiB, or one record if larger) plus the
+``STREAM_RECORDS`` records in hand (at most 4 blocks), whatever the disk's size. With
+the client's copies of a fetch and the decoded records, the bound is about
+3 x 4 MiB + 2 x 4 blocks: under 40 MiB at 1 MiB blocks (measured: +19 MiB restoring
+128 MiB at 5 MiB/s, tests/e2e/test_restore_memory.py). A shared consumer with a
 bounded queue per session would have to pause a whole partition when one
 session's queue is full, and every other session on that partition would wait for
 the slowest destination (for ever, for a hung one); consumers of their own cannot
@@ -62,10 +64,9 @@ from blockferry.source_mover.settings import SourceMoverConfig
 from blockferry.transport.codec import unsigned64
 from blockferry.transport.kafka import Record, RecordConsumer
 from blockferry.transport.mailbox import Mailbox
-from blockferry.transport.topics import MAX_RECORD_BYTES
 
 RESTORE_IDLE_TIMEOUT_S = 120.0
-STREAM_FETCH_BYTES = MAX_RECORD_BYTES
+STREAM_FETCH_BYTES = 4 * 1024 * 1024
 """The most one fetch of a restore stream brings (a larger record still comes, alone)."""
 STREAM_RECORDS = 4
 """Records of a restore stream taken from the consumer at a time."""
