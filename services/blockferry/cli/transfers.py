@@ -136,6 +136,12 @@ def backup(
 @destination_option
 @click.option("--force", is_flag=True, help="Replace an existing destination file.")
 @click.option("--disk", help="The disk to restore, when the restore point has several.")
+@click.option(
+    "--allow-holes",
+    is_flag=True,
+    help="Restore what can be read; leave blocks whose chunk is damaged or missing as"
+    " zeros and list them as warnings, instead of failing.",
+)
 @repo_option
 @api_option
 @json_option
@@ -144,6 +150,7 @@ def restore(
     destination: Path,
     force: bool,
     disk: str | None,
+    allow_holes: bool,
     repository: str,
     api_url: str,
     as_json: bool,
@@ -157,15 +164,19 @@ def restore(
         "repository": repository,
         "disk": disk,
         "force": force,
+        "allow_holes": allow_holes,
     }
     with api_client(api_url) as client:
         session = call(client, "POST", "/api/v1/restores", json=request)
         session = follow(client, session, as_json)
     document = session_document(session)
-    if document["state"] != "success":
+    if document["state"] not in ("success", "warning"):
         if as_json:
             emit(True, document, "")
         fail(f"restore of {document['disk']} failed: {document['error']}")
+    if not as_json:
+        for warning in document["warnings"]:
+            console.print(f"[yellow]warning:[/] {warning}")
     emit(
         as_json,
         document,

@@ -56,6 +56,12 @@ class RestoreRequest(BaseModel):
     repository: str = Field("default", pattern=NAME)
     disk: str | None = Field(None, pattern=NAME, description="Needed when it has several disks.")
     force: bool = Field(False, description="Replace an existing destination file.")
+    allow_holes: bool = Field(
+        False,
+        description="Restore every block that can be read and leave those whose chunk is"
+        " damaged or missing as zeros, listed in the session's warnings (block numbers and"
+        " byte ranges), instead of failing.",
+    )
 
 
 class GcRequest(BaseModel):

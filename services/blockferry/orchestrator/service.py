@@ -143,7 +143,11 @@ class Orchestrator:
                 raise HTTPException(400, f"name one disk of the restore point: {', '.join(disks)}")
             task = SessionTask(disk=disk, path=request.destination)
             session = self._sessions.new("restore", request.repository, rp["job"], [task])
-            self._spawn(self._sessions.restore(session, request.restore_point, request.force))
+            self._spawn(
+                self._sessions.restore(
+                    session, request.restore_point, request.force, request.allow_holes
+                )
+            )
             return session
 
         @api.post("/verify")

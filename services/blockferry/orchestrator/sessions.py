@@ -267,9 +267,15 @@ class Sessions:
         }
         await self.carry_on(session)
 
-    async def restore(self, session: Session, restore_point: str, force: bool) -> None:
+    async def restore(
+        self, session: Session, restore_point: str, force: bool, allow_holes: bool = False
+    ) -> None:
         session.restore_point = restore_point
-        self._plans[session.id] = {"restore_point": restore_point, "force": force}
+        self._plans[session.id] = {
+            "restore_point": restore_point,
+            "force": force,
+            "allow_holes": allow_holes,
+        }
         await self.carry_on(session)
 
     async def carry_on(self, session: Session) -> None:
@@ -545,7 +551,9 @@ class Sessions:
                     f"{len(failed)} of {len(session.tasks)} disks failed:"
                     f" {', '.join(task.disk for task in failed)}"
                 )
-            session.state = "warning" if session.warnings else "success"
+            # a restore whose disks have warnings (holes left as zeros) is not a success
+            holes = session.kind == "restore" and any(task.warnings for task in session.tasks)
+            session.state = "warning" if session.warnings or holes else "success"
         except SessionCancelled as exc:
             session.state = "cancelled"
             session.error = str(exc)
