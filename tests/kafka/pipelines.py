@@ -10,11 +10,13 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
+from blockferry.core import blocks
 from blockferry.ingest.config import IngestConfig
 from blockferry.ingest.metrics import IngestMetrics
 from blockferry.ingest.pipeline import RepositoryPipeline
 from blockferry.mesh import Mesh
 from blockferry.repository import Repository
+from blockferry.repository.pack import PackEntry
 from blockferry.settings import CommonSettings, KafkaSettings
 from blockferry.transport.mailbox import Mailbox
 
@@ -59,3 +61,35 @@ async def running_pipeline(
         await pipeline.stop()
         await mesh.stop()
         pool.shutdown()
+
+
+def write_pack(repo: Repository, seeds: list[int]) -> list[PackEntry]:
+    """Seal a pack of one chunk per seed, as chunk intake or repacking does."""
+    writer = repo.open_pack()
+    for seed in seeds:
+        plain = b"block %d " % seed * 1000
+        writer.add(blocks.digest(plain, repo.config.dedupe_key), plain, False, len(plain))
+    return writer.seal().entries
+
+
+async def newest_records(mesh: Mesh) -> dict[str, PackEntry | None]:
+    """The newest record of each digest (in hex) on the index changelog (None: a
+    tombstone)."""
+    consumer = mesh.consumer("changelog-check")
+    await consumer.start()
+    try:
+        await consumer.assign_all_from_start(mesh.topics.index(REPO))
+        newest: dict[str, PackEntry | None] = {}
+        for record in await consumer.read_to_end():
+            assert record.key is not None
+            if record.name == "Tombstone":
+                newest[record.key.hex()] = None
+            else:
+                f = record.fields
+                newest[record.key.hex()] = PackEntry(
+                    f["digest"], f["pack_id"], f["offset"], f["stored_size"], f["plain_size"],
+                    f["compressed"],
+                )  # fmt: skip
+        return newest
+    finally:
+        await consumer.stop()

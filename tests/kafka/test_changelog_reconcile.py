@@ -9,48 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from blockferry.core import blocks
 from blockferry.ingest.config import IngestConfig
-from blockferry.mesh import Mesh
 from blockferry.repository import Repository
-from blockferry.repository.pack import PackEntry
-from tests.kafka.pipelines import REPO, running_pipeline
+from tests.kafka.pipelines import REPO, newest_records, running_pipeline, write_pack
 
 pytestmark = pytest.mark.kafka
 
 BLOCK_SIZE = 256 * 1024
-
-
-def write_pack(repo: Repository, seeds: list[int]) -> list[PackEntry]:
-    """Seal a pack of one chunk per seed, as chunk intake or repacking does."""
-    writer = repo.open_pack()
-    for seed in seeds:
-        plain = b"block %d " % seed * 1000
-        writer.add(blocks.digest(plain, repo.config.dedupe_key), plain, False, len(plain))
-    return writer.seal().entries
-
-
-async def newest_records(mesh: Mesh) -> dict[str, PackEntry | None]:
-    """The newest record of each digest (in hex) on the index changelog (None: a
-    tombstone)."""
-    consumer = mesh.consumer("changelog-check")
-    await consumer.start()
-    try:
-        await consumer.assign_all_from_start(mesh.topics.index(REPO))
-        newest: dict[str, PackEntry | None] = {}
-        for record in await consumer.read_to_end():
-            assert record.key is not None
-            if record.name == "Tombstone":
-                newest[record.key.hex()] = None
-            else:
-                f = record.fields
-                newest[record.key.hex()] = PackEntry(
-                    f["digest"], f["pack_id"], f["offset"], f["stored_size"], f["plain_size"],
-                    f["compressed"],
-                )  # fmt: skip
-        return newest
-    finally:
-        await consumer.stop()
 
 
 async def test_startup_tombstones_the_chunks_of_packs_gc_removed_before_publishing(

@@ -25,7 +25,7 @@ from blockferry.source_mover.metrics import SourceMoverMetrics
 from blockferry.source_mover.restore import RestoreRun
 from blockferry.source_mover.settings import SourceMoverConfig
 from blockferry.transport.kafka import RecordProducer
-from tests.kafka.pipelines import REPO, RunningPipeline, running_pipeline
+from tests.kafka.pipelines import REPO, RunningPipeline, newest_records, running_pipeline
 from tests.unit.repository.repo_helpers import backup, block, flip_byte, make_image
 
 pytestmark = pytest.mark.kafka
@@ -209,6 +209,9 @@ async def test_a_damaged_chunk_is_named_or_left_as_a_listed_hole(
                 await restore(running, rp, dest)
             assert not dest.exists()
             assert leftovers(tmp_path, dest) == []
+            # quarantined: never located again, and the dedupe index is told to forget it
+            assert repo.locate(entry.digest) is None
+            assert (await newest_records(running.mesh))[entry.digest.hex()] is None
             return
         run = await restore(running, rp, dest, allow_holes=True)
     assert dest.read_bytes() == image[: 2 * BLOCK] + bytes(BLOCK) + image[3 * BLOCK :]

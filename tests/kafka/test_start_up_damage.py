@@ -13,8 +13,7 @@ import pytest
 from blockferry.ingest.config import IngestConfig
 from blockferry.repository import Repository
 from blockferry.repository.retention import Policy
-from tests.kafka.pipelines import REPO, running_pipeline
-from tests.kafka.test_changelog_reconcile import newest_records, write_pack
+from tests.kafka.pipelines import REPO, newest_records, running_pipeline, write_pack
 from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, flip_byte, make_image
 
 pytestmark = pytest.mark.kafka

@@ -13,7 +13,7 @@ from typing import Any
 
 from blockferry.command_server import CommandServer
 from blockferry.core import blocks
-from blockferry.core.errors import BlockferryError
+from blockferry.core.errors import BlockferryError, CorruptionError
 from blockferry.ingest.changelog import publish_entries, publish_tombstones
 from blockferry.ingest.context import IngestContext
 from blockferry.repository import RestorePoint, verify
@@ -104,8 +104,19 @@ class CommandHandler(CommandServer):
         return describe_restore_point(rp)
 
     async def _verify(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Verify; the changelog learns of the chunks it quarantined, so that the dedupe
+        index stops naming them and the next backup sends them again."""
         report = await self._ctx.in_maintenance(verify, self._ctx.repo, args.get("restore_point"))
+        await self._forget({entry.digest for entry in report.quarantined})
         return {**report.to_dict(), "summary": report.summary()}
+
+    async def _forget(self, digests: set[bytes]) -> None:
+        """Tell the changelog about quarantined chunks: a tombstone where no good copy is
+        left (the dedupe index forgets it, so the next backup sends it), else the entry
+        of the copy that is now located."""
+        copies = {d: self._ctx.repo.locate(d) for d in sorted(digests)}
+        await publish_tombstones(self._ctx, [d for d, copy in copies.items() if copy is None])
+        await publish_entries(self._ctx, [copy for copy in copies.values() if copy is not None])
 
     async def _latest_restore_point(self, args: dict[str, Any]) -> dict[str, Any]:
         """The newest committed restore point of a job's disk: an incremental's parent."""
@@ -154,6 +165,7 @@ class CommandHandler(CommandServer):
         producer = self._ctx.mesh.producer
         sent = 0
         damaged: list[int] = []
+        damaged_digests: set[bytes] = set()
         reads: deque[tuple[int, bytes, asyncio.Future[Any]]] = deque()
         lock = contextlib.ExitStack()
         try:
@@ -190,6 +202,7 @@ class CommandHandler(CommandServer):
                 except BlockferryError as exc:  # the chunk is missing or damaged
                     log.error("restore %s: block %d not sent: %s", session, index, exc)
                     damaged.append(index)
+                    damaged_digests.add(digest)
                     continue
                 acks.append(
                     await producer.send(
@@ -222,6 +235,7 @@ class CommandHandler(CommandServer):
             for _, _, pending in reads:
                 pending.cancel()
             await self._ctx.in_pool(lock.close)
+        await self._forget(damaged_digests)
         await producer.send_and_wait(
             topic,
             "RestoreEnd",
@@ -237,24 +251,23 @@ class CommandHandler(CommandServer):
 
     async def _read(self, digest: bytes) -> tuple[Any, bytes]:
         """A chunk's stored bytes, checked as they will be restored: checksum, size and
-        digest of the plaintext (a chunk damaged on disk is never streamed).
+        digest of the plaintext (a chunk damaged on disk is never streamed, and is
+        quarantined so that the next backup of the block heals it).
 
         Raises:
             BlockferryError: the chunk is missing or damaged (CorruptionError), naming it.
         """
 
         def read() -> tuple[Any, bytes]:
-            entry = self._ctx.repo.locate(digest)
+            repo = self._ctx.repo
+            entry = repo.locate(digest)
             if entry is None:
                 raise BlockferryError(f"chunk {digest.hex()} is not in the repository")
-            stored = self._ctx.repo.read_stored(entry)
-            plain = blocks.decompress(stored, entry.plain_size) if entry.compressed else stored
-            key = self._ctx.repo.config.dedupe_key
-            if len(plain) != entry.plain_size or blocks.digest(plain, key) != digest:
-                raise BlockferryError(
-                    f"chunk {digest.hex()} in pack {entry.pack_id}: plaintext does not match"
-                    " its digest"
-                )
+            try:
+                stored, _ = repo.read_checked(entry)
+            except CorruptionError as exc:
+                repo.quarantine(entry, str(exc))
+                raise
             return entry, stored
 
         result: tuple[Any, bytes] = await self._ctx.in_pool(read)
