@@ -250,9 +250,9 @@ class CommandHandler(CommandServer):
         )
 
     async def _read(self, digest: bytes) -> tuple[Any, bytes]:
-        """A chunk's stored bytes, checked as they will be restored: checksum, size and
-        digest of the plaintext (a chunk damaged on disk is never streamed, and is
-        quarantined so that the next backup of the block heals it).
+        """A chunk's stored bytes, checksum verified (a chunk damaged on disk is never
+        streamed, and is quarantined so that the next backup of the block heals it; the
+        mover checks size and digest of the plaintext, so they are not computed twice).
 
         Raises:
             BlockferryError: the chunk is missing or damaged (CorruptionError), naming it.
@@ -264,7 +264,7 @@ class CommandHandler(CommandServer):
             if entry is None:
                 raise BlockferryError(f"chunk {digest.hex()} is not in the repository")
             try:
-                stored, _ = repo.read_checked(entry)
+                stored = repo.read_stored(entry)
             except CorruptionError as exc:
                 repo.quarantine(entry, str(exc))
                 raise

@@ -305,15 +305,6 @@ class Repository:
         Raises:
             CorruptionError: naming the chunk's digest and pack.
         """
-        return self.read_checked(entry)[1]
-
-    def read_checked(self, entry: PackEntry) -> tuple[bytes, bytes]:
-        """A chunk's stored bytes and its plaintext, checksum, size and keyed digest
-        verified.
-
-        Raises:
-            CorruptionError: naming the chunk's digest and pack.
-        """
         stored = self.read_stored(entry)
         pack = self.layout.relative(self.layout.pack(entry.pack_id))
         subject = f"chunk {entry.digest.hex()} in pack {entry.pack_id} ({pack})"
@@ -327,7 +318,7 @@ class Repository:
             )
         if digest(plain, self.config.dedupe_key) != entry.digest:
             raise CorruptionError(f"reading {subject}: plaintext does not match its digest")
-        return stored, plain
+        return plain
 
     def read_block(self, digest: bytes, *, quarantine: bool = False) -> bytes:
         """The plaintext of the chunk ``digest``, verified; refreshes the index once on a miss.
