@@ -12,13 +12,15 @@ import socket
 import uuid
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from blockferry import failpoints
 
 
 class KafkaSettings(BaseModel):
@@ -59,6 +61,22 @@ class CommonSettings(BaseSettings):
         description="Directories restores through the mesh may write in (files, or block"
         " devices such as /dev). Empty: the data directory only.",
     )
+
+    failpoints: list[str] = Field(
+        default_factory=list,
+        description="Fault injection, for tests only: the failpoints at which this process"
+        " SIGKILLs itself, each 'point' or 'point@N' (at its Nth hit). Never set in"
+        " production.",
+    )
+    failpoint_log: Path | None = Field(
+        None, description="Fault injection: a file each failpoint reached is appended to."
+    )
+
+    @field_validator("failpoints")
+    @classmethod
+    def _known_failpoints(cls, specs: list[str]) -> list[str]:
+        failpoints.parse(specs)
+        return specs
 
     def restore_root_dirs(self) -> list[Path]:
         """The restore roots, absolute."""

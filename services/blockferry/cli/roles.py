@@ -17,13 +17,17 @@ from blockferry.core.errors import BlockferryError
 def run(roles: tuple[str, ...]) -> None:
     """Run ROLES (orchestrator, source-mover, dedupe-index, target-mover) or all in this
     process."""
+    from blockferry import failpoints
     from blockferry.roles import resolve
     from blockferry.runner import run_roles
+    from blockferry.settings import CommonSettings
 
     try:
         names = resolve(roles)
     except ValueError as exc:
         fail(str(exc))
+    common = CommonSettings()
+    failpoints.arm(common.failpoints, common.failpoint_log)
     try:
         asyncio.run(run_roles(names))
     except BlockferryError as exc:

@@ -26,10 +26,12 @@ from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from prometheus_client import CollectorRegistry
 
+from blockferry import failpoints
 from blockferry.core.blocks import DIGEST_SIZE
 from blockferry.dedupe_index.metrics import DedupeIndexMetrics
 from blockferry.dedupe_index.settings import DedupeIndexSettings
 from blockferry.dedupe_index.store import ShardStore
+from blockferry.failpoints import Point
 from blockferry.mesh import Mesh, RepositoryDirectory
 from blockferry.transport.kafka import Record
 
@@ -224,6 +226,7 @@ class DedupeIndex:
                 changes.append((record.key, _location(record.fields)))
         store = self._store(shard.repo)
         await asyncio.to_thread(store.apply, shard.number, changes, records[-1].offset + 1)
+        failpoints.reached(Point.DEDUPE_INDEX_APPLIED)
         self._metrics.changelog_records.inc(len(records))
 
     async def _serve(self) -> None:
@@ -237,6 +240,8 @@ class DedupeIndex:
                     if ack is not None:
                         acks.append(ack)
             await _settle(acks)
+            if acks:
+                failpoints.reached(Point.DEDUPE_INDEX_ANSWERED)
             await self._lookups.commit(done)
 
     async def _answer_when_ready(self, record: Record) -> asyncio.Future[Any] | None:

@@ -19,6 +19,7 @@ from aiokafka import TopicPartition
 
 from blockferry.core import blocks
 from blockferry.core.errors import BlockferryError
+from blockferry.failpoints import Point
 from blockferry.ingest.chunks import ChunkIntake
 from blockferry.ingest.context import IngestContext
 from blockferry.transport.kafka import Record
@@ -188,6 +189,7 @@ class ExtentAssembly:
             ]
             if not absent:
                 repo.stage_fixed_index(end["session_id"], end["disk"], end["disk_size"], digests)
+                repo.hooks.reached(Point.STAGE_WRITTEN)
             return absent
 
     async def _answer_resume(self, disk: DiskExtents | None, query: dict[str, Any]) -> None:

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
+from blockferry import failpoints
 from blockferry.core import blocks
 from blockferry.core.errors import CorruptionError, RepositoryError
+from blockferry.failpoints import Point
 from blockferry.ingest.changelog import publish_entries, reconcile
 from blockferry.ingest.context import IngestContext
 from blockferry.repository import PackWriter
@@ -270,10 +272,13 @@ class ChunkIntake:
         self._ctx.metrics.seal_seconds.labels(self._ctx.name).observe(time.monotonic() - started)
         self._ctx.metrics.packs_sealed.labels(self._ctx.name).inc()
         self.storage_error = None
+        failpoints.reached(Point.PACK_SEALED)
         await publish_entries(self._ctx, sealed.entries)
+        failpoints.reached(Point.CHANGELOG_PUBLISHED)
         self._done[tp] = pack.next_offset
 
     async def _commit_done(self) -> None:
         if self._done:
             done, self._done = self._done, {}
             await self._consumer.commit(done)
+            failpoints.reached(Point.CHUNK_OFFSETS_COMMITTED)

@@ -29,7 +29,9 @@ from typing import Any, Literal, Protocol
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
+from blockferry import failpoints
 from blockferry.core.errors import BlockferryError, GuestError, SessionError
+from blockferry.failpoints import Point
 from blockferry.mesh import Mesh
 from blockferry.orchestrator.models import ENDED, GuestStep, Session, SessionTask
 from blockferry.orchestrator.settings import OrchestratorConfig
@@ -322,6 +324,7 @@ class Sessions:
             await self._changed_state(session)
         stored = [task for task in session.tasks if task.state == "success"]
         parents = sorted(task.parent for task in stored if task.parent)
+        failpoints.reached(Point.SESSION_COMMITTING)
         rp = await self._command(
             session.repository,
             "commit",

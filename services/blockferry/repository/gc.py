@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from blockferry.core.errors import CorruptionError
+from blockferry.failpoints import Point
 from blockferry.repository.damaged import set_aside_digests
-from blockferry.repository.hooks import Point
 from blockferry.repository.pack import PackEntry, PackWriter, SealedPack
 from blockferry.repository.pack_index import list_quarantined
 from blockferry.repository.repository import REPAIR_HINT, Repository
@@ -156,6 +156,7 @@ def collect_garbage(
         repo.remove_packs(plan.dead_packs, held)
         repo.hooks.reached(Point.GC_DEAD_PACKS_REMOVED)
         copies = _copy(repo, plan.to_copy, pack_size)
+        repo.hooks.reached(Point.GC_REPACKED)
         result.moved = [entry for sealed in copies for entry in sealed.entries]
         result.bytes_freed -= sum(sealed.size for sealed in copies)
         repo.remove_packs(plan.repacked, held)
@@ -164,6 +165,7 @@ def collect_garbage(
         # no commit or fixed index is being written now: old temporaries are abandoned
         held.check()
         repo.remove_stale_temporaries()
+    repo.hooks.reached(Point.GC_DONE)
     log.info("garbage collection: %s", result.summary())
     return result
 

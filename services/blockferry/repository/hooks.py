@@ -1,37 +1,21 @@
 """Named points inside the repository's multi-step work, where tests pause a thread or
 inject a fault into the real code.
 
-Production code only calls :meth:`Hooks.reached`; with no handler registered that is
-one dictionary look-up. A test registers handlers with :meth:`Hooks.on` on a real
-``Repository`` (``repo.hooks``) and so can stop garbage collection in the middle of its
-scan, or a commit before its rename, while another thread works on the same files.
+Production code only calls :meth:`Hooks.reached`, at the repository's failpoints (the
+process's own failpoints are checked there too); with no handler registered and the
+process not armed that is one dictionary look-up. A test registers handlers with
+:meth:`Hooks.on` on a real ``Repository`` (``repo.hooks``) and so can stop garbage
+collection in the middle of its scan, or a commit before its rename, while another
+thread works on the same files.
 """
 
 from __future__ import annotations
 
-import enum
 import threading
 from collections.abc import Callable
 
-
-class Point(enum.StrEnum):
-    """The places a hook can be attached to."""
-
-    GC_HALF_SCANNED = "gc.half-scanned"
-    """GC has read one of its two sources of live digests (staged fixed indexes, then
-    committed restore points) and not yet the other."""
-    GC_SCANNED = "gc.scanned"
-    """GC knows what is live and which packs go, and has deleted nothing yet."""
-    GC_DEAD_PACKS_REMOVED = "gc.dead-packs-removed"
-    """GC has deleted the packs with nothing live and not yet repacked any."""
-    COMMIT_TEMP_CREATED = "commit.temp-created"
-    """A commit created its temporary restore point directory (still empty)."""
-    COMMIT_TEMP_READY = "commit.temp-ready"
-    """A commit's temporary directory is complete; it is renamed into place next."""
-    PRUNE_DECIDED = "prune.decided"
-    """Prune knows which restore points go and has removed none yet."""
-    LOCK_BUSY = "lock.busy"
-    """A lock could not be taken because a conflicting one is held; it will retry."""
+from blockferry import failpoints
+from blockferry.failpoints import Point
 
 
 class Hooks:
@@ -53,7 +37,8 @@ class Hooks:
             self._handlers.clear()
 
     def reached(self, point: Point) -> None:
-        """Run the handlers of ``point``, if any."""
+        """Check the process's failpoint, then run the handlers of ``point``, if any."""
+        failpoints.reached(point)
         handlers = self._handlers.get(point)
         if handlers:
             for handler in list(handlers):

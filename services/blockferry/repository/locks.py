@@ -50,6 +50,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from blockferry.core.errors import BlockferryError, LockBusy, LockLost, RepositoryFull
+from blockferry.failpoints import Point
 from blockferry.repository.files import (
     fsync_dir,
     is_temporary,
@@ -58,7 +59,7 @@ from blockferry.repository.files import (
     storage_error,
     write_atomic,
 )
-from blockferry.repository.hooks import Hooks, Point
+from blockferry.repository.hooks import Hooks
 from blockferry.repository.ids import format_time, parse_time, utc_now
 
 log = logging.getLogger(__name__)

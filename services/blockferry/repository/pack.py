@@ -17,8 +17,10 @@ from pathlib import Path
 
 import blake3
 
+from blockferry import failpoints
 from blockferry.core.blocks import BLOCK_SIZES, DIGEST_SIZE, ZERO_DIGEST, checksum
 from blockferry.core.errors import CorruptionError, RepositoryError
+from blockferry.failpoints import Point
 from blockferry.repository.files import (
     FILE_MODE,
     fsync_dir,
@@ -248,6 +250,7 @@ class PackWriter:
         try:
             write_all(fd, footer)
             os.fsync(fd)
+            failpoints.reached(Point.PACK_FOOTER_WRITTEN)
             if self.path.exists():
                 raise RepositoryError(f"sealing pack {self.path}: a pack with this id exists")
             os.replace(self.temp_path, self.path)
@@ -260,6 +263,7 @@ class PackWriter:
         sealed = SealedPack(self.pack_id, list(self._entries), self._size + len(footer))
         try:
             fsync_dir(self.path.parent)
+            failpoints.reached(Point.PACK_RENAMED)
             self._publish(sealed)
         except BaseException:
             remove_quietly(self.path)

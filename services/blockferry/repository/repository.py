@@ -19,6 +19,7 @@ from typing import Any
 
 from blockferry.core.blocks import DEFAULT_BLOCK_SIZE, decompress, digest
 from blockferry.core.errors import CorruptionError, RepositoryError, RepositoryNotFound
+from blockferry.failpoints import Point
 from blockferry.repository.config import RepositoryConfig
 from blockferry.repository.files import (
     fsync_dir,
@@ -33,7 +34,7 @@ from blockferry.repository.files import (
     write_atomic,
 )
 from blockferry.repository.fixed_index import FixedIndex
-from blockferry.repository.hooks import Hooks, Point
+from blockferry.repository.hooks import Hooks
 from blockferry.repository.ids import is_pack_id, new_pack_id
 from blockferry.repository.layout import (
     COMMIT_TEMP_PREFIX,
@@ -482,6 +483,7 @@ class Repository:
                 for point in gone:
                     held.check()
                     self.restore_point_store.remove(point)
+                    self.hooks.reached(Point.PRUNE_REMOVED_ONE)
         return PruneResult(kept=keep, removed=[point.id for point in gone])
 
     def restore_point_ids(self, job: str | None = None) -> list[tuple[str, str]]:

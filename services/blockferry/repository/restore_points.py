@@ -20,6 +20,7 @@ from blockferry.core.errors import (
     RepositoryError,
     RestorePointNotFound,
 )
+from blockferry.failpoints import Point
 from blockferry.repository.files import (
     copy_atomic,
     fsync_dir,
@@ -33,7 +34,7 @@ from blockferry.repository.files import (
     write_atomic,
 )
 from blockferry.repository.fixed_index import DigestArray, FixedIndex
-from blockferry.repository.hooks import Hooks, Point
+from blockferry.repository.hooks import Hooks
 from blockferry.repository.ids import (
     is_restore_point_id,
     new_restore_point_id,
@@ -181,8 +182,10 @@ class RestorePointStore:
             remove_tree_quietly(temp)
             raise
         fsync_dir(job_dir)
+        self._hooks.reached(Point.COMMIT_RENAMED)
         log.info("committed restore point %s of job %s (session %s)", point.id, job, session_id)
         self.discard_staging(session_id)
+        self._hooks.reached(Point.COMMIT_DONE)
         return point
 
     def _committed(self, job: str, session_id: str) -> RestorePoint | None:

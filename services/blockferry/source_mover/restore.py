@@ -53,8 +53,10 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
+from blockferry import failpoints
 from blockferry.core import blocks
 from blockferry.core.errors import CorruptionError, SessionError
+from blockferry.failpoints import Point
 from blockferry.mesh import Mesh
 from blockferry.restore_target import DiskWriter, check_destination, check_within_roots
 from blockferry.source_mover.backup import Throttle
@@ -332,6 +334,7 @@ class RestoreRun:
                 f"restore block {fields['block']}: digest mismatch for {fields['digest'].hex()}"
             )
         writer.write_block(fields["block"], data)
+        failpoints.reached(Point.RESTORE_BLOCK_WRITTEN)
 
 
 def _finish(writer: DiskWriter, received: set[int]) -> None:
@@ -340,6 +343,7 @@ def _finish(writer: DiskWriter, received: set[int]) -> None:
     for index in range(writer.block_count):
         if index not in received:
             writer.write_zeros(index)
+    failpoints.reached(Point.RESTORE_WRITTEN)
     writer.commit()
 
 

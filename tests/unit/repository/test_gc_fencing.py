@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from blockferry.core.errors import LockLost
+from blockferry.failpoints import Point
 from blockferry.repository import LockKind, Repository, RepositoryLocks, verify
 from blockferry.repository.gc import collect_garbage
-from blockferry.repository.hooks import Point
 from blockferry.repository.retention import Policy
 from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, make_image
 
@@ -77,7 +77,7 @@ CHILD = textwrap.dedent(
     from blockferry.core.errors import LockLost
     from blockferry.repository import Repository, RepositoryLocks
     from blockferry.repository.gc import collect_garbage
-    from blockferry.repository.hooks import Point
+    from blockferry.failpoints import Point
 
     repo = Repository.open(sys.argv[1])
     repo.locks = RepositoryLocks(

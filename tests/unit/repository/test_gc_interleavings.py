@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from blockferry.core.blocks import compress, digest
 from blockferry.core.errors import LockBusy, RepositoryError
+from blockferry.failpoints import Point
 from blockferry.repository import Repository
 from blockferry.repository.gc import collect_garbage
-from blockferry.repository.hooks import Point
 from blockferry.repository.retention import Policy
 from tests.unit.repository.repo_helpers import BLOCK_SIZE, block
 

@@ -14,11 +14,11 @@ import pytest
 
 from blockferry.core.blocks import digest
 from blockferry.core.errors import CorruptionError, RepositoryError
+from blockferry.failpoints import Point
 from blockferry.repository import Repository, RestorePoint, restore_disk, verify
 from blockferry.repository.check import check
 from blockferry.repository.damaged import check_metadata, set_aside
 from blockferry.repository.gc import GcResult, collect_garbage
-from blockferry.repository.hooks import Point
 from blockferry.repository.retention import Policy
 from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, block, flip_byte, make_image
 
