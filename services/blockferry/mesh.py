@@ -65,7 +65,7 @@ class RepositoryDirectory:
         self._consumer = mesh.consumer("repositories")
         self._topic = mesh.topics.repositories
         self._known: dict[str, dict[str, Any]] = {}
-        self._changed = asyncio.Event()
+        self._announced = asyncio.Condition()
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -76,10 +76,12 @@ class RepositoryDirectory:
 
     async def run(self) -> None:
         async for batch in self._consumer.batches(timeout_ms=500):
-            for record in batch:
-                if record.name == "RepositoryInfo":
-                    self._known[record.fields["name"]] = record.fields
-                    self._changed.set()
+            announced = [record.fields for record in batch if record.name == "RepositoryInfo"]
+            if announced:
+                async with self._announced:
+                    for fields in announced:
+                        self._known[fields["name"]] = fields
+                    self._announced.notify_all()
 
     @property
     def names(self) -> list[str]:
@@ -87,15 +89,23 @@ class RepositoryDirectory:
 
     async def get(self, name: str, timeout: float = 10.0) -> dict[str, Any] | None:
         """The announcement of repository ``name``, waiting briefly for it at start-up."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while name not in self._known:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                return None
+        try:
+            async with self._announced:
+                await asyncio.wait_for(
+                    self._announced.wait_for(lambda: name in self._known), timeout
+                )
+        except TimeoutError:
+            return None
         return self._known[name]
+
+    def owner(self, name: str) -> str | None:
+        """The instance that last announced repository ``name``, if any did."""
+        info = self._known.get(name)
+        return None if info is None else str(info["owner"])
+
+    async def owner_changed(self, name: str, owner: str | None) -> None:
+        """Return once repository ``name`` is announced by an instance other than
+        ``owner``: the owner restarted (or another took over) and has forgotten the
+        commands the previous one was working on."""
+        async with self._announced:
+            await self._announced.wait_for(lambda: self.owner(name) not in (None, owner))

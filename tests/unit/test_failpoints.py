@@ -69,7 +69,7 @@ def test_a_process_armed_elsewhere_runs_through_and_logs_every_hit(tmp_path: Pat
 
 
 def test_unknown_points_and_hits_below_one_are_refused() -> None:
-    with pytest.raises(ValueError, match="unknown failpoint 'pack.nowhere'"):
+    with pytest.raises(ValueError, match=r"unknown failpoint 'pack\.nowhere'"):
         failpoints.parse(["pack.nowhere"])
     with pytest.raises(ValueError, match="counts from 1"):
         failpoints.parse(["pack.sealed@0"])

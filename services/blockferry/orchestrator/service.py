@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -385,7 +386,18 @@ class Orchestrator:
     async def _command(
         self, repo: str, name: str, arguments: dict[str, Any], timeout: float | None = None
     ) -> dict[str, Any]:
-        """Send a command to the repository's owner and return its reply's result."""
+        """Send a command to the repository's owner and return its reply's result. A
+        command is handled at most once by the instance that took it; if that owner
+        restarts before it answers, the command is sent again to the new one (every
+        repository command may be repeated: a commit finds its restore point made)."""
+
+        owner = self._directory.owner(repo)
+
+        async def owner_changed() -> None:
+            nonlocal owner
+            await self._directory.owner_changed(repo, owner)
+            owner = self._directory.owner(repo)
+
         try:
             reply = await self._ask(
                 self._mesh.topics.commands(repo),
@@ -394,6 +406,7 @@ class Orchestrator:
                 arguments,
                 timeout or self._config.command_timeout_s,
                 f"{name} on repository {repo}",
+                again_when=owner_changed,
             )
         except TimeoutError as exc:
             raise HTTPException(504, str(exc)) from exc
@@ -429,18 +442,35 @@ class Orchestrator:
         timeout: float,
         what: str,
         key: str | None = None,
+        again_when: Callable[[], Awaitable[None]] | None = None,
     ) -> Record:
-        """Send a Command to ``topic`` and wait for its Reply; TimeoutError names ``what``."""
+        """Send a Command to ``topic`` and wait for its Reply; TimeoutError names ``what``.
+        Whenever ``again_when()`` returns first, the command is sent again (with the same
+        id, so the reply to either counts), within the same ``timeout``."""
         command_id = uuid.uuid4().hex
         queue = replies.open(command_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
-            await self._mesh.producer.send_and_wait(
-                topic,
-                "Command",
-                {"command_id": command_id, "name": name, "arguments": json.dumps(arguments)},
-                key=key or command_id,
-            )
-            return await next_record(queue, timeout, what)
+            while True:
+                await self._mesh.producer.send_and_wait(
+                    topic,
+                    "Command",
+                    {"command_id": command_id, "name": name, "arguments": json.dumps(arguments)},
+                    key=key or command_id,
+                )
+                reply = asyncio.ensure_future(next_record(queue, deadline - loop.time(), what))
+                if again_when is None:
+                    return await reply
+                again = asyncio.ensure_future(again_when())
+                try:
+                    await asyncio.wait({reply, again}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    again.cancel()
+                if reply.done():
+                    return reply.result()
+                reply.cancel()
+                log.warning("%s: the repository's owner restarted; asking it again", what)
         finally:
             replies.close(command_id)
 
