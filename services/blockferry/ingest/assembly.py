@@ -17,7 +17,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from blockferry.core import blocks
+from blockferry.core import blocks, limits
 from blockferry.core.errors import BlockferryError
 from blockferry.failpoints import Point
 from blockferry.ingest.chunks import ChunkIntake
@@ -69,8 +69,34 @@ class ExtentAssembly:
             self._group = group
             async for batch in self._consumer.batches(timeout_ms=200, max_records=256):
                 for record in batch:
-                    self._take(record)
+                    refusal = self._refusal(record)
+                    if refusal:
+                        await self._refuse(record, refusal)
+                    else:
+                        self._take(record)
                 await self._commit()
+
+    def _refusal(self, record: Record) -> str:
+        """Why a record's numbers are beyond any disk of this repository, or "": checked
+        before anything is sized by them."""
+        block_size = self._ctx.repo.config.block_size
+        if record.name == "Extents":
+            return limits.extents_refusal(record.fields, block_size)
+        if record.name == "DiskEnd" and not record.fields["error"]:
+            return limits.disk_end_refusal(record.fields, block_size)
+        return ""
+
+    async def _refuse(self, record: Record, refusal: str) -> None:
+        """Dead-letter a record; a refused end marker fails its disk (the source is told,
+        and what arrived of the disk is dropped). A refused Extents record fails its disk
+        at the end marker, which then misses it."""
+        tp = TopicPartition(record.topic, record.partition)
+        self._read_up_to[tp] = record.offset + 1
+        await self._consumer.dead_letter(record, refusal)
+        if record.name == "DiskEnd":
+            f = record.fields
+            self._disks.pop(f"{f['session_id']}/{f['disk']}", None)
+            await self._reply(f, ok=False, error=f"refusing the end marker: {refusal}")
 
     def _take(self, record: Record) -> None:
         tp = TopicPartition(record.topic, record.partition)
@@ -132,15 +158,12 @@ class ExtentAssembly:
             await self._reply(end, ok=False, error=str(exc))
 
     async def _finish_disk(self, disk: DiskExtents, end: dict[str, Any]) -> None:
-        if set(disk.record_ends) != set(range(end["extent_records"])):
+        arrived, expected = disk.record_ends, end["extent_records"]
+        if len(arrived) != expected or (
+            arrived and (min(arrived), max(arrived)) != (0, expected - 1)
+        ):
             raise BlockferryError(
-                f"end marker expects {end['extent_records']} extents records,"
-                f" {len(disk.record_ends)} arrived"
-            )
-        if end["block_size"] != self._ctx.repo.config.block_size:
-            raise BlockferryError(
-                f"block size {end['block_size']} differs from the repository's"
-                f" {self._ctx.repo.config.block_size}"
+                f"end marker expects {expected} extents records, {len(arrived)} arrived"
             )
         count = blocks.block_count(end["disk_size"], end["block_size"])
         if any(index >= count or index < 0 for index in disk.digests):

@@ -2,7 +2,12 @@
 
 A job names its VMs and each VM's disks. A disk's stable name in the repository is
 ``<vm>.<disk>``: restore points, parents and changed-block tracking follow that name,
-never the source path, so a disk can move without starting its chain again. Jobs come
+never the source path, so a disk can move without starting its chain again. Two disks
+of one job must not share that name (VM ``a.b`` with disk ``c`` and VM ``a`` with disk
+``b.c`` are both ``a.b.c``): they would write one fixed index of one restore point and
+follow one chain, so such a job is refused naming both. Restore points are kept per
+job (``restorepoints/<job>/``), so the same name in two jobs is no collision: it is
+how one disk is backed up by two jobs. Jobs come
 from a YAML file (read-only through the API) and from the REST API; both go through
 the same models, so both get the same field-level errors.
 """
@@ -251,13 +256,22 @@ class Job(_Strict):
     @classmethod
     def _unique_vms(cls, vms: list[Vm]) -> list[Vm]:
         _require_unique("vm", [vm.name for vm in vms])
+        named: dict[str, str] = {}
         for vm in vms:
             for disk in vm.disks:
-                if len(disk_name(vm, disk)) > MAX_NAME:
+                name = disk_name(vm, disk)
+                if len(name) > MAX_NAME:
                     raise ValueError(
                         f"{vm.name}.{disk.name}: a VM and disk name together take at most"
                         f" {MAX_NAME - 1} characters"
                     )
+                this = f"VM {vm.name!r} disk {disk.name!r}"
+                if name in named:
+                    raise ValueError(
+                        f"{named[name]} and {this} are both named {name!r} in the"
+                        " repository: rename one of them"
+                    )
+                named[name] = this
         return vms
 
     def disks(self) -> list[tuple[str, Disk]]:

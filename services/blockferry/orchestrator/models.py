@@ -28,6 +28,23 @@ ENDED = ("success", "warning", "failed", "cancelled")
 TaskState = Literal["pending", "transferring", "success", "failed", "cancelled"]
 
 
+MAX_LONG = 2**63 - 1
+
+
+class ByteRange(BaseModel):
+    """A changed byte range of a disk."""
+
+    offset: int = Field(ge=0, le=MAX_LONG)
+    length: int = Field(ge=0, le=MAX_LONG)
+
+
+class RangesSince(BaseModel):
+    """A changed-ranges map that names the restore point it lists the changes since."""
+
+    since: str = Field(description="The restore point the ranges changed since.")
+    ranges: list[ByteRange]
+
+
 class BackupRequest(BaseModel):
     source: str = Field(
         description="A raw image file or block device the movers can read, or an NBD URI"
@@ -43,11 +60,22 @@ class BackupRequest(BaseModel):
         description="NBD sources: the QEMU dirty bitmap of the changes since the parent,"
         " named after the parent restore point.",
     )
-    changed_ranges: list[dict[str, int]] | dict[str, Any] | None = Field(
+    changed_ranges: list[ByteRange] | RangesSince | None = Field(
         None,
         description="The blocks changed since the parent: a list of {offset, length} byte"
-        " ranges, or {since: RESTORE_POINT, ranges: [...]}.",
+        " ranges, or {since: RESTORE_POINT, ranges: [...]}. Any number of ranges: the map"
+        " travels to the movers in pages.",
     )
+
+    def changed_ranges_map(self) -> tuple[str | None, list[tuple[int, int]]] | None:
+        """The map as (since, [(offset, length), ...]); None when there is none."""
+        if self.changed_ranges is None:
+            return None
+        if isinstance(self.changed_ranges, RangesSince):
+            since, ranges = self.changed_ranges.since, self.changed_ranges.ranges
+        else:
+            since, ranges = None, self.changed_ranges
+        return since, [(r.offset, r.length) for r in ranges]
 
 
 class RestoreRequest(BaseModel):

@@ -122,7 +122,7 @@ class Orchestrator:
             if not request.full:
                 task.parent = await self._latest(request.repository, request.job, request.disk)
             session = self._sessions.new("backup", request.repository, request.job, [task])
-            ranges = "" if request.changed_ranges is None else json.dumps(request.changed_ranges)
+            ranges = request.changed_ranges_map()
             bitmaps = {request.disk: request.dirty_bitmap} if request.dirty_bitmap else {}
             self._spawn(self._sessions.backup(session, request.compression, ranges, bitmaps))
             return session

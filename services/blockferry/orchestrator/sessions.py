@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
+import blockferry.changed_ranges
 from blockferry import failpoints
 from blockferry.core.errors import BlockferryError, GuestError, SessionError
 from blockferry.failpoints import Point
@@ -244,7 +245,7 @@ class Sessions:
         self,
         session: Session,
         compression: str,
-        changed_ranges: str = "",
+        changed_ranges: tuple[str | None, list[tuple[int, int]]] | None = None,
         dirty_bitmaps: dict[str, str] | None = None,
         guest: dict[str, Any] | None = None,
         snapshot: dict[str, Any] | None = None,
@@ -252,17 +253,22 @@ class Sessions:
         """Back up every disk of ``session``; commit the ones that succeeded.
 
         Args:
-            changed_ranges: a changed-ranges map (JSON) for a session of one disk.
+            changed_ranges: a changed-ranges map (since, [(offset, length), ...]) for a
+                session of one disk; published in pages before any task, which
+                names them (see :mod:`blockferry.changed_ranges`).
             dirty_bitmaps: disk -> the NBD dirty bitmap to read it by.
             guest: the job's guest processing, and each VM's guest access under
                 ``access``; None: no scripts run.
             snapshot: the job's snapshot provider; None: the sources are read as they are.
         """
+        pages = None
+        if changed_ranges is not None:
+            pages = await blockferry.changed_ranges.publish(self._mesh, session.id, *changed_ranges)
         self._plans[session.id] = {
             # chosen now, so a dirty bitmap added before a disk is read can carry it
             "restore_point": new_restore_point_id(session.created),
             "compression": compression,
-            "changed_ranges": changed_ranges,
+            "changed_ranges_pages": pages,
             "dirty_bitmaps": dirty_bitmaps or {},
             "guest": guest,
             "snapshot": snapshot or {"provider": "none"},
@@ -314,7 +320,9 @@ class Sessions:
                     "compression": plan["compression"],
                     "restore_point": plan["restore_point"],
                     "parent": task.parent,
-                    "changed_ranges": plan["changed_ranges"],
+                    # sessions begun by an orchestrator that kept the map inline
+                    "changed_ranges": plan.get("changed_ranges", ""),
+                    "changed_ranges_pages": plan.get("changed_ranges_pages"),
                     "dirty_bitmap": plan["dirty_bitmaps"].get(task.disk, ""),
                 },
             )

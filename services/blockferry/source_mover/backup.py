@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from blockferry import changed_ranges
 from blockferry.core import blocks
 from blockferry.core.errors import BlockferryError, SessionError, SourceError
 from blockferry.mesh import Mesh
@@ -211,16 +212,28 @@ class BackupRun:
                 why = f"dirty bitmap {bitmap} does not track changes since the parent"
                 self.warnings.append(f"{why} {parent}; every block was read and compared instead")
                 log.warning("%s: %s", self._extents_key, why)
-        elif self._task["changed_ranges"]:
-            wanted, why = changes.blocks_in_ranges(
-                self._task["changed_ranges"], self._parent, source.size, self._block_size
-            )
+        elif self._task.get("changed_ranges_pages") or self._task["changed_ranges"]:
+            wanted, why = await self._changed_ranges(source)
             if wanted is None:
                 self.warnings.append(f"{why}; every block was read and compared instead")
                 log.warning("%s: %s", self._extents_key, why)
             else:
                 self._to_read = wanted
                 self.tracking = changes.CHANGED_RANGES
+
+    async def _changed_ranges(self, source: DiskSource) -> tuple[set[int] | None, str]:
+        """The blocks the operator's changed-ranges map names, or None and why not."""
+        assert self._parent is not None
+        ref = self._task.get("changed_ranges_pages")
+        if ref is None:  # inline, from an orchestrator that sent no pages
+            return changes.blocks_in_ranges(
+                self._task["changed_ranges"], self._parent, source.size, self._block_size
+            )
+        pages = changed_ranges.read(self._mesh, ref, self._config.stored_wait_s)
+        try:
+            return await changes.blocks_in_pages(pages, self._parent, source.size, self._block_size)
+        except SessionError as exc:
+            return None, str(exc)
 
     async def _resume_point(self, replies: asyncio.Queue[Any]) -> tuple[int, int] | None:
         """Where a re-offered task resumes (block, extents records sent): after the last

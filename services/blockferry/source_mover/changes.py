@@ -5,8 +5,10 @@ the same way, to check every block it receives against it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +82,8 @@ async def fetch_fixed_index(
 def blocks_in_ranges(
     text: str, parent: ParentIndex, disk_size: int, block_size: int
 ) -> tuple[set[int] | None, str]:
-    """The blocks a changed-ranges map names, or None and why it cannot be trusted.
+    """The blocks a changed-ranges map in JSON names (as orchestrators before
+    ChangedRangesPage records sent it), or None and why it cannot be trusted.
 
     A bare list of ``{"offset", "length"}`` byte ranges is the operator's word for the
     changes since the parent; ``{"since": RESTORE_POINT, "ranges": [...]}`` is trusted
@@ -88,30 +91,72 @@ def blocks_in_ranges(
     """
     try:
         document: Any = json.loads(text)
+        since = None
         if isinstance(document, dict):
             since, ranges = document.get("since"), document["ranges"]
             if since != parent.restore_point:
-                return None, (
-                    f"the changed-ranges map is since {since}, not since the parent"
-                    f" {parent.restore_point}"
-                )
+                return None, RangeBlocks.not_since(since, parent)
         else:
             ranges = document
-        if parent.disk_size != disk_size:
-            return None, (
-                f"the disk changed size since the parent ({parent.disk_size} -> {disk_size}"
-                " bytes), so the changed-ranges map is not trusted"
+        offsets = [int(extent["offset"]) for extent in ranges]
+        lengths = [int(extent["length"]) for extent in ranges]
+    except (ValueError, TypeError, KeyError) as exc:
+        return None, f"the changed-ranges map is malformed ({exc})"
+    found = RangeBlocks(parent, disk_size, block_size)
+    why = found.add(since, offsets, lengths)
+    return (None, why) if why else (found.wanted, "")
+
+
+async def blocks_in_pages(
+    pages: AsyncGenerator[tuple[str | None, list[int], list[int]]],
+    parent: ParentIndex,
+    disk_size: int,
+    block_size: int,
+) -> tuple[set[int] | None, str]:
+    """:func:`blocks_in_ranges` of a map read page by page (see
+    :mod:`blockferry.changed_ranges`); a page that cannot be read raises SessionError."""
+    found = RangeBlocks(parent, disk_size, block_size)
+    async with contextlib.aclosing(pages):
+        async for since, offsets, lengths in pages:
+            why = found.add(since, offsets, lengths)
+            if why:
+                return None, why
+    return found.wanted, ""
+
+
+class RangeBlocks:
+    """The blocks named by a changed-ranges map, gathered page by page."""
+
+    def __init__(self, parent: ParentIndex, disk_size: int, block_size: int) -> None:
+        self._parent = parent
+        self._disk_size = disk_size
+        self._block_size = block_size
+        self.wanted: set[int] = set()
+
+    @staticmethod
+    def not_since(since: object, parent: ParentIndex) -> str:
+        return (
+            f"the changed-ranges map is since {since}, not since the parent {parent.restore_point}"
+        )
+
+    def add(self, since: str | None, offsets: list[int], lengths: list[int]) -> str:
+        """Add a page's ranges; return why the map cannot be trusted, or ""."""
+        disk_size, block_size = self._disk_size, self._block_size
+        if since is not None and since != self._parent.restore_point:
+            return self.not_since(since, self._parent)
+        if self._parent.disk_size != disk_size:
+            return (
+                f"the disk changed size since the parent ({self._parent.disk_size} ->"
+                f" {disk_size} bytes), so the changed-ranges map is not trusted"
             )
-        wanted: set[int] = set()
-        for extent in ranges:
-            offset, length = int(extent["offset"]), int(extent["length"])
+        for offset, length in zip(offsets, lengths, strict=True):
             if offset < 0 or length < 0 or offset + length > disk_size:
-                return None, (
+                return (
                     f"the changed-ranges map names bytes {offset}..{offset + length}"
                     f" beyond the disk's {disk_size}"
                 )
             if length:
-                wanted.update(range(offset // block_size, (offset + length - 1) // block_size + 1))
-        return wanted, ""
-    except (ValueError, TypeError, KeyError) as exc:
-        return None, f"the changed-ranges map is malformed ({exc})"
+                self.wanted.update(
+                    range(offset // block_size, (offset + length - 1) // block_size + 1)
+                )
+        return ""

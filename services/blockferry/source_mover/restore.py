@@ -283,6 +283,12 @@ class RestoreRun:
                 f"restoring {self._what()}: the stream carries block {index}, which the"
                 " fixed index does not name as a data block; nothing is written for it"
             )
+        length = min(fidx.block_size, fidx.disk_size - index * fidx.block_size)
+        if not 0 < fields["plain_size"] <= length:  # checked before it sizes anything
+            raise CorruptionError(
+                f"restoring {self._what()}: block {index} claims {fields['plain_size']}"
+                f" plaintext bytes, the block has {length}; nothing is written for it"
+            )
         if fields["digest"] != want:
             raise CorruptionError(
                 f"restoring {self._what()}: block {index}"

@@ -156,3 +156,51 @@ def test_the_jobs_file_lists_every_bad_field(tmp_path: Path) -> None:
     assert load_jobs_file(path) == []
     with pytest.raises(ConfigError, match="reading jobs file"):
         load_jobs_file(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize(
+    ("vms", "named"),
+    [
+        (
+            [
+                {"name": "a.b", "disks": [{"name": "c", "source": "/x"}]},
+                {"name": "a", "disks": [{"name": "b.c", "source": "/y"}]},
+            ],
+            "VM 'a.b' disk 'c' and VM 'a' disk 'b.c' are both named 'a.b.c'",
+        ),
+        (
+            [
+                {"name": "a", "disks": [{"name": "b.c", "source": "/y"}]},
+                {"name": "a.b", "disks": [{"name": "x", "source": "/z"}]},
+                {"name": "a.b", "disks": [{"name": "c", "source": "/x"}]},
+            ],
+            "vm name 'a.b' appears twice",
+        ),
+        (
+            [
+                {"name": "x", "disks": [{"name": "y", "source": "/y"}]},
+                {"name": "a", "disks": [{"name": "b.c", "source": "/y"}]},
+                {
+                    "name": "a.b",
+                    "disks": [{"name": "d", "source": "/d"}, {"name": "c", "source": "/x"}],
+                },
+            ],
+            "VM 'a' disk 'b.c' and VM 'a.b' disk 'c' are both named 'a.b.c'",
+        ),
+    ],
+)
+def test_two_disks_of_one_job_with_one_repository_name_are_refused(
+    vms: list[dict[str, Any]], named: str
+) -> None:
+    found = errors(definition(vms=vms))
+    assert named in found["vms"], found
+
+
+def test_the_same_disk_name_in_two_jobs_is_no_collision() -> None:
+    one = Job.model_validate(
+        definition(name="one", vms=[{"name": "a.b", "disks": [{"name": "c", "source": "/x"}]}])
+    )
+    two = Job.model_validate(
+        definition(name="two", vms=[{"name": "a", "disks": [{"name": "b.c", "source": "/x"}]}])
+    )
+    assert [n for n, _ in one.disks()] == [n for n, _ in two.disks()] == ["a.b.c"]

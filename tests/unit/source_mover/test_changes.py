@@ -1,9 +1,10 @@
 import json
+from collections.abc import AsyncGenerator
 
 import pytest
 
 from blockferry.core.blocks import ZERO_DIGEST
-from blockferry.source_mover.changes import ParentIndex, blocks_in_ranges
+from blockferry.source_mover.changes import ParentIndex, blocks_in_pages, blocks_in_ranges
 
 BLOCK = 1024
 SIZE = 10 * BLOCK + 100
@@ -41,3 +42,28 @@ def test_untrusted_maps_say_why(text: str, size: int, why: str) -> None:
     blocks, reason = blocks_in_ranges(text, PARENT, size, BLOCK)
     assert blocks is None
     assert why in reason
+
+
+async def _as_pages(
+    pages: list[tuple[str | None, list[int], list[int]]],
+) -> AsyncGenerator[tuple[str | None, list[int], list[int]]]:
+    for page in pages:
+        yield page
+
+
+@pytest.mark.parametrize(
+    ("pages", "blocks", "why"),
+    [
+        ([(None, [0, 3000], [1, 3000])], {0, 2, 3, 4, 5}, ""),
+        ([("rp1", [0], [1]), ("rp1", [10 * BLOCK], [100])], {0, 10}, ""),
+        ([("rp1", [0], [1]), ("rp0", [2048], [1])], None, "since rp0, not since the parent"),
+        ([(None, [0], [1]), (None, [SIZE], [1])], None, "beyond the disk"),
+        ([], set(), ""),
+    ],
+)
+async def test_maps_read_in_pages_name_the_blocks_of_every_page(
+    pages: list[tuple[str | None, list[int], list[int]]], blocks: set[int] | None, why: str
+) -> None:
+    found, reason = await blocks_in_pages(_as_pages(pages), PARENT, SIZE, BLOCK)
+    assert found == blocks
+    assert why in reason and bool(reason) == bool(why)

@@ -70,6 +70,23 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "changed_ranges": '[{"offset": 0, "length": 4096}]',
         "dirty_bitmap": "",
         "allow_holes": True,
+        "changed_ranges_pages": {
+            "map_id": "m",
+            "partition": 3,
+            "first_offset": 10,
+            "last_offset": 14,
+            "pages": 2,
+            "ranges": 20000,
+        },
+    },
+    "ChangedRangesPage": {
+        "session_id": "s",
+        "map_id": "m",
+        "page": 1,
+        "pages": 2,
+        "since": None,
+        "offsets": [0, 2**63 - 1],
+        "lengths": [4096, 0],
     },
     "TaskProgress": {
         "task_id": "t",
@@ -193,10 +210,13 @@ def _schema_dir_with(schema: dict[str, Any], name: str = "DiskEnd") -> Path:
     return folder
 
 
-@pytest.mark.parametrize("name", ["RestoreStart", "RestoreBlock", "RestoreEnd", "Task"])
-def test_records_of_the_first_schema_version_still_read(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "version"),
+    [("RestoreStart", 0), ("RestoreBlock", 0), ("RestoreEnd", 0), ("Task", 0), ("Task", 1)],
+)
+def test_records_of_earlier_schema_versions_still_read(name: str, version: int) -> None:
     """history/ keeps what earlier releases wrote; the fields added since get defaults."""
-    old = json.loads((SCHEMA_DIR / "history" / f"{name}.v0.avsc").read_text())
+    old = json.loads((SCHEMA_DIR / "history" / f"{name}.v{version}.avsc").read_text())
     kept = {f["name"] for f in old["fields"]}
     writer = Codec.__new__(Codec)
     Codec.__init__(writer, _schema_dir_with(old, name))
