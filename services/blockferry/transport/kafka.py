@@ -17,12 +17,21 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
-from blockferry.core.errors import RecordError, TransportError
+from blockferry.core.errors import RecordError, TopicConfigError, TransportError
 from blockferry.transport.codec import Codec
-from blockferry.transport.topics import MAX_RECORD_BYTES, TopicSpec
+from blockferry.transport.topics import (
+    CHECKED_CONFIGS,
+    MAX_RECORD_BYTES,
+    TopicSpec,
+    TopicState,
+    min_isr_for,
+    replication_for,
+    topic_problems,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,26 +55,91 @@ def shard_of(digest: bytes, shard_count: int) -> int:
 
 
 async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec]) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are."""
+    """Create the topics that do not exist yet, then check every one of ``specs``,
+    existing ones included: replication, min.insync.replicas, the cleanup policy of
+    compacted topics and ``max.message.bytes`` of those carrying large records.
+
+    Raises:
+        TopicConfigError: a topic is set up wrongly; the message names the topic, the
+            setting, what it is, what it must be and how to fix it.
+        TransportError: Kafka cannot be reached or refused to create a topic.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
     try:
         await admin.start()
+        brokers = len((await admin.describe_cluster())["brokers"])
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
-        if not missing:
-            return
-        replication = min(3, len((await admin.describe_cluster())["brokers"]))
-        new = [
-            NewTopic(s.name, s.partitions, replication, topic_configs=s.configs) for s in missing
-        ]
-        try:
-            await admin.create_topics(new)
-        except TopicAlreadyExistsError:
-            pass
+        if missing:
+            await _create_topics(admin, missing, replication_for(brokers))
+        states = await _describe_topics(admin, [s.name for s in specs])
     except KafkaError as exc:
         raise TransportError(f"creating topics on {bootstrap}: {exc}") from exc
     finally:
         await admin.close()
+    problems = [p for s in specs for p in topic_problems(s, states[s.name], brokers)]
+    if problems:
+        raise TopicConfigError("; ".join(str(p) for p in problems))
+
+
+async def _create_topics(
+    admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec], replication: int
+) -> None:
+    new = [
+        NewTopic(
+            s.name,
+            s.partitions,
+            replication,
+            topic_configs={"min.insync.replicas": str(min_isr_for(replication)), **s.configs},
+        )
+        for s in specs
+    ]
+    response = (await admin.create_topics(new)).to_object()
+    for result in response["topic_errors"]:
+        code = result["error_code"]
+        if code not in (0, TopicAlreadyExistsError.errno):
+            raise TransportError(
+                f"creating topic {result['topic']}: {result['error_message'] or code}"
+            )
+
+
+async def _describe_topics(
+    admin: AIOKafkaAdminClient, names: list[str], timeout: float = 30.0
+) -> dict[str, TopicState]:
+    """Replication and checked configs of ``names``, waiting (bounded) for topics just
+    created to show in the metadata."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        described = await admin.describe_topics(names)
+        replication = {
+            t["topic"]: min((len(p["replicas"]) for p in t["partitions"]), default=0)
+            for t in described
+            if t["error_code"] == 0 and t["partitions"]
+        }
+        waiting = [name for name in names if name not in replication]
+        if not waiting:
+            break
+        if loop.time() > deadline:
+            raise TransportError(f"describing topics: {', '.join(waiting)} not found")
+        await asyncio.sleep(0.5)
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, name, dict.fromkeys(CHECKED_CONFIGS))
+        for name in names
+    ]
+    configs: dict[str, dict[str, str]] = {}
+    for response in await admin.describe_configs(resources):
+        for resource in response.to_object()["resources"]:
+            if resource["error_code"] != 0:
+                raise TransportError(
+                    f"describing topic {resource['resource_name']}: "
+                    f"{resource['error_message'] or resource['error_code']}"
+                )
+            configs[resource["resource_name"]] = {
+                entry["config_names"]: entry["config_value"] or ""
+                for entry in resource["config_entries"]
+            }
+    return {name: TopicState(name, replication[name], configs.get(name, {})) for name in names}
 
 
 class RecordProducer:
