@@ -9,6 +9,7 @@ and the consumer carries on.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,11 @@ from blockferry.transport.topics import (
 )
 
 log = logging.getLogger(__name__)
+
+DEAD_LETTER_VALUE_BYTES = 64 * 1024
+"""How much of a record's key and value a dead letter keeps: a record near the size limit
+kept whole would not fit in its letter, and producing the letter would fail on every
+restart of its consumer. The value's full length and hash are kept besides."""
 
 
 @dataclass(frozen=True)
@@ -354,9 +360,15 @@ class RecordConsumer:
     ) -> None:
         """Set a record aside on the dead-letter topic with the reason."""
         value = getattr(message, "value", None)
+        if not isinstance(value, bytes):
+            value = None
+        key = message.key
         log.warning(
             "dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
         )
+        if key is not None and len(key) > DEAD_LETTER_VALUE_BYTES:
+            reason += f" (key of {len(key)} bytes cut to {DEAD_LETTER_VALUE_BYTES})"
+            key = key[:DEAD_LETTER_VALUE_BYTES]
         await self._producer.send_and_wait(
             self._dead_letter_topic,
             "DeadLetter",
@@ -364,8 +376,10 @@ class RecordConsumer:
                 "topic": message.topic,
                 "partition": message.partition,
                 "offset": message.offset,
-                "key": message.key,
-                "value": value if isinstance(value, bytes) else None,
+                "key": key,
+                "value": None if value is None else value[:DEAD_LETTER_VALUE_BYTES],
+                "value_length": -1 if value is None else len(value),
+                "value_sha256": "" if value is None else hashlib.sha256(value).hexdigest(),
                 "reason": reason,
                 "consumer": self._client_id,
             },

@@ -137,6 +137,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "value": b"v",
         "reason": "r",
         "consumer": "c",
+        "value_length": 1,
+        "value_sha256": "ab" * 32,
     },
 }
 
@@ -193,7 +195,9 @@ def _schema_dir_with(schema: dict[str, Any], name: str = "DiskEnd") -> Path:
     return folder
 
 
-@pytest.mark.parametrize("name", ["RestoreStart", "RestoreBlock", "RestoreEnd", "Task"])
+@pytest.mark.parametrize(
+    "name", ["DeadLetter", "RestoreStart", "RestoreBlock", "RestoreEnd", "Task"]
+)
 def test_records_of_the_first_schema_version_still_read(name: str) -> None:
     """history/ keeps what earlier releases wrote; the fields added since get defaults."""
     old = json.loads((SCHEMA_DIR / "history" / f"{name}.v0.avsc").read_text())
