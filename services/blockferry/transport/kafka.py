@@ -11,15 +11,30 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError,
+    CoordinatorNotAvailableError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    LeaderNotAvailableError,
+    NodeNotReadyError,
+    NotCoordinatorForGroupError,
+    NotEnoughReplicasAfterAppendError,
+    NotEnoughReplicasError,
+    NotLeaderForPartitionError,
+    RequestTimedOutError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.partitioner import murmur2
 
 from blockferry.core.errors import RecordError, TopicConfigError, TransportError
@@ -40,6 +55,63 @@ DEAD_LETTER_VALUE_BYTES = 64 * 1024
 """How much of a record's key and value a dead letter keeps: a record near the size limit
 kept whole would not fit in its letter, and producing the letter would fail on every
 restart of its consumer. The value's full length and hash are kept besides."""
+
+DEFAULT_REQUEST_TIMEOUT_MS = 60000
+"""How long a produce or fetch request may take before the client gives up on it."""
+
+UNAVAILABLE = (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+    LeaderNotAvailableError,
+    NotLeaderForPartitionError,
+    NotEnoughReplicasError,
+    NotEnoughReplicasAfterAppendError,
+    CoordinatorNotAvailableError,
+    NotCoordinatorForGroupError,
+)
+"""Errors that say Kafka cannot take a request now (no broker reachable, a leader being
+elected, too few in-sync replicas, a timeout), not that the request is wrong: these are
+waited out, every other error is raised."""
+
+WAIT_FIRST_S = 0.5
+WAIT_MOST_S = 10.0
+
+T = TypeVar("T")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says Kafka is unavailable for now (see :data:`UNAVAILABLE`)."""
+    return isinstance(exc, UNAVAILABLE)
+
+
+async def waiting(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """``call()``, called again (backing off, with a warning each time) for as long as
+    Kafka is unavailable: a role waits for its cluster rather than exiting.
+
+    Raises:
+        TransportError: any other Kafka error, saying ``what`` was being done.
+    """
+    delay, since = WAIT_FIRST_S, None
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            return await call()
+        except KafkaError as exc:
+            if not is_unavailable(exc):
+                raise TransportError(f"{what}: {exc}") from exc
+            since = loop.time() if since is None else since
+            log.warning(
+                "%s: Kafka unavailable (%s: %s); waited %.0f s, trying again in %.1f s",
+                what,
+                type(exc).__name__,
+                exc,
+                loop.time() - since,
+                delay,
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, WAIT_MOST_S)
 
 
 @dataclass(frozen=True)
@@ -149,9 +221,20 @@ async def _describe_topics(
 
 
 class RecordProducer:
-    """Encodes and produces records; idempotent, acks from all in-sync replicas."""
+    """Encodes and produces records; idempotent, acks from all in-sync replicas.
 
-    def __init__(self, bootstrap: str, codec: Codec, client_id: str) -> None:
+    While Kafka is unavailable (see :data:`UNAVAILABLE`) sending waits and tries again
+    rather than failing: a record whose delivery failed so is sent again, after records
+    sent since (consumers are idempotent and do not rely on order across a retry).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        codec: Codec,
+        client_id: str,
+        request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
+    ) -> None:
         self.codec = codec
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
@@ -161,7 +244,7 @@ class RecordProducer:
             max_request_size=MAX_RECORD_BYTES,
             linger_ms=5,
             max_batch_size=1024 * 1024,
-            request_timeout_ms=60000,
+            request_timeout_ms=request_timeout_ms,
         )
 
     async def start(self) -> None:
@@ -181,16 +264,32 @@ class RecordProducer:
         key: bytes | str | None = None,
         partition: int | None = None,
     ) -> asyncio.Future[Any]:
-        """Queue a record (``fields`` None is a tombstone); await the result for its ack."""
+        """Queue a record (``fields`` None is a tombstone); await the result for its ack
+        (it raises TransportError for a failure other than Kafka being unavailable)."""
         value = None if fields is None else self.codec.encode(name, fields)
         raw_key = key.encode() if isinstance(key, str) else key
-        try:
+        what = f"producing {name} to {topic}"
+
+        async def enqueue() -> asyncio.Future[Any]:
             future: asyncio.Future[Any] = await self._producer.send(
                 topic, value, key=raw_key, partition=partition
             )
             return future
-        except KafkaError as exc:
-            raise TransportError(f"producing {name} to {topic}: {exc}") from exc
+
+        async def acked(future: asyncio.Future[Any]) -> Any:
+            while True:
+                try:
+                    return await future
+                except KafkaError as exc:
+                    if not is_unavailable(exc):
+                        raise TransportError(f"{what}: {exc}") from exc
+                    log.warning(
+                        "%s: not delivered (%s: %s); sending again", what, type(exc).__name__, exc
+                    )
+                    await asyncio.sleep(WAIT_FIRST_S)
+                future = await waiting(what, enqueue)
+
+        return asyncio.ensure_future(acked(await waiting(what, enqueue)))
 
     async def send_and_wait(
         self,
@@ -200,14 +299,12 @@ class RecordProducer:
         key: bytes | str | None = None,
     ) -> None:
         """Produce a record and wait until the broker acknowledged it."""
-        future = await self.send(topic, name, fields, key)
-        try:
-            await future
-        except KafkaError as exc:
-            raise TransportError(f"producing {name} to {topic}: {exc}") from exc
+        await (await self.send(topic, name, fields, key))
 
     async def partitions_for(self, topic: str) -> set[int]:
-        return set(await self._producer.partitions_for(topic))
+        return set(
+            await waiting(f"partitions of {topic}", lambda: self._producer.partitions_for(topic))
+        )
 
     async def flush(self) -> None:
         await self._producer.flush()
@@ -240,6 +337,7 @@ class RecordConsumer:
         metadata_max_age_ms: int = 300000,
         check_crcs: bool = True,
         fetch_max_bytes: int = 4 * MAX_RECORD_BYTES,
+        request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
     ) -> None:
         self.codec = codec
         self._producer = producer
@@ -259,6 +357,7 @@ class RecordConsumer:
             isolation_level="read_committed",
             metadata_max_age_ms=metadata_max_age_ms,
             check_crcs=check_crcs,
+            request_timeout_ms=request_timeout_ms,
         )
 
     async def start(
@@ -273,16 +372,16 @@ class RecordConsumer:
                 self.consumer.subscribe(list(topics), listener=listener)
             elif pattern is not None:
                 self.consumer.subscribe(pattern=pattern, listener=listener)
-            await self.consumer.start()
         except KafkaError as exc:
-            raise TransportError(f"connecting consumer {self._client_id}: {exc}") from exc
+            raise TransportError(f"subscribing consumer {self._client_id}: {exc}") from exc
+        await waiting(f"connecting consumer {self._client_id}", self.consumer.start)
 
     async def assign_all_from_end(self, topic: str) -> None:
         """Read every partition of ``topic`` from its current end (for replies)."""
         tps = await self._assign_all(topic)
-        await self.consumer.seek_to_end(*tps)
+        await self._waiting("seeking", lambda: self.consumer.seek_to_end(*tps))
         for tp in tps:  # resolve positions now, so nothing produced after this is missed
-            await self.consumer.position(tp)
+            await self._position(tp)
 
     async def assign_key_from_end(self, topic: str, key: bytes) -> None:
         """Read, from its current end, the one partition of ``topic`` that records keyed
@@ -293,20 +392,21 @@ class RecordConsumer:
             partitions = self.consumer.partitions_for_topic(topic) or {0}
         tp = TopicPartition(topic, shard_of(key, len(partitions)))
         self.consumer.assign([tp])
-        await self.consumer.seek_to_end(tp)
-        await self.consumer.position(tp)  # resolved now: nothing produced after is missed
+        await self._waiting("seeking", lambda: self.consumer.seek_to_end(tp))
+        await self._position(tp)  # resolved now: nothing produced after is missed
 
     async def assign_all_from_start(self, topic: str) -> None:
         """Read every partition of ``topic`` from its beginning (for compacted state)."""
-        await self.consumer.seek_to_beginning(*await self._assign_all(topic))
+        tps = await self._assign_all(topic)
+        await self._waiting("seeking", lambda: self.consumer.seek_to_beginning(*tps))
 
     async def read_to_end(self) -> list[Record]:
         """The records from the assigned partitions' positions to their current ends (a
         compacted topic's state, read before serving from it)."""
         partitions = list(self.consumer.assignment())
-        ends = await self.consumer.end_offsets(partitions)
+        ends = await self._waiting("end offsets", lambda: self.consumer.end_offsets(partitions))
         records: list[Record] = []
-        while [tp for tp in partitions if await self.consumer.position(tp) < ends[tp]]:
+        while [tp for tp in partitions if await self._position(tp) < ends[tp]]:
             records += await self.poll(timeout_ms=200, max_records=500)
         return records
 
@@ -318,6 +418,12 @@ class RecordConsumer:
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         self.consumer.assign(tps)
         return tps
+
+    async def _waiting(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        return await waiting(f"{what} ({self._client_id})", call)
+
+    async def _position(self, tp: TopicPartition) -> int:
+        return await self._waiting(f"position of {tp}", lambda: self.consumer.position(tp))
 
     async def stop(self) -> None:
         await self.consumer.stop()
@@ -331,10 +437,10 @@ class RecordConsumer:
 
     async def poll(self, timeout_ms: int = 200, max_records: int = 64) -> list[Record]:
         """The records that arrive within ``timeout_ms``, decoded."""
-        try:
-            polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        except KafkaError as exc:
-            raise TransportError(f"consuming ({self._client_id}): {exc}") from exc
+        polled = await self._waiting(
+            "consuming",
+            lambda: self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records),
+        )
         batch: list[Record] = []
         for messages in polled.values():
             for message in messages:
@@ -386,7 +492,19 @@ class RecordConsumer:
             key=message.topic,
         )
 
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit ``offsets`` (the next offset to read per partition)."""
-        if offsets:
-            await self.consumer.commit(offsets)
+    async def commit(self, offsets: dict[TopicPartition, int]) -> bool:
+        """Commit ``offsets`` (the next offset to read per partition), waiting while Kafka
+        is unavailable. False when the group rebalanced meanwhile (as after an outage
+        longer than the session timeout) and the partitions may be another member's:
+        nothing is committed, and their records are read again by their new owner, which
+        handling them idempotently makes harmless."""
+        if not offsets:
+            return True
+        try:
+            await self._waiting("committing", lambda: self.consumer.commit(offsets))
+        except TransportError as exc:
+            if not isinstance(exc.__cause__, CommitFailedError | IllegalStateError):
+                raise
+            log.warning("not committed (%s): %s", self._client_id, exc.__cause__)
+            return False
+        return True
