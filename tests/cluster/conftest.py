@@ -145,6 +145,23 @@ class KafkaCluster:
 
         return asyncio.run(describe())
 
+    def broker_config(self, node: int, name: str) -> str:
+        """A broker setting of ``node``, as the node reports it."""
+
+        async def describe() -> str:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                (response,) = await admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.BROKER, str(node), {name: None})]
+                )
+                ((entry,),) = [r["config_entries"] for r in response.to_object()["resources"]]
+                return str(entry["config_value"])
+            finally:
+                await admin.close()
+
+        return asyncio.run(describe())
+
     def elect_preferred_leaders(self) -> str:
         """Move every partition's leadership back to its preferred replica (Kafka's
         LeaderElectionCommand), as an operator does after a node came back."""

@@ -75,6 +75,15 @@ def assert_restores(mesh: MeshProcesses, document: dict[str, Any], disk: Path) -
     assert restored.read_bytes() == disk.read_bytes()
 
 
+def test_the_local_runner_keeps_two_of_three_copies_in_sync(kafka_cluster: KafkaCluster) -> None:
+    """Topics Kafka creates itself (consumer offsets, transactions) take the broker's
+    defaults: three copies, and a write acknowledged by two."""
+    for node in (1, 2, 3):
+        assert kafka_cluster.broker_config(node, "min.insync.replicas") == "2"
+        assert kafka_cluster.broker_config(node, "default.replication.factor") == "3"
+        assert kafka_cluster.broker_config(node, "offsets.topic.replication.factor") == "3"
+
+
 def test_a_node_killed_mid_backup_and_restarted(
     kafka_cluster: KafkaCluster, mesh: MeshProcesses, tmp_path: Path
 ) -> None:
