@@ -25,7 +25,12 @@ class Mesh:
         self.topics = Topics(settings.kafka.topic_prefix)
         self.codec = Codec()
         self.client_id = f"{role}-{settings.instance}"
-        self.producer = RecordProducer(self.bootstrap, self.codec, self.client_id)
+        self.producer = RecordProducer(
+            self.bootstrap,
+            self.codec,
+            self.client_id,
+            request_timeout_ms=settings.kafka.request_timeout_ms,
+        )
 
     async def start(self) -> None:
         await ensure_topics(
@@ -44,6 +49,7 @@ class Mesh:
 
     def consumer(self, name: str, group: str | None = None, **kwargs: Any) -> RecordConsumer:
         """A consumer named ``name``; ``group`` joins a consumer group (else assigned)."""
+        kwargs.setdefault("request_timeout_ms", self.settings.kafka.request_timeout_ms)
         return RecordConsumer(
             self.bootstrap,
             self.codec,

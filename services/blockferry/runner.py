@@ -9,7 +9,7 @@ import signal
 
 from prometheus_client import CollectorRegistry
 
-from blockferry.core.errors import TransportError
+from blockferry.core.errors import TopicConfigError, TransportError
 from blockferry.roles import ROLES, Role
 from blockferry.settings import CommonSettings
 from blockferry.web import WebServer, build_app
@@ -73,6 +73,8 @@ async def _start(role: Role) -> None:
         try:
             await role.start()
             return
+        except TopicConfigError:
+            raise  # waiting does not mend a topic: the operator must
         except TransportError as exc:
             if attempt == START_ATTEMPTS:
                 raise

@@ -32,6 +32,12 @@ class KafkaSettings(BaseModel):
     chunk_retention_hours: float = Field(
         24.0, gt=0, description="How long chunk and restore records stay on Kafka."
     )
+    request_timeout_ms: int = Field(
+        60000,
+        ge=1000,
+        description="How long a produce or fetch request may take; a role waits out a"
+        " cluster unavailable for longer, trying again.",
+    )
 
 
 class HttpSettings(BaseModel):

@@ -62,6 +62,10 @@ class RecordError(TransportError):
     """A record is malformed, has an unknown schema or a bad checksum."""
 
 
+class TopicConfigError(TransportError):
+    """A topic exists with settings blockferry cannot safely work with."""
+
+
 class SessionError(BlockferryError):
     """A backup or restore session failed."""
 

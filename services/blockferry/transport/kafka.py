@@ -9,22 +9,109 @@ and the consumer carries on.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import (
+    CommitFailedError,
+    CoordinatorNotAvailableError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    LeaderNotAvailableError,
+    NodeNotReadyError,
+    NotCoordinatorForGroupError,
+    NotEnoughReplicasAfterAppendError,
+    NotEnoughReplicasError,
+    NotLeaderForPartitionError,
+    RequestTimedOutError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.partitioner import murmur2
 
-from blockferry.core.errors import RecordError, TransportError
+from blockferry.core.errors import RecordError, TopicConfigError, TransportError
 from blockferry.transport.codec import Codec
-from blockferry.transport.topics import MAX_RECORD_BYTES, TopicSpec
+from blockferry.transport.topics import (
+    CHECKED_CONFIGS,
+    MAX_RECORD_BYTES,
+    TopicSpec,
+    TopicState,
+    min_isr_for,
+    replication_for,
+    topic_problems,
+)
 
 log = logging.getLogger(__name__)
+
+DEAD_LETTER_VALUE_BYTES = 64 * 1024
+"""How much of a record's key and value a dead letter keeps: a record near the size limit
+kept whole would not fit in its letter, and producing the letter would fail on every
+restart of its consumer. The value's full length and hash are kept besides."""
+
+DEFAULT_REQUEST_TIMEOUT_MS = 60000
+"""How long a produce or fetch request may take before the client gives up on it."""
+
+UNAVAILABLE = (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+    LeaderNotAvailableError,
+    NotLeaderForPartitionError,
+    NotEnoughReplicasError,
+    NotEnoughReplicasAfterAppendError,
+    CoordinatorNotAvailableError,
+    NotCoordinatorForGroupError,
+)
+"""Errors that say Kafka cannot take a request now (no broker reachable, a leader being
+elected, too few in-sync replicas, a timeout), not that the request is wrong: these are
+waited out, every other error is raised."""
+
+WAIT_FIRST_S = 0.5
+WAIT_MOST_S = 10.0
+
+T = TypeVar("T")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says Kafka is unavailable for now (see :data:`UNAVAILABLE`)."""
+    return isinstance(exc, UNAVAILABLE)
+
+
+async def waiting(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """``call()``, called again (backing off, with a warning each time) for as long as
+    Kafka is unavailable: a role waits for its cluster rather than exiting.
+
+    Raises:
+        TransportError: any other Kafka error, saying ``what`` was being done.
+    """
+    delay, since = WAIT_FIRST_S, None
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            return await call()
+        except KafkaError as exc:
+            if not is_unavailable(exc):
+                raise TransportError(f"{what}: {exc}") from exc
+            since = loop.time() if since is None else since
+            log.warning(
+                "%s: Kafka unavailable (%s: %s); waited %.0f s, trying again in %.1f s",
+                what,
+                type(exc).__name__,
+                exc,
+                loop.time() - since,
+                delay,
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, WAIT_MOST_S)
 
 
 @dataclass(frozen=True)
@@ -46,32 +133,108 @@ def shard_of(digest: bytes, shard_count: int) -> int:
 
 
 async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec]) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are."""
+    """Create the topics that do not exist yet, then check every one of ``specs``,
+    existing ones included: replication, min.insync.replicas, the cleanup policy of
+    compacted topics and ``max.message.bytes`` of those carrying large records.
+
+    Raises:
+        TopicConfigError: a topic is set up wrongly; the message names the topic, the
+            setting, what it is, what it must be and how to fix it.
+        TransportError: Kafka cannot be reached or refused to create a topic.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
     try:
         await admin.start()
+        brokers = len((await admin.describe_cluster())["brokers"])
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
-        if not missing:
-            return
-        replication = min(3, len((await admin.describe_cluster())["brokers"]))
-        new = [
-            NewTopic(s.name, s.partitions, replication, topic_configs=s.configs) for s in missing
-        ]
-        try:
-            await admin.create_topics(new)
-        except TopicAlreadyExistsError:
-            pass
+        if missing:
+            await _create_topics(admin, missing, replication_for(brokers))
+        states = await _describe_topics(admin, [s.name for s in specs])
     except KafkaError as exc:
         raise TransportError(f"creating topics on {bootstrap}: {exc}") from exc
     finally:
         await admin.close()
+    problems = [p for s in specs for p in topic_problems(s, states[s.name], brokers)]
+    if problems:
+        raise TopicConfigError("; ".join(str(p) for p in problems))
+
+
+async def _create_topics(
+    admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec], replication: int
+) -> None:
+    new = [
+        NewTopic(
+            s.name,
+            s.partitions,
+            replication,
+            topic_configs={"min.insync.replicas": str(min_isr_for(replication)), **s.configs},
+        )
+        for s in specs
+    ]
+    response = (await admin.create_topics(new)).to_object()
+    for result in response["topic_errors"]:
+        code = result["error_code"]
+        if code not in (0, TopicAlreadyExistsError.errno):
+            raise TransportError(
+                f"creating topic {result['topic']}: {result['error_message'] or code}"
+            )
+
+
+async def _describe_topics(
+    admin: AIOKafkaAdminClient, names: list[str], timeout: float = 30.0
+) -> dict[str, TopicState]:
+    """Replication and checked configs of ``names``, waiting (bounded) for topics just
+    created to show in the metadata."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        described = await admin.describe_topics(names)
+        replication = {
+            t["topic"]: min((len(p["replicas"]) for p in t["partitions"]), default=0)
+            for t in described
+            if t["error_code"] == 0 and t["partitions"]
+        }
+        waiting = [name for name in names if name not in replication]
+        if not waiting:
+            break
+        if loop.time() > deadline:
+            raise TransportError(f"describing topics: {', '.join(waiting)} not found")
+        await asyncio.sleep(0.5)
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, name, dict.fromkeys(CHECKED_CONFIGS))
+        for name in names
+    ]
+    configs: dict[str, dict[str, str]] = {}
+    for response in await admin.describe_configs(resources):
+        for resource in response.to_object()["resources"]:
+            if resource["error_code"] != 0:
+                raise TransportError(
+                    f"describing topic {resource['resource_name']}: "
+                    f"{resource['error_message'] or resource['error_code']}"
+                )
+            configs[resource["resource_name"]] = {
+                entry["config_names"]: entry["config_value"] or ""
+                for entry in resource["config_entries"]
+            }
+    return {name: TopicState(name, replication[name], configs.get(name, {})) for name in names}
 
 
 class RecordProducer:
-    """Encodes and produces records; idempotent, acks from all in-sync replicas."""
+    """Encodes and produces records; idempotent, acks from all in-sync replicas.
 
-    def __init__(self, bootstrap: str, codec: Codec, client_id: str) -> None:
+    While Kafka is unavailable (see :data:`UNAVAILABLE`) sending waits and tries again
+    rather than failing: a record whose delivery failed so is sent again, after records
+    sent since (consumers are idempotent and do not rely on order across a retry).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        codec: Codec,
+        client_id: str,
+        request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
+    ) -> None:
         self.codec = codec
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
@@ -81,7 +244,7 @@ class RecordProducer:
             max_request_size=MAX_RECORD_BYTES,
             linger_ms=5,
             max_batch_size=1024 * 1024,
-            request_timeout_ms=60000,
+            request_timeout_ms=request_timeout_ms,
         )
 
     async def start(self) -> None:
@@ -101,16 +264,32 @@ class RecordProducer:
         key: bytes | str | None = None,
         partition: int | None = None,
     ) -> asyncio.Future[Any]:
-        """Queue a record (``fields`` None is a tombstone); await the result for its ack."""
+        """Queue a record (``fields`` None is a tombstone); await the result for its ack
+        (it raises TransportError for a failure other than Kafka being unavailable)."""
         value = None if fields is None else self.codec.encode(name, fields)
         raw_key = key.encode() if isinstance(key, str) else key
-        try:
+        what = f"producing {name} to {topic}"
+
+        async def enqueue() -> asyncio.Future[Any]:
             future: asyncio.Future[Any] = await self._producer.send(
                 topic, value, key=raw_key, partition=partition
             )
             return future
-        except KafkaError as exc:
-            raise TransportError(f"producing {name} to {topic}: {exc}") from exc
+
+        async def acked(future: asyncio.Future[Any]) -> Any:
+            while True:
+                try:
+                    return await future
+                except KafkaError as exc:
+                    if not is_unavailable(exc):
+                        raise TransportError(f"{what}: {exc}") from exc
+                    log.warning(
+                        "%s: not delivered (%s: %s); sending again", what, type(exc).__name__, exc
+                    )
+                    await asyncio.sleep(WAIT_FIRST_S)
+                future = await waiting(what, enqueue)
+
+        return asyncio.ensure_future(acked(await waiting(what, enqueue)))
 
     async def send_and_wait(
         self,
@@ -120,14 +299,12 @@ class RecordProducer:
         key: bytes | str | None = None,
     ) -> None:
         """Produce a record and wait until the broker acknowledged it."""
-        future = await self.send(topic, name, fields, key)
-        try:
-            await future
-        except KafkaError as exc:
-            raise TransportError(f"producing {name} to {topic}: {exc}") from exc
+        await (await self.send(topic, name, fields, key))
 
     async def partitions_for(self, topic: str) -> set[int]:
-        return set(await self._producer.partitions_for(topic))
+        return set(
+            await waiting(f"partitions of {topic}", lambda: self._producer.partitions_for(topic))
+        )
 
     async def flush(self) -> None:
         await self._producer.flush()
@@ -160,6 +337,7 @@ class RecordConsumer:
         metadata_max_age_ms: int = 300000,
         check_crcs: bool = True,
         fetch_max_bytes: int = 4 * MAX_RECORD_BYTES,
+        request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
     ) -> None:
         self.codec = codec
         self._producer = producer
@@ -179,6 +357,7 @@ class RecordConsumer:
             isolation_level="read_committed",
             metadata_max_age_ms=metadata_max_age_ms,
             check_crcs=check_crcs,
+            request_timeout_ms=request_timeout_ms,
         )
 
     async def start(
@@ -193,16 +372,16 @@ class RecordConsumer:
                 self.consumer.subscribe(list(topics), listener=listener)
             elif pattern is not None:
                 self.consumer.subscribe(pattern=pattern, listener=listener)
-            await self.consumer.start()
         except KafkaError as exc:
-            raise TransportError(f"connecting consumer {self._client_id}: {exc}") from exc
+            raise TransportError(f"subscribing consumer {self._client_id}: {exc}") from exc
+        await waiting(f"connecting consumer {self._client_id}", self.consumer.start)
 
     async def assign_all_from_end(self, topic: str) -> None:
         """Read every partition of ``topic`` from its current end (for replies)."""
         tps = await self._assign_all(topic)
-        await self.consumer.seek_to_end(*tps)
+        await self._waiting("seeking", lambda: self.consumer.seek_to_end(*tps))
         for tp in tps:  # resolve positions now, so nothing produced after this is missed
-            await self.consumer.position(tp)
+            await self._position(tp)
 
     async def assign_key_from_end(self, topic: str, key: bytes) -> None:
         """Read, from its current end, the one partition of ``topic`` that records keyed
@@ -213,20 +392,21 @@ class RecordConsumer:
             partitions = self.consumer.partitions_for_topic(topic) or {0}
         tp = TopicPartition(topic, shard_of(key, len(partitions)))
         self.consumer.assign([tp])
-        await self.consumer.seek_to_end(tp)
-        await self.consumer.position(tp)  # resolved now: nothing produced after is missed
+        await self._waiting("seeking", lambda: self.consumer.seek_to_end(tp))
+        await self._position(tp)  # resolved now: nothing produced after is missed
 
     async def assign_all_from_start(self, topic: str) -> None:
         """Read every partition of ``topic`` from its beginning (for compacted state)."""
-        await self.consumer.seek_to_beginning(*await self._assign_all(topic))
+        tps = await self._assign_all(topic)
+        await self._waiting("seeking", lambda: self.consumer.seek_to_beginning(*tps))
 
     async def read_to_end(self) -> list[Record]:
         """The records from the assigned partitions' positions to their current ends (a
         compacted topic's state, read before serving from it)."""
         partitions = list(self.consumer.assignment())
-        ends = await self.consumer.end_offsets(partitions)
+        ends = await self._waiting("end offsets", lambda: self.consumer.end_offsets(partitions))
         records: list[Record] = []
-        while [tp for tp in partitions if await self.consumer.position(tp) < ends[tp]]:
+        while [tp for tp in partitions if await self._position(tp) < ends[tp]]:
             records += await self.poll(timeout_ms=200, max_records=500)
         return records
 
@@ -238,6 +418,12 @@ class RecordConsumer:
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         self.consumer.assign(tps)
         return tps
+
+    async def _waiting(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        return await waiting(f"{what} ({self._client_id})", call)
+
+    async def _position(self, tp: TopicPartition) -> int:
+        return await self._waiting(f"position of {tp}", lambda: self.consumer.position(tp))
 
     async def stop(self) -> None:
         await self.consumer.stop()
@@ -251,10 +437,10 @@ class RecordConsumer:
 
     async def poll(self, timeout_ms: int = 200, max_records: int = 64) -> list[Record]:
         """The records that arrive within ``timeout_ms``, decoded."""
-        try:
-            polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        except KafkaError as exc:
-            raise TransportError(f"consuming ({self._client_id}): {exc}") from exc
+        polled = await self._waiting(
+            "consuming",
+            lambda: self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records),
+        )
         batch: list[Record] = []
         for messages in polled.values():
             for message in messages:
@@ -280,9 +466,15 @@ class RecordConsumer:
     ) -> None:
         """Set a record aside on the dead-letter topic with the reason."""
         value = getattr(message, "value", None)
+        if not isinstance(value, bytes):
+            value = None
+        key = message.key
         log.warning(
             "dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
         )
+        if key is not None and len(key) > DEAD_LETTER_VALUE_BYTES:
+            reason += f" (key of {len(key)} bytes cut to {DEAD_LETTER_VALUE_BYTES})"
+            key = key[:DEAD_LETTER_VALUE_BYTES]
         await self._producer.send_and_wait(
             self._dead_letter_topic,
             "DeadLetter",
@@ -290,15 +482,29 @@ class RecordConsumer:
                 "topic": message.topic,
                 "partition": message.partition,
                 "offset": message.offset,
-                "key": message.key,
-                "value": value if isinstance(value, bytes) else None,
+                "key": key,
+                "value": None if value is None else value[:DEAD_LETTER_VALUE_BYTES],
+                "value_length": -1 if value is None else len(value),
+                "value_sha256": "" if value is None else hashlib.sha256(value).hexdigest(),
                 "reason": reason,
                 "consumer": self._client_id,
             },
             key=message.topic,
         )
 
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit ``offsets`` (the next offset to read per partition)."""
-        if offsets:
-            await self.consumer.commit(offsets)
+    async def commit(self, offsets: dict[TopicPartition, int]) -> bool:
+        """Commit ``offsets`` (the next offset to read per partition), waiting while Kafka
+        is unavailable. False when the group rebalanced meanwhile (as after an outage
+        longer than the session timeout) and the partitions may be another member's:
+        nothing is committed, and their records are read again by their new owner, which
+        handling them idempotently makes harmless."""
+        if not offsets:
+            return True
+        try:
+            await self._waiting("committing", lambda: self.consumer.commit(offsets))
+        except TransportError as exc:
+            if not isinstance(exc.__cause__, CommitFailedError | IllegalStateError):
+                raise
+            log.warning("not committed (%s): %s", self._client_id, exc.__cause__)
+            return False
+        return True

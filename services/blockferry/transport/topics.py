@@ -37,6 +37,119 @@ class TopicSpec:
 
 
 @dataclass(frozen=True)
+class TopicState:
+    """A topic as the cluster describes it: the fewest replicas any of its partitions
+    has, and its effective topic-level configs (broker defaults included)."""
+
+    name: str
+    replication: int
+    configs: dict[str, str]
+
+
+CHECKED_CONFIGS = ("cleanup.policy", "min.insync.replicas", "max.message.bytes")
+"""The topic configs :func:`topic_problems` reads."""
+
+
+def replication_for(brokers: int) -> int:
+    """The replication factor of a topic on a cluster of ``brokers``: three copies where
+    there are three brokers, so one broker can be lost without losing a record."""
+    return max(1, min(3, brokers))
+
+
+def min_isr_for(replication: int) -> int:
+    """The min.insync.replicas of a topic: an acknowledged record is on two brokers when
+    there are three copies (one broker may be down and writes go on); with fewer copies
+    any more than one would stop writes whenever a broker is down."""
+    return 2 if replication >= 3 else 1
+
+
+@dataclass(frozen=True)
+class TopicProblem:
+    """One setting of an existing topic that blockferry cannot work with."""
+
+    topic: str
+    setting: str
+    actual: str
+    required: str
+    fix: str
+
+    def __str__(self) -> str:
+        return (
+            f"topic {self.topic}: {self.setting} is {self.actual}, must be {self.required}"
+            f" (fix: {self.fix})"
+        )
+
+
+def _alter(topic: str, setting: str, value: str) -> str:
+    return (
+        f"kafka-configs.sh --bootstrap-server BROKER --alter --entity-type topics"
+        f" --entity-name {topic} --add-config {setting}={value}"
+    )
+
+
+def topic_problems(spec: TopicSpec, state: TopicState, brokers: int) -> list[TopicProblem]:
+    """What is wrong with an existing topic for ``spec`` on a cluster of ``brokers``
+    (those alive now): too few replicas, a min.insync.replicas that loses acknowledged
+    records or stops writes when one broker is down, a compacted topic that is not
+    compacted (state would be deleted by age), a ``max.message.bytes`` smaller than the
+    records it must carry. Empty when the topic is fit for use."""
+    problems: list[TopicProblem] = []
+    name = spec.name
+    replication = replication_for(brokers)
+    if state.replication < replication:
+        problems.append(
+            TopicProblem(
+                name,
+                "replication factor",
+                str(state.replication),
+                f"at least {replication}",
+                "add replicas with kafka-reassign-partitions.sh, or delete the topic"
+                " while blockferry is stopped so that it is created again",
+            )
+        )
+    want_isr = min_isr_for(replication)
+    most_isr = max(want_isr, state.replication - 1)
+    actual_isr = state.configs.get("min.insync.replicas", "")
+    if not (actual_isr.isdigit() and want_isr <= int(actual_isr) <= most_isr):
+        required = str(want_isr) if want_isr == most_isr else f"{want_isr} to {most_isr}"
+        problems.append(
+            TopicProblem(
+                name,
+                "min.insync.replicas",
+                actual_isr or "unknown",
+                required,
+                _alter(name, "min.insync.replicas", str(want_isr)),
+            )
+        )
+    if spec.configs.get("cleanup.policy") == "compact":
+        policy = state.configs.get("cleanup.policy", "")
+        if policy != "compact":
+            problems.append(
+                TopicProblem(
+                    name,
+                    "cleanup.policy",
+                    policy or "unknown",
+                    "compact",
+                    _alter(name, "cleanup.policy", "compact"),
+                )
+            )
+    if "max.message.bytes" in spec.configs:
+        want = int(spec.configs["max.message.bytes"])
+        actual = state.configs.get("max.message.bytes", "")
+        if not (actual.isdigit() and int(actual) >= want):
+            problems.append(
+                TopicProblem(
+                    name,
+                    "max.message.bytes",
+                    actual or "unknown",
+                    f"at least {want}",
+                    _alter(name, "max.message.bytes", str(want)),
+                )
+            )
+    return problems
+
+
+@dataclass(frozen=True)
 class Topics:
     """The topic names of one mesh, from its prefix."""
 

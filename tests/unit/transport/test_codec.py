@@ -154,6 +154,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "value": b"v",
         "reason": "r",
         "consumer": "c",
+        "value_length": 1,
+        "value_sha256": "ab" * 32,
     },
 }
 
@@ -212,7 +214,14 @@ def _schema_dir_with(schema: dict[str, Any], name: str = "DiskEnd") -> Path:
 
 @pytest.mark.parametrize(
     ("name", "version"),
-    [("RestoreStart", 0), ("RestoreBlock", 0), ("RestoreEnd", 0), ("Task", 0), ("Task", 1)],
+    [
+        ("DeadLetter", 0),
+        ("RestoreStart", 0),
+        ("RestoreBlock", 0),
+        ("RestoreEnd", 0),
+        ("Task", 0),
+        ("Task", 1),
+    ],
 )
 def test_records_of_earlier_schema_versions_still_read(name: str, version: int) -> None:
     """history/ keeps what earlier releases wrote; the fields added since get defaults."""
