@@ -403,7 +403,7 @@ class MatrixRun:
         while True:  # open packs seal once their partition is idle
             found = [
                 str(path.relative_to(repo))
-                for pattern in ("staging/*", "locks/*", "restore-points/*/.tmp-*", "**/*.tmp")
+                for pattern in ("staging/*", "locks/*", "restorepoints/*/.*", "**/*.tmp")
                 for path in repo.glob(pattern)
                 if path.name != "reserve"
             ]

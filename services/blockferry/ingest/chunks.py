@@ -74,6 +74,13 @@ class ChunkIntake:
             log.warning(
                 "%s: removed %d unsealed pack files left by a crash", self._ctx.name, removed
             )
+        removed = await self._ctx.in_pool(self._ctx.repo.remove_interrupted_commits)
+        if removed:
+            log.warning(
+                "%s: removed %d temporaries of commits cut short by a crash",
+                self._ctx.name,
+                removed,
+            )
         indexed = await self._ctx.when_unlocked(
             functools.partial(self._ctx.repo.rebuild_index, missing_only=True)
         )

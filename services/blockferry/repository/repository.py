@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from blockferry.core.blocks import DEFAULT_BLOCK_SIZE, decompress, digest
-from blockferry.core.errors import CorruptionError, RepositoryError, RepositoryNotFound
+from blockferry.core.errors import CorruptionError, LockBusy, RepositoryError, RepositoryNotFound
 from blockferry.failpoints import Point
 from blockferry.repository.config import RepositoryConfig
 from blockferry.repository.files import (
@@ -543,6 +543,29 @@ class Repository:
         for directory in self._pack_dirs():
             found += [directory / n for n in list_dir(directory) if is_temporary(n)]
         return sorted(found)
+
+    def remove_interrupted_commits(self) -> int:
+        """Remove the temporary restore point directories and staged fixed indexes that
+        crashed commits and disk ends left; returns how many. Both are written only under
+        a shared lock, so while this holds the exclusive lock no writer of them is at
+        work anywhere. If the lock is busy nothing is removed: GC reaps them later."""
+        try:
+            with self.exclusive_lock("removing what crashed commits left"):
+                interrupted = [
+                    path
+                    for path in self.temporary_files()
+                    if path.name.startswith(COMMIT_TEMP_PREFIX)
+                    or path.parent.parent == self.layout.staging
+                ]
+                for path in interrupted:
+                    log.info("removing %s, left by a crashed commit", self.layout.relative(path))
+                    if path.is_dir():
+                        remove_tree_quietly(path)
+                    else:
+                        remove_quietly(path)
+                return len(interrupted)
+        except LockBusy:
+            return 0
 
     def remove_stale_temporaries(self, min_age: float = 3600.0) -> int:
         """Remove temporary files and commit directories older than ``min_age`` seconds.
