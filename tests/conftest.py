@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kafka_cluster import start_kafka, stop_kafka
+from tests.kafka_cluster import KafkaCluster
 from tests.sshd import SshdUnavailable, SshServer, check_available, running_sshd
 from tests.system import unavailable
 
@@ -39,17 +39,17 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     errors: list[str] = []
     for attempt, timeout_s in enumerate(START_TIMEOUTS_S, start=1):
         # fresh directory and ports for every attempt
-        data_dir = tmp_path_factory.mktemp(f"kafka-{attempt}-", numbered=True)
+        cluster = KafkaCluster(tmp_path_factory.mktemp(f"kafka-{attempt}-", numbered=True))
         try:
-            bootstrap = start_kafka(data_dir, timeout_s)
+            bootstrap = cluster.up(timeout_s)
         except RuntimeError as e:
             errors.append(f"attempt {attempt}: {e}")
-            stop_kafka(data_dir)
+            cluster.down()
             continue
         try:
             yield bootstrap
         finally:
-            stop_kafka(data_dir)
+            cluster.down()
         return
     pytest.fail("could not start Kafka for the tests:\n" + "\n".join(errors), pytrace=False)
 

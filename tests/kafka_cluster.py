@@ -3,12 +3,18 @@ on free loopback ports, one directory each, stopped when their owner process end
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KAFKA_SH = REPO_ROOT / "compose" / "local" / "kafka.sh"
@@ -61,46 +67,164 @@ def kafka_sh(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     )
 
 
-def start_kafka(data_dir: Path, timeout_s: int, nodes: int = 1) -> str:
-    """Start a cluster of ``nodes`` in ``data_dir``; returns its bootstrap servers. It is
-    stopped when this process ends, if not before."""
-    first = _consecutive_free_ports(2 * nodes)
-    try:
-        proc = kafka_sh(
-            "up",
-            "--nodes",
-            str(nodes),
-            "--data-dir",
-            str(data_dir),
-            "--port",
-            str(first),
-            "--controller-port",
-            str(first + nodes),
-            "--timeout",
-            str(timeout_s),
-            # the script's watchdog stops the cluster if this process dies
-            "--owner-pid",
-            str(os.getpid()),
+class KafkaCluster:
+    """The nodes of a local cluster, to start, kill, restart, pause and resume."""
+
+    def __init__(self, data_dir: Path, nodes: int = 1) -> None:
+        self.data_dir = data_dir
+        self.nodes = nodes
+        self.bootstrap = ""
+
+    def up(self, timeout_s: int = 150) -> str:
+        """Start every node that is not running and wait until all are ready; returns
+        the bootstrap servers. The first start picks free ports, and the cluster is
+        stopped when this process ends, if not before."""
+        args = ["up", "--data-dir", str(self.data_dir), "--timeout", str(timeout_s)]
+        if not (self.data_dir / "cluster.env").exists():
+            port = _consecutive_free_ports(2 * self.nodes)
+            args += ["--nodes", str(self.nodes), "--port", str(port)]
+            args += ["--controller-port", str(port + self.nodes), "--owner-pid", str(os.getpid())]
+        try:
             # Maven fetch on a cold cache comes on top of the start-up wait
-            timeout=timeout_s + 600,
+            proc = kafka_sh(*args, timeout=timeout_s + 600)
+        except subprocess.TimeoutExpired as e:
+            raise RuntimeError(f"kafka.sh up timed out: {e}") from e
+        lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(
+                f"kafka.sh up failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+            )
+        self.bootstrap = lines[-1]
+        return self.bootstrap
+
+    def down(self) -> None:
+        if (self.data_dir / "cluster.env").exists():
+            self.resume()
+            kafka_sh("down", "--data-dir", str(self.data_dir), timeout=120)
+
+    def pid(self, node: int) -> int | None:
+        try:
+            pid = int((self.data_dir / f"node-{node}" / "kafka.pid").read_text())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def stop(self, node: int, sig: int = signal.SIGKILL, timeout: float = 60) -> None:
+        """Send ``sig`` to a node (SIGKILL: it dies at once; SIGTERM: a controlled shutdown
+        that moves its leaderships away first) and wait until it is gone."""
+        pid = self.pid(node)
+        assert pid is not None, f"node {node} is not running"
+        os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while Path(f"/proc/{pid}").exists() and _state(pid) != "Z":
+            assert time.monotonic() < deadline, f"node {node} (pid {pid}) did not stop"
+            time.sleep(0.2)
+
+    def pause(self) -> None:
+        """SIGSTOP every node: the cluster is unreachable, connections stay open."""
+        for node in range(1, self.nodes + 1):
+            pid = self.pid(node)
+            if pid is not None:
+                os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for node in range(1, self.nodes + 1):
+            pid = self.pid(node)
+            if pid is not None:
+                os.kill(pid, signal.SIGCONT)
+
+    def leaders(self, topic: str) -> dict[int, int]:
+        """Partition → node id of its leader."""
+
+        async def describe() -> dict[int, int]:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                (described,) = await admin.describe_topics([topic])
+                return {p["partition"]: p["leader"] for p in described["partitions"]}
+            finally:
+                await admin.close()
+
+        return asyncio.run(describe())
+
+    def replication(self, topic: str) -> tuple[int, str]:
+        """(the fewest replicas of any partition, min.insync.replicas) of ``topic``."""
+
+        async def describe() -> tuple[int, str]:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                (described,) = await admin.describe_topics([topic])
+                (response,) = await admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, topic, {"min.insync.replicas": None})]
+                )
+                ((entry,),) = [r["config_entries"] for r in response.to_object()["resources"]]
+                replicas = min(len(p["replicas"]) for p in described["partitions"])
+                return replicas, entry["config_value"]
+            finally:
+                await admin.close()
+
+        return asyncio.run(describe())
+
+    def broker_config(self, node: int, name: str) -> str:
+        """A broker setting of ``node``, as the node reports it."""
+
+        async def describe() -> str:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                (response,) = await admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.BROKER, str(node), {name: None})]
+                )
+                ((entry,),) = [r["config_entries"] for r in response.to_object()["resources"]]
+                return str(entry["config_value"])
+            finally:
+                await admin.close()
+
+        return asyncio.run(describe())
+
+    def elect_preferred_leaders(self) -> str:
+        """Move every partition's leadership back to its preferred replica (Kafka's
+        LeaderElectionCommand), as an operator does after a node came back."""
+        lib = KAFKA_SH.parent / "target" / "lib"
+        proc = subprocess.run(
+            [
+                "java",
+                "-Xmx128m",
+                "-cp",
+                f"{lib}/*",
+                f"-Dlog4j2.configurationFile={KAFKA_SH.parent / 'log4j2.properties'}",
+                f"-Dkafka.logs.dir={self.data_dir}",
+                "-Dblockferry.log.file=tools.log",
+                "org.apache.kafka.tools.LeaderElectionCommand",
+                "--bootstrap-server",
+                self.bootstrap,
+                "--election-type",
+                "PREFERRED",
+                "--all-topic-partitions",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
-    except subprocess.TimeoutExpired as e:
-        raise RuntimeError(f"kafka.sh up timed out: {e}") from e
-    lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"kafka.sh up failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    return lines[-1]
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
 
 
-def stop_kafka(data_dir: Path) -> None:
-    if (data_dir / "cluster.env").exists():
-        kafka_sh("down", "--data-dir", str(data_dir), timeout=90)
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
 
 
 @contextmanager
 def running_kafka(data_dir: Path, nodes: int, timeout_s: int = 150) -> Iterator[str]:
     """A cluster for the block's time; yields its bootstrap servers."""
+    cluster = KafkaCluster(data_dir, nodes)
     try:
-        yield start_kafka(data_dir, timeout_s, nodes)
+        yield cluster.up(timeout_s)
     finally:
-        stop_kafka(data_dir)
+        cluster.down()

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.conftest import KafkaCluster
 from tests.e2e.harness import ROLES, MeshProcesses, make_disk
+from tests.kafka_cluster import KafkaCluster
 
 pytestmark = pytest.mark.kafka
 
