@@ -17,6 +17,7 @@ At the end of a run every restore point still listed is restored and compared.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -156,7 +157,11 @@ class MatrixRun:
             for point in points:
                 tally = tallies.setdefault(point.value, Tally())
                 tally.runs += 1
-                self._fault(point, tally)
+                try:
+                    self._fault(point, tally)
+                except Exception as exc:  # the soak goes on; the report names it
+                    tally.problems.append(f"{point.value}: the step broke: {exc!r}"[:2000])
+                    self._restart(ROLE_OF[point], armed=None)
             final = tallies.setdefault("(every restore point, end of run)", Tally())
             final.runs += 1
             for rp_id in list(self.expected):
@@ -218,10 +223,14 @@ class MatrixRun:
         target mover dies waiting for the lock, which is let go once it died."""
         self._change_disk()
         repo = Repository.open(self.mesh.repository)
-        with repo.exclusive_lock("soak: another host's garbage collection"):
-            session = self._start_backup()
-            self._wait_exit(role)
-        return self._follow(session)
+        with contextlib.ExitStack() as held:
+            held.enter_context(repo.exclusive_lock("soak: another host's garbage collection"))
+
+            def let_go_once_killed() -> None:
+                self._wait_exit(role)
+                held.close()
+
+            return self._backup(after_start=let_go_once_killed)
 
     def _prune_step(self, role: str) -> Outcome:
         """Prune to the newest restore point, with at least two to remove."""
@@ -247,7 +256,7 @@ class MatrixRun:
         outcome = self._follow(started["session"])
         if outcome.ok and destination.read_bytes() != self.expected[rp_id].read_bytes():
             return Outcome(ok=False, error="CORRUPT: the restored disk differs")
-        return outcome
+        return Outcome(ok=outcome.ok, stuck=outcome.stuck, error=outcome.error)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -312,11 +321,16 @@ class MatrixRun:
         session: str = started["session"]
         return session
 
-    def _backup(self) -> Outcome:
+    def _backup(self, after_start: Callable[[], None] | None = None) -> Outcome:
+        """Back the disk up (``after_start()`` runs once the session began) and keep a
+        copy of the disk as it was, for the restore point it makes."""
         snapshot = self.workdir / "expected" / f"{len(self.expected):04d}-{time.time_ns()}.img"
         snapshot.parent.mkdir(exist_ok=True)
         shutil.copyfile(self.disk, snapshot)
-        outcome = self._follow(self._start_backup())
+        session = self._start_backup()
+        if after_start is not None:
+            after_start()
+        outcome = self._follow(session)
         if outcome.ok and outcome.restore_point:
             self.expected[outcome.restore_point] = snapshot
         return outcome
