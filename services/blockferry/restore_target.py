@@ -7,7 +7,8 @@ mover when it receives restore data, so it knows nothing of repositories.
   destination, sized to the disk with ``ftruncate`` so zero blocks stay holes,
   fsynced and renamed into place only by :meth:`DiskWriter.commit`. Until then
   an existing destination is untouched, and :meth:`DiskWriter.abort` (or any
-  error) removes the temporary file.
+  error) removes the temporary file. What a killed restore left is removed by the
+  next restore to the same destination.
 * A block device holds old data, so every block is written, zeros included,
   never skipped. The device is opened with ``O_EXCL`` (the kernel refuses a
   mounted device). An aborted restore leaves the device partially written:
@@ -22,6 +23,8 @@ device (``/dev/disk/by-id/...``) writes the device.
 from __future__ import annotations
 
 import errno
+import glob
+import logging
 import os
 import secrets
 import stat
@@ -30,6 +33,8 @@ from pathlib import Path
 
 from blockferry.core.blocks import block_count, is_zero
 from blockferry.core.errors import DestinationError
+
+log = logging.getLogger(__name__)
 
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 RESTORED_FILE_MODE = 0o600
@@ -156,6 +161,7 @@ class DiskWriter:
         existing = check_destination(dest, force=force)
         if existing is not None and stat.S_ISBLK(existing.st_mode):
             return cls._open_device(dest, disk_size, block_size)
+        _remove_earlier_attempts(dest)
         temp = dest.with_name(f".{dest.name}.restore-{secrets.token_hex(4)}.tmp")
         try:
             fd = os.open(
@@ -355,3 +361,11 @@ def _unlink_quietly(path: Path) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _remove_earlier_attempts(dest: Path) -> None:
+    """Remove the temporary files that killed restores to ``dest`` left: this attempt
+    writes the whole disk again (an older attempt still writing fails to publish)."""
+    for temp in dest.parent.glob(f".{glob.escape(dest.name)}.restore-*.tmp"):
+        log.warning("removing %s, left by an earlier restore to %s", temp, dest)
+        _unlink_quietly(temp)

@@ -142,6 +142,8 @@ class MatrixRun:
             BLOCKFERRY_FAILPOINT_LOG=str(self.hits_log),
         )
         self.disk = workdir / "disk.img"
+        self.armed: set[str] = set()
+        """The roles running with a failpoint armed."""
         self.expected: dict[str, Path] = {}
         """Every restore point reported committed (and not pruned): the disk as it was."""
 
@@ -180,7 +182,8 @@ class MatrixRun:
         killed = self._kills(point) > kills_before
         if killed:
             tally.hit += 1
-        self._restart(role, armed=None)  # disarmed for the checks and the next fault
+        if role in self.armed:  # not killed: disarmed for the checks and the next fault
+            self._restart(role, armed=None)
         if outcome.stuck:
             tally.stuck += 1
             tally.problems.append(f"{point.value}: stuck: {outcome.error}")
@@ -252,11 +255,10 @@ class MatrixRun:
         destination = self.workdir / "restores" / f"{rp_id}.img"
         destination.parent.mkdir(exist_ok=True)
         destination.unlink(missing_ok=True)
-        started = self.mesh.cli_json("restore", rp_id, "--to", str(destination))
-        outcome = self._follow(started["session"])
+        outcome = self._command(["restore", rp_id, "--to", str(destination)])
         if outcome.ok and destination.read_bytes() != self.expected[rp_id].read_bytes():
             return Outcome(ok=False, error="CORRUPT: the restored disk differs")
-        return Outcome(ok=outcome.ok, stuck=outcome.stuck, error=outcome.error)
+        return outcome
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -266,6 +268,10 @@ class MatrixRun:
         if process is not None and process.poll() is None:
             self.mesh.kill(role, signal.SIGTERM)
         self.mesh.processes.pop(role, None)
+        if armed:
+            self.armed.add(role)
+        else:
+            self.armed.discard(role)
         started = self.mesh.start(
             role, wait=False, BLOCKFERRY_FAILPOINTS=json.dumps([armed] if armed else [])
         )

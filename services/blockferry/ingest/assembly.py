@@ -204,6 +204,8 @@ class ExtentAssembly:
         fixed index. Returns the blocks whose chunk is absent (nothing staged then)."""
         repo = self._ctx.repo
         with repo.shared_lock(f"fixed index of {end['session_id']}/{end['disk']}"):
+            if repo.committed_as(end["job"], end["session_id"]) is not None:
+                return []  # a disk's end handled again after its session was committed
             repo.refresh_index()
             absent = [
                 i

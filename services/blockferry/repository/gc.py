@@ -162,9 +162,11 @@ def collect_garbage(
         repo.remove_packs(plan.repacked, held)
         gone = plan.dead + plan.to_copy  # a chunk GC could not copy was quarantined
         result.removed = sorted({e.digest for e in gone if repo.locate(e.digest) is None})
-        # no commit or fixed index is being written now: old temporaries are abandoned
+        # no commit or fixed index is being written now: old temporaries are abandoned,
+        # and the staging of a session committed already is a leftover
         held.check()
         repo.remove_stale_temporaries()
+        repo.discard_committed_staging()
     repo.hooks.reached(Point.GC_DONE)
     log.info("garbage collection: %s", result.summary())
     return result

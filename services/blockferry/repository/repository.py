@@ -417,6 +417,15 @@ class Repository:
         """Whether the disk's fixed index for the session is staged (written, not committed)."""
         return self.layout.staged_fixed_index(session_id, disk).is_file()
 
+    def committed_as(self, job: str, session_id: str) -> RestorePoint | None:
+        """The restore point session ``session_id`` of ``job`` was committed as, if it
+        was (its staging, if any is left, is removed)."""
+        return self.restore_point_store.committed(job, session_id)
+
+    def discard_committed_staging(self) -> int:
+        """Remove the staging left of sessions committed already (exclusive lock only)."""
+        return self.restore_point_store.discard_committed_staging()
+
     def discard_staging(self, session_id: str) -> None:
         """Forget what a session that ended without a restore point staged; its chunks
         go at the next GC."""

@@ -123,7 +123,7 @@ class RestorePointStore:
             raise ConfigError(
                 f"committing session {session_id}: {restore_point_id!r} is not a restore point id"
             )
-        existing = self._committed(job, session_id)
+        existing = self.committed(job, session_id)
         if existing is not None:
             return existing
         if parent is not None:
@@ -135,7 +135,7 @@ class RestorePointStore:
                 data = read_file(path)
             except FileNotFoundError as exc:
                 # Another attempt at this commit may have finished meanwhile.
-                existing = self._committed(job, session_id)
+                existing = self.committed(job, session_id)
                 if existing is not None:
                     return existing
                 raise RepositoryError(
@@ -171,7 +171,7 @@ class RestorePointStore:
             os.rename(temp, self.layout.restore_point_dir(job, point.id))
         except (OSError, RepositoryError) as exc:
             remove_tree_quietly(temp)
-            existing = self._committed(job, session_id)
+            existing = self.committed(job, session_id)
             if existing is not None:
                 return existing
             if isinstance(exc, OSError):
@@ -188,7 +188,7 @@ class RestorePointStore:
         self._hooks.reached(Point.COMMIT_DONE)
         return point
 
-    def _committed(self, job: str, session_id: str) -> RestorePoint | None:
+    def committed(self, job: str, session_id: str) -> RestorePoint | None:
         """The restore point a session was committed as, if it was; its staging goes."""
         for existing in self.restore_points(job):
             if existing.session_id == session_id:
@@ -205,6 +205,17 @@ class RestorePointStore:
             remove_tree(self.layout.staging_dir(session_id))
         except RepositoryError as exc:
             log.warning("removing staged fixed indexes of session %s: %s", session_id, exc)
+
+    def discard_committed_staging(self) -> int:
+        """Remove the staging of sessions that have a restore point (a disk's end handled
+        twice can stage again after the commit); returns how many. Only under the
+        exclusive lock: no commit or staging runs meanwhile."""
+        staged = {name for name in list_dir(self.layout.staging) if not is_temporary(name)}
+        committed = staged & {point.session_id for point in self.restore_points(strict=True)}
+        for session_id in sorted(committed):
+            log.info("removing the staging of session %s, committed already", session_id)
+            self.discard_staging(session_id)
+        return len(committed)
 
     def jobs(self) -> list[str]:
         """Jobs with a restore points directory, sorted."""

@@ -185,6 +185,27 @@ def test_a_commit_that_finds_its_session_committed_meanwhile_succeeds(repo: Repo
     assert verify(repo).ok
 
 
+def test_gc_removes_the_staging_a_disk_end_handled_again_left_after_the_commit(
+    repo: Repository,
+) -> None:
+    """A disk's end read again after a crash may stage once more for a session already
+    committed: that staging would keep its chunks alive for ever. GC removes it (the
+    session's chunks stay: its restore point names them); running staging stays."""
+    image = make_image("ab")
+    point = backup(repo, "j", {"sda": image}, session="s1")
+    digests = repo.read_fixed_index(point, "sda").digests
+    repo.stage_fixed_index("s1", "sda", len(image), digests)
+    repo.stage_fixed_index("running", "sda", len(image), digests)
+    assert repo.committed_as("j", "s2") is None
+    gc(repo)
+    assert not repo.layout.staging_dir("s1").exists()
+    assert repo.is_staged("running", "sda")
+    assert verify(repo).ok
+    repo.stage_fixed_index("s1", "sda", len(image), digests)
+    assert repo.committed_as("j", "s1") == point
+    assert not repo.layout.staging_dir("s1").exists(), "asking removes it too"
+
+
 # -- 2. unreadable is never unused -----------------------------------------------------------
 
 

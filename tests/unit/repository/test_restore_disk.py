@@ -163,3 +163,16 @@ def test_block_device_gets_every_block_written(
     assert data[: len(SPARSE_IMAGE)] == SPARSE_IMAGE
     tail = data[len(SPARSE_IMAGE) :]
     assert tail and tail == b"\xaa" * len(tail)
+
+
+def test_a_restore_removes_what_a_killed_restore_to_the_same_destination_left(
+    repo: Repository, point: RestorePoint, tmp_path: Path
+) -> None:
+    dest = tmp_path / "sda.img"
+    killed = tmp_path / ".sda.img.restore-0badc0de.tmp"
+    killed.write_bytes(b"half a disk")
+    other = tmp_path / ".sdb.img.restore-0badc0de.tmp"
+    other.write_bytes(b"another destination's")
+    restore_disk(repo, point.id, "sda", dest, force=False)
+    assert dest.read_bytes() == SPARSE_IMAGE
+    assert _leftovers(tmp_path) == [other.name]
