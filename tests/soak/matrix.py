@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from blockferry.failpoints import Point
+from blockferry.orchestrator.models import ENDED
 from blockferry.repository import Repository
 from tests.e2e.harness import BLOCKFERRY, MeshProcesses, make_disk
 
@@ -192,6 +193,7 @@ class MatrixRun:
             tally.resumed += int(killed)
         else:
             tally.failed_cleanly += 1
+        self._check_no_session_running(point, tally)
         self._check_all_listed(point, tally)
         if outcome.ok and outcome.restore_point:
             self._check_restore_point(outcome.restore_point, tally)
@@ -408,6 +410,17 @@ class MatrixRun:
             return
         destination.unlink()
         tally.verified += 1
+
+    def _check_no_session_running(self, point: Point, tally: Tally) -> None:
+        """Once its step ended, no session of the mesh may still be running."""
+        running = [
+            f"{session['id']} ({session['kind']}, {session['state']})"
+            for session in self.mesh.api("GET", "/api/v1/sessions").json()
+            if session["state"] not in ENDED
+        ]
+        if running:
+            tally.stuck += len(running)
+            tally.problems.append(f"{point.value}: sessions left running: {', '.join(running)}")
 
     def _check_nothing_stray(self, point: Point, tally: Tally) -> None:
         checked = self.mesh.cli("repo", "check", str(self.mesh.repository), "--json")
