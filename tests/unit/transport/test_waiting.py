@@ -12,12 +12,10 @@ from aiokafka.errors import (
 )
 
 from blockferry.core.errors import TransportError
-from blockferry.transport import kafka
 from blockferry.transport.kafka import waiting
 
 
-async def test_unavailability_is_waited_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kafka, "WAIT_FIRST_S", 0.01)
+async def test_unavailability_is_waited_out() -> None:
     failures = [KafkaConnectionError(), KafkaTimeoutError(), NotEnoughReplicasError()]
 
     async def call() -> str:
