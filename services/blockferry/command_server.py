@@ -3,9 +3,10 @@ owner's commands and the guest-proxy's share this.
 
 A command is committed before it is handled (at most once: a command whose handler died
 is not run again by another instance; its sender times out and decides), handled in a
-task of its own by the method ``_<name>`` of the server (dashes become underscores),
-and answered with a Reply carrying its id. A handler that returns None answers by
-itself (a restore streams its data instead).
+task of its own by the handler the server registers under its name (:meth:`handlers`;
+any other name is refused, so no other method can be called from the bus), and answered
+with a Reply carrying its id. A handler that returns None answers by itself (a restore
+streams its data instead).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -22,6 +24,9 @@ from blockferry.mesh import Mesh
 from blockferry.transport.kafka import Record
 
 log = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+"""Handles a command's arguments; returns its result, or None if it answered itself."""
 
 
 class CommandServer:
@@ -34,6 +39,10 @@ class CommandServer:
         self._consumer = mesh.consumer(name, group=group)
         self._commands_topic = commands_topic
         self._replies_topic = replies_topic
+
+    def handlers(self) -> dict[str, Handler]:
+        """The commands this server answers, by name: the only ones it runs."""
+        raise NotImplementedError
 
     async def start(self) -> None:
         await self._consumer.start([self._commands_topic])
@@ -60,9 +69,11 @@ class CommandServer:
             if not isinstance(arguments, dict):
                 raise BlockferryError("arguments must be a JSON object")
             arguments["command_id"] = command["command_id"]
-            handler = getattr(self, "_" + name.replace("-", "_"), None)
+            handlers = self.handlers()
+            handler = handlers.get(name)
             if handler is None:
-                raise BlockferryError(f"unknown command {name!r}")
+                known = ", ".join(sorted(handlers))
+                raise BlockferryError(f"unknown command {name!r}; this server answers {known}")
             result = await handler(arguments)
         except Exception as exc:  # a command's failure is answered; it never stops the server
             if isinstance(exc, BlockferryError | OSError):

@@ -25,6 +25,9 @@ pytestmark = pytest.mark.kafka
         ("restore-point", "[1]", "restore-point"),
         ("list-restore-points", '{"job": ["a"]}', "list-restore-points"),
         ("format-disk", "{}", "unknown command"),
+        ("forget", "{}", "unknown command"),  # a private helper: never callable remotely
+        ("read", "{}", "unknown command"),
+        ("reply", "{}", "unknown command"),
         ("restore-point", '{"restore_point": "20990101T000000Z-00000000"}', "restore-point"),
     ],
 )

@@ -25,7 +25,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from blockferry.command_server import CommandServer
+from blockferry.command_server import CommandServer, Handler
 from blockferry.core.errors import BlockferryError, GuestError
 from blockferry.guest_proxy.commands import CommandResult
 from blockferry.guest_proxy.guest import (
@@ -99,6 +99,14 @@ class GuestCommands(CommandServer):
         self._settings = settings
         self._metrics = metrics
         self._frozen: dict[str, FrozenGuest] = {}
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "freeze": self._freeze,
+            "thaw": self._thaw,
+            "snapshot": self._snapshot,
+            "delete-snapshot": self._delete_snapshot,
+        }
 
     def _allow_local(self, what: str) -> None:
         if not self._settings.guest_proxy.run_local_commands:

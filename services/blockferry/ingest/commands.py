@@ -11,7 +11,7 @@ from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
 
-from blockferry.command_server import CommandServer
+from blockferry.command_server import CommandServer, Handler
 from blockferry.core import blocks
 from blockferry.core.errors import BlockferryError, CorruptionError
 from blockferry.ingest.changelog import publish_entries, publish_tombstones
@@ -47,6 +47,21 @@ class CommandHandler(CommandServer):
             topics.replies(ctx.name),
         )
         self._ctx = ctx
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "commit": self._commit,
+            "discard": self._discard,
+            "gc": self._gc,
+            "prune": self._prune,
+            "list-restore-points": self._list_restore_points,
+            "restore-point": self._restore_point,
+            "verify": self._verify,
+            "latest-restore-point": self._latest_restore_point,
+            "fixed-index": self._fixed_index,
+            "describe": self._describe,
+            "restore": self._restore,
+        }
 
     async def _commit(self, args: dict[str, Any]) -> dict[str, Any]:
         def commit() -> RestorePoint:
