@@ -48,16 +48,6 @@ def start_slow_mesh(mesh: MeshProcesses, read_limit_mib_s: int = 2) -> None:
         mesh.wait_ready(role)
 
 
-def wait_for_progress(mesh: MeshProcesses, session_id: str, fraction: float) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        session: dict[str, Any] = mesh.api("GET", f"/api/v1/sessions/{session_id}").json()
-        if session["blocks_done"] >= session["blocks_total"] * fraction > 0:
-            return
-        assert time.monotonic() < deadline, session
-        time.sleep(0.1)
-
-
 def follow(mesh: MeshProcesses, session_id: str, timeout: float = 150) -> dict[str, Any]:
     followed = mesh.cli("sessions", "show", session_id, "--follow", "--json", timeout=timeout)
     document: dict[str, Any] = json.loads(followed.stdout)
@@ -96,7 +86,7 @@ def test_a_node_killed_mid_backup_and_restarted(
         assert leader > 0, leaders
     disk = make_disk(tmp_path / "vm.img", 16, seed=41)
     session_id = mesh.cli_json("backup", str(disk), "--disk", "d0")["session"]
-    wait_for_progress(mesh, session_id, 0.25)
+    mesh.wait_for_progress(session_id, 0.25)
     victim = leaders[0]  # the leader of a partition the orchestrator writes
     kafka_cluster.stop(victim, signal.SIGKILL)
     time.sleep(5)  # the session goes on with two of three nodes (min ISR 2)
@@ -116,7 +106,7 @@ def test_leaders_moved_mid_backup(
     before = kafka_cluster.leaders(chunks)
     disk = make_disk(tmp_path / "vm.img", 16, seed=42)
     session_id = mesh.cli_json("backup", str(disk), "--disk", "d0")["session"]
-    wait_for_progress(mesh, session_id, 0.2)
+    mesh.wait_for_progress(session_id, 0.2)
     # a controlled shutdown hands the node's leaderships to the others ...
     moved = before[0]
     kafka_cluster.stop(moved, signal.SIGTERM)
@@ -140,7 +130,7 @@ def test_the_whole_cluster_unreachable_for_longer_than_the_request_timeout(
     start_slow_mesh(mesh)
     disk = make_disk(tmp_path / "vm.img", 16, seed=43)
     session_id = mesh.cli_json("backup", str(disk), "--disk", "d0")["session"]
-    wait_for_progress(mesh, session_id, 0.25)
+    mesh.wait_for_progress(session_id, 0.25)
     kafka_cluster.pause()
     try:
         time.sleep(REQUEST_TIMEOUT_MS / 1000 + 10)

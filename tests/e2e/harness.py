@@ -10,19 +10,22 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from blockferry.repository import Repository
 from blockferry.transport.codec import Codec
-from blockferry.transport.kafka import RecordConsumer, RecordProducer
+from blockferry.transport.kafka import Record, RecordConsumer, RecordProducer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BLOCKFERRY = [sys.executable, "-m", "blockferry.cli"]
 MAKE_DISK = REPO_ROOT / "compose" / "local" / "make_disk.py"
 ROLES = ("target-mover", "dedupe-index", "source-mover", "orchestrator")
+
+T = TypeVar("T")
 
 
 def packed_digests(repository: Path) -> list[bytes]:
@@ -185,27 +188,56 @@ class MeshProcesses:
 
     def session_events(self, session_id: str) -> list[tuple[str, str]]:
         """(disk, state) of every event of ``session_id`` on the session-events topic."""
+        return [
+            (record.fields["disk"], record.fields["state"])
+            for record in self.records("session-events")
+            if record.key == session_id.encode()
+        ]
+
+    def records(self, topic: str) -> list[Record]:
+        """Every record of the mesh's ``topic`` (named without the prefix) so far."""
+
+        async def read(consumer: RecordConsumer, producer: RecordProducer) -> list[Record]:
+            await consumer.assign_all_from_start(self._topic(topic))
+            return await consumer.read_to_end()
+
+        return asyncio.run(self._with_clients(read))
+
+    def produce(self, topic: str, name: str, fields: dict[str, Any], key: bytes | None) -> None:
+        """Produce a record to the mesh's ``topic`` (named without the prefix)."""
+
+        async def send(consumer: RecordConsumer, producer: RecordProducer) -> None:
+            await producer.send_and_wait(self._topic(topic), name, fields, key)
+
+        asyncio.run(self._with_clients(send))
+
+    def wait_for_progress(self, session_id: str, fraction: float, timeout: float = 60) -> None:
+        """Wait until at least ``fraction`` of the session's blocks are done."""
+        deadline = time.monotonic() + timeout
+        while True:
+            session: dict[str, Any] = self.api("GET", f"/api/v1/sessions/{session_id}").json()
+            if session["blocks_done"] >= session["blocks_total"] * fraction > 0:
+                return
+            assert time.monotonic() < deadline, session
+            time.sleep(0.1)
+
+    def _topic(self, name: str) -> str:
+        return f"{self.env['BLOCKFERRY_KAFKA__TOPIC_PREFIX']}.{name}"
+
+    async def _with_clients(
+        self, use: Callable[[RecordConsumer, RecordProducer], Awaitable[T]]
+    ) -> T:
         bootstrap = self.env["BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS"]
-        prefix = self.env["BLOCKFERRY_KAFKA__TOPIC_PREFIX"]
-
-        async def read() -> list[tuple[str, str]]:
-            codec = Codec()
-            producer = RecordProducer(bootstrap, codec, "test-events")
-            consumer = RecordConsumer(bootstrap, codec, producer, f"{prefix}.dead-letter", "test")
-            await producer.start()
-            await consumer.start()
-            try:
-                await consumer.assign_all_from_start(f"{prefix}.session-events")
-                return [
-                    (record.fields["disk"], record.fields["state"])
-                    for record in await consumer.read_to_end()
-                    if record.key == session_id.encode()
-                ]
-            finally:
-                await consumer.stop()
-                await producer.stop()
-
-        return asyncio.run(read())
+        codec = Codec()
+        producer = RecordProducer(bootstrap, codec, "test")
+        consumer = RecordConsumer(bootstrap, codec, producer, self._topic("dead-letter"), "test")
+        await producer.start()
+        await consumer.start()
+        try:
+            return await use(consumer, producer)
+        finally:
+            await consumer.stop()
+            await producer.stop()
 
     def close(self) -> None:
         for process in self.processes.values():

@@ -59,8 +59,9 @@ class SourceMover:
         self._mailboxes: dict[str, Mailbox] = {}
         self._mailbox_lock = asyncio.Lock()
         self._running: set[asyncio.Task[None]] = set()
-        self._restores: dict[str, asyncio.Task[None]] = {}
-        """Restore tasks running here, by task id: a newer attempt stops the older."""
+        self._runs: dict[str, tuple[int, asyncio.Task[None]]] = {}
+        """The attempt under way here of each task, by task id: one at a time (see
+        :meth:`_offered`)."""
         self._session_sent: dict[str, set[bytes]] = {}
         self._session_users: dict[str, int] = {}
         self._group: asyncio.TaskGroup | None = None
@@ -103,36 +104,47 @@ class SourceMover:
                 if record.name != "Task":
                     continue
                 assert self._group is not None
+                if not await self._offered(record.fields["task_id"], record.fields["attempt"]):
+                    continue
                 session_id = record.fields["session_id"]
-                if record.fields["kind"] == "restore":
-                    await self._supersede(record.fields["task_id"])
                 task = self._group.create_task(self._run_task(record.fields))
                 self._running.add(task)
                 self._by_session.setdefault(session_id, set()).add(task)
                 task.add_done_callback(functools.partial(self._task_ended, session_id))
-                if record.fields["kind"] == "restore":
-                    self._restores[record.fields["task_id"]] = task
+                self._runs[record.fields["task_id"]] = (record.fields["attempt"], task)
             assigned = consumer.assignment()
             if len(self._running) >= self._config.max_tasks:
                 consumer.pause(*assigned)
             else:
                 consumer.resume(*assigned)
 
-    async def _supersede(self, task_id: str) -> None:
-        """A task offered again stops this mover's older attempt at it first, so that
-        one destination never has two writers (the old one removes its temporary file)."""
-        older = self._restores.pop(task_id, None)
-        if older is not None and not older.done():
-            log.warning("task %s: offered again; stopping the older attempt here", task_id)
-            older.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await older
+    async def _offered(self, task_id: str, attempt: int) -> bool:
+        """Whether to start ``attempt`` of a task: a task has one attempt under way on a
+        mover at a time. The same attempt read again (its offset not committed before a
+        rebalance) is not started twice; a newer one (the orchestrator offered the task
+        again, as after an outage longer than the lease) stops the older attempt first,
+        which leaves what it sent for the newer to resume from, or removes its
+        temporary restore file."""
+        running = self._runs.get(task_id)
+        if running is None or running[1].done():
+            return True
+        older, task = running
+        if attempt <= older:
+            log.info("task %s: attempt %d is under way here already", task_id, older)
+            return False
+        log.warning(
+            "task %s: offered again (attempt %d); stopping attempt %d here", task_id, attempt, older
+        )
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return True
 
     def _task_ended(self, session_id: str, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
-        for task_id, running in list(self._restores.items()):
+        for task_id, (_, running) in list(self._runs.items()):
             if running is task:
-                del self._restores[task_id]
+                del self._runs[task_id]
         tasks = self._by_session.get(session_id, set())
         tasks.discard(task)
         if not tasks:
