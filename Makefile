@@ -7,7 +7,7 @@ export BLOCKFERRY_DATA_DIR ?= ./.blockferry
 
 include compose/local/kafka.mk
 
-.PHONY: venv run up down test test-deps lint typecheck unit kafka-tests e2e bench soak open-defects clean
+.PHONY: venv run up down test test-deps lint typecheck unit kafka-tests e2e bench soak clean
 
 venv: $(VENV)/.installed
 
@@ -41,11 +41,7 @@ test-deps:
 	bash compose/local/test-deps.sh
 
 test: test-deps venv lint typecheck kafka-fetch
-	$(BIN)/pytest -q -ra -m "not open_defect"
-
-# tests that show a defect not fixed yet (see the open_defect marker): expected to fail
-open-defects: venv kafka-fetch
-	$(BIN)/pytest -q -ra -m open_defect
+	$(BIN)/pytest -q -ra
 
 bench: venv kafka-fetch
 	bash compose/local/bench.sh

@@ -123,7 +123,6 @@ def test_leaders_moved_mid_backup(
     assert_restores(mesh, document, disk)
 
 
-@pytest.mark.open_defect
 def test_the_whole_cluster_unreachable_for_longer_than_the_request_timeout(
     kafka_cluster: KafkaCluster, mesh: MeshProcesses, tmp_path: Path
 ) -> None:
