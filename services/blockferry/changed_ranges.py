@@ -20,10 +20,9 @@ import uuid
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-from aiokafka import TopicPartition
-
 from blockferry.core.errors import SessionError
 from blockferry.mesh import Mesh
+from blockferry.transport.kafka import Partition
 
 PAGE = "ChangedRangesPage"
 RANGES_PER_PAGE = 16384
@@ -86,14 +85,13 @@ async def read(
     consumer = mesh.consumer(f"changed-ranges-{uuid.uuid4().hex[:8]}")
     await consumer.start()
     try:
-        tp = TopicPartition(mesh.topics.tasks, ref["partition"])
-        consumer.consumer.assign([tp])
-        consumer.consumer.seek(tp, ref["first_offset"])
+        tp = Partition(mesh.topics.tasks, ref["partition"])
+        await consumer.read_from(tp, ref["first_offset"])
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         expected = 0
         while expected < ref["pages"]:
-            if await consumer.consumer.position(tp) > ref["last_offset"]:
+            if await consumer.position(tp) > ref["last_offset"]:
                 raise SessionError(
                     f"reading {what}: page {expected} of {ref['pages']} is not on"
                     f" {mesh.topics.tasks} (past the topic's retention?)"

@@ -17,8 +17,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import TopicPartition
-
 from blockferry.core.errors import BlockferryError
 from blockferry.mesh import Mesh
 from blockferry.transport.kafka import Record
@@ -54,9 +52,7 @@ class CommandServer:
         async with asyncio.TaskGroup() as group:
             async for batch in self._consumer.batches(timeout_ms=500, max_records=16):
                 for record in batch:
-                    await self._consumer.commit(
-                        {TopicPartition(record.topic, record.partition): record.offset + 1}
-                    )
+                    await self._consumer.commit({record.source: record.offset + 1})
                     if record.name != "Command":
                         continue
                     group.create_task(self._handle(record))

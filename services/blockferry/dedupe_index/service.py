@@ -22,8 +22,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from prometheus_client import CollectorRegistry
 
 from blockferry import failpoints
@@ -33,7 +31,7 @@ from blockferry.dedupe_index.settings import DedupeIndexSettings
 from blockferry.dedupe_index.store import ShardStore
 from blockferry.failpoints import Point
 from blockferry.mesh import Mesh, RepositoryDirectory
-from blockferry.transport.kafka import Record
+from blockferry.transport.kafka import Partition, Record
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +49,14 @@ class Shard:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance:
     def __init__(self, index: DedupeIndex) -> None:
         self._index = index
 
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+    async def on_revoked(self, revoked: list[Partition]) -> None:
         self._index.release(revoked)
 
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+    async def on_assigned(self, assigned: list[Partition]) -> None:
         self._index.take(assigned)
 
 
@@ -81,7 +79,7 @@ class DedupeIndex:
         self._changelog = self._mesh.consumer("changelog")
         self._directory = RepositoryDirectory(self._mesh)
         self._stores: dict[str, ShardStore] = {}
-        self._shards: dict[TopicPartition, Shard] = {}
+        self._shards: dict[Partition, Shard] = {}
         """Keyed by the shard's changelog partition."""
         self._reassign = asyncio.Event()
         self._waiting: set[asyncio.Task[None]] = set()
@@ -95,7 +93,7 @@ class DedupeIndex:
         every shard it holds caught up with its changelog (an instance that holds no shard,
         because there are more instances than shards, is ready too)."""
         announced = {self._mesh.topics.lookups(name) for name in self._directory.names}
-        subscribed = set(self._lookups.consumer.subscription())
+        subscribed = self._lookups.subscription()
         return (
             self._running
             and announced | subscribed <= self._joined
@@ -127,9 +125,9 @@ class DedupeIndex:
         for store in self._stores.values():
             store.close()
 
-    def take(self, assigned: list[TopicPartition]) -> None:
+    def take(self, assigned: list[Partition]) -> None:
         """Begin answering for the shards of these lookups partitions."""
-        self._joined = set(self._lookups.consumer.subscription())
+        self._joined = self._lookups.subscription()
         for tp in assigned:
             repo = self._mesh.topics.repository_of_lookups(tp.topic)
             if repo is not None:
@@ -137,7 +135,7 @@ class DedupeIndex:
         self._reassign.set()
         self._metrics.shards.set(len(self._shards))
 
-    def release(self, revoked: list[TopicPartition]) -> None:
+    def release(self, revoked: list[Partition]) -> None:
         """Stop answering for these shards; their stores stay for a quick return."""
         for tp in revoked:
             repo = self._mesh.topics.repository_of_lookups(tp.topic)
@@ -146,8 +144,8 @@ class DedupeIndex:
         self._reassign.set()
         self._metrics.shards.set(len(self._shards))
 
-    def _changelog_of(self, repo: str, shard: int) -> TopicPartition:
-        return TopicPartition(self._mesh.topics.index(repo), shard)
+    def _changelog_of(self, repo: str, shard: int) -> Partition:
+        return Partition(self._mesh.topics.index(repo), shard)
 
     def _store(self, repo: str) -> ShardStore:
         store = self._stores.get(repo)
@@ -159,7 +157,7 @@ class DedupeIndex:
 
     async def _follow_changelog(self) -> None:
         """Keep the stores of the assigned shards up to date with their changelogs."""
-        consumer = self._changelog.consumer
+        consumer = self._changelog
         while True:
             if self._reassign.is_set():
                 self._reassign.clear()
@@ -171,9 +169,9 @@ class DedupeIndex:
             batch = await self._changelog.poll(timeout_ms=200, max_records=5000)
             if self._reassign.is_set():
                 continue  # fetched under the old assignment: read again from the stores' offsets
-            by_partition: dict[TopicPartition, list[Record]] = {}
+            by_partition: dict[Partition, list[Record]] = {}
             for record in batch:
-                tp = TopicPartition(record.topic, record.partition)
+                tp = record.source
                 by_partition.setdefault(tp, []).append(record)
             for tp, records in by_partition.items():
                 shard = self._shards.get(tp)
@@ -186,7 +184,7 @@ class DedupeIndex:
 
     async def _follow_assigned(self) -> None:
         """Read the changelogs of the assigned shards, each from where its store stopped."""
-        consumer = self._changelog.consumer
+        consumer = self._changelog
         tps = sorted(self._shards)
         consumer.assign(tps)
         if not tps:
@@ -231,10 +229,10 @@ class DedupeIndex:
 
     async def _serve(self) -> None:
         async for batch in self._lookups.batches(timeout_ms=500, max_records=256):
-            done: dict[TopicPartition, int] = {}
+            done: dict[Partition, int] = {}
             acks: list[asyncio.Future[Any]] = []
             for record in batch:
-                done[TopicPartition(record.topic, record.partition)] = record.offset + 1
+                done[record.source] = record.offset + 1
                 if record.name == "LookupRequest":
                     ack = await self._answer_when_ready(record)
                     if ack is not None:

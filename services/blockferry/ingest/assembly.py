@@ -15,14 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import TopicPartition
-
 from blockferry.core import blocks, limits
 from blockferry.core.errors import BlockferryError
 from blockferry.failpoints import Point
 from blockferry.ingest.chunks import ChunkIntake
 from blockferry.ingest.context import IngestContext
-from blockferry.transport.kafka import Record
+from blockferry.transport.kafka import Partition, Record
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +30,7 @@ class DiskExtents:
     """What has arrived of one disk in one session."""
 
     key: str
-    partition: TopicPartition
+    partition: Partition
     first_offset: int
     digests: dict[int, bytes] = field(default_factory=dict)
     record_ends: dict[int, int] = field(default_factory=dict)
@@ -53,9 +51,9 @@ class ExtentAssembly:
         self._intake = intake
         self._consumer = ctx.mesh.consumer(f"extents-{ctx.name}", group=f"{ctx.name}.assembly")
         self._disks: dict[str, DiskExtents] = {}
-        self._read_up_to: dict[TopicPartition, int] = {}
+        self._read_up_to: dict[Partition, int] = {}
         """Per partition, the offset after the last record read."""
-        self._committed: dict[TopicPartition, int] = {}
+        self._committed: dict[Partition, int] = {}
         self._group: asyncio.TaskGroup | None = None
 
     async def start(self) -> None:
@@ -90,7 +88,7 @@ class ExtentAssembly:
         """Dead-letter a record; a refused end marker fails its disk (the source is told,
         and what arrived of the disk is dropped). A refused Extents record fails its disk
         at the end marker, which then misses it."""
-        tp = TopicPartition(record.topic, record.partition)
+        tp = record.source
         self._read_up_to[tp] = record.offset + 1
         await self._consumer.dead_letter(record, refusal)
         if record.name == "DiskEnd":
@@ -99,7 +97,7 @@ class ExtentAssembly:
             await self._reply(f, ok=False, error=f"refusing the end marker: {refusal}")
 
     def _take(self, record: Record) -> None:
-        tp = TopicPartition(record.topic, record.partition)
+        tp = record.source
         self._read_up_to[tp] = record.offset + 1
         f = record.fields
         if record.name not in ("Extents", "DiskEnd", "ResumeQuery"):
@@ -136,8 +134,8 @@ class ExtentAssembly:
         restart would finish committed sessions again and leave their fixed indexes
         in ``staging/`` for good.
         """
-        assigned = self._consumer.consumer.assignment()
-        offsets: dict[TopicPartition, int] = {}
+        assigned = self._consumer.assignment()
+        offsets: dict[Partition, int] = {}
         for tp, up_to in self._read_up_to.items():
             pending = [d.first_offset for d in self._disks.values() if d.partition == tp]
             offset = min(pending) if pending else up_to

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from aiokafka import TopicPartition
-
 from blockferry.ingest.context import IngestContext
 from blockferry.repository import Repository
 from blockferry.repository.pack import PackEntry
-from blockferry.transport.kafka import RecordConsumer, shard_of
+from blockferry.transport.kafka import Partition, RecordConsumer, shard_of
 
 
 async def publish_entries(ctx: IngestContext, entries: Sequence[PackEntry]) -> None:
@@ -76,7 +74,7 @@ async def reconcile(ctx: IngestContext) -> int:
     reconciled = 0
     try:
         for partition in sorted(await ctx.mesh.producer.partitions_for(topic)):
-            listed = await _listed(consumer, TopicPartition(topic, partition))
+            listed = await _listed(consumer, Partition(topic, partition))
             gone = await ctx.in_pool(_unstored, ctx.repo, listed)
             if gone:
                 await publish_tombstones(ctx, gone)
@@ -87,14 +85,12 @@ async def reconcile(ctx: IngestContext) -> int:
     return reconciled
 
 
-async def _listed(consumer: RecordConsumer, tp: TopicPartition) -> set[bytes]:
+async def _listed(consumer: RecordConsumer, tp: Partition) -> set[bytes]:
     """The digests whose newest record on the partition ``tp`` is an entry."""
-    kafka = consumer.consumer
-    kafka.assign([tp])
-    await kafka.seek_to_beginning(tp)
-    end = (await kafka.end_offsets([tp]))[tp]
+    await consumer.read_from(tp)
+    end = (await consumer.end_offsets([tp]))[tp]
     listed: set[bytes] = set()
-    while await kafka.position(tp) < end:
+    while await consumer.position(tp) < end:
         for record in await consumer.poll(timeout_ms=200, max_records=5000):
             if record.key is None:
                 continue

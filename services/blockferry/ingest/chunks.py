@@ -11,9 +11,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-from aiokafka import TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
-
 from blockferry import failpoints
 from blockferry.core import blocks
 from blockferry.core.errors import CorruptionError, RepositoryError
@@ -22,7 +19,7 @@ from blockferry.ingest.changelog import publish_entries, reconcile
 from blockferry.ingest.context import IngestContext
 from blockferry.repository import PackWriter
 from blockferry.transport.codec import unsigned64
-from blockferry.transport.kafka import Record
+from blockferry.transport.kafka import Partition, Record
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +35,15 @@ class OpenPack:
     last_added: float
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance:
     def __init__(self, intake: ChunkIntake) -> None:
         self._intake = intake
 
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+    async def on_revoked(self, revoked: list[Partition]) -> None:
         for tp in revoked:
             await self._intake.seal(tp)
 
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+    async def on_assigned(self, assigned: list[Partition]) -> None:
         # The previous owner of these partitions sealed packs this instance has not
         # indexed yet: without them a replayed chunk would be stored a second time.
         if assigned:
@@ -61,8 +58,8 @@ class ChunkIntake:
         self._consumer = ctx.mesh.consumer(
             f"chunks-{ctx.name}", group=f"{ctx.name}.target", check_crcs=False
         )
-        self._open: dict[TopicPartition, OpenPack] = {}
-        self._done: dict[TopicPartition, int] = {}
+        self._open: dict[Partition, OpenPack] = {}
+        self._done: dict[Partition, int] = {}
         self.seal_requested = asyncio.Event()
         self.sealed = asyncio.Condition()
         self.storage_error: RepositoryError | None = None
@@ -157,12 +154,7 @@ class ChunkIntake:
             await self._ctx.in_pool(pack.writer.abort)
             del self._open[tp]
         self._done = {}
-        for tp in self._consumer.consumer.assignment():
-            committed = await self._consumer.consumer.committed(tp)
-            if committed is None:
-                await self._consumer.consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.consumer.seek(tp, committed)
+        await self._consumer.rewind_to_committed()
         await asyncio.sleep(STORAGE_RETRY_S)
 
     async def _take(self, batch: list[Record]) -> None:
@@ -173,7 +165,7 @@ class ChunkIntake:
             for record in batch
         ]
         for record, check in zip(batch, checks, strict=True):
-            tp = TopicPartition(record.topic, record.partition)
+            tp = record.source
             if record.name != "Chunk":
                 await self._consumer.dead_letter(record, f"unexpected {record.name} on chunk topic")
             elif check is not None:
@@ -217,7 +209,7 @@ class ChunkIntake:
             return f"chunk {digest.hex()}: digest does not match its plaintext"
         return ""
 
-    async def _add(self, tp: TopicPartition, record: Record) -> None:
+    async def _add(self, tp: Partition, record: Record) -> None:
         pack = self._open.get(tp)
         if pack is None:
             writer = await self._ctx.in_pool(self._ctx.repo.open_pack)
@@ -232,7 +224,7 @@ class ChunkIntake:
         if pack.writer.size >= self._ctx.config.pack_size:
             await self.seal(tp)
 
-    def _mark(self, tp: TopicPartition, next_offset: int) -> None:
+    def _mark(self, tp: Partition, next_offset: int) -> None:
         pack = self._open.get(tp)
         if pack is None:
             self._done[tp] = next_offset
@@ -259,7 +251,7 @@ class ChunkIntake:
                 if isinstance(outcome, BaseException):
                     raise outcome
 
-    async def seal(self, tp: TopicPartition) -> None:
+    async def seal(self, tp: Partition) -> None:
         """Seal the partition's open pack, publish its entries, then commit its offset."""
         await self._seal_pack(tp)
         await self._sealed()
@@ -269,7 +261,7 @@ class ChunkIntake:
         async with self.sealed:
             self.sealed.notify_all()
 
-    async def _seal_pack(self, tp: TopicPartition) -> None:
+    async def _seal_pack(self, tp: Partition) -> None:
         """Seal the partition's open pack and publish its entries (no commit yet)."""
         pack = self._open.pop(tp, None)
         if pack is None:

@@ -11,7 +11,6 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from blockferry.core.errors import BlockferryError
@@ -95,12 +94,9 @@ class SourceMover:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _take_tasks(self) -> None:
-        consumer = self._tasks.consumer
         async for batch in self._tasks.batches(timeout_ms=500, max_records=1):
             for record in batch:
-                await self._tasks.commit(
-                    {TopicPartition(record.topic, record.partition): record.offset + 1}
-                )
+                await self._tasks.commit({record.source: record.offset + 1})
                 if record.name != "Task":
                     continue
                 assert self._group is not None
@@ -112,11 +108,11 @@ class SourceMover:
                 self._by_session.setdefault(session_id, set()).add(task)
                 task.add_done_callback(functools.partial(self._task_ended, session_id))
                 self._runs[record.fields["task_id"]] = (record.fields["attempt"], task)
-            assigned = consumer.assignment()
+            assigned = self._tasks.assignment()
             if len(self._running) >= self._config.max_tasks:
-                consumer.pause(*assigned)
+                self._tasks.pause(assigned)
             else:
-                consumer.resume(*assigned)
+                self._tasks.resume(assigned)
 
     async def _offered(self, task_id: str, attempt: int) -> bool:
         """Whether to start ``attempt`` of a task: a task has one attempt under way on a

@@ -1,19 +1,21 @@
 """Producing and consuming blockferry records on Kafka.
 
-The only module besides the codec that imports aiokafka. Consumers here never
-commit on their own: a role commits after the effect of a record is durable.
-A record that cannot be decoded goes to the dead-letter topic with the reason,
-and the consumer carries on.
+The only module besides the codec that imports aiokafka: roles see its own types
+(:class:`Record`, :class:`Partition`, :class:`RebalanceListener`), never the client's.
+Consumers here never commit on their own: a role commits after the effect of a
+record is durable. A record that cannot be decoded goes to the dead-letter topic
+with the reason, and the consumer carries on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -114,6 +116,13 @@ async def waiting(what: str, call: Callable[[], Awaitable[T]]) -> T:
         delay = min(delay * 2, WAIT_MOST_S)
 
 
+class Partition(NamedTuple):
+    """One partition of a topic."""
+
+    topic: str
+    partition: int
+
+
 @dataclass(frozen=True)
 class Record:
     """A decoded record with where it was read."""
@@ -124,6 +133,40 @@ class Record:
     key: bytes | None
     name: str
     fields: dict[str, Any]
+
+    @property
+    def source(self) -> Partition:
+        """The partition the record was read from."""
+        return Partition(self.topic, self.partition)
+
+
+class RebalanceListener(Protocol):
+    """Told when the group takes partitions from a consumer or gives it some."""
+
+    async def on_revoked(self, revoked: list[Partition]) -> None:
+        """Before the partitions go: finish their work and commit it."""
+
+    async def on_assigned(self, assigned: list[Partition]) -> None:
+        """The partitions now read by this consumer."""
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, listener: RebalanceListener) -> None:
+        self._listener = listener
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._listener.on_revoked([_ours(tp) for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._listener.on_assigned([_ours(tp) for tp in assigned])
+
+
+def _ours(tp: TopicPartition) -> Partition:
+    return Partition(tp.topic, tp.partition)
+
+
+def _theirs(partition: Partition) -> TopicPartition:
+    return TopicPartition(partition.topic, partition.partition)
 
 
 def shard_of(digest: bytes, shard_count: int) -> int:
@@ -343,7 +386,7 @@ class RecordConsumer:
         self._producer = producer
         self._dead_letter_topic = dead_letter_topic
         self._client_id = client_id
-        self.consumer = AIOKafkaConsumer(
+        self._kafka = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             client_id=client_id,
             group_id=group_id,
@@ -363,70 +406,131 @@ class RecordConsumer:
     async def start(
         self,
         topics: Sequence[str] = (),
-        listener: ConsumerRebalanceListener | None = None,
+        listener: RebalanceListener | None = None,
         pattern: str | None = None,
     ) -> None:
         """Connect; subscribe to ``topics``, or to every topic matching ``pattern``."""
+        told = None if listener is None else _Listener(listener)
         try:
             if topics:
-                self.consumer.subscribe(list(topics), listener=listener)
+                self._kafka.subscribe(list(topics), listener=told)
             elif pattern is not None:
-                self.consumer.subscribe(pattern=pattern, listener=listener)
+                self._kafka.subscribe(pattern=pattern, listener=told)
         except KafkaError as exc:
             raise TransportError(f"subscribing consumer {self._client_id}: {exc}") from exc
-        await waiting(f"connecting consumer {self._client_id}", self.consumer.start)
+        await waiting(f"connecting consumer {self._client_id}", self._kafka.start)
 
     async def assign_all_from_end(self, topic: str) -> None:
         """Read every partition of ``topic`` from its current end (for replies)."""
         tps = await self._assign_all(topic)
-        await self._waiting("seeking", lambda: self.consumer.seek_to_end(*tps))
+        await self._waiting("seeking", lambda: self._kafka.seek_to_end(*tps))
         for tp in tps:  # resolve positions now, so nothing produced after this is missed
             await self._position(tp)
 
     async def assign_key_from_end(self, topic: str, key: bytes) -> None:
         """Read, from its current end, the one partition of ``topic`` that records keyed
         ``key`` go to (Kafka's default partitioner)."""
-        partitions = self.consumer.partitions_for_topic(topic)
+        partitions = self._kafka.partitions_for_topic(topic)
         if not partitions:
-            await self.consumer._client.force_metadata_update()
-            partitions = self.consumer.partitions_for_topic(topic) or {0}
+            await self._kafka._client.force_metadata_update()
+            partitions = self._kafka.partitions_for_topic(topic) or {0}
         tp = TopicPartition(topic, shard_of(key, len(partitions)))
-        self.consumer.assign([tp])
-        await self._waiting("seeking", lambda: self.consumer.seek_to_end(tp))
+        self._kafka.assign([tp])
+        await self._waiting("seeking", lambda: self._kafka.seek_to_end(tp))
         await self._position(tp)  # resolved now: nothing produced after is missed
 
     async def assign_all_from_start(self, topic: str) -> None:
         """Read every partition of ``topic`` from its beginning (for compacted state)."""
         tps = await self._assign_all(topic)
-        await self._waiting("seeking", lambda: self.consumer.seek_to_beginning(*tps))
+        await self._waiting("seeking", lambda: self._kafka.seek_to_beginning(*tps))
 
     async def read_to_end(self) -> list[Record]:
         """The records from the assigned partitions' positions to their current ends (a
         compacted topic's state, read before serving from it)."""
-        partitions = list(self.consumer.assignment())
-        ends = await self._waiting("end offsets", lambda: self.consumer.end_offsets(partitions))
+        partitions = list(self._kafka.assignment())
+        ends = await self._waiting("end offsets", lambda: self._kafka.end_offsets(partitions))
         records: list[Record] = []
         while [tp for tp in partitions if await self._position(tp) < ends[tp]]:
             records += await self.poll(timeout_ms=200, max_records=500)
         return records
 
+    async def read_from(self, partition: Partition, offset: int | None = None) -> None:
+        """Read only ``partition``, from ``offset`` (None: its beginning)."""
+        tp = _theirs(partition)
+        self._kafka.assign([tp])
+        if offset is None:
+            await self._waiting("seeking", lambda: self._kafka.seek_to_beginning(tp))
+        else:
+            self._kafka.seek(tp, offset)
+
+    def assign(self, partitions: Sequence[Partition]) -> None:
+        """Read exactly ``partitions`` (no group), each from where :meth:`seek` puts it."""
+        self._kafka.assign([_theirs(p) for p in partitions])
+
+    def seek(self, partition: Partition, offset: int) -> None:
+        """Read ``partition`` (assigned) on from ``offset``."""
+        self._kafka.seek(_theirs(partition), offset)
+
+    def assignment(self) -> set[Partition]:
+        """The partitions this consumer reads now."""
+        return {_ours(tp) for tp in self._kafka.assignment()}
+
+    def subscription(self) -> set[str]:
+        """The topics the group consumer is subscribed to (pattern matches included)."""
+        return set(self._kafka.subscription())
+
+    def pause(self, partitions: Iterable[Partition]) -> None:
+        """Fetch nothing more from ``partitions`` until :meth:`resume`."""
+        self._kafka.pause(*(_theirs(p) for p in partitions))
+
+    def resume(self, partitions: Iterable[Partition]) -> None:
+        self._kafka.resume(*(_theirs(p) for p in partitions))
+
+    async def position(self, partition: Partition) -> int:
+        """The offset of the next record read from ``partition``."""
+        return await self._position(_theirs(partition))
+
+    async def beginning_offsets(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
+        tps = [_theirs(p) for p in partitions]
+        found = await self._waiting("first offsets", lambda: self._kafka.beginning_offsets(tps))
+        return {_ours(tp): offset for tp, offset in found.items()}
+
+    async def end_offsets(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
+        tps = [_theirs(p) for p in partitions]
+        found = await self._waiting("end offsets", lambda: self._kafka.end_offsets(tps))
+        return {_ours(tp): offset for tp, offset in found.items()}
+
+    async def rewind_to_committed(self) -> None:
+        """Read every assigned partition again from its committed offset (from its
+        beginning where nothing was committed): what was read since is read again."""
+
+        async def rewind(tp: TopicPartition) -> None:
+            committed = await self._kafka.committed(tp)
+            if committed is None:
+                await self._kafka.seek_to_beginning(tp)
+            else:
+                self._kafka.seek(tp, committed)
+
+        for tp in self._kafka.assignment():
+            await self._waiting(f"rewinding {tp}", functools.partial(rewind, tp))
+
     async def _assign_all(self, topic: str) -> list[TopicPartition]:
-        partitions = self.consumer.partitions_for_topic(topic)
+        partitions = self._kafka.partitions_for_topic(topic)
         if not partitions:
-            await self.consumer._client.force_metadata_update()
-            partitions = self.consumer.partitions_for_topic(topic) or {0}
+            await self._kafka._client.force_metadata_update()
+            partitions = self._kafka.partitions_for_topic(topic) or {0}
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self.consumer.assign(tps)
+        self._kafka.assign(tps)
         return tps
 
     async def _waiting(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         return await waiting(f"{what} ({self._client_id})", call)
 
     async def _position(self, tp: TopicPartition) -> int:
-        return await self._waiting(f"position of {tp}", lambda: self.consumer.position(tp))
+        return await self._waiting(f"position of {tp}", lambda: self._kafka.position(tp))
 
     async def stop(self) -> None:
-        await self.consumer.stop()
+        await self._kafka.stop()
 
     async def batches(
         self, timeout_ms: int = 200, max_records: int = 64
@@ -439,7 +543,7 @@ class RecordConsumer:
         """The records that arrive within ``timeout_ms``, decoded."""
         polled = await self._waiting(
             "consuming",
-            lambda: self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records),
+            lambda: self._kafka.getmany(timeout_ms=timeout_ms, max_records=max_records),
         )
         batch: list[Record] = []
         for messages in polled.values():
@@ -492,7 +596,7 @@ class RecordConsumer:
             key=message.topic,
         )
 
-    async def commit(self, offsets: dict[TopicPartition, int]) -> bool:
+    async def commit(self, offsets: dict[Partition, int]) -> bool:
         """Commit ``offsets`` (the next offset to read per partition), waiting while Kafka
         is unavailable. False when the group rebalanced meanwhile (as after an outage
         longer than the session timeout) and the partitions may be another member's:
@@ -501,7 +605,8 @@ class RecordConsumer:
         if not offsets:
             return True
         try:
-            await self._waiting("committing", lambda: self.consumer.commit(offsets))
+            theirs = {_theirs(p): offset for p, offset in offsets.items()}
+            await self._waiting("committing", lambda: self._kafka.commit(theirs))
         except TransportError as exc:
             if not isinstance(exc.__cause__, CommitFailedError | IllegalStateError):
                 raise
