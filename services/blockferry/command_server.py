@@ -6,7 +6,9 @@ is not run again by another instance; its sender times out and decides), handled
 task of its own by the handler the server registers under its name (:meth:`handlers`;
 any other name is refused, so no other method can be called from the bus), and answered
 with a Reply carrying its id. A handler that returns None answers by itself (a restore
-streams its data instead).
+streams its data instead). A failed command's Reply carries an
+:class:`~blockferry.transport.rpc.ErrorCode` and a message without the server's paths.
+At most ``concurrency`` commands run at once; the next wait in Kafka.
 """
 
 from __future__ import annotations
@@ -20,27 +22,42 @@ from typing import Any
 from blockferry.core.errors import BlockferryError
 from blockferry.mesh import Mesh
 from blockferry.transport.kafka import Record
+from blockferry.transport.rpc import ErrorCode, code_of
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 """Handles a command's arguments; returns its result, or None if it answered itself."""
 
+DEFAULT_CONCURRENCY = 16
+
 
 class CommandServer:
     """Consumes ``commands_topic`` in consumer group ``group``; replies on ``replies_topic``."""
 
     def __init__(
-        self, mesh: Mesh, name: str, group: str, commands_topic: str, replies_topic: str
+        self,
+        mesh: Mesh,
+        name: str,
+        group: str,
+        commands_topic: str,
+        replies_topic: str,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self._mesh = mesh
         self._consumer = mesh.consumer(name, group=group)
         self._commands_topic = commands_topic
         self._replies_topic = replies_topic
+        self._slots = asyncio.Semaphore(concurrency)
 
     def handlers(self) -> dict[str, Handler]:
         """The commands this server answers, by name: the only ones it runs."""
         raise NotImplementedError
+
+    def public(self, message: str) -> str:
+        """``message`` as a reply may carry it: without what only the server should see
+        (its paths). The message as it was goes to the server's log."""
+        return message
 
     async def start(self) -> None:
         await self._consumer.start([self._commands_topic])
@@ -55,13 +72,22 @@ class CommandServer:
                     await self._consumer.commit({record.source: record.offset + 1})
                     if record.name != "Command":
                         continue
+                    await self._slots.acquire()
                     group.create_task(self._handle(record))
 
     async def _handle(self, record: Record) -> None:
-        command = record.fields
+        try:
+            await self._answer(record.fields)
+        finally:
+            self._slots.release()
+
+    async def _answer(self, command: dict[str, Any]) -> None:
         name = command["name"]
         try:
-            arguments = json.loads(command["arguments"] or "{}")
+            try:
+                arguments = json.loads(command["arguments"] or "{}")
+            except ValueError as exc:
+                raise BlockferryError(f"arguments are not JSON: {exc}") from exc
             if not isinstance(arguments, dict):
                 raise BlockferryError("arguments must be a JSON object")
             arguments["command_id"] = command["command_id"]
@@ -76,13 +102,17 @@ class CommandServer:
                 log.error("command %s failed: %s", name, exc)
             else:
                 log.exception("command %s failed", name)
-            await self._reply(command, ok=False, error=f"{name}: {exc}")
+            await self._reply(command, code_of(exc), error=self.public(f"{name}: {exc}"))
             return
         if result is not None:
-            await self._reply(command, ok=True, result=result)
+            await self._reply(command, result=result)
 
     async def _reply(
-        self, command: dict[str, Any], ok: bool, error: str = "", result: Any = None
+        self,
+        command: dict[str, Any],
+        code: ErrorCode | None = None,
+        error: str = "",
+        result: Any = None,
     ) -> None:
         await self._mesh.producer.send_and_wait(
             self._replies_topic,
@@ -90,7 +120,8 @@ class CommandServer:
             {
                 "correlation_id": command["command_id"],
                 "name": command["name"],
-                "ok": ok,
+                "ok": code is None,
+                "code": code or "",
                 "error": error,
                 "result": json.dumps(result if result is not None else {}),
             },

@@ -10,6 +10,7 @@ from blockferry.settings import CommonSettings
 from blockferry.transport.codec import Codec
 from blockferry.transport.kafka import RecordConsumer, RecordProducer, ensure_topics
 from blockferry.transport.mailbox import Mailbox
+from blockferry.transport.rpc import CommandClient
 from blockferry.transport.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class Mesh:
             self.client_id,
             request_timeout_ms=settings.kafka.request_timeout_ms,
         )
+        self.commands = CommandClient(self.producer)
 
     async def start(self) -> None:
         await ensure_topics(

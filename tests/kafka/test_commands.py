@@ -17,23 +17,40 @@ pytestmark = pytest.mark.kafka
 
 
 @pytest.mark.parametrize(
-    ("name", "arguments", "error"),
+    ("name", "arguments", "error", "code"),
     [
-        ("commit", '{"job": 123, "session_id": "s", "disks": ["d"], "parent": null}', "commit"),
-        ("restore-point", "{}", "restore-point"),
-        ("verify", "not json", "verify"),
-        ("restore-point", "[1]", "restore-point"),
-        ("list-restore-points", '{"job": ["a"]}', "list-restore-points"),
-        ("format-disk", "{}", "unknown command"),
-        ("forget", "{}", "unknown command"),  # a private helper: never callable remotely
-        ("read", "{}", "unknown command"),
-        ("reply", "{}", "unknown command"),
-        ("restore-point", '{"restore_point": "20990101T000000Z-00000000"}', "restore-point"),
+        (
+            "commit",
+            '{"job": 123, "session_id": "s", "disks": ["d"], "parent": null}',
+            "invalid job name 123",
+            "refused",
+        ),
+        ("restore-point", "{}", "restore-point", "internal"),  # typed arguments: refused
+        ("verify", "not json", "arguments are not JSON", "refused"),
+        ("restore-point", "[1]", "must be a JSON object", "refused"),
+        ("list-restore-points", '{"job": ["a"]}', "invalid job name", "refused"),
+        ("format-disk", "{}", "unknown command", "refused"),
+        ("forget", "{}", "unknown command", "refused"),  # a private helper: never callable
+        ("read", "{}", "unknown command", "refused"),
+        ("reply", "{}", "unknown command", "refused"),
+        (
+            "restore-point",
+            '{"restore_point": "20990101T000000Z-00000000"}',
+            "no committed restore point '20990101T000000Z-00000000' in repository default",
+            "not-found",
+        ),
     ],
 )
 async def test_malformed_commands_are_answered_with_an_error(
-    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, name: str, arguments: str, error: str
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    tmp_path: Path,
+    name: str,
+    arguments: str,
+    error: str,
+    code: str,
 ) -> None:
+    """Each refusal names its code; no answer shows the repository's path."""
     repo = Repository.init(tmp_path / "repo", block_size=256 * 1024, shard_count=1)
     async with running_pipeline(kafka_bootstrap, topic_prefix, repo, IngestConfig()) as running:
         mesh, replies = running.mesh, running.replies
@@ -50,6 +67,8 @@ async def test_malformed_commands_are_answered_with_an_error(
             described = (await good.get()).fields
         assert answer["ok"] is False
         assert error in answer["error"]
+        assert answer["code"] == code, answer
+        assert str(tmp_path) not in answer["error"]
         assert described["ok"] is True, "the owner goes on after a bad command"
         assert json.loads(described["result"])["id"] == repo.config.id
         assert not running.task.done()

@@ -48,6 +48,12 @@ class CommandHandler(CommandServer):
         )
         self._ctx = ctx
 
+    def public(self, message: str) -> str:
+        """The repository's path becomes its name: callers see no server paths."""
+        for path in {str(self._ctx.repo.path), str(self._ctx.repo.path.resolve())}:
+            message = message.replace(path, f"repository {self._ctx.name}")
+        return message
+
     def handlers(self) -> dict[str, Handler]:
         return {
             "commit": self._commit,

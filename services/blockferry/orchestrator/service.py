@@ -5,10 +5,7 @@ and reports each session's result; repository work goes to the repository's owne
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import uuid
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -35,12 +32,21 @@ from blockferry.orchestrator.sessions import Sessions
 from blockferry.orchestrator.settings import OrchestratorSettings
 from blockferry.repository.ids import utc_now
 from blockferry.restore_target import check_named_within
-from blockferry.transport.kafka import Record
-from blockferry.transport.mailbox import Mailbox, next_record, reply_result
+from blockferry.transport.mailbox import Mailbox
+from blockferry.transport.rpc import ErrorCode, RemoteError
 
 log = logging.getLogger(__name__)
 
 JobName = Annotated[str, Query(pattern=NAME)]
+
+HTTP_STATUS = {
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.REFUSED: 400,
+    ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.INTERNAL: 500,
+}
+"""The API's answer to a repository command that failed, by the reply's code."""
 
 
 class Orchestrator:
@@ -399,7 +405,7 @@ class Orchestrator:
             owner = self._directory.owner(repo)
 
         try:
-            reply = await self._ask(
+            return await self._mesh.commands.call(
                 self._mesh.topics.commands(repo),
                 await self._replies_mailbox(repo),
                 name,
@@ -410,69 +416,26 @@ class Orchestrator:
             )
         except TimeoutError as exc:
             raise HTTPException(504, str(exc)) from exc
-        if not reply.fields["ok"]:
-            status = 404 if "not found" in reply.fields["error"].lower() else 400
-            raise HTTPException(status, reply.fields["error"])
-        return reply_result(reply)
+        except RemoteError as exc:
+            raise HTTPException(HTTP_STATUS[exc.code], str(exc)) from exc
 
     async def _guest_command(
         self, name: str, arguments: dict[str, Any], timeout: float
     ) -> dict[str, Any]:
         """Send a command to the guest-proxies; GuestError when it failed."""
         what = f"{name} of {arguments.get('vm') or arguments.get('disk')} from any guest-proxy"
-        reply = await self._ask(
-            self._mesh.topics.guest_commands,
-            self._guest_events,
-            name,
-            arguments,
-            timeout,
-            what,
-            key=arguments["session_id"],
-        )
-        if not reply.fields["ok"]:
-            raise GuestError(reply.fields["error"])
-        return reply_result(reply)
-
-    async def _ask(
-        self,
-        topic: str,
-        replies: Mailbox,
-        name: str,
-        arguments: dict[str, Any],
-        timeout: float,
-        what: str,
-        key: str | None = None,
-        again_when: Callable[[], Awaitable[None]] | None = None,
-    ) -> Record:
-        """Send a Command to ``topic`` and wait for its Reply; TimeoutError names ``what``.
-        Whenever ``again_when()`` returns first, the command is sent again (with the same
-        id, so the reply to either counts), within the same ``timeout``."""
-        command_id = uuid.uuid4().hex
-        queue = replies.open(command_id)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         try:
-            while True:
-                await self._mesh.producer.send_and_wait(
-                    topic,
-                    "Command",
-                    {"command_id": command_id, "name": name, "arguments": json.dumps(arguments)},
-                    key=key or command_id,
-                )
-                reply = asyncio.ensure_future(next_record(queue, deadline - loop.time(), what))
-                if again_when is None:
-                    return await reply
-                again = asyncio.ensure_future(again_when())
-                try:
-                    await asyncio.wait({reply, again}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    again.cancel()
-                if reply.done():
-                    return reply.result()
-                reply.cancel()
-                log.warning("%s: the repository's owner restarted; asking it again", what)
-        finally:
-            replies.close(command_id)
+            return await self._mesh.commands.call(
+                self._mesh.topics.guest_commands,
+                self._guest_events,
+                name,
+                arguments,
+                timeout,
+                what,
+                key=arguments["session_id"],
+            )
+        except RemoteError as exc:
+            raise GuestError(str(exc)) from exc
 
     async def _replies_mailbox(self, repo: str) -> Mailbox:
         async with self._replies_lock:

@@ -609,15 +609,8 @@ class Sessions:
 
     async def _stop_movers(self, session: Session) -> None:
         """Tell the source movers to stop the session's tasks."""
-        await self._mesh.producer.send_and_wait(
-            self._mesh.topics.task_control,
-            "Command",
-            {
-                "command_id": uuid.uuid4().hex,
-                "name": "cancel",
-                "arguments": json.dumps({"session_id": session.id}),
-            },
-            key=session.id,
+        await self._mesh.commands.send(
+            self._mesh.topics.task_control, "cancel", {"session_id": session.id}, key=session.id
         )
 
     async def _discard(self, session: Session) -> None:

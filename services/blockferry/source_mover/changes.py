@@ -16,6 +16,7 @@ from blockferry.core import blocks
 from blockferry.core.errors import SessionError
 from blockferry.mesh import Mesh
 from blockferry.transport.mailbox import Mailbox, next_record
+from blockferry.transport.rpc import RemoteError
 
 FULL = "full"
 CHANGED_RANGES = "changed-ranges"
@@ -49,22 +50,20 @@ async def fetch_fixed_index(
     command_id = uuid.uuid4().hex
     queue = replies.open(command_id)
     try:
-        await mesh.producer.send_and_wait(
+        await mesh.commands.send(
             mesh.topics.commands(repo),
-            "Command",
-            {
-                "command_id": command_id,
-                "name": "fixed-index",
-                "arguments": json.dumps({"restore_point": restore_point, "disk": disk}),
-            },
-            key=command_id,
+            "fixed-index",
+            {"restore_point": restore_point, "disk": disk},
+            command_id,
         )
         pages: list[bytes] = []
         while True:
             record = await next_record(queue, timeout, f"fixed index of {restore_point}")
             f = record.fields
             if record.name == "Reply":
-                raise SessionError(f"reading the fixed index of {restore_point}: {f['error']}")
+                raise SessionError(
+                    f"reading the fixed index of {restore_point}: {RemoteError.of(record)}"
+                )
             if f["first_block"] * blocks.DIGEST_SIZE != sum(len(p) for p in pages):
                 raise SessionError(f"fixed index of {restore_point}: a page is missing")
             pages.append(f["digests"])

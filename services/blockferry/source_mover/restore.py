@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import uuid
 from collections import deque
 from collections.abc import Iterable
@@ -187,21 +186,15 @@ class RestoreRun:
             stream = await RestoreStream.open(
                 self._mesh, self._mesh.topics.restore(self._task["repository"]), session
             )
-            await self._mesh.producer.send_and_wait(
+            await self._mesh.commands.send(
                 self._mesh.topics.commands(self._task["repository"]),
-                "Command",
+                "restore",
                 {
-                    "command_id": uuid.uuid4().hex,
-                    "name": "restore",
-                    "arguments": json.dumps(
-                        {
-                            "session_id": session,
-                            "restore_point": self._task["restore_point"],
-                            "disk": self._task["disk"],
-                            "attempt_id": self.attempt_id,
-                            "attempt": self._task["attempt"],
-                        }
-                    ),
+                    "session_id": session,
+                    "restore_point": self._task["restore_point"],
+                    "disk": self._task["disk"],
+                    "attempt_id": self.attempt_id,
+                    "attempt": self._task["attempt"],
                 },
             )
             throttle = Throttle(self._config.write_limit_mib_s * 1024 * 1024)

@@ -31,8 +31,7 @@ def test_only_the_transport_package_imports_a_kafka_client() -> None:
     outside = {
         str(path.relative_to(PACKAGE)): imports
         for path in sorted(PACKAGE.rglob("*.py"))
-        if path.relative_to(PACKAGE).parts[0] != "transport"
-        and (imports := kafka_imports(path))
+        if path.relative_to(PACKAGE).parts[0] != "transport" and (imports := kafka_imports(path))
     }
     assert outside == {}
 

@@ -102,7 +102,14 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "warnings": ["the map is for another restore point"],
     },
     "Command": {"command_id": "c", "name": "commit", "arguments": "{}"},
-    "Reply": {"correlation_id": "c", "name": "commit", "ok": False, "error": "no", "result": "{}"},
+    "Reply": {
+        "correlation_id": "c",
+        "name": "commit",
+        "ok": False,
+        "error": "no",
+        "result": "{}",
+        "code": "refused",
+    },
     "RestoreStart": {
         "session_id": "s",
         "disk": "d",
