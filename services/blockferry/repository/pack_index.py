@@ -105,6 +105,19 @@ def list_quarantined(quarantine_dir: Path) -> set[tuple[str, bytes]]:
     return found
 
 
+def _put(
+    entries: dict[bytes, PackEntry],
+    pack_id: str,
+    pack_entries: list[PackEntry],
+    quarantined: set[tuple[str, bytes]],
+) -> None:
+    """Add a pack's entries to ``entries``, but for its quarantined copies; a digest
+    located already keeps its copy."""
+    for entry in pack_entries:
+        if (pack_id, entry.digest) not in quarantined:
+            entries.setdefault(entry.digest, entry)
+
+
 class PackIndex:
     """The in-memory map digest -> :class:`PackEntry`, loaded from ``index/``.
 
@@ -156,7 +169,8 @@ class PackIndex:
     def add(self, sealed: SealedPack) -> None:
         """Record a pack this process sealed (its index file is already written)."""
         with self._lock:
-            self._add_entries(sealed.pack_id, sealed.entries)
+            _put(self._entries, sealed.pack_id, sealed.entries, self._quarantined)
+            self._packs.add(sealed.pack_id)
 
     def refresh(self) -> None:
         """Read index files that appeared since the last load.
@@ -164,34 +178,31 @@ class PackIndex:
         If an index file disappeared (its pack was removed), the map is rebuilt
         from the files that remain.
         """
-        with self._lock:
-            present = list_index_files(self._dir)
-            quarantined = list_quarantined(self._quarantine_dir)
-            if self._packs - present or quarantined - self._quarantined:
-                self._entries.clear()
-                self._packs.clear()
-            self._quarantined = quarantined
-            for pack_id in sorted(present - self._packs):
-                self._add_entries(pack_id, self._load(pack_id))
-            self._loaded = True
+        self._refresh(rebuild=False)
 
     def reload(self) -> None:
         """Forget everything and load every index file again."""
+        self._refresh(rebuild=True)
+
+    def _refresh(self, rebuild: bool) -> None:
+        """New index files are added to the map in place; when one disappeared, a chunk
+        was quarantined or ``rebuild``, a new map is built aside and then put in place,
+        so a lookup meanwhile (no lock) finds every chunk in the old map or the new."""
         with self._lock:
-            self._entries.clear()
-            self._packs.clear()
-            self._loaded = False
-        self.refresh()
+            present = list_index_files(self._dir)
+            quarantined = list_quarantined(self._quarantine_dir)
+            rebuild = rebuild or bool(self._packs - present or quarantined - self._quarantined)
+            entries = {} if rebuild else self._entries
+            packs: set[str] = set() if rebuild else self._packs
+            for pack_id in sorted(present - packs):
+                _put(entries, pack_id, self._load(pack_id), quarantined)
+                packs.add(pack_id)
+            self._entries, self._packs, self._quarantined = entries, packs, quarantined
+            self._loaded = True
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:
             self.refresh()
-
-    def _add_entries(self, pack_id: str, entries: list[PackEntry]) -> None:
-        for entry in entries:
-            if (pack_id, entry.digest) not in self._quarantined:
-                self._entries.setdefault(entry.digest, entry)
-        self._packs.add(pack_id)
 
     def _load(self, pack_id: str) -> list[PackEntry]:
         path = self._dir / f"{pack_id}{INDEX_SUFFIX}"

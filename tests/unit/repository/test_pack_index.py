@@ -164,3 +164,37 @@ def test_pack_descriptors_in_use_are_not_closed_by_eviction(repo: Repository) ->
     files.close()
     with pytest.raises(OSError):
         os.fstat(fd_a)
+
+
+def test_a_chunk_stays_located_while_another_is_quarantined(repo: Repository) -> None:
+    """Quarantining a chunk rebuilds the map; a lookup in another thread meanwhile (a
+    restore's read-ahead, a commit's check) must still find every other chunk. The map
+    used to be cleared and filled again in place: such a lookup found nothing, and a
+    restore named healthy blocks missing."""
+    entries = []
+    for _ in range(150):
+        writer = repo.open_pack()
+        for _ in range(20):
+            data = os.urandom(64)
+            writer.add(digest(data, repo.config.dedupe_key), data, False, len(data))
+        entries += writer.seal().entries
+    healthy, damaged = entries[0], entries[1:40]
+    assert repo.locate(healthy.digest) == healthy
+    misses = 0
+    stop = threading.Event()
+
+    def look() -> None:
+        nonlocal misses
+        while not stop.is_set():
+            misses += repo.locate(healthy.digest) is None
+
+    looking = threading.Thread(target=look)
+    looking.start()
+    try:
+        for entry in damaged:
+            repo.quarantine(entry, "test")
+    finally:
+        stop.set()
+        looking.join()
+    assert misses == 0
+    assert all(repo.locate(e.digest) is None for e in damaged)
