@@ -72,3 +72,28 @@ async def test_malformed_commands_are_answered_with_an_error(
         assert described["ok"] is True, "the owner goes on after a bad command"
         assert json.loads(described["result"])["id"] == repo.config.id
         assert not running.task.done()
+
+
+@pytest.mark.parametrize(
+    ("topic", "name"),
+    [("commands", "fixed-index"), ("commands", "restore"), ("requests", "gc")],
+)
+async def test_each_topic_takes_only_its_senders_commands(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, topic: str, name: str
+) -> None:
+    """The orchestrator's commands and the movers' requests come on topics of their own
+    (so access rules can tell the senders apart): a command on the other's topic is
+    refused, naming what that topic takes."""
+    repo = Repository.init(tmp_path / "repo", block_size=256 * 1024, shard_count=1)
+    async with running_pipeline(kafka_bootstrap, topic_prefix, repo, IngestConfig()) as running:
+        mesh, replies = running.mesh, running.replies
+        answer = replies.open("c")
+        await mesh.producer.send_and_wait(
+            getattr(mesh.topics, topic)(REPO),
+            "Command",
+            {"command_id": "c", "name": name, "arguments": "{}"},
+        )
+        async with asyncio.timeout(30):
+            refused = (await answer.get()).fields
+        assert (refused["ok"], refused["code"]) == (False, "refused")
+        assert f"unknown command {name!r}" in refused["error"]

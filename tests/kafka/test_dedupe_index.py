@@ -66,7 +66,7 @@ async def asker(bootstrap: str, prefix: str, timeout_s: float = 5.0) -> AsyncIte
     )
     await mesh.start()
     await mesh.ensure_repository_topics(REPO, SHARDS)
-    replies = mesh.mailbox("replies", mesh.topics.replies(REPO), "correlation_id")
+    replies = mesh.mailbox("replies", mesh.topics.lookup_replies(REPO), "correlation_id")
     await replies.start()
     reading = asyncio.create_task(replies.run())
     metrics = SourceMoverMetrics(CollectorRegistry())

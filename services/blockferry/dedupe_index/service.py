@@ -282,7 +282,7 @@ class DedupeIndex:
         self._metrics.digests.labels("asked").inc(len(digests))
         self._metrics.digests.labels("known").inc(sum(known))
         return await self._mesh.producer.send(
-            self._mesh.topics.replies(shard.repo),
+            self._mesh.topics.lookup_replies(shard.repo),
             "LookupReply",
             {
                 "correlation_id": record.fields["reply_to"],

@@ -34,17 +34,12 @@ def describe_restore_point(rp: RestorePoint) -> dict[str, Any]:
     return rp.to_dict()
 
 
-class CommandHandler(CommandServer):
-    """The commands consumer of one repository."""
+class RepositoryServer(CommandServer):
+    """Answers commands on one topic of a repository; replies on its replies topic."""
 
-    def __init__(self, ctx: IngestContext) -> None:
-        topics = ctx.mesh.topics
+    def __init__(self, ctx: IngestContext, name: str, group: str, topic: str) -> None:
         super().__init__(
-            ctx.mesh,
-            f"commands-{ctx.name}",
-            f"{ctx.name}.owner",
-            topics.commands(ctx.name),
-            topics.replies(ctx.name),
+            ctx.mesh, f"{name}-{ctx.name}", group, topic, ctx.mesh.topics.replies(ctx.name)
         )
         self._ctx = ctx
 
@@ -53,6 +48,21 @@ class CommandHandler(CommandServer):
         for path in {str(self._ctx.repo.path), str(self._ctx.repo.path.resolve())}:
             message = message.replace(path, f"repository {self._ctx.name}")
         return message
+
+    async def _forget(self, digests: set[bytes]) -> None:
+        """Tell the changelog about quarantined chunks: a tombstone where no good copy is
+        left (the dedupe index forgets it, so the next backup sends it), else the entry
+        of the copy that is now located."""
+        copies = {d: self._ctx.repo.locate(d) for d in sorted(digests)}
+        await publish_tombstones(self._ctx, [d for d, copy in copies.items() if copy is None])
+        await publish_entries(self._ctx, [copy for copy in copies.values() if copy is not None])
+
+
+class OwnerCommands(RepositoryServer):
+    """The orchestrator's commands to the repository (``<repo>.commands``)."""
+
+    def __init__(self, ctx: IngestContext) -> None:
+        super().__init__(ctx, "commands", f"{ctx.name}.owner", ctx.mesh.topics.commands(ctx.name))
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -64,9 +74,7 @@ class CommandHandler(CommandServer):
             "restore-point": self._restore_point,
             "verify": self._verify,
             "latest-restore-point": self._latest_restore_point,
-            "fixed-index": self._fixed_index,
             "describe": self._describe,
-            "restore": self._restore,
         }
 
     async def _commit(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -131,18 +139,27 @@ class CommandHandler(CommandServer):
         await self._forget({entry.digest for entry in report.quarantined})
         return {**report.to_dict(), "summary": report.summary()}
 
-    async def _forget(self, digests: set[bytes]) -> None:
-        """Tell the changelog about quarantined chunks: a tombstone where no good copy is
-        left (the dedupe index forgets it, so the next backup sends it), else the entry
-        of the copy that is now located."""
-        copies = {d: self._ctx.repo.locate(d) for d in sorted(digests)}
-        await publish_tombstones(self._ctx, [d for d, copy in copies.items() if copy is None])
-        await publish_entries(self._ctx, [copy for copy in copies.values() if copy is not None])
-
     async def _latest_restore_point(self, args: dict[str, Any]) -> dict[str, Any]:
         """The newest committed restore point of a job's disk: an incremental's parent."""
         rp = await self._ctx.in_pool(self._ctx.repo.latest_restore_point, args["job"], args["disk"])
         return {"restore_point": rp.id if rp is not None else None}
+
+    async def _describe(self, args: dict[str, Any]) -> dict[str, Any]:
+        config = self._ctx.repo.config
+        return {"id": config.id, "block_size": config.block_size, "shard_count": config.shard_count}
+
+
+class MoverRequests(RepositoryServer):
+    """The source movers' requests to the repository (``<repo>.requests``): a restore
+    point's fixed index, and a restore's stream."""
+
+    def __init__(self, ctx: IngestContext) -> None:
+        super().__init__(
+            ctx, "requests", f"{ctx.name}.owner-requests", ctx.mesh.topics.requests(ctx.name)
+        )
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"fixed-index": self._fixed_index, "restore": self._restore}
 
     async def _fixed_index(self, args: dict[str, Any]) -> None:
         """Send a restore point's fixed index of a disk in pages (a big disk's index is
@@ -167,10 +184,6 @@ class CommandHandler(CommandServer):
                 key=args["command_id"],
             )
         await self._ctx.mesh.producer.flush()
-
-    async def _describe(self, args: dict[str, Any]) -> dict[str, Any]:
-        config = self._ctx.repo.config
-        return {"id": config.id, "block_size": config.block_size, "shard_count": config.shard_count}
 
     async def _restore(self, args: dict[str, Any]) -> None:
         """Stream a disk of a restore point on the restore topic; replies go in-stream.

@@ -12,7 +12,7 @@ from concurrent.futures import Executor
 from blockferry.core.errors import CorruptionError
 from blockferry.ingest.assembly import ExtentAssembly
 from blockferry.ingest.chunks import ChunkIntake
-from blockferry.ingest.commands import CommandHandler
+from blockferry.ingest.commands import MoverRequests, OwnerCommands
 from blockferry.ingest.config import IngestConfig
 from blockferry.ingest.context import IngestContext
 from blockferry.ingest.metrics import IngestMetrics
@@ -40,7 +40,8 @@ class RepositoryPipeline:
         self._ctx = ctx = IngestContext(mesh, repo, repo_name, config, metrics, pool, maintenance)
         self.intake = ChunkIntake(ctx)
         self.assembly = ExtentAssembly(ctx, self.intake)
-        self.commands = CommandHandler(ctx)
+        self.commands = OwnerCommands(ctx)
+        self.requests = MoverRequests(ctx)
 
     async def start(self) -> None:
         await self._check_metadata()
@@ -50,6 +51,7 @@ class RepositoryPipeline:
         await self.intake.start()
         await self.assembly.start()
         await self.commands.start()
+        await self.requests.start()
         await self._announce()
 
     async def _check_metadata(self) -> None:
@@ -83,8 +85,9 @@ class RepositoryPipeline:
             group.create_task(self.intake.run())
             group.create_task(self.assembly.run())
             group.create_task(self.commands.run())
+            group.create_task(self.requests.run())
 
     async def stop(self) -> None:
-        for part in (self.commands, self.assembly, self.intake):
+        for part in (self.commands, self.requests, self.assembly, self.intake):
             with contextlib.suppress(Exception):
                 await part.stop()

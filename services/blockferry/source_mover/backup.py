@@ -108,6 +108,7 @@ class BackupRun:
         task: dict[str, Any],
         repository: dict[str, Any],
         replies: Mailbox,
+        lookup_replies: Mailbox,
         sent: set[bytes],
     ) -> None:
         self._mesh = mesh
@@ -127,7 +128,7 @@ class BackupRun:
                 mesh,
                 self._repo_name,
                 repository["shard_count"],
-                replies,
+                lookup_replies,
                 f"{self._extents_key}/lookups",
                 config.lookup_timeout_s,
                 config.lookup_retry_s,

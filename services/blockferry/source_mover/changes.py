@@ -51,7 +51,7 @@ async def fetch_fixed_index(
     queue = replies.open(command_id)
     try:
         await mesh.commands.send(
-            mesh.topics.commands(repo),
+            mesh.topics.requests(repo),
             "fixed-index",
             {"restore_point": restore_point, "disk": disk},
             command_id,

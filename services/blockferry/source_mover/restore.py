@@ -187,7 +187,7 @@ class RestoreRun:
                 self._mesh, self._mesh.topics.restore(self._task["repository"]), session
             )
             await self._mesh.commands.send(
-                self._mesh.topics.commands(self._task["repository"]),
+                self._mesh.topics.requests(self._task["repository"]),
                 "restore",
                 {
                     "session_id": session,

@@ -231,6 +231,7 @@ class SourceMover:
             task,
             repo,
             replies,
+            await self._mailbox(topics.lookup_replies(task["repository"]), "correlation_id"),
             self._sent_digests(task["session_id"]),
         )
 

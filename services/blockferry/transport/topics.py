@@ -1,12 +1,10 @@
-"""Topic names and how each topic is created.
+"""Topic names, how each topic is created, and who writes and reads it.
 
-Per repository: ``<p>.<repo>.chunks`` (key = digest; its partition count is the
-repository's shard count), ``.extents``, ``.index`` (compacted), ``.lookups``,
-``.commands``, ``.replies``, ``.restore``. A digest's shard is the same partition
-number in chunks, index and lookups (``kafka.shard_of``). Shared: ``<p>.tasks``,
-``<p>.task-progress``, ``<p>.task-control`` (cancellations), ``<p>.repositories``,
-``<p>.jobs`` and ``<p>.sessions`` (compacted), ``<p>.session-events`` (history),
-``<p>.guest-commands``, ``<p>.guest-events``, ``<p>.dead-letter``.
+:data:`FLOWS` lists every topic with the one kind of role that produces it (the
+dead-letter topic excepted: every consumer sets records aside there), the roles that
+consume it and the records it carries; the README's table and access rules come from
+it. A digest's shard is the same partition number in a repository's chunks, index and
+lookups (``kafka.shard_of``).
 """
 
 from __future__ import annotations
@@ -25,6 +23,80 @@ CONTROL_RETENTION_MS = 24 * 3600 * 1000
 
 LOOKUP_RETENTION_MS = 3600 * 1000
 """A lookup is useless seconds after it was asked; an hour keeps them for debugging."""
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A topic (its name after the prefix; ``<repo>.`` for each repository's) and the
+    roles that produce and consume it."""
+
+    topic: str
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    records: tuple[str, ...]
+
+
+EVERY_ROLE = ("orchestrator", "guest-proxy", "source-mover", "dedupe-index", "target-mover")
+
+FLOWS: tuple[Flow, ...] = (
+    Flow("tasks", ("orchestrator",), ("source-mover",), ("Task", "ChangedRangesPage")),
+    Flow("task-progress", ("source-mover",), ("orchestrator",), ("TaskProgress",)),
+    Flow("task-control", ("orchestrator",), ("source-mover",), ("Command",)),
+    Flow("guest-commands", ("orchestrator",), ("guest-proxy",), ("Command",)),
+    Flow("guest-events", ("guest-proxy",), ("orchestrator",), ("Reply",)),
+    Flow(
+        "repositories",
+        ("target-mover",),
+        ("orchestrator", "source-mover", "dedupe-index"),
+        ("RepositoryInfo",),
+    ),
+    Flow("jobs", ("orchestrator",), ("orchestrator",), ("JobDefinition",)),
+    Flow("sessions", ("orchestrator",), ("orchestrator",), ("SessionRecord",)),
+    Flow("session-events", ("orchestrator",), ("orchestrator",), ("SessionEvent",)),
+    Flow("dead-letter", EVERY_ROLE, (), ("DeadLetter",)),
+    Flow("<repo>.chunks", ("source-mover",), ("target-mover",), ("Chunk",)),
+    Flow(
+        "<repo>.extents",
+        ("source-mover",),
+        ("target-mover",),
+        ("Extents", "DiskEnd", "ResumeQuery"),
+    ),
+    Flow(
+        "<repo>.index",
+        ("target-mover",),
+        ("dedupe-index", "target-mover"),
+        ("IndexEntry", "Tombstone"),
+    ),
+    Flow("<repo>.lookups", ("source-mover",), ("dedupe-index",), ("LookupRequest",)),
+    Flow("<repo>.lookup-replies", ("dedupe-index",), ("source-mover",), ("LookupReply",)),
+    Flow("<repo>.commands", ("orchestrator",), ("target-mover",), ("Command",)),
+    Flow("<repo>.requests", ("source-mover",), ("target-mover",), ("Command",)),
+    Flow(
+        "<repo>.replies",
+        ("target-mover",),
+        ("orchestrator", "source-mover"),
+        ("Reply", "FixedIndexPage"),
+    ),
+    Flow(
+        "<repo>.restore",
+        ("target-mover",),
+        ("source-mover",),
+        ("RestoreStart", "RestoreBlock", "RestoreEnd"),
+    ),
+)
+
+
+def flows_table() -> str:
+    """:data:`FLOWS` as the README's markdown table."""
+    lines = [
+        "| topic (after the prefix) | produced by | consumed by | records |",
+        "| --- | --- | --- | --- |",
+    ]
+    for flow in FLOWS:
+        producers = "every role" if flow.producers == EVERY_ROLE else ", ".join(flow.producers)
+        consumers = ", ".join(flow.consumers) or "operators"
+        lines.append(f"| `{flow.topic}` | {producers} | {consumers} | {', '.join(flow.records)} |")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -155,6 +227,22 @@ class Topics:
 
     prefix: str = "blockferry"
 
+    def flow(self, topic: str) -> Flow | None:
+        """The flow of the mesh's ``topic`` (a full name), or None if it is none of its."""
+        head = f"{self.prefix}."
+        if not topic.startswith(head):
+            return None
+        name = topic[len(head) :]
+        for flow in FLOWS:
+            pattern = flow.topic
+            if pattern.startswith("<repo>."):
+                suffix = pattern[len("<repo>") :]
+                if name.endswith(suffix) and len(name) > len(suffix):
+                    return flow
+            elif name == pattern:
+                return flow
+        return None
+
     @property
     def tasks(self) -> str:
         return f"{self.prefix}.tasks"
@@ -217,8 +305,14 @@ class Topics:
     def commands(self, repo: str) -> str:
         return f"{self.prefix}.{repo}.commands"
 
+    def requests(self, repo: str) -> str:
+        return f"{self.prefix}.{repo}.requests"
+
     def replies(self, repo: str) -> str:
         return f"{self.prefix}.{repo}.replies"
+
+    def lookup_replies(self, repo: str) -> str:
+        return f"{self.prefix}.{repo}.lookup-replies"
 
     def restore(self, repo: str) -> str:
         return f"{self.prefix}.{repo}.restore"
@@ -253,7 +347,9 @@ class Topics:
             TopicSpec(self.index(repo), shard_count, {"cleanup.policy": "compact"}),
             TopicSpec(self.lookups(repo), shard_count, {"retention.ms": str(LOOKUP_RETENTION_MS)}),
             TopicSpec(self.commands(repo), 1),
+            TopicSpec(self.requests(repo), 1),
             TopicSpec(self.replies(repo), 1, large),
+            TopicSpec(self.lookup_replies(repo), 1),
             TopicSpec(
                 self.restore(repo), shard_count, {**large, "retention.ms": str(chunk_retention_ms)}
             ),
