@@ -8,7 +8,8 @@ any other name is refused, so no other method can be called from the bus), and a
 with a Reply carrying its id. A handler that returns None answers by itself (a restore
 streams its data instead). A failed command's Reply carries an
 :class:`~blockferry.transport.rpc.ErrorCode` and a message without the server's paths.
-At most ``concurrency`` commands run at once; the next wait in Kafka.
+At most ``concurrency`` commands run at once; the next wait in Kafka (the consumer
+pauses its partitions and goes on polling, so it stays in its group).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class CommandServer:
         self._consumer = mesh.consumer(name, group=group)
         self._commands_topic = commands_topic
         self._replies_topic = replies_topic
-        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._running = 0
 
     def handlers(self) -> dict[str, Handler]:
         """The commands this server answers, by name: the only ones it runs."""
@@ -67,19 +69,23 @@ class CommandServer:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
-            async for batch in self._consumer.batches(timeout_ms=500, max_records=16):
+            async for batch in self._consumer.batches(timeout_ms=200, max_records=1):
                 for record in batch:
                     await self._consumer.commit({record.source: record.offset + 1})
-                    if record.name != "Command":
-                        continue
-                    await self._slots.acquire()
-                    group.create_task(self._handle(record))
+                    if record.name == "Command":
+                        self._running += 1
+                        group.create_task(self._handle(record))
+                assigned = self._consumer.assignment()
+                if self._running >= self._concurrency:
+                    self._consumer.pause(assigned)
+                else:
+                    self._consumer.resume(assigned)
 
     async def _handle(self, record: Record) -> None:
         try:
             await self._answer(record.fields)
         finally:
-            self._slots.release()
+            self._running -= 1
 
     async def _answer(self, command: dict[str, Any]) -> None:
         name = command["name"]

@@ -1,0 +1,77 @@
+"""A command server runs at most its concurrency of commands at once; the next wait in
+Kafka until one ends, and then every one is answered."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from blockferry.command_server import CommandServer, Handler
+from blockferry.mesh import Mesh
+from blockferry.settings import CommonSettings, KafkaSettings
+from blockferry.transport.kafka import ensure_topics
+from blockferry.transport.topics import TopicSpec
+
+pytestmark = pytest.mark.kafka
+
+
+class Holding(CommandServer):
+    """Answers ``hold`` once ``release`` is set."""
+
+    def __init__(self, mesh: Mesh, commands: str, replies: str, concurrency: int) -> None:
+        super().__init__(mesh, "holding", "holding", commands, replies, concurrency)
+        self.release = asyncio.Event()
+        self.two_started = asyncio.Event()
+        self.started: list[int] = []
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"hold": self._hold}
+
+    async def _hold(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.started.append(args["n"])
+        if len(self.started) == 2:
+            self.two_started.set()
+        await self.release.wait()
+        return {"n": args["n"]}
+
+
+async def test_commands_beyond_the_concurrency_wait_their_turn(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    mesh = Mesh(
+        CommonSettings(
+            kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
+        ),
+        "test",
+    )
+    commands, replies = f"{topic_prefix}.held", f"{topic_prefix}.held-replies"
+    await ensure_topics(kafka_bootstrap, [TopicSpec(commands, 1), TopicSpec(replies, 1)])
+    await mesh.start()
+    server = Holding(mesh, commands, replies, concurrency=2)
+    mailbox = mesh.mailbox("replies", replies, "correlation_id")
+    await server.start()
+    await mailbox.start()
+    async with asyncio.TaskGroup() as group:
+        serving = group.create_task(server.run())
+        reading = group.create_task(mailbox.run())
+        try:
+            calls = [
+                group.create_task(
+                    mesh.commands.call(commands, mailbox, "hold", {"n": n}, 60, f"hold {n}")
+                )
+                for n in range(3)
+            ]
+            await asyncio.wait_for(server.two_started.wait(), 30)
+            await asyncio.sleep(2)
+            assert len(server.started) == 2, "the third waits while two run"
+            server.release.set()
+            answers = await asyncio.gather(*calls)
+            assert sorted(a["n"] for a in answers) == [0, 1, 2]
+        finally:
+            serving.cancel()
+            reading.cancel()
+    await server.stop()
+    await mailbox.stop()
+    await mesh.stop()
