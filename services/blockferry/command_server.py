@@ -20,8 +20,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from prometheus_client import Counter
+
 from blockferry.core.errors import BlockferryError
 from blockferry.mesh import Mesh
+from blockferry.transport import expiry
 from blockferry.transport.kafka import Record
 from blockferry.transport.rpc import ErrorCode, code_of
 
@@ -43,12 +46,14 @@ class CommandServer:
         group: str,
         commands_topic: str,
         replies_topic: str,
+        expired: Counter,
         concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self._mesh = mesh
         self._consumer = mesh.consumer(name, group=group)
         self._commands_topic = commands_topic
         self._replies_topic = replies_topic
+        self._expired = expired
         self._concurrency = concurrency
         self._running = 0
 
@@ -89,6 +94,12 @@ class CommandServer:
 
     async def _answer(self, command: dict[str, Any]) -> None:
         name = command["name"]
+        stale = expiry.refusal(command, self._mesh.settings.kafka.clock_skew_s)
+        if stale:
+            log.warning("command %s (%s): %s", name, command["command_id"], stale)
+            self._expired.inc()
+            await self._reply(command, ErrorCode.REFUSED, error=f"{name}: {stale}")
+            return
         try:
             try:
                 arguments = json.loads(command["arguments"] or "{}")

@@ -38,6 +38,12 @@ class KafkaSettings(BaseModel):
         description="How long a produce or fetch request may take; a role waits out a"
         " cluster unavailable for longer, trying again.",
     )
+    clock_skew_s: float = Field(
+        60.0,
+        ge=0,
+        description="How far the hosts' clocks may differ: a task or command is refused"
+        " once this long past its expiry.",
+    )
 
 
 class HttpSettings(BaseModel):

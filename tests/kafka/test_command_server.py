@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter
 
 from blockferry.command_server import CommandServer, Handler
 from blockferry.mesh import Mesh
@@ -21,7 +22,8 @@ class Holding(CommandServer):
     """Answers ``hold`` once ``release`` is set."""
 
     def __init__(self, mesh: Mesh, commands: str, replies: str, concurrency: int) -> None:
-        super().__init__(mesh, "holding", "holding", commands, replies, concurrency)
+        expired = Counter("expired", "Commands refused as expired.", registry=CollectorRegistry())
+        super().__init__(mesh, "holding", "holding", commands, replies, expired, concurrency)
         self.release = asyncio.Event()
         self.two_started = asyncio.Event()
         self.started: list[int] = []

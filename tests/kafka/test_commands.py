@@ -11,7 +11,9 @@ import pytest
 
 from blockferry.ingest.config import IngestConfig
 from blockferry.repository import Repository
+from blockferry.transport import expiry
 from tests.kafka.pipelines import REPO, running_pipeline
+from tests.unit.repository.repo_helpers import backup, make_image
 
 pytestmark = pytest.mark.kafka
 
@@ -97,3 +99,32 @@ async def test_each_topic_takes_only_its_senders_commands(
             refused = (await answer.get()).fields
         assert (refused["ok"], refused["code"]) == (False, "refused")
         assert f"unknown command {name!r}" in refused["error"]
+
+
+async def test_an_expired_command_is_refused_and_not_run(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """A prune read long after it was sent (its caller gave up; a consumer group that lost
+    its offsets reads it again) is refused and counted, and prunes nothing."""
+    repo = Repository.init(tmp_path / "repo", block_size=256 * 1024, shard_count=1)
+    points = [backup(repo, "j", {"d0": make_image(image)}).id for image in ("ab", "ba")]
+    async with running_pipeline(kafka_bootstrap, topic_prefix, repo, IngestConfig()) as running:
+        mesh, replies = running.mesh, running.replies
+        answer = replies.open("old")
+        long_ago = expiry.now_ms() - 3600 * 1000
+        await mesh.producer.send_and_wait(
+            mesh.topics.commands(REPO),
+            "Command",
+            {
+                "command_id": "old",
+                "name": "prune",
+                "arguments": json.dumps({"job": "j", "policy": {"keep_last": 1}}),
+                "issued_at": long_ago,
+                "expires_at": long_ago + 120 * 1000,
+            },
+        )
+        async with asyncio.timeout(30):
+            refused = (await answer.get()).fields
+        assert (refused["ok"], refused["code"]) == (False, "refused")
+        assert "prune: expired at " in refused["error"], refused
+    assert sorted(p.id for p in Repository.open(repo.path).restore_points("j")) == sorted(points)

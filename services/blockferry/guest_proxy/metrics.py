@@ -20,6 +20,12 @@ class GuestProxyMetrics:
         for action in ACTIONS:
             for outcome in OUTCOMES:
                 self.steps.labels(action, outcome)
+        self.commands_expired = Counter(
+            "blockferry_guest_proxy_commands_expired_total",
+            "Commands refused because they were read after their expiry (a consumer group"
+            " that lost its offsets reads old freezes again).",
+            registry=registry,
+        )
         self.auto_thaws = Counter(
             "blockferry_guest_proxy_auto_thaws_total",
             "Guests thawed because their freeze limit expired before the thaw was asked.",

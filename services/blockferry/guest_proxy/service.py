@@ -94,7 +94,12 @@ class GuestCommands(CommandServer):
     ) -> None:
         topics = mesh.topics
         super().__init__(
-            mesh, "guest-commands", "guest-proxy", topics.guest_commands, topics.guest_events
+            mesh,
+            "guest-commands",
+            "guest-proxy",
+            topics.guest_commands,
+            topics.guest_events,
+            metrics.commands_expired,
         )
         self._settings = settings
         self._metrics = metrics

@@ -39,7 +39,12 @@ class RepositoryServer(CommandServer):
 
     def __init__(self, ctx: IngestContext, name: str, group: str, topic: str) -> None:
         super().__init__(
-            ctx.mesh, f"{name}-{ctx.name}", group, topic, ctx.mesh.topics.replies(ctx.name)
+            ctx.mesh,
+            f"{name}-{ctx.name}",
+            group,
+            topic,
+            ctx.mesh.topics.replies(ctx.name),
+            ctx.metrics.commands_expired.labels(ctx.name),
         )
         self._ctx = ctx
 

@@ -50,6 +50,13 @@ class IngestMetrics:
             ["repository"],
             registry=registry,
         )
+        self.commands_expired = Counter(
+            f"{prefix}_commands_expired_total",
+            "Commands and requests refused because they were read after their expiry (a"
+            " consumer group that lost its offsets reads old ones again).",
+            ["repository"],
+            registry=registry,
+        )
         self.unreadable_metadata = Gauge(
             f"{prefix}_unreadable_metadata",
             "1 when start-up found a restore point, fixed index or staged fixed index it"
@@ -69,5 +76,6 @@ class IngestMetrics:
             self.bytes_restored,
             self.unreadable_metadata,
             self.damaged_packs,
+            self.commands_expired,
         ):
             metric.labels(repository)

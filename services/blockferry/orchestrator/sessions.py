@@ -37,7 +37,9 @@ from blockferry.mesh import Mesh
 from blockferry.orchestrator.models import ENDED, GuestStep, Session, SessionTask
 from blockferry.orchestrator.settings import OrchestratorConfig
 from blockferry.repository.ids import format_time, new_restore_point_id
+from blockferry.transport import expiry
 from blockferry.transport.mailbox import Mailbox, next_record
+from blockferry.transport.topics import CONTROL_RETENTION_MS
 
 log = logging.getLogger(__name__)
 
@@ -610,7 +612,11 @@ class Sessions:
     async def _stop_movers(self, session: Session) -> None:
         """Tell the source movers to stop the session's tasks."""
         await self._mesh.commands.send(
-            self._mesh.topics.task_control, "cancel", {"session_id": session.id}, key=session.id
+            self._mesh.topics.task_control,
+            "cancel",
+            {"session_id": session.id},
+            CONTROL_RETENTION_MS / 1000,  # read again at each mover's start while kept
+            key=session.id,
         )
 
     async def _discard(self, session: Session) -> None:
@@ -671,6 +677,8 @@ class Sessions:
                         "path": task.snapshot or task.path,
                         "lease_seconds": self._config.lease_seconds,
                         **extra,
+                        # not taken within its lease, the task is offered again anyway
+                        **expiry.stamp(self._config.lease_seconds),
                     },
                     key=task_id,
                 )

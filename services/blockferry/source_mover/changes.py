@@ -54,6 +54,7 @@ async def fetch_fixed_index(
             mesh.topics.requests(repo),
             "fixed-index",
             {"restore_point": restore_point, "disk": disk},
+            timeout,
             command_id,
         )
         pages: list[bytes] = []

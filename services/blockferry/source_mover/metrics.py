@@ -38,6 +38,12 @@ class SourceMoverMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.tasks_expired = Counter(
+            "blockferry_source_mover_tasks_expired_total",
+            "Tasks not started because they were read after their expiry (offered again"
+            " since, or read again by a consumer group that lost its offsets).",
+            registry=registry,
+        )
         for outcome in ("answered", "timed-out"):
             self.lookups.labels(outcome)
         for outcome in BLOCK_OUTCOMES:

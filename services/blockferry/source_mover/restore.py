@@ -196,6 +196,7 @@ class RestoreRun:
                     "attempt_id": self.attempt_id,
                     "attempt": self._task["attempt"],
                 },
+                RESTORE_IDLE_TIMEOUT_S,
             )
             throttle = Throttle(self._config.write_limit_mib_s * 1024 * 1024)
             received: set[int] = set()

@@ -19,6 +19,7 @@ from blockferry.source_mover.backup import BackupRun
 from blockferry.source_mover.metrics import SourceMoverMetrics
 from blockferry.source_mover.restore import RestoreRun
 from blockferry.source_mover.settings import SourceMoverSettings
+from blockferry.transport import expiry
 from blockferry.transport.mailbox import Mailbox
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,12 @@ class SourceMover:
             for record in batch:
                 await self._tasks.commit({record.source: record.offset + 1})
                 if record.name != "Task":
+                    continue
+                stale = expiry.refusal(record.fields, self._settings.kafka.clock_skew_s)
+                if stale:
+                    f = record.fields
+                    log.warning("task %s attempt %d: %s", f["task_id"], f["attempt"], stale)
+                    self._metrics.tasks_expired.inc()
                     continue
                 assert self._group is not None
                 if not await self._offered(record.fields["task_id"], record.fields["attempt"]):

@@ -31,6 +31,7 @@ from blockferry.core.errors import (
     SourceError,
     TransportError,
 )
+from blockferry.transport import expiry
 from blockferry.transport.kafka import Record, RecordProducer
 from blockferry.transport.mailbox import Mailbox, next_record, reply_result
 
@@ -103,16 +104,24 @@ class CommandClient:
         topic: str,
         name: str,
         arguments: dict[str, Any],
+        ttl_s: float,
         command_id: str | None = None,
         key: str | None = None,
     ) -> str:
-        """Send a command whose answer the caller reads itself (a stream); its id.
-        ``key`` (default: the command's id) orders commands that share it."""
+        """Send a command whose answer the caller reads itself (a stream); its id. It is
+        refused if read more than ``ttl_s`` seconds from now (see
+        :mod:`~blockferry.transport.expiry`). ``key`` (default: the command's id)
+        orders commands that share it."""
         command_id = command_id or uuid.uuid4().hex
         await self._producer.send_and_wait(
             topic,
             "Command",
-            {"command_id": command_id, "name": name, "arguments": json.dumps(arguments)},
+            {
+                "command_id": command_id,
+                "name": name,
+                "arguments": json.dumps(arguments),
+                **expiry.stamp(ttl_s),
+            },
             key=key or command_id,
         )
         return command_id
@@ -142,7 +151,7 @@ class CommandClient:
         deadline = loop.time() + timeout
         try:
             while True:
-                await self.send(topic, name, arguments, command_id, key)
+                await self.send(topic, name, arguments, deadline - loop.time(), command_id, key)
                 reply = asyncio.ensure_future(next_record(queue, deadline - loop.time(), what))
                 if again_when is not None:
                     again = asyncio.ensure_future(again_when())

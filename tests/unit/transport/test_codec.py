@@ -78,6 +78,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
             "pages": 2,
             "ranges": 20000,
         },
+        "issued_at": 1764633600000,
+        "expires_at": 1764633630000,
     },
     "ChangedRangesPage": {
         "session_id": "s",
@@ -101,7 +103,13 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "tracking": "digest-compare",
         "warnings": ["the map is for another restore point"],
     },
-    "Command": {"command_id": "c", "name": "commit", "arguments": "{}"},
+    "Command": {
+        "command_id": "c",
+        "name": "commit",
+        "arguments": "{}",
+        "issued_at": 1764633600000,
+        "expires_at": 1764633720000,
+    },
     "Reply": {
         "correlation_id": "c",
         "name": "commit",
