@@ -22,7 +22,13 @@ from blockferry.transport.topics import MAX_RECORD_BYTES, TopicSpec
 
 pytestmark = pytest.mark.kafka
 
-GOOD = {"command_id": "c1", "name": "describe", "arguments": "{}"}
+GOOD = {
+    "command_id": "c1",
+    "name": "describe",
+    "arguments": "{}",
+    "issued_at": 0,
+    "expires_at": 0,
+}
 
 
 @contextlib.asynccontextmanager
