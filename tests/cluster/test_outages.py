@@ -5,12 +5,10 @@ restore point restores byte for byte."""
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -48,21 +46,9 @@ def start_slow_mesh(mesh: MeshProcesses, read_limit_mib_s: int = 2) -> None:
         mesh.wait_ready(role)
 
 
-def follow(mesh: MeshProcesses, session_id: str, timeout: float = 150) -> dict[str, Any]:
-    followed = mesh.cli("sessions", "show", session_id, "--follow", "--json", timeout=timeout)
-    document: dict[str, Any] = json.loads(followed.stdout)
-    return document
-
-
 def assert_every_role_runs(mesh: MeshProcesses) -> None:
     exited = {name: p.returncode for name, p in mesh.processes.items() if p.poll() is not None}
     assert not exited, {name: mesh.log(name)[-3000:] for name in exited}
-
-
-def assert_restores(mesh: MeshProcesses, document: dict[str, Any], disk: Path) -> None:
-    restored = disk.with_suffix(".restored")
-    mesh.cli_json("restore", document["restore_point"], "--to", str(restored))
-    assert restored.read_bytes() == disk.read_bytes()
 
 
 def test_the_local_runner_keeps_two_of_three_copies_in_sync(kafka_cluster: KafkaCluster) -> None:
@@ -92,10 +78,10 @@ def test_a_node_killed_mid_backup_and_restarted(
     time.sleep(5)  # the session goes on with two of three nodes (min ISR 2)
     kafka_cluster.up()
 
-    document = follow(mesh, session_id)
+    document = mesh.follow(session_id)
     assert document["state"] == "success", (document, mesh.log("orchestrator")[-3000:])
     assert_every_role_runs(mesh)
-    assert_restores(mesh, document, disk)
+    mesh.assert_restores(document["restore_point"], disk)
 
 
 def test_leaders_moved_mid_backup(
@@ -117,10 +103,10 @@ def test_leaders_moved_mid_backup(
     kafka_cluster.elect_preferred_leaders()
     assert kafka_cluster.leaders(chunks) == before
 
-    document = follow(mesh, session_id)
+    document = mesh.follow(session_id)
     assert document["state"] == "success", (document, mesh.log("orchestrator")[-3000:])
     assert_every_role_runs(mesh)
-    assert_restores(mesh, document, disk)
+    mesh.assert_restores(document["restore_point"], disk)
 
 
 def test_the_whole_cluster_unreachable_for_longer_than_the_request_timeout(
@@ -137,11 +123,11 @@ def test_the_whole_cluster_unreachable_for_longer_than_the_request_timeout(
     finally:
         kafka_cluster.resume()
 
-    document = follow(mesh, session_id, timeout=180)
+    document = mesh.follow(session_id, timeout=180)
     assert document["state"] in ENDED, document
     assert_every_role_runs(mesh)
     if document["restore_point"]:
-        assert_restores(mesh, document, disk)
+        mesh.assert_restores(document["restore_point"], disk)
     # the mesh works on: a second backup after the outage succeeds
     again = mesh.cli_json("backup", str(disk), "--disk", "d0", "--wait")
     assert again["state"] == "success", again

@@ -211,6 +211,18 @@ class MeshProcesses:
 
         asyncio.run(self._with_clients(send))
 
+    def follow(self, session_id: str, timeout: float = 150) -> dict[str, Any]:
+        """The session as it ended (``sessions show --follow``)."""
+        followed = self.cli("sessions", "show", session_id, "--follow", "--json", timeout=timeout)
+        document: dict[str, Any] = json.loads(followed.stdout)
+        return document
+
+    def assert_restores(self, restore_point: str, disk: Path) -> None:
+        """Restoring ``restore_point`` gives ``disk``'s bytes."""
+        restored = disk.with_suffix(".restored")
+        self.cli_json("restore", restore_point, "--to", str(restored))
+        assert restored.read_bytes() == disk.read_bytes()
+
     def wait_for_progress(self, session_id: str, fraction: float, timeout: float = 60) -> None:
         """Wait until at least ``fraction`` of the session's blocks are done."""
         deadline = time.monotonic() + timeout

@@ -3,7 +3,6 @@ they were doing is done by the role started again."""
 
 from __future__ import annotations
 
-import json
 import signal
 from pathlib import Path
 
@@ -29,11 +28,8 @@ def test_a_target_mover_killed_in_the_middle_of_a_commit_commits_when_started_ag
     mesh.processes.pop("target-mover")
     mesh.start("target-mover")
 
-    followed = mesh.cli("sessions", "show", session, "--follow", "--json", timeout=90)
-    document = json.loads(followed.stdout)
+    document = mesh.follow(session, timeout=90)
     assert document["state"] == "success", (document, mesh.log("orchestrator")[-3000:])
-    restored = tmp_path / "restored.img"
-    mesh.cli_json("restore", document["restore_point"], "--to", str(restored))
-    assert restored.read_bytes() == disk.read_bytes()
+    mesh.assert_restores(document["restore_point"], disk)
     leftovers = list((mesh.repository / "restorepoints" / "j").glob(".tmp-*"))
     assert leftovers == [], "the owner started again removed the killed attempt's directory"

@@ -3,7 +3,6 @@ state is on the compacted sessions topic, every transition on the session-events
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from pathlib import Path
@@ -36,8 +35,7 @@ def test_an_orchestrator_killed_mid_session_carries_it_on(
     time.sleep(1)
     mesh.start("orchestrator")
 
-    followed = mesh.cli("sessions", "show", session_id, "--follow", "--json", timeout=120)
-    document = json.loads(followed.stdout)
+    document = mesh.follow(session_id, timeout=120)
     assert document["state"] == "success", (document, mesh.log("orchestrator")[-3000:])
     (task,) = document["tasks"]
     assert task["state"] == "success"

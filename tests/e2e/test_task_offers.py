@@ -4,7 +4,6 @@ replies, and the session ends."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -52,9 +51,6 @@ def test_a_mover_paused_past_its_lease_runs_the_newer_attempt_alone(
     mesh.produce("tasks", "Task", offers[-1].fields, offers[-1].key)
     wait_for_log(mesh, "source-mover", "attempt 1 is under way here already")
 
-    followed = mesh.cli("sessions", "show", session, "--follow", "--json", timeout=120)
-    document = json.loads(followed.stdout)
+    document = mesh.follow(session, timeout=120)
     assert document["state"] == "success", (document, mesh.log("source-mover")[-3000:])
-    restored = tmp_path / "restored.img"
-    mesh.cli_json("restore", document["restore_point"], "--to", str(restored))
-    assert restored.read_bytes() == disk.read_bytes()
+    mesh.assert_restores(document["restore_point"], disk)
