@@ -1,4 +1,4 @@
-"""Schema history: golden fingerprints.
+"""Schema history: golden fingerprints and the rolling-upgrade rules.
 
 ``schemas/fingerprints.txt`` lists the fingerprint of every schema file, current and
 ``history/``. It changes only with a schema, on purpose:
@@ -17,9 +17,13 @@ import difflib
 import json
 import os
 import re
+from pathlib import Path
 from typing import Any
 
-from blockferry.transport.codec import MAGIC, SCHEMA_DIR, _schema
+import pytest
+
+from blockferry.transport.codec import MAGIC, SCHEMA_DIR, Codec, _schema
+from tests.unit.transport.test_codec import SAMPLES
 
 FINGERPRINTS = SCHEMA_DIR / "fingerprints.txt"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -30,6 +34,19 @@ HEADER = (
     "# regenerated, by tests/unit/transport/test_schema_history.py.\n"
 )
 HISTORY_NAME = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)\.v(?P<version>[0-9]+)\.avsc")
+
+PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
+PROMOTIONS = {
+    ("int", "long"),
+    ("int", "float"),
+    ("int", "double"),
+    ("long", "float"),
+    ("long", "double"),
+    ("float", "double"),
+    ("string", "bytes"),
+    ("bytes", "string"),
+}
+"""Avro's promotions (writer type, reader type): the only type changes a field may have."""
 
 
 def _raw(relative: str) -> dict[str, Any]:
@@ -145,3 +162,160 @@ def test_history_files_are_named_for_their_schema() -> None:
         if len(same) > 1
     ]
     assert not problems, "\n".join(problems)
+
+
+def _default(field: dict[str, Any]) -> Any:
+    """A field's default as fastavro reads it (bytes defaults are JSON strings)."""
+    value = field["default"]
+    first = field["type"][0] if isinstance(field["type"], list) else field["type"]
+    kind = first.get("type") if isinstance(first, dict) else first
+    if kind in ("bytes", "fixed") and isinstance(value, str):
+        return value.encode("latin-1")
+    return value
+
+
+@pytest.mark.parametrize("history_file", HISTORY)
+def test_records_of_an_older_version_read_with_the_current_codec(
+    history_file: str, tmp_path: Path
+) -> None:
+    """A record an older release wrote reads: its fields as written, the added ones as their
+    defaults."""
+    old = _raw(history_file)
+    name = old["name"]
+    current = {f["name"]: f for f in _raw(f"{name}.avsc")["fields"]}
+    sample = SAMPLES[name]
+    written = {}
+    for field in old["fields"]:
+        if field["name"] in sample:
+            written[field["name"]] = sample[field["name"]]
+        elif "default" in field:
+            written[field["name"]] = _default(field)
+        else:
+            pytest.fail(f"{history_file}: no value for {field['name']}, gone from the sample")
+    (tmp_path / f"{name}.avsc").write_text(json.dumps(old))
+    encoded = Codec(tmp_path).encode(name, written)
+    assert encoded[len(MAGIC) : len(MAGIC) + 8].hex() == _fingerprint(history_file)
+
+    read_name, fields = Codec().decode(encoded)
+
+    assert read_name == name
+    assert set(fields) == set(current)
+    assert {k: v for k, v in fields.items() if k in written} == {
+        k: v for k, v in written.items() if k in current
+    }
+    assert {k: v for k, v in fields.items() if k not in written} == {
+        k: _default(f) for k, f in current.items() if k not in written
+    }
+
+
+def _named_types(schema: Any) -> dict[str, dict[str, Any]]:
+    """Every record, enum and fixed defined in ``schema``, by short name."""
+    found: dict[str, dict[str, Any]] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for branch in node:
+                walk(branch)
+        elif isinstance(node, dict):
+            if node["type"] in ("record", "enum", "fixed"):
+                found[node["name"].rsplit(".", 1)[-1]] = node
+            for field in node.get("fields", []):
+                walk(field["type"])
+            walk(node.get("items"))
+            walk(node.get("values"))
+
+    walk(schema)
+    return found
+
+
+def _rule_breaks(
+    old: Any,
+    new: Any,
+    where: str,
+    named: tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]],
+    seen: set[tuple[str, str]],
+) -> list[str]:
+    """How a change from ``old`` to ``new`` breaks the rolling-upgrade rules (README.md)."""
+
+    def resolve(node: Any, types: dict[str, dict[str, Any]]) -> Any:
+        if isinstance(node, str) and node not in PRIMITIVES:
+            return types[node.rsplit(".", 1)[-1]]
+        if isinstance(node, dict) and node["type"] in PRIMITIVES:
+            return node["type"]  # a logical type is the same on the wire
+        return node
+
+    old, new = resolve(old, named[0]), resolve(new, named[1])
+
+    def kind(node: Any) -> str:
+        return (
+            "union" if isinstance(node, list) else node if isinstance(node, str) else node["type"]
+        )
+
+    def describe(node: Any) -> str:
+        if isinstance(node, list):
+            return "[" + ", ".join(describe(b) for b in node) + "]"
+        return node if isinstance(node, str) else f"{node['type']} {node.get('name', '')}".strip()
+
+    changed = f"{where}: {describe(old)} became {describe(new)}, not an Avro promotion"
+    if kind(old) != kind(new):
+        return [] if (kind(old), kind(new)) in PROMOTIONS else [changed]
+    if isinstance(old, str):
+        return []
+    if isinstance(old, list):
+        breaks = [
+            b
+            for o, n in zip(old, new, strict=False)
+            for b in _rule_breaks(o, n, where, named, seen)
+        ]
+        return breaks + ([] if len(old) == len(new) else [changed])
+    if kind(old) in ("record", "enum", "fixed"):
+        if old["name"].rsplit(".", 1)[-1] != new["name"].rsplit(".", 1)[-1]:
+            return [changed]
+        if (old["name"], new["name"]) in seen:
+            return []
+        seen = seen | {(old["name"], new["name"])}
+    if kind(old) == "record":
+        before = {f["name"]: f for f in old["fields"]}
+        after = {f["name"]: f for f in new["fields"]}
+        breaks = []
+        for name, field in after.items():
+            if name in before:
+                breaks += _rule_breaks(
+                    before[name]["type"], field["type"], f"{where}.{name}", named, seen
+                )
+            elif "default" not in field:
+                breaks.append(f"{where}.{name}: added without a default")
+        breaks += [
+            f"{where}.{name}: removed, and the older version (an older reader) has no default"
+            for name, field in before.items()
+            if name not in after and "default" not in field
+        ]
+        return breaks
+    if kind(old) == "enum":
+        symbols, now = old["symbols"], new["symbols"]
+        if now[: len(symbols)] != symbols:
+            return [f"{where}: symbols {symbols} became {now}; symbols are only appended"]
+        if len(now) > len(symbols) and "default" not in old:
+            return [
+                f"{where}: {now[len(symbols) :]} appended, but the older version has no default"
+            ]
+        return []
+    if kind(old) == "fixed":
+        return [] if old["size"] == new["size"] else [changed]
+    if kind(old) == "array":
+        return _rule_breaks(old["items"], new["items"], f"{where}[]", named, seen)
+    if kind(old) == "map":
+        return _rule_breaks(old["values"], new["values"], f"{where}{{}}", named, seen)
+    return [] if old == new else [changed]
+
+
+@pytest.mark.parametrize("history_file", HISTORY)
+def test_the_change_since_an_older_version_keeps_the_rolling_upgrade_rules(
+    history_file: str,
+) -> None:
+    """Fields are added only with a default, removed only if older readers have one for
+    them, change type only by Avro promotion; enum symbols are only appended."""
+    old = _raw(history_file)
+    new = _raw(f"{old['name']}.avsc")
+    breaks = _rule_breaks(old, new, old["name"], (_named_types(old), _named_types(new)), set())
+    assert not breaks, f"{history_file} -> {old['name']}.avsc:\n" + "\n".join(breaks)
