@@ -1,14 +1,16 @@
-"""Schema history: golden fingerprints and the rolling-upgrade rules.
+"""Schema history: golden fingerprints, golden records and the rolling-upgrade rules.
 
 ``schemas/fingerprints.txt`` lists the fingerprint of every schema file, current and
-``history/``. It changes only with a schema, on purpose:
+``history/``; ``golden/<Name>.bin`` here is the codec's encoding of each record type's sample
+(``SAMPLES`` in test_codec.py). Both change only with a schema, on purpose:
 
 1. keep the schema's previous version, exactly as it was, as
    ``schemas/history/<Name>.vN.avsc`` with the next free N
    (``git show HEAD:schemas/<Name>.avsc > schemas/history/<Name>.vN.avsc``);
-2. change ``schemas/<Name>.avsc`` within the rules of README.md's "Upgrade notes";
-3. regenerate it with ``UPDATE_GOLDEN=1 .venv/bin/pytest -q
-   tests/unit/transport/test_schema_history.py`` and commit it with the schema.
+2. change ``schemas/<Name>.avsc`` within the rules of README.md's "Upgrade notes", and its
+   sample in ``SAMPLES``;
+3. regenerate both with ``UPDATE_GOLDEN=1 .venv/bin/pytest -q
+   tests/unit/transport/test_schema_history.py`` and commit them with the schema.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from blockferry.transport.codec import MAGIC, SCHEMA_DIR, Codec, _schema
 from tests.unit.transport.test_codec import SAMPLES
 
 FINGERPRINTS = SCHEMA_DIR / "fingerprints.txt"
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 REGENERATE = "UPDATE_GOLDEN=1 .venv/bin/pytest -q tests/unit/transport/test_schema_history.py"
 HEADER = (
@@ -65,6 +68,7 @@ def _schema_files() -> list[str]:
 
 
 HISTORY = [f for f in _schema_files() if f.startswith("history/")]
+NAMES = sorted(name.rsplit(".", 1)[-1] for name in Codec().names)
 
 
 def _fingerprints_text() -> str:
@@ -319,3 +323,32 @@ def test_the_change_since_an_older_version_keeps_the_rolling_upgrade_rules(
     new = _raw(f"{old['name']}.avsc")
     breaks = _rule_breaks(old, new, old["name"], (_named_types(old), _named_types(new)), set())
     assert not breaks, f"{history_file} -> {old['name']}.avsc:\n" + "\n".join(breaks)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_sample_encodes_to_its_golden_file(name: str) -> None:
+    assert name in SAMPLES, f"no sample of {name}: add one to SAMPLES in test_codec.py"
+    encoded = Codec().encode(name, SAMPLES[name])
+    golden = GOLDEN_DIR / f"{name}.bin"
+    if UPDATE:
+        GOLDEN_DIR.mkdir(exist_ok=True)
+        golden.write_bytes(encoded)
+    assert golden.exists() and golden.read_bytes() == encoded, (
+        f"golden/{name}.bin is not the encoding of SAMPLES[{name!r}]. A golden file changes "
+        f"only with its schema: if schemas/{name}.avsc changed on purpose (its previous version "
+        f"in schemas/history/), regenerate with: {REGENERATE}"
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_golden_file_decodes_to_its_sample(name: str) -> None:
+    golden = GOLDEN_DIR / f"{name}.bin"
+    assert golden.exists(), f"no golden/{name}.bin: regenerate with: {REGENERATE}"
+    assert Codec().decode(golden.read_bytes()) == (name, SAMPLES[name])
+
+
+def test_every_record_type_has_a_golden_file_and_no_other_has() -> None:
+    assert sorted(p.stem for p in GOLDEN_DIR.glob("*.bin")) == NAMES, (
+        f"golden/ must hold one <Name>.bin per schema: regenerate with: {REGENERATE}, and "
+        "remove the files of record types that are gone"
+    )
