@@ -3,10 +3,12 @@ owner's commands and the guest-proxy's share this.
 
 A command is committed before it is handled (at most once: a command whose handler died
 is not run again by another instance; its sender times out and decides), handled in a
-task of its own by the handler the server registers under its name (:meth:`handlers`;
-any other name is refused, so no other method can be called from the bus), and answered
-with a Reply carrying its id. A handler that returns None answers by itself (a restore
-streams its data instead). A failed command's Reply carries an
+task of its own by the handler the server registers for its
+:class:`~blockferry.transport.commands.CommandSpec` (:meth:`handlers`; any other name is
+refused, so no other method can be called from the bus), and answered with a Reply
+carrying its id and the result's model. Arguments are decoded once, here: arguments of
+another type than the spec's are refused. A handler of a spec without a result answers
+by itself (a restore streams its data instead). A failed command's Reply carries an
 :class:`~blockferry.transport.rpc.ErrorCode` and a message without the server's paths.
 At most ``concurrency`` commands run at once; the next wait in Kafka (the consumer
 pauses its partitions and goes on polling, so it stays in its group).
@@ -15,23 +17,34 @@ pauses its partitions and goes on polling, so it stays in its group).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import Counter
 
-from blockferry.core.errors import BlockferryError
+from blockferry.core.errors import BlockferryError, RecordError
 from blockferry.mesh import Mesh
 from blockferry.transport import expiry
-from blockferry.transport.kafka import Record
+from blockferry.transport.commands import CommandSpec
+from blockferry.transport.records import Command, Message, Reply
 from blockferry.transport.rpc import ErrorCode, code_of
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
-"""Handles a command's arguments; returns its result, or None if it answered itself."""
+A = TypeVar("A", bound=Message)
+R = TypeVar("R", bound=Message)
+
+
+@dataclass(frozen=True)
+class Handler(Generic[A, R]):
+    """Runs one command: ``run(arguments, command_id)`` returns the spec's result (None
+    for a spec without one: the handler answered by itself)."""
+
+    spec: CommandSpec[A, R]
+    run: Callable[[A, str], Awaitable[R | None]]
+
 
 DEFAULT_CONCURRENCY = 16
 
@@ -57,8 +70,8 @@ class CommandServer:
         self._concurrency = concurrency
         self._running = 0
 
-    def handlers(self) -> dict[str, Handler]:
-        """The commands this server answers, by name: the only ones it runs."""
+    def handlers(self) -> list[Handler[Any, Any]]:
+        """The commands this server answers: the only ones it runs."""
         raise NotImplementedError
 
     def public(self, message: str) -> str:
@@ -77,43 +90,40 @@ class CommandServer:
             async for batch in self._consumer.batches(timeout_ms=200, max_records=1):
                 for record in batch:
                     await self._consumer.commit({record.source: record.offset + 1})
-                    if record.name == "Command":
+                    if isinstance(record.value, Command):
                         self._running += 1
-                        group.create_task(self._handle(record))
+                        group.create_task(self._handle(record.value))
                 assigned = self._consumer.assignment()
                 if self._running >= self._concurrency:
                     self._consumer.pause(assigned)
                 else:
                     self._consumer.resume(assigned)
 
-    async def _handle(self, record: Record) -> None:
+    async def _handle(self, command: Command) -> None:
         try:
-            await self._answer(record.fields)
+            await self._answer(command)
         finally:
             self._running -= 1
 
-    async def _answer(self, command: dict[str, Any]) -> None:
-        name = command["name"]
+    async def _answer(self, command: Command) -> None:
+        name = command.name
         stale = expiry.refusal(command, self._mesh.settings.kafka.clock_skew_s)
         if stale:
-            log.warning("command %s (%s): %s", name, command["command_id"], stale)
+            log.warning("command %s (%s): %s", name, command.command_id, stale)
             self._expired.inc()
             await self._reply(command, ErrorCode.REFUSED, error=f"{name}: {stale}")
             return
         try:
-            try:
-                arguments = json.loads(command["arguments"] or "{}")
-            except ValueError as exc:
-                raise BlockferryError(f"arguments are not JSON: {exc}") from exc
-            if not isinstance(arguments, dict):
-                raise BlockferryError("arguments must be a JSON object")
-            arguments["command_id"] = command["command_id"]
-            handlers = self.handlers()
+            handlers = {handler.spec.name: handler for handler in self.handlers()}
             handler = handlers.get(name)
             if handler is None:
                 known = ", ".join(sorted(handlers))
                 raise BlockferryError(f"unknown command {name!r}; this server answers {known}")
-            result = await handler(arguments)
+            try:
+                arguments = self._mesh.codec.decode_as(command.arguments, handler.spec.arguments)
+            except RecordError as exc:
+                raise BlockferryError(f"arguments refused: {exc}") from exc
+            result = await handler.run(arguments, command.command_id)
         except Exception as exc:  # a command's failure is answered; it never stops the server
             if isinstance(exc, BlockferryError | OSError):
                 log.error("command %s failed: %s", name, exc)
@@ -126,21 +136,17 @@ class CommandServer:
 
     async def _reply(
         self,
-        command: dict[str, Any],
+        command: Command,
         code: ErrorCode | None = None,
         error: str = "",
-        result: Any = None,
+        result: Message | None = None,
     ) -> None:
-        await self._mesh.producer.send_and_wait(
-            self._replies_topic,
-            "Reply",
-            {
-                "correlation_id": command["command_id"],
-                "name": command["name"],
-                "ok": code is None,
-                "code": code or "",
-                "error": error,
-                "result": json.dumps(result if result is not None else {}),
-            },
-            key=command["command_id"],
+        reply = Reply(
+            correlation_id=command.command_id,
+            name=command.name,
+            ok=code is None,
+            code=code or "",
+            error=error,
+            result=b"" if result is None else self._mesh.codec.encode(result),
         )
+        await self._mesh.producer.send_and_wait(self._replies_topic, reply, key=command.command_id)

@@ -10,6 +10,7 @@ from blockferry.settings import CommonSettings
 from blockferry.transport.codec import Codec
 from blockferry.transport.kafka import RecordConsumer, RecordProducer, ensure_topics
 from blockferry.transport.mailbox import Mailbox
+from blockferry.transport.records import RepositoryInfo
 from blockferry.transport.rpc import CommandClient
 from blockferry.transport.topics import Topics
 
@@ -72,7 +73,7 @@ class RepositoryDirectory:
     def __init__(self, mesh: Mesh) -> None:
         self._consumer = mesh.consumer("repositories")
         self._topic = mesh.topics.repositories
-        self._known: dict[str, dict[str, Any]] = {}
+        self._known: dict[str, RepositoryInfo] = {}
         self._announced = asyncio.Condition()
 
     async def start(self) -> None:
@@ -84,18 +85,18 @@ class RepositoryDirectory:
 
     async def run(self) -> None:
         async for batch in self._consumer.batches(timeout_ms=500):
-            announced = [record.fields for record in batch if record.name == "RepositoryInfo"]
+            announced = [r.value for r in batch if isinstance(r.value, RepositoryInfo)]
             if announced:
                 async with self._announced:
-                    for fields in announced:
-                        self._known[fields["name"]] = fields
+                    for info in announced:
+                        self._known[info.name] = info
                     self._announced.notify_all()
 
     @property
     def names(self) -> list[str]:
         return sorted(self._known)
 
-    async def get(self, name: str, timeout: float = 10.0) -> dict[str, Any] | None:
+    async def get(self, name: str, timeout: float = 10.0) -> RepositoryInfo | None:
         """The announcement of repository ``name``, waiting briefly for it at start-up."""
         try:
             async with self._announced:
@@ -109,7 +110,7 @@ class RepositoryDirectory:
     def owner(self, name: str) -> str | None:
         """The instance that last announced repository ``name``, if any did."""
         info = self._known.get(name)
-        return None if info is None else str(info["owner"])
+        return None if info is None else info.owner
 
     async def owner_changed(self, name: str, owner: str | None) -> None:
         """Return once repository ``name`` is announced by an instance other than

@@ -9,9 +9,9 @@ the reason these functions return.
 from __future__ import annotations
 
 import itertools
-from typing import Any
 
 from blockferry.core.blocks import DIGEST_SIZE, block_count
+from blockferry.transport.records import DiskEnd, Extents
 
 MAX_DISK_SIZE = 64 * 1024**4
 """The largest disk blockferry backs up: 64 TiB (2^28 blocks of 256 KiB, whose fixed
@@ -28,14 +28,14 @@ def disk_refusal(disk_size: int, block_size: int, repo_block_size: int) -> str:
     return ""
 
 
-def extents_refusal(fields: dict[str, Any], block_size: int) -> str:
+def extents_refusal(extents: Extents, block_size: int) -> str:
     """Why an Extents record cannot be taken, or ""."""
     max_blocks = block_count(MAX_DISK_SIZE, block_size)
-    indexes: list[int] = fields["blocks"]
-    if len(fields["digests"]) != DIGEST_SIZE * len(indexes):
-        return f"extents record has {len(fields['digests'])} digest bytes for {len(indexes)} blocks"
-    if not 0 <= fields["seq"] < max_blocks:
-        return f"extents record number {fields['seq']} is out of range"
+    indexes = extents.blocks
+    if len(extents.digests) != DIGEST_SIZE * len(indexes):
+        return f"extents record has {len(extents.digests)} digest bytes for {len(indexes)} blocks"
+    if not 0 <= extents.seq < max_blocks:
+        return f"extents record number {extents.seq} is out of range"
     if indexes and not 0 <= indexes[0] <= indexes[-1] < max_blocks:
         return f"extents record names blocks {indexes[0]}..{indexes[-1]}, beyond any disk"
     if any(a >= b for a, b in itertools.pairwise(indexes)):
@@ -43,15 +43,14 @@ def extents_refusal(fields: dict[str, Any], block_size: int) -> str:
     return ""
 
 
-def disk_end_refusal(fields: dict[str, Any], repo_block_size: int) -> str:
+def disk_end_refusal(end: DiskEnd, repo_block_size: int) -> str:
     """Why a DiskEnd record cannot be taken, or ""."""
-    refusal = disk_refusal(fields["disk_size"], fields["block_size"], repo_block_size)
+    refusal = disk_refusal(end.disk_size, end.block_size, repo_block_size)
     if refusal:
         return refusal
-    count = block_count(fields["disk_size"], fields["block_size"])
-    if not 0 <= fields["extent_records"] <= count:
+    count = block_count(end.disk_size, end.block_size)
+    if not 0 <= end.extent_records <= count:
         return (
-            f"end marker counts {fields['extent_records']} extents records for a disk"
-            f" of {count} blocks"
+            f"end marker counts {end.extent_records} extents records for a disk of {count} blocks"
         )
     return ""

@@ -32,6 +32,7 @@ from blockferry.dedupe_index.store import ShardStore
 from blockferry.failpoints import Point
 from blockferry.mesh import Mesh, RepositoryDirectory
 from blockferry.transport.kafka import Partition, Record
+from blockferry.transport.records import IndexEntry, LookupReply, LookupRequest
 
 log = logging.getLogger(__name__)
 
@@ -218,10 +219,10 @@ class DedupeIndex:
         for record in records:
             if record.key is None or len(record.key) != DIGEST_SIZE:
                 continue
-            if record.name == "Tombstone":
+            if record.value is None:
                 changes.append((record.key, None))
-            elif record.name == "IndexEntry":
-                changes.append((record.key, _location(record.fields)))
+            elif isinstance(record.value, IndexEntry):
+                changes.append((record.key, _location(record.value)))
         store = self._store(shard.repo)
         await asyncio.to_thread(store.apply, shard.number, changes, records[-1].offset + 1)
         failpoints.reached(Point.DEDUPE_INDEX_APPLIED)
@@ -233,8 +234,8 @@ class DedupeIndex:
             acks: list[asyncio.Future[Any]] = []
             for record in batch:
                 done[record.source] = record.offset + 1
-                if record.name == "LookupRequest":
-                    ack = await self._answer_when_ready(record)
+                if isinstance(record.value, LookupRequest):
+                    ack = await self._answer_when_ready(record, record.value)
                     if ack is not None:
                         acks.append(ack)
             await _settle(acks)
@@ -242,7 +243,9 @@ class DedupeIndex:
                 failpoints.reached(Point.DEDUPE_INDEX_ANSWERED)
             await self._lookups.commit(done)
 
-    async def _answer_when_ready(self, record: Record) -> asyncio.Future[Any] | None:
+    async def _answer_when_ready(
+        self, record: Record, request: LookupRequest
+    ) -> asyncio.Future[Any] | None:
         """Answer now if the shard is ready (the reply's ack), else once it is."""
         repo = self._mesh.topics.repository_of_lookups(record.topic)
         shard = None
@@ -250,12 +253,12 @@ class DedupeIndex:
             shard = self._shards.get(self._changelog_of(repo, record.partition))
         if shard is None:
             return None
-        late_s = record.fields["deadline_ms"] / 1000 - time.time()
+        late_s = request.deadline_ms / 1000 - time.time()
         if late_s <= 0:
             self._metrics.lookups.labels("late").inc()
             return None
         if shard.ready.is_set():
-            return await self._answer(shard, record)
+            return await self._answer(shard, request)
 
         async def answer_once_ready() -> None:
             try:
@@ -263,15 +266,15 @@ class DedupeIndex:
             except TimeoutError:
                 self._metrics.lookups.labels("not-ready").inc()
                 return
-            await _settle([await self._answer(shard, record)])
+            await _settle([await self._answer(shard, request)])
 
         task = asyncio.create_task(answer_once_ready())
         self._waiting.add(task)
         task.add_done_callback(self._waiting.discard)
         return None
 
-    async def _answer(self, shard: Shard, record: Record) -> asyncio.Future[Any]:
-        raw: bytes = record.fields["digests"]
+    async def _answer(self, shard: Shard, request: LookupRequest) -> asyncio.Future[Any]:
+        raw = request.digests
         digests = [raw[i : i + DIGEST_SIZE] for i in range(0, len(raw), DIGEST_SIZE)]
         known = self._store(shard.repo).known(shard.number, digests)
         bitmap = bytearray((len(digests) + 7) // 8)
@@ -281,15 +284,11 @@ class DedupeIndex:
         self._metrics.lookups.labels("answered").inc()
         self._metrics.digests.labels("asked").inc(len(digests))
         self._metrics.digests.labels("known").inc(sum(known))
+        reply = LookupReply(
+            correlation_id=request.reply_to, request_id=request.request_id, known=bytes(bitmap)
+        )
         return await self._mesh.producer.send(
-            self._mesh.topics.lookup_replies(shard.repo),
-            "LookupReply",
-            {
-                "correlation_id": record.fields["reply_to"],
-                "request_id": record.fields["request_id"],
-                "known": bytes(bitmap),
-            },
-            key=record.fields["reply_to"],
+            self._mesh.topics.lookup_replies(shard.repo), reply, key=request.reply_to
         )
 
 
@@ -300,9 +299,9 @@ async def _settle(acks: list[asyncio.Future[Any]]) -> None:
             log.warning("a lookup reply was not delivered: %s", outcome)
 
 
-def _location(fields: dict[str, Any]) -> bytes:
+def _location(entry: IndexEntry) -> bytes:
     """Where an index entry says its chunk is: pack, offset, stored and plain size."""
     return (
-        f"{fields['pack_id']}:{fields['offset']}:{fields['stored_size']}:{fields['plain_size']}"
-        f":{int(fields['compressed'])}"
+        f"{entry.pack_id}:{entry.offset}:{entry.stored_size}:{entry.plain_size}"
+        f":{int(entry.compressed)}"
     ).encode()

@@ -40,6 +40,7 @@ from blockferry.guest_proxy.metrics import GuestProxyMetrics
 from blockferry.guest_proxy.settings import GuestProxySettings
 from blockferry.guest_proxy.snapshots import create_snapshot, delete_snapshot
 from blockferry.mesh import Mesh
+from blockferry.transport import commands as cmd
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class FrozenGuest:
     """Names the guest's freeze marker: the session and the VM."""
     post_thaw: str | None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    thawed: dict[str, Any] | None = None
+    thawed: cmd.GuestStep | None = None
     """The thaw's step once it ran (or was found done by the guest's watchdog)."""
     timer: asyncio.Task[None] | None = None
 
@@ -105,13 +106,13 @@ class GuestCommands(CommandServer):
         self._metrics = metrics
         self._frozen: dict[str, FrozenGuest] = {}
 
-    def handlers(self) -> dict[str, Handler]:
-        return {
-            "freeze": self._freeze,
-            "thaw": self._thaw,
-            "snapshot": self._snapshot,
-            "delete-snapshot": self._delete_snapshot,
-        }
+    def handlers(self) -> list[Handler[Any, Any]]:
+        return [
+            Handler(cmd.FREEZE, self._freeze),
+            Handler(cmd.THAW, self._thaw),
+            Handler(cmd.SNAPSHOT, self._snapshot),
+            Handler(cmd.DELETE_SNAPSHOT, self._delete_snapshot),
+        ]
 
     def _allow_local(self, what: str) -> None:
         if not self._settings.guest_proxy.run_local_commands:
@@ -120,25 +121,27 @@ class GuestCommands(CommandServer):
                 " (set guest_proxy.run_local_commands to allow it)"
             )
 
-    def _shell(self, access: dict[str, Any]) -> Shell:
-        if access.get("connection") == "local":
+    def _shell(self, access: cmd.GuestAccess) -> Shell:
+        if access.connection == "local":
             self._allow_local("running a guest script locally")
             return LocalShell()
+        if not access.host:
+            raise GuestError("an ssh connection needs the guest's host")
         return SshShell(
-            host=access["host"],
-            port=int(access.get("port", 22)),
-            user=access.get("user", "root"),
+            host=access.host,
+            port=access.port,
+            user=access.user,
             client_keys=self._settings.client_keys(),
             known_hosts=self._settings.known_hosts(),
             connect_timeout=self._settings.guest_proxy.connect_timeout_s,
         )
 
-    async def _freeze(self, args: dict[str, Any]) -> dict[str, Any]:
-        key = f"{args['session_id']}.{args['vm']}"
-        limit = float(args["freeze_limit_s"])
-        shell = self._shell(args["access"])
-        command = freeze_command(key, args.get("pre_freeze"), args.get("post_thaw"), limit)
-        frozen = FrozenGuest(args["vm"], shell, key, args.get("post_thaw"))
+    async def _freeze(self, args: cmd.FreezeArguments, _: str) -> cmd.GuestStep:
+        key = f"{args.session_id}.{args.vm}"
+        limit = args.freeze_limit_s
+        shell = self._shell(args.access)
+        command = freeze_command(key, args.pre_freeze, args.post_thaw, limit)
+        frozen = FrozenGuest(args.vm, shell, key, args.post_thaw)
         self._frozen[key] = frozen
         self._metrics.frozen.inc()
         frozen.timer = asyncio.create_task(self._thaw_at_limit(key, frozen, limit))
@@ -149,18 +152,16 @@ class GuestCommands(CommandServer):
             self._forget(key, frozen)
             self._metrics.steps.labels("freeze", "failed").inc()
             raise
-        return {"step": self._step("freeze", args["vm"], result)}
+        return self._step("freeze", args.vm, result)
 
-    async def _thaw(self, args: dict[str, Any]) -> dict[str, Any]:
-        key = f"{args['session_id']}.{args['vm']}"
+    async def _thaw(self, args: cmd.ThawArguments, _: str) -> cmd.GuestStep:
+        key = f"{args.session_id}.{args.vm}"
         frozen = self._frozen.get(key)
         if frozen is None:  # another instance froze it, or this one restarted since
-            frozen = FrozenGuest(
-                args["vm"], self._shell(args["access"]), key, args.get("post_thaw")
-            )
-        step = await self._thaw_once(frozen, by="thaw", timeout=float(args["timeout_s"]))
+            frozen = FrozenGuest(args.vm, self._shell(args.access), key, args.post_thaw)
+        step = await self._thaw_once(frozen, by="thaw", timeout=args.timeout_s)
         self._forget(key, frozen)
-        return {"step": step}
+        return step
 
     async def _thaw_at_limit(self, key: str, frozen: FrozenGuest, limit: float) -> None:
         await asyncio.sleep(limit)
@@ -172,7 +173,7 @@ class GuestCommands(CommandServer):
 
     async def _thaw_once(
         self, frozen: FrozenGuest, by: str, timeout: float = THAW_TIMEOUT_S
-    ) -> dict[str, Any]:
+    ) -> cmd.GuestStep:
         """Thaw a guest unless it was thawed already; the step says who thawed it."""
         async with frozen.lock:
             if frozen.thawed is None:
@@ -183,13 +184,13 @@ class GuestCommands(CommandServer):
                 )
                 step = self._step("thaw", frozen.vm, result)
                 if result.exit_code == ALREADY_THAWED:
-                    step["message"] = (
+                    message = (
                         "the guest had thawed itself at its freeze limit (or the freeze"
                         " never began)"
                     )
-                    step["ok"] = True
+                    step = step.model_copy(update={"message": message, "ok": True})
                 elif by != "thaw":
-                    step["message"] = f"thawed by the guest-proxy at {by}"
+                    step = step.model_copy(update={"message": f"thawed by the guest-proxy at {by}"})
                 frozen.thawed = step
             return frozen.thawed
 
@@ -200,60 +201,60 @@ class GuestCommands(CommandServer):
         if frozen.timer is not None and frozen.timer is not asyncio.current_task():
             frozen.timer.cancel()
 
-    async def _snapshot(self, args: dict[str, Any]) -> dict[str, Any]:
-        if args["provider"] == "command":
+    async def _snapshot(self, args: cmd.SnapshotArguments, _: str) -> cmd.SnapshotTaken:
+        if args.provider == "command":
             self._allow_local("running a snapshot command")
         started = time.monotonic()
         try:
             snapshot = await create_snapshot(
-                args["provider"],
-                args["disk"],
-                args["source"],
-                args["session_id"],
-                create=args.get("create"),
-                timeout_s=float(args["timeout_s"]),
-                freeze_limit_s=args.get("freeze_limit_s"),
+                args.provider,
+                args.disk,
+                args.source,
+                args.session_id,
+                create=args.create,
+                timeout_s=args.timeout_s,
+                freeze_limit_s=args.freeze_limit_s,
             )
         except BlockferryError:
             self._metrics.steps.labels("snapshot", "failed").inc()
             raise
         self._metrics.steps.labels("snapshot", "ok").inc()
-        return {
-            "path": snapshot.path,
-            "kind": snapshot.kind,
-            "warnings": list(snapshot.warnings),
-            "seconds": round(time.monotonic() - started, 3),
-        }
+        return cmd.SnapshotTaken(
+            path=snapshot.path,
+            kind=snapshot.kind,
+            warnings=list(snapshot.warnings),
+            seconds=round(time.monotonic() - started, 3),
+        )
 
-    async def _delete_snapshot(self, args: dict[str, Any]) -> dict[str, Any]:
-        if args["provider"] == "command":
+    async def _delete_snapshot(self, args: cmd.DeleteSnapshotArguments, _: str) -> cmd.Done:
+        if args.provider == "command":
             self._allow_local("running a snapshot command")
         try:
             await delete_snapshot(
-                args["disk"],
-                args["source"],
-                args["path"],
-                provider=args["provider"],
-                session_id=args["session_id"],
-                delete=args.get("delete"),
-                timeout_s=float(args["timeout_s"]),
+                args.disk,
+                args.source,
+                args.path,
+                provider=args.provider,
+                session_id=args.session_id,
+                delete=args.delete,
+                timeout_s=args.timeout_s,
             )
         except BlockferryError:
             self._metrics.steps.labels("delete-snapshot", "failed").inc()
             raise
         self._metrics.steps.labels("delete-snapshot", "ok").inc()
-        return {}
+        return cmd.Done()
 
-    def _step(self, action: str, vm: str, result: CommandResult) -> dict[str, Any]:
+    def _step(self, action: str, vm: str, result: CommandResult) -> cmd.GuestStep:
         self._metrics.steps.labels(action, "ok" if result.ok else "failed").inc()
-        return {
-            "vm": vm,
-            "action": action,
-            "ok": result.ok,
-            "exit_code": result.exit_code,
-            "timed_out": result.timed_out,
-            "seconds": round(result.seconds, 3),
-            "stdout": result.stdout,
-            "stderr": result.stderr,
-            "message": result.describe(),
-        }
+        return cmd.GuestStep(
+            vm=vm,
+            action=action,
+            ok=result.ok,
+            exit_code=result.exit_code,
+            timed_out=result.timed_out,
+            seconds=round(result.seconds, 3),
+            stdout=result.stdout,
+            stderr=result.stderr,
+            message=result.describe(),
+        )

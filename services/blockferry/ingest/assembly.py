@@ -9,18 +9,18 @@ different topics, so neither arrives first reliably.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from blockferry.core import blocks, limits
 from blockferry.core.errors import BlockferryError
 from blockferry.failpoints import Point
 from blockferry.ingest.chunks import ChunkIntake
 from blockferry.ingest.context import IngestContext
+from blockferry.transport import commands as cmd
 from blockferry.transport.kafka import Partition, Record
+from blockferry.transport.records import DiskEnd, Extents, Reply, ResumeQuery
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class DiskExtents:
     digests: dict[int, bytes] = field(default_factory=dict)
     record_ends: dict[int, int] = field(default_factory=dict)
     """Extents records arrived, by sequence number: the block after the last they name."""
-    end: dict[str, Any] | None = None
+    end: DiskEnd | None = None
     finishing: asyncio.Task[None] | None = None
     asked_again: dict[int, bytes] = field(default_factory=dict)
     """Blocks reported missing at the last end marker (a block the parent names may be
@@ -78,10 +78,10 @@ class ExtentAssembly:
         """Why a record's numbers are beyond any disk of this repository, or "": checked
         before anything is sized by them."""
         block_size = self._ctx.repo.config.block_size
-        if record.name == "Extents":
-            return limits.extents_refusal(record.fields, block_size)
-        if record.name == "DiskEnd" and not record.fields["error"]:
-            return limits.disk_end_refusal(record.fields, block_size)
+        if isinstance(record.value, Extents):
+            return limits.extents_refusal(record.value, block_size)
+        if isinstance(record.value, DiskEnd) and not record.value.error:
+            return limits.disk_end_refusal(record.value, block_size)
         return ""
 
     async def _refuse(self, record: Record, refusal: str) -> None:
@@ -91,34 +91,34 @@ class ExtentAssembly:
         tp = record.source
         self._read_up_to[tp] = record.offset + 1
         await self._consumer.dead_letter(record, refusal)
-        if record.name == "DiskEnd":
-            f = record.fields
-            self._disks.pop(f"{f['session_id']}/{f['disk']}", None)
-            await self._reply(f, ok=False, error=f"refusing the end marker: {refusal}")
+        if isinstance(end := record.value, DiskEnd):
+            self._disks.pop(f"{end.session_id}/{end.disk}", None)
+            answer = cmd.DiskStored(attempt=end.attempt)
+            await self._reply(end, answer, error=f"refusing the end marker: {refusal}")
 
     def _take(self, record: Record) -> None:
         tp = record.source
         self._read_up_to[tp] = record.offset + 1
-        f = record.fields
-        if record.name not in ("Extents", "DiskEnd", "ResumeQuery"):
+        f = record.value
+        if not isinstance(f, Extents | DiskEnd | ResumeQuery):
             log.warning("ignoring %s on the extents topic", record.name)
             return
-        key = f"{f['session_id']}/{f['disk']}"
+        key = f"{f.session_id}/{f.disk}"
         assert self._group is not None
-        if record.name == "ResumeQuery":
+        if isinstance(f, ResumeQuery):
             self._group.create_task(self._answer_resume(self._disks.get(key), f))
             return
         disk = self._disks.get(key)
         if disk is None:
             disk = self._disks[key] = DiskExtents(key, tp, record.offset)
-        if record.name == "Extents":
-            digests: bytes = f["digests"]
-            for i, index in enumerate(f["blocks"]):
+        if isinstance(f, Extents):
+            digests = f.digests
+            for i, index in enumerate(f.blocks):
                 disk.digests[index] = digests[i * blocks.DIGEST_SIZE : (i + 1) * blocks.DIGEST_SIZE]
-            disk.record_ends[f["seq"]] = max(f["blocks"], default=-1) + 1
+            disk.record_ends[f.seq] = max(f.blocks, default=-1) + 1
             return
-        if f["error"]:
-            log.warning("disk %s: the source gave up (%s); dropping its extents", key, f["error"])
+        if f.error:
+            log.warning("disk %s: the source gave up (%s); dropping its extents", key, f.error)
             self._disks.pop(key, None)
             return
         disk.end = f
@@ -144,7 +144,7 @@ class ExtentAssembly:
         await self._consumer.commit(offsets)
         self._committed.update(offsets)
 
-    async def _finish(self, disk: DiskExtents, end: dict[str, Any]) -> None:
+    async def _finish(self, disk: DiskExtents, end: DiskEnd) -> None:
         try:
             await self._finish_disk(disk, end)
         except Exception as exc:  # answered to the source; assembly of other disks goes on
@@ -153,17 +153,17 @@ class ExtentAssembly:
             else:
                 log.exception("disk %s", disk.key)
             self._disks.pop(disk.key, None)
-            await self._reply(end, ok=False, error=str(exc))
+            await self._reply(end, cmd.DiskStored(attempt=end.attempt), error=str(exc))
 
-    async def _finish_disk(self, disk: DiskExtents, end: dict[str, Any]) -> None:
-        arrived, expected = disk.record_ends, end["extent_records"]
+    async def _finish_disk(self, disk: DiskExtents, end: DiskEnd) -> None:
+        arrived, expected = disk.record_ends, end.extent_records
         if len(arrived) != expected or (
             arrived and (min(arrived), max(arrived)) != (0, expected - 1)
         ):
             raise BlockferryError(
                 f"end marker expects {expected} extents records, {len(arrived)} arrived"
             )
-        count = blocks.block_count(end["disk_size"], end["block_size"])
+        count = blocks.block_count(end.disk_size, end.block_size)
         if any(index >= count or index < 0 for index in disk.digests):
             raise BlockferryError("extents name blocks beyond the end of the disk")
         wanted = {**disk.asked_again, **disk.digests}
@@ -182,27 +182,28 @@ class ExtentAssembly:
             log.warning(
                 "disk %s: %d blocks not stored; asking for them again", disk.key, len(missing)
             )
-            await self._reply(end, ok=False, name="missing-blocks", result={"blocks": missing})
+            answer = cmd.MissingBlocks(attempt=end.attempt, blocks=missing)
+            await self._reply(end, answer, error=f"{len(missing)} blocks missing")
             return
         self._ctx.metrics.disks_stored.labels(self._ctx.name).inc()
         self._disks.pop(disk.key, None)
-        await self._reply(end, ok=True, result={"blocks": count})
+        await self._reply(end, cmd.DiskStored(attempt=end.attempt, blocks=count))
 
-    def _parent_digests(self, end: dict[str, Any]) -> Sequence[bytes]:
+    def _parent_digests(self, end: DiskEnd) -> Sequence[bytes]:
         """The parent restore point's digests of the disk: an incremental's extents name
         only the blocks that changed since it, the others are the parent's."""
-        if not end["parent"]:
+        if not end.parent:
             return ()
         repo = self._ctx.repo
-        return repo.read_fixed_index(repo.restore_point(end["parent"]), end["disk"]).digests
+        return repo.read_fixed_index(repo.restore_point(end.parent), end.disk).digests
 
-    def _stage_if_present(self, end: dict[str, Any], digests: list[bytes]) -> list[int]:
+    def _stage_if_present(self, end: DiskEnd, digests: list[bytes]) -> list[int]:
         """Under the repository's shared lock, so that no garbage collection runs between
         the check and the write: check every block's chunk is present, then stage the
         fixed index. Returns the blocks whose chunk is absent (nothing staged then)."""
         repo = self._ctx.repo
-        with repo.shared_lock(f"fixed index of {end['session_id']}/{end['disk']}"):
-            if repo.committed_as(end["job"], end["session_id"]) is not None:
+        with repo.shared_lock(f"fixed index of {end.session_id}/{end.disk}"):
+            if repo.committed_as(end.job, end.session_id) is not None:
                 return []  # a disk's end handled again after its session was committed
             repo.refresh_index()
             absent = [
@@ -211,18 +212,18 @@ class ExtentAssembly:
                 if d != blocks.ZERO_DIGEST and repo.locate(d) is None
             ]
             if not absent:
-                repo.stage_fixed_index(end["session_id"], end["disk"], end["disk_size"], digests)
+                repo.stage_fixed_index(end.session_id, end.disk, end.disk_size, digests)
                 repo.hooks.reached(Point.STAGE_WRITTEN)
             return absent
 
-    async def _answer_resume(self, disk: DiskExtents | None, query: dict[str, Any]) -> None:
+    async def _answer_resume(self, disk: DiskExtents | None, query: ResumeQuery) -> None:
         """Tell a mover taking over a disk where to resume: after the longest run of
         extents records from the first whose blocks are all durable; or that the disk is
         stored already (its mover died before it could report so)."""
         if disk is None and await self._ctx.in_pool(
-            self._ctx.repo.is_staged, query["session_id"], query["disk"]
+            self._ctx.repo.is_staged, query.session_id, query.disk
         ):
-            await self._reply(query, ok=True, name="resume-point", result={"stored": True})
+            await self._reply(query, cmd.ResumePoint(attempt=query.attempt, stored=True))
             return
         records = 0
         if disk is not None:
@@ -237,15 +238,14 @@ class ExtentAssembly:
         block = disk.record_ends[records - 1] if disk is not None and records else 0
         log.info(
             "disk %s/%s: attempt %d resumes at block %d (%d extents records held)",
-            query["session_id"],
-            query["disk"],
-            query["attempt"],
+            query.session_id,
+            query.disk,
+            query.attempt,
             block,
             records,
         )
-        await self._reply(
-            query, ok=True, name="resume-point", result={"block": block, "extent_records": records}
-        )
+        answer = cmd.ResumePoint(attempt=query.attempt, block=block, extent_records=records)
+        await self._reply(query, answer)
 
     async def _wait_durable(self, wanted: dict[int, bytes]) -> list[int]:
         """The blocks of ``wanted`` whose digest is not in a sealed pack once the wait is over.
@@ -276,21 +276,20 @@ class ExtentAssembly:
 
     async def _reply(
         self,
-        end: dict[str, Any],
-        ok: bool,
-        name: str = "disk-stored",
+        about: DiskEnd | ResumeQuery,
+        answer: cmd.DiskStored | cmd.MissingBlocks | cmd.ResumePoint,
         error: str = "",
-        result: dict[str, Any] | None = None,
     ) -> None:
+        """Answer the disk's source mover: ok unless ``error``, named after ``answer``'s
+        kind (see :data:`~blockferry.transport.commands.DISK_ANSWERS`)."""
+        name = next(n for n, kind in cmd.DISK_ANSWERS.items() if isinstance(answer, kind))
+        reply = Reply(
+            correlation_id=f"{about.session_id}/{about.disk}",
+            name=name,
+            ok=not error,
+            error=error,
+            result=self._ctx.mesh.codec.encode(answer),
+        )
         await self._ctx.mesh.producer.send_and_wait(
-            self._ctx.mesh.topics.replies(self._ctx.name),
-            "Reply",
-            {
-                "correlation_id": f"{end['session_id']}/{end['disk']}",
-                "name": name,
-                "ok": ok,
-                "error": error,
-                "result": json.dumps({**(result or {}), "attempt": end["attempt"]}),
-            },
-            key=end["session_id"],
+            self._ctx.mesh.topics.replies(self._ctx.name), reply, key=about.session_id
         )

@@ -10,21 +10,21 @@ from blockferry.ingest.context import IngestContext
 from blockferry.repository import Repository
 from blockferry.repository.pack import PackEntry
 from blockferry.transport.kafka import Partition, RecordConsumer, shard_of
+from blockferry.transport.records import IndexEntry
 
 
 async def publish_entries(ctx: IngestContext, entries: Sequence[PackEntry]) -> None:
     futures = [
         await ctx.mesh.producer.send(
             ctx.mesh.topics.index(ctx.name),
-            "IndexEntry",
-            {
-                "digest": e.digest,
-                "pack_id": e.pack_id,
-                "offset": e.offset,
-                "stored_size": e.stored_size,
-                "plain_size": e.plain_size,
-                "compressed": e.compressed,
-            },
+            IndexEntry(
+                digest=e.digest,
+                pack_id=e.pack_id,
+                offset=e.offset,
+                stored_size=e.stored_size,
+                plain_size=e.plain_size,
+                compressed=e.compressed,
+            ),
             key=e.digest,
             partition=shard_of(e.digest, ctx.repo.config.shard_count),
         )
@@ -38,7 +38,6 @@ async def publish_tombstones(ctx: IngestContext, digests: Sequence[bytes]) -> No
     futures = [
         await ctx.mesh.producer.send(
             ctx.mesh.topics.index(ctx.name),
-            "IndexEntry",
             None,
             key=digest,
             partition=shard_of(digest, ctx.repo.config.shard_count),

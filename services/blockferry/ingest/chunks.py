@@ -20,6 +20,7 @@ from blockferry.ingest.context import IngestContext
 from blockferry.repository import PackWriter
 from blockferry.transport.codec import unsigned64
 from blockferry.transport.kafka import Partition, Record
+from blockferry.transport.records import Chunk
 
 log = logging.getLogger(__name__)
 
@@ -159,25 +160,25 @@ class ChunkIntake:
 
     async def _take(self, batch: list[Record]) -> None:
         checks = [
-            self._ctx.in_pool(self._check, record)
-            if record.name == "Chunk" and not self._known(record.fields["digest"])
+            self._ctx.in_pool(self._check, record.value)
+            if isinstance(record.value, Chunk) and not self._known(record.value.digest)
             else None
             for record in batch
         ]
         for record, check in zip(batch, checks, strict=True):
             tp = record.source
-            if record.name != "Chunk":
+            chunk = record.value
+            if not isinstance(chunk, Chunk):
                 await self._consumer.dead_letter(record, f"unexpected {record.name} on chunk topic")
             elif check is not None:
                 problem = await check
-                digest = record.fields["digest"]
                 if problem:
                     self._ctx.metrics.chunks.labels(self._ctx.name, "rejected").inc()
                     await self._consumer.dead_letter(record, problem)
-                elif self._known(digest):  # an earlier record of this batch stored it
+                elif self._known(chunk.digest):  # an earlier record of this batch stored it
                     self._ctx.metrics.chunks.labels(self._ctx.name, "duplicate").inc()
                 else:
-                    await self._add(tp, record)
+                    await self._add(tp, record.offset, chunk)
             else:
                 self._ctx.metrics.chunks.labels(self._ctx.name, "duplicate").inc()
             self._mark(tp, record.offset + 1)
@@ -187,40 +188,37 @@ class ChunkIntake:
             return True
         return any(pack.writer.contains(digest) for pack in self._open.values())
 
-    def _check(self, record: Record) -> str:
+    def _check(self, chunk: Chunk) -> str:
         """Why the chunk must be rejected, or "" (a thread): the target recomputes the
         digest so a buggy or hostile source cannot poison a digest for everyone."""
-        f = record.fields
-        data: bytes = f["data"]
-        digest: bytes = f["digest"]
+        data, digest, size = chunk.data, chunk.digest, chunk.plain_size
         if len(digest) != blocks.DIGEST_SIZE:
             return f"chunk digest has {len(digest)} bytes"
-        if blocks.checksum(data) != unsigned64(f["checksum"]):
+        if blocks.checksum(data) != unsigned64(chunk.checksum):
             return f"chunk {digest.hex()}: checksum mismatch"
-        if not 0 < f["plain_size"] <= self._ctx.repo.config.block_size:
-            return f"chunk {digest.hex()}: plain size {f['plain_size']} out of range"
+        if not 0 < size <= self._ctx.repo.config.block_size:
+            return f"chunk {digest.hex()}: plain size {size} out of range"
         try:
-            plain = blocks.decompress(data, f["plain_size"]) if f["compressed"] else data
+            plain = blocks.decompress(data, size) if chunk.compressed else data
         except CorruptionError as exc:
             return f"chunk {digest.hex()}: {exc}"
-        if len(plain) != f["plain_size"]:
-            return f"chunk {digest.hex()}: plaintext has {len(plain)} bytes, not {f['plain_size']}"
+        if len(plain) != size:
+            return f"chunk {digest.hex()}: plaintext has {len(plain)} bytes, not {size}"
         if blocks.digest(plain, self._ctx.repo.config.dedupe_key) != digest:
             return f"chunk {digest.hex()}: digest does not match its plaintext"
         return ""
 
-    async def _add(self, tp: Partition, record: Record) -> None:
+    async def _add(self, tp: Partition, offset: int, chunk: Chunk) -> None:
         pack = self._open.get(tp)
         if pack is None:
             writer = await self._ctx.in_pool(self._ctx.repo.open_pack)
-            pack = self._open[tp] = OpenPack(writer, record.offset + 1, time.monotonic())
-        f = record.fields
+            pack = self._open[tp] = OpenPack(writer, offset + 1, time.monotonic())
         await self._ctx.in_pool(
-            pack.writer.add, f["digest"], f["data"], f["compressed"], f["plain_size"]
+            pack.writer.add, chunk.digest, chunk.data, chunk.compressed, chunk.plain_size
         )
         pack.last_added = time.monotonic()
         self._ctx.metrics.chunks.labels(self._ctx.name, "stored").inc()
-        self._ctx.metrics.bytes_written.labels(self._ctx.name).inc(len(f["data"]))
+        self._ctx.metrics.bytes_written.labels(self._ctx.name).inc(len(chunk.data))
         if pack.writer.size >= self._ctx.config.pack_size:
             await self.seal(tp)
 

@@ -20,7 +20,9 @@ from blockferry.repository import RestorePoint, verify
 from blockferry.repository.gc import collect_garbage
 from blockferry.repository.ids import format_time, utc_now
 from blockferry.repository.retention import Policy
+from blockferry.transport import commands as cmd
 from blockferry.transport.codec import signed64
+from blockferry.transport.records import FixedIndexPage, RestoreBlock, RestoreEnd, RestoreStart
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +31,34 @@ FIXED_INDEX_PAGE_BLOCKS = 16384
 """Digests a FixedIndexPage carries: 512 KiB, 16 GiB of disk at 1 MiB blocks."""
 
 
-def describe_restore_point(rp: RestorePoint) -> dict[str, Any]:
+def describe_restore_point(rp: RestorePoint) -> cmd.RestorePointInfo:
     """A restore point as the API shows it."""
-    return rp.to_dict()
+    body = rp.to_dict()
+    stats = {disk: _disk_stats(value) for disk, value in body.pop("stats").items()}
+    return cmd.RestorePointInfo.model_validate({**body, "stats": stats})
+
+
+def stored_stats(stats: dict[str, cmd.DiskStats]) -> dict[str, Any]:
+    """A backup's statistics as restorepoint.json keeps them: per disk its counters,
+    how its changes were found and its parent."""
+    return {
+        disk: {**s.counters, "tracking": s.tracking, "parent": s.parent}
+        for disk, s in stats.items()
+    }
+
+
+def _disk_stats(stored: Any) -> cmd.DiskStats:
+    """One disk's statistics from restorepoint.json (see :func:`stored_stats`)."""
+    if not isinstance(stored, dict):
+        return cmd.DiskStats()
+    counters = {
+        name: value
+        for name, value in stored.items()
+        if isinstance(value, int) and not isinstance(value, bool)
+    }
+    return cmd.DiskStats(
+        counters=counters, tracking=str(stored.get("tracking") or ""), parent=stored.get("parent")
+    )
 
 
 class RepositoryServer(CommandServer):
@@ -69,89 +96,93 @@ class OwnerCommands(RepositoryServer):
     def __init__(self, ctx: IngestContext) -> None:
         super().__init__(ctx, "commands", f"{ctx.name}.owner", ctx.mesh.topics.commands(ctx.name))
 
-    def handlers(self) -> dict[str, Handler]:
-        return {
-            "commit": self._commit,
-            "discard": self._discard,
-            "gc": self._gc,
-            "prune": self._prune,
-            "list-restore-points": self._list_restore_points,
-            "restore-point": self._restore_point,
-            "verify": self._verify,
-            "latest-restore-point": self._latest_restore_point,
-            "describe": self._describe,
-        }
+    def handlers(self) -> list[Handler[Any, Any]]:
+        return [
+            Handler(cmd.COMMIT, self._commit),
+            Handler(cmd.DISCARD, self._discard),
+            Handler(cmd.GC, self._gc),
+            Handler(cmd.PRUNE, self._prune),
+            Handler(cmd.LIST_RESTORE_POINTS, self._list_restore_points),
+            Handler(cmd.RESTORE_POINT, self._restore_point),
+            Handler(cmd.VERIFY, self._verify),
+            Handler(cmd.LATEST_RESTORE_POINT, self._latest_restore_point),
+            Handler(cmd.DESCRIBE, self._describe),
+        ]
 
-    async def _commit(self, args: dict[str, Any]) -> dict[str, Any]:
+    async def _commit(self, args: cmd.CommitArguments, _: str) -> cmd.RestorePointInfo:
         def commit() -> RestorePoint:
             return self._ctx.repo.commit_restore_point(
-                job=args["job"],
-                session_id=args["session_id"],
-                disks=args["disks"],
-                parent=args.get("parent"),
-                stats=args.get("stats", {}),
-                restore_point_id=args.get("restore_point"),
+                job=args.job,
+                session_id=args.session_id,
+                disks=args.disks,
+                parent=args.parent,
+                stats=stored_stats(args.stats),
+                restore_point_id=args.restore_point,
             )
 
         rp = await self._ctx.when_unlocked(commit)
         return describe_restore_point(rp)
 
-    async def _discard(self, args: dict[str, Any]) -> dict[str, Any]:
+    async def _discard(self, args: cmd.DiscardArguments, _: str) -> cmd.Done:
         """A session ended without a restore point (failed, cancelled): drop its staging."""
-        await self._ctx.in_pool(self._ctx.repo.discard_staging, args["session_id"])
-        return {}
+        await self._ctx.in_pool(self._ctx.repo.discard_staging, args.session_id)
+        return cmd.Done()
 
-    async def _gc(self, args: dict[str, Any]) -> dict[str, Any]:
+    async def _gc(self, args: cmd.GcArguments, _: str) -> cmd.GcResult:
         """Garbage collection, then the changelog told: moved chunks' new places and
         tombstones for the removed ones (so dedupe lookups stop finding them)."""
         protect_after = utc_now() - timedelta(seconds=self._ctx.config.gc_grace_s)
-        if args.get("protect_since"):
-            protect_after = min(protect_after, datetime.fromisoformat(args["protect_since"]))
+        if args.protect_since:
+            protect_after = min(protect_after, datetime.fromisoformat(args.protect_since))
         result = await self._ctx.in_maintenance(
             functools.partial(
                 collect_garbage,
                 self._ctx.repo,
                 protect_after=protect_after,
                 pack_size=self._ctx.config.pack_size,
-                dry_run=bool(args.get("dry_run")),
+                dry_run=args.dry_run,
             )
         )
         await publish_entries(self._ctx, result.moved)
         await publish_tombstones(self._ctx, result.removed)
-        return {**result.summary(), "protected_after": format_time(protect_after)}
+        return cmd.GcResult(**result.summary(), protected_after=format_time(protect_after))
 
-    async def _prune(self, args: dict[str, Any]) -> dict[str, Any]:
-        policy = Policy(**args["policy"])
+    async def _prune(self, args: cmd.PruneArguments, _: str) -> cmd.PruneResult:
+        policy = Policy(**args.policy.model_dump())
         result = await self._ctx.in_maintenance(
-            functools.partial(
-                self._ctx.repo.prune, args["job"], policy, dry_run=bool(args.get("dry_run"))
-            )
+            functools.partial(self._ctx.repo.prune, args.job, policy, dry_run=args.dry_run)
         )
-        return {"kept": result.kept, "removed": result.removed}
+        return cmd.PruneResult(kept=result.kept, removed=result.removed)
 
-    async def _list_restore_points(self, args: dict[str, Any]) -> dict[str, Any]:
-        rps = await self._ctx.in_pool(self._ctx.repo.restore_points, args.get("job"))
-        return {"restore_points": [describe_restore_point(rp) for rp in rps]}
+    async def _list_restore_points(
+        self, args: cmd.ListRestorePointsArguments, _: str
+    ) -> cmd.RestorePointList:
+        rps = await self._ctx.in_pool(self._ctx.repo.restore_points, args.job)
+        return cmd.RestorePointList(restore_points=[describe_restore_point(rp) for rp in rps])
 
-    async def _restore_point(self, args: dict[str, Any]) -> dict[str, Any]:
-        rp = await self._ctx.in_pool(self._ctx.repo.restore_point, args["restore_point"])
+    async def _restore_point(self, args: cmd.RestorePointArguments, _: str) -> cmd.RestorePointInfo:
+        rp = await self._ctx.in_pool(self._ctx.repo.restore_point, args.restore_point)
         return describe_restore_point(rp)
 
-    async def _verify(self, args: dict[str, Any]) -> dict[str, Any]:
+    async def _verify(self, args: cmd.VerifyArguments, _: str) -> cmd.VerifyReport:
         """Verify; the changelog learns of the chunks it quarantined, so that the dedupe
         index stops naming them and the next backup sends them again."""
-        report = await self._ctx.in_maintenance(verify, self._ctx.repo, args.get("restore_point"))
+        report = await self._ctx.in_maintenance(verify, self._ctx.repo, args.restore_point)
         await self._forget({entry.digest for entry in report.quarantined})
-        return {**report.to_dict(), "summary": report.summary()}
+        return cmd.VerifyReport.model_validate({**report.to_dict(), "summary": report.summary()})
 
-    async def _latest_restore_point(self, args: dict[str, Any]) -> dict[str, Any]:
+    async def _latest_restore_point(
+        self, args: cmd.LatestRestorePointArguments, _: str
+    ) -> cmd.LatestRestorePoint:
         """The newest committed restore point of a job's disk: an incremental's parent."""
-        rp = await self._ctx.in_pool(self._ctx.repo.latest_restore_point, args["job"], args["disk"])
-        return {"restore_point": rp.id if rp is not None else None}
+        rp = await self._ctx.in_pool(self._ctx.repo.latest_restore_point, args.job, args.disk)
+        return cmd.LatestRestorePoint(restore_point=rp.id if rp is not None else None)
 
-    async def _describe(self, args: dict[str, Any]) -> dict[str, Any]:
+    async def _describe(self, _args: cmd.DescribeArguments, _: str) -> cmd.RepositoryDescription:
         config = self._ctx.repo.config
-        return {"id": config.id, "block_size": config.block_size, "shard_count": config.shard_count}
+        return cmd.RepositoryDescription(
+            id=config.id, block_size=config.block_size, shard_count=config.shard_count
+        )
 
 
 class MoverRequests(RepositoryServer):
@@ -163,34 +194,32 @@ class MoverRequests(RepositoryServer):
             ctx, "requests", f"{ctx.name}.owner-requests", ctx.mesh.topics.requests(ctx.name)
         )
 
-    def handlers(self) -> dict[str, Handler]:
-        return {"fixed-index": self._fixed_index, "restore": self._restore}
+    def handlers(self) -> list[Handler[Any, Any]]:
+        return [Handler(cmd.FIXED_INDEX, self._fixed_index), Handler(cmd.RESTORE, self._restore)]
 
-    async def _fixed_index(self, args: dict[str, Any]) -> None:
+    async def _fixed_index(self, args: cmd.FixedIndexArguments, command_id: str) -> None:
         """Send a restore point's fixed index of a disk in pages (a big disk's index is
         larger than one record); a failure is answered with an error Reply instead."""
-        rp = await self._ctx.in_pool(self._ctx.repo.restore_point, args["restore_point"])
-        fidx = await self._ctx.in_pool(self._ctx.repo.read_fixed_index, rp, args["disk"])
+        rp = await self._ctx.in_pool(self._ctx.repo.restore_point, args.restore_point)
+        fidx = await self._ctx.in_pool(self._ctx.repo.read_fixed_index, rp, args.disk)
         data = fidx.digests.data
         step = FIXED_INDEX_PAGE_BLOCKS * blocks.DIGEST_SIZE
         starts = range(0, max(len(data), 1), step)
         for start in starts:
+            page = FixedIndexPage(
+                correlation_id=command_id,
+                disk_size=fidx.disk_size,
+                block_size=fidx.block_size,
+                first_block=start // blocks.DIGEST_SIZE,
+                digests=data[start : start + step],
+                last=start == starts[-1],
+            )
             await self._ctx.mesh.producer.send(
-                self._ctx.mesh.topics.replies(self._ctx.name),
-                "FixedIndexPage",
-                {
-                    "correlation_id": args["command_id"],
-                    "disk_size": fidx.disk_size,
-                    "block_size": fidx.block_size,
-                    "first_block": start // blocks.DIGEST_SIZE,
-                    "digests": data[start : start + step],
-                    "last": start == starts[-1],
-                },
-                key=args["command_id"],
+                self._ctx.mesh.topics.replies(self._ctx.name), page, key=command_id
             )
         await self._ctx.mesh.producer.flush()
 
-    async def _restore(self, args: dict[str, Any]) -> None:
+    async def _restore(self, args: cmd.RestoreArguments, _command_id: str) -> None:
         """Stream a disk of a restore point on the restore topic; replies go in-stream.
 
         Every record carries the attempt id the source mover named in the command, so
@@ -198,8 +227,8 @@ class MoverRequests(RepositoryServer):
         fails its checksum or digest is not sent: it is named in RestoreEnd's
         ``damaged``, and the rest of the disk is still streamed (the mover fails the
         restore naming those blocks, or leaves them as holes when allowed)."""
-        session = args["session_id"]
-        attempt_id = str(args.get("attempt_id", ""))
+        session = args.session_id
+        attempt_id = args.attempt_id
         topic = self._ctx.mesh.topics.restore(self._ctx.name)
         producer = self._ctx.mesh.producer
         sent = 0
@@ -212,21 +241,17 @@ class MoverRequests(RepositoryServer):
             await self._ctx.when_unlocked(
                 lambda: lock.enter_context(self._ctx.repo.shared_lock(f"restore {session}"))
             )
-            rp = await self._ctx.in_pool(self._ctx.repo.restore_point, args["restore_point"])
-            fidx = await self._ctx.in_pool(self._ctx.repo.read_fixed_index, rp, args["disk"])
-            await producer.send_and_wait(
-                topic,
-                "RestoreStart",
-                {
-                    "session_id": session,
-                    "disk": args["disk"],
-                    "disk_size": fidx.disk_size,
-                    "block_size": fidx.block_size,
-                    "attempt_id": attempt_id,
-                    "attempt": int(args.get("attempt", 0)),
-                },
-                key=session,
+            rp = await self._ctx.in_pool(self._ctx.repo.restore_point, args.restore_point)
+            fidx = await self._ctx.in_pool(self._ctx.repo.read_fixed_index, rp, args.disk)
+            start = RestoreStart(
+                session_id=session,
+                disk=args.disk,
+                disk_size=fidx.disk_size,
+                block_size=fidx.block_size,
+                attempt_id=attempt_id,
+                attempt=args.attempt,
             )
+            await producer.send_and_wait(topic, start, key=session)
             wanted = [(i, d) for i, d in enumerate(fidx.digests) if d != blocks.ZERO_DIGEST]
             acks: deque[asyncio.Future[Any]] = deque()
             position = 0
@@ -243,23 +268,17 @@ class MoverRequests(RepositoryServer):
                     damaged.append(index)
                     damaged_digests.add(digest)
                     continue
-                acks.append(
-                    await producer.send(
-                        topic,
-                        "RestoreBlock",
-                        {
-                            "session_id": session,
-                            "block": index,
-                            "digest": digest,
-                            "compressed": entry.compressed,
-                            "plain_size": entry.plain_size,
-                            "checksum": signed64(blocks.checksum(stored)),
-                            "data": stored,
-                            "attempt_id": attempt_id,
-                        },
-                        key=session,
-                    )
+                block = RestoreBlock(
+                    session_id=session,
+                    block=index,
+                    digest=digest,
+                    compressed=entry.compressed,
+                    plain_size=entry.plain_size,
+                    checksum=signed64(blocks.checksum(stored)),
+                    data=stored,
+                    attempt_id=attempt_id,
                 )
+                acks.append(await producer.send(topic, block, key=session))
                 sent += 1
                 self._ctx.metrics.bytes_restored.labels(self._ctx.name).inc(len(stored))
                 while len(acks) > 32:
@@ -275,18 +294,14 @@ class MoverRequests(RepositoryServer):
                 pending.cancel()
             await self._ctx.in_pool(lock.close)
         await self._forget(damaged_digests)
-        await producer.send_and_wait(
-            topic,
-            "RestoreEnd",
-            {
-                "session_id": session,
-                "blocks_sent": sent,
-                "error": error,
-                "attempt_id": attempt_id,
-                "damaged": damaged,
-            },
-            key=session,
+        end = RestoreEnd(
+            session_id=session,
+            blocks_sent=sent,
+            error=error,
+            attempt_id=attempt_id,
+            damaged=damaged,
         )
+        await producer.send_and_wait(topic, end, key=session)
 
     async def _read(self, digest: bytes) -> tuple[Any, bytes]:
         """A chunk's stored bytes, checksum verified (a chunk damaged on disk is never

@@ -19,6 +19,7 @@ from blockferry.ingest.metrics import IngestMetrics
 from blockferry.mesh import Mesh
 from blockferry.repository import Repository
 from blockferry.repository.damaged import check_metadata
+from blockferry.transport.records import RepositoryInfo
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +67,16 @@ class RepositoryPipeline:
 
     async def _announce(self) -> None:
         config = self._ctx.repo.config
+        info = RepositoryInfo(
+            name=self._ctx.name,
+            repository_id=config.id,
+            block_size=config.block_size,
+            shard_count=config.shard_count,
+            dedupe_key=config.dedupe_key,
+            owner=self._ctx.mesh.client_id,
+        )
         await self._ctx.mesh.producer.send_and_wait(
-            self._ctx.mesh.topics.repositories,
-            "RepositoryInfo",
-            {
-                "name": self._ctx.name,
-                "repository_id": config.id,
-                "block_size": config.block_size,
-                "shard_count": config.shard_count,
-                "dedupe_key": config.dedupe_key,
-                "owner": self._ctx.mesh.client_id,
-            },
-            key=self._ctx.name,
+            self._ctx.mesh.topics.repositories, info, key=self._ctx.name
         )
 
     async def run(self) -> None:

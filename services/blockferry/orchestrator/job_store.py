@@ -14,6 +14,7 @@ from blockferry.mesh import Mesh
 from blockferry.orchestrator.jobs import Job, field_errors, load_jobs_file
 from blockferry.repository.ids import format_time, utc_now
 from blockferry.transport.kafka import Record
+from blockferry.transport.records import JobDefinition
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +56,13 @@ class JobStore:
 
     def _apply(self, record: Record) -> None:
         name = (record.key or b"").decode(errors="replace")
-        if record.name == "Tombstone":
+        if record.value is None:
             self._from_api.pop(name, None)
             return
-        if record.name != "JobDefinition":
+        if not isinstance(record.value, JobDefinition):
             return
         try:
-            self._from_api[name] = Job.model_validate_json(record.fields["definition"])
+            self._from_api[name] = Job.model_validate_json(record.value.definition)
         except ValidationError as exc:
             # written by a release whose job model differed: kept aside, not run
             log.error("job %s on %s is not valid here: %s", name, self._topic, field_errors(exc))
@@ -84,16 +85,12 @@ class JobStore:
         self._writable(job.name)
         if create and job.name in self._from_api:
             raise JobConflict(f"job {job.name} exists already; PUT /jobs/{job.name} replaces it")
-        await self._mesh.producer.send_and_wait(
-            self._topic,
-            "JobDefinition",
-            {
-                "name": job.name,
-                "definition": json.dumps(job.model_dump(mode="json")),
-                "updated": format_time(utc_now()),
-            },
-            key=job.name,
+        definition = JobDefinition(
+            name=job.name,
+            definition=json.dumps(job.model_dump(mode="json")),
+            updated=format_time(utc_now()),
         )
+        await self._mesh.producer.send_and_wait(self._topic, definition, key=job.name)
         self._from_api[job.name] = job
 
     async def delete(self, name: str) -> bool:
@@ -101,7 +98,7 @@ class JobStore:
         self._writable(name)
         if name not in self._from_api:
             return False
-        await self._mesh.producer.send_and_wait(self._topic, "JobDefinition", None, key=name)
+        await self._mesh.producer.send_and_wait(self._topic, None, key=name)
         self._from_api.pop(name, None)
         return True
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response
 from prometheus_client import CollectorRegistry
@@ -32,12 +32,18 @@ from blockferry.orchestrator.sessions import Sessions
 from blockferry.orchestrator.settings import OrchestratorSettings
 from blockferry.repository.ids import utc_now
 from blockferry.restore_target import check_named_within
+from blockferry.transport import commands as cmd
+from blockferry.transport.commands import CommandSpec
 from blockferry.transport.mailbox import Mailbox
+from blockferry.transport.records import Message, RepositoryInfo
 from blockferry.transport.rpc import ErrorCode, RemoteError
 
 log = logging.getLogger(__name__)
 
 JobName = Annotated[str, Query(pattern=NAME)]
+
+A = TypeVar("A", bound=Message)
+R = TypeVar("R", bound=Message)
 
 HTTP_STATUS = {
     ErrorCode.NOT_FOUND: 404,
@@ -142,14 +148,16 @@ class Orchestrator:
                 raise HTTPException(400, str(exc)) from exc
             await self._known_repository(request.repository)
             rp = await self._command(
-                request.repository, "restore-point", {"restore_point": request.restore_point}
+                request.repository,
+                cmd.RESTORE_POINT,
+                cmd.RestorePointArguments(restore_point=request.restore_point),
             )
-            disks = [d["name"] for d in rp["disks"]]
+            disks = [d.name for d in rp.disks]
             disk = request.disk or (disks[0] if len(disks) == 1 else None)
             if disk is None or disk not in disks:
                 raise HTTPException(400, f"name one disk of the restore point: {', '.join(disks)}")
             task = SessionTask(disk=disk, path=request.destination)
-            session = self._sessions.new("restore", request.repository, rp["job"], [task])
+            session = self._sessions.new("restore", request.repository, rp.job, [task])
             self._spawn(
                 self._sessions.restore(
                     session, request.restore_point, request.force, request.allow_holes
@@ -158,11 +166,11 @@ class Orchestrator:
             return session
 
         @api.post("/verify")
-        async def verify(request: VerifyRequest) -> dict[str, Any]:
+        async def verify(request: VerifyRequest) -> cmd.VerifyReport:
             await self._known_repository(request.repository)
-            args = {"restore_point": request.restore_point}
+            args = cmd.VerifyArguments(restore_point=request.restore_point)
             return await self._command(
-                request.repository, "verify", args, self._config.verify_timeout_s
+                request.repository, cmd.VERIFY, args, self._config.verify_timeout_s
             )
 
         @api.get("/sessions")
@@ -194,11 +202,10 @@ class Orchestrator:
         @api.get("/restore-points")
         async def restore_points(
             repository: str = "default", job: str | None = None
-        ) -> list[dict[str, Any]]:
+        ) -> list[cmd.RestorePointInfo]:
             await self._known_repository(repository)
-            result = await self._command(repository, "list-restore-points", {"job": job})
-            points: list[dict[str, Any]] = result["restore_points"]
-            return points
+            args = cmd.ListRestorePointsArguments(job=job)
+            return (await self._command(repository, cmd.LIST_RESTORE_POINTS, args)).restore_points
 
         self._job_routes(api)
         app.include_router(api)
@@ -235,7 +242,7 @@ class Orchestrator:
             return Response(status_code=204)
 
         @api.post("/prune")
-        async def prune(request: PruneRequest) -> dict[str, Any]:
+        async def prune(request: PruneRequest) -> cmd.PruneResult:
             """Remove the restore points of a job that a retention policy does not keep
             (the newest of each disk always stays); their chunks go at the next GC."""
             retention = request.retention
@@ -250,17 +257,16 @@ class Orchestrator:
             return await self._prune(request.repository, request.job, retention, request.dry_run)
 
         @api.post("/gc")
-        async def gc(request: GcRequest) -> dict[str, Any]:
+        async def gc(request: GcRequest) -> cmd.GcResult:
             """Garbage collection on the repository's owner: deletes the chunks no restore
             point references, keeping whatever a running backup may still reference."""
             await self._known_repository(request.repository)
             since = self._sessions.oldest_running(request.repository)
-            args = {
-                "protect_since": since.isoformat() if since else None,
-                "dry_run": request.dry_run,
-            }
+            args = cmd.GcArguments(
+                protect_since=since.isoformat() if since else None, dry_run=request.dry_run
+            )
             timeout = self._config.verify_timeout_s
-            return await self._command(request.repository, "gc", args, timeout)
+            return await self._command(request.repository, cmd.GC, args, timeout)
 
         @api.post("/jobs/{name}/start", status_code=202)
         async def start_job(name: str, full: bool = False) -> Session:
@@ -289,11 +295,10 @@ class Orchestrator:
 
     async def _prune(
         self, repository: str, job: str, retention: Retention, dry_run: bool
-    ) -> dict[str, Any]:
+    ) -> cmd.PruneResult:
+        policy = cmd.RetentionPolicy.model_validate(retention.model_dump())
         return await self._command(
-            repository,
-            "prune",
-            {"job": job, "policy": retention.model_dump(), "dry_run": dry_run},
+            repository, cmd.PRUNE, cmd.PruneArguments(job=job, policy=policy, dry_run=dry_run)
         )
 
     async def _run_job(self, job: Job, session: Session) -> None:
@@ -314,9 +319,8 @@ class Orchestrator:
         if job.retention is None or session.state not in ("success", "warning"):
             return
         try:
-            session.result["prune"] = await self._prune(
-                job.repository, job.name, job.retention, dry_run=False
-            )
+            pruned = await self._prune(job.repository, job.name, job.retention, dry_run=False)
+            session.result["prune"] = pruned.model_dump(mode="json")
         except HTTPException as exc:
             session.warnings.append(f"retention was not applied: {exc.detail}")
         await self._sessions.save(session)
@@ -364,7 +368,7 @@ class Orchestrator:
 
     # -- repositories -------------------------------------------------------------
 
-    async def _known_repository(self, name: str) -> dict[str, Any]:
+    async def _known_repository(self, name: str) -> RepositoryInfo:
         info = await self._directory.get(name, timeout=5.0)
         if info is None:
             raise HTTPException(404, f"repository {name!r} is not served by any target mover")
@@ -372,26 +376,25 @@ class Orchestrator:
 
     async def _latest(self, repository: str, job: str, disk: str) -> str | None:
         """The newest restore point of ``job`` with ``disk``: the parent of its next backup."""
-        latest = await self._command(repository, "latest-restore-point", {"job": job, "disk": disk})
-        parent: str | None = latest["restore_point"]
-        return parent
+        args = cmd.LatestRestorePointArguments(job=job, disk=disk)
+        return (await self._command(repository, cmd.LATEST_RESTORE_POINT, args)).restore_point
 
     def _spawn(self, coroutine: Any) -> None:
         assert self._group is not None
         self._group.create_task(coroutine)
 
     async def _session_command(
-        self, repo: str, name: str, arguments: dict[str, Any], timeout: float | None = None
-    ) -> dict[str, Any]:
+        self, repo: str, spec: CommandSpec[A, R], arguments: A, timeout: float | None = None
+    ) -> R:
         """:meth:`_command` for sessions, whose failures are SessionErrors."""
         try:
-            return await self._command(repo, name, arguments, timeout)
+            return await self._command(repo, spec, arguments, timeout)
         except HTTPException as exc:
             raise SessionError(str(exc.detail)) from exc
 
     async def _command(
-        self, repo: str, name: str, arguments: dict[str, Any], timeout: float | None = None
-    ) -> dict[str, Any]:
+        self, repo: str, spec: CommandSpec[A, R], arguments: A, timeout: float | None = None
+    ) -> R:
         """Send a command to the repository's owner and return its reply's result. A
         command is handled at most once by the instance that took it; if that owner
         restarts before it answers, the command is sent again to the new one (every
@@ -408,10 +411,10 @@ class Orchestrator:
             return await self._mesh.commands.call(
                 self._mesh.topics.commands(repo),
                 await self._replies_mailbox(repo),
-                name,
+                spec,
                 arguments,
                 timeout or self._config.command_timeout_s,
-                f"{name} on repository {repo}",
+                f"{spec.name} on repository {repo}",
                 again_when=owner_changed,
             )
         except TimeoutError as exc:
@@ -420,19 +423,19 @@ class Orchestrator:
             raise HTTPException(HTTP_STATUS[exc.code], str(exc)) from exc
 
     async def _guest_command(
-        self, name: str, arguments: dict[str, Any], timeout: float
-    ) -> dict[str, Any]:
-        """Send a command to the guest-proxies; GuestError when it failed."""
-        what = f"{name} of {arguments.get('vm') or arguments.get('disk')} from any guest-proxy"
+        self, spec: CommandSpec[A, R], arguments: A, session_id: str, what: str, timeout: float
+    ) -> R:
+        """Send a command about ``what`` of a session to the guest-proxies; GuestError
+        when it failed."""
         try:
             return await self._mesh.commands.call(
                 self._mesh.topics.guest_commands,
                 self._guest_events,
-                name,
+                spec,
                 arguments,
                 timeout,
-                what,
-                key=arguments["session_id"],
+                f"{spec.name} of {what} from any guest-proxy",
+                key=session_id,
             )
         except RemoteError as exc:
             raise GuestError(str(exc)) from exc

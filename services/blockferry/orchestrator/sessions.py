@@ -24,7 +24,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
@@ -37,24 +37,44 @@ from blockferry.mesh import Mesh
 from blockferry.orchestrator.models import ENDED, GuestStep, Session, SessionTask
 from blockferry.orchestrator.settings import OrchestratorConfig
 from blockferry.repository.ids import format_time, new_restore_point_id
+from blockferry.transport import commands as cmd
 from blockferry.transport import expiry
+from blockferry.transport.commands import CommandSpec
 from blockferry.transport.mailbox import Mailbox, next_record
+from blockferry.transport.records import (
+    Message,
+    SessionEvent,
+    SessionRecord,
+    Task,
+    TaskProgress,
+    TaskState,
+)
 from blockferry.transport.topics import CONTROL_RETENTION_MS
 
 log = logging.getLogger(__name__)
+
+
+A = TypeVar("A", bound=Message)
+R = TypeVar("R", bound=Message)
 
 
 class CommandSender(Protocol):
     """Sends a command to a repository's owner and returns its result."""
 
     def __call__(
-        self, repo: str, name: str, arguments: dict[str, Any], timeout: float | None = None
-    ) -> Awaitable[dict[str, Any]]: ...
+        self, repo: str, spec: CommandSpec[A, R], arguments: A, timeout: float | None = None
+    ) -> Awaitable[R]: ...
 
 
-GuestSender = Callable[[str, dict[str, Any], float], Awaitable[dict[str, Any]]]
-"""Sends a command to the guest-proxies: (name, arguments, timeout) -> result. Raises
-GuestError when it failed, TimeoutError when no guest-proxy answered."""
+class GuestSender(Protocol):
+    """Sends a command about ``what`` (a VM, a disk) of a session to the guest-proxies
+    and returns its result. Raises GuestError when it failed, TimeoutError when no
+    guest-proxy answered."""
+
+    def __call__(
+        self, spec: CommandSpec[A, R], arguments: A, session_id: str, what: str, timeout: float
+    ) -> Awaitable[R]: ...
+
 
 THAW_LIMIT_S = 300.0
 """The longest a post-thaw script may run."""
@@ -108,9 +128,9 @@ class Sessions:
         try:
             await consumer.assign_all_from_start(self._mesh.topics.sessions)
             for record in await consumer.read_to_end():
-                if record.name == "SessionRecord":
-                    self._load(record.fields)
-                elif record.name == "Tombstone":  # forgotten before compaction removed it
+                if isinstance(record.value, SessionRecord):
+                    self._load(record.value)
+                elif record.value is None:  # forgotten before compaction removed it
                     self._forget((record.key or b"").decode(errors="replace"))
         finally:
             await consumer.stop()
@@ -134,7 +154,7 @@ class Sessions:
                 and newest[(session.repository, session.job)] != session.id
             ):
                 await self._mesh.producer.send_and_wait(
-                    self._mesh.topics.sessions, "SessionRecord", None, key=session.id
+                    self._mesh.topics.sessions, None, key=session.id
                 )
                 self._forget(session.id)
 
@@ -143,12 +163,14 @@ class Sessions:
         self._plans.pop(session_id, None)
         self._changed.pop(session_id, None)
 
-    def _load(self, fields: dict[str, Any]) -> None:
+    def _load(self, record: SessionRecord) -> None:
         try:
-            session = Session.model_validate_json(fields["session"])
-            self._plans[session.id] = json.loads(fields["plan"])
+            session = Session.model_validate_json(record.session)
+            self._plans[session.id] = json.loads(record.plan)
         except (ValidationError, ValueError) as exc:
-            log.error("session %s on the sessions topic is not valid here: %s", fields, exc)
+            log.error(
+                "session %s on the sessions topic is not valid here: %s", record.session_id, exc
+            )
             return
         self._sessions[session.id] = session
 
@@ -204,18 +226,16 @@ class Sessions:
     ) -> None:
         """A transition: append it to the history, write the session's state."""
         self._notify(session)
+        event = SessionEvent(
+            session_id=session.id,
+            at=format_time(datetime.now(UTC)),
+            job=session.job,
+            disk=task.disk if task else "",
+            state=task.state if task else session.state,
+            message=message,
+        )
         await self._mesh.producer.send_and_wait(
-            self._mesh.topics.session_events,
-            "SessionEvent",
-            {
-                "session_id": session.id,
-                "at": format_time(datetime.now(UTC)),
-                "job": session.job,
-                "disk": task.disk if task else "",
-                "state": task.state if task else session.state,
-                "message": message,
-            },
-            key=session.id,
+            self._mesh.topics.session_events, event, key=session.id
         )
         await self._write(session)
 
@@ -225,16 +245,12 @@ class Sessions:
         await self._write(session)
 
     async def _write(self, session: Session) -> None:
-        await self._mesh.producer.send_and_wait(
-            self._mesh.topics.sessions,
-            "SessionRecord",
-            {
-                "session_id": session.id,
-                "session": session.model_dump_json(),
-                "plan": json.dumps(self._plans.get(session.id, {})),
-            },
-            key=session.id,
+        record = SessionRecord(
+            session_id=session.id,
+            session=session.model_dump_json(),
+            plan=json.dumps(self._plans.get(session.id, {})),
         )
+        await self._mesh.producer.send_and_wait(self._mesh.topics.sessions, record, key=session.id)
 
     def _notify(self, session: Session) -> None:
         changed = self._changed.pop(session.id, None)
@@ -270,7 +286,7 @@ class Sessions:
             # chosen now, so a dirty bitmap added before a disk is read can carry it
             "restore_point": new_restore_point_id(session.created),
             "compression": compression,
-            "changed_ranges_pages": pages,
+            "changed_ranges_pages": None if pages is None else pages.model_dump(),
             "dirty_bitmaps": dirty_bitmaps or {},
             "guest": guest,
             "snapshot": snapshot or {"provider": "none"},
@@ -335,24 +351,22 @@ class Sessions:
         stored = [task for task in session.tasks if task.state == "success"]
         parents = sorted(task.parent for task in stored if task.parent)
         failpoints.reached(Point.SESSION_COMMITTING)
-        rp = await self._command(
-            session.repository,
-            "commit",
-            {
-                "restore_point": plan["restore_point"],
-                "session_id": session.id,
-                "job": session.job,
-                "disks": [task.disk for task in stored],
-                "parent": parents[-1] if parents else None,
-                "stats": {
-                    t.disk: {**t.counters, "tracking": t.tracking, "parent": t.parent}
-                    for t in stored
-                },
+        commit = cmd.CommitArguments(
+            restore_point=plan["restore_point"],
+            session_id=session.id,
+            job=session.job,
+            disks=[task.disk for task in stored],
+            parent=parents[-1] if parents else None,
+            stats={
+                t.disk: cmd.DiskStats(counters=t.counters, tracking=t.tracking, parent=t.parent)
+                for t in stored
             },
-            self._config.commit_timeout_s,
         )
-        session.restore_point = rp["id"]
-        session.result = rp
+        rp = await self._command(
+            session.repository, cmd.COMMIT, commit, self._config.commit_timeout_s
+        )
+        session.restore_point = rp.id
+        session.result = rp.model_dump(mode="json")
 
     # -- guest processing and snapshots -----------------------------------------------
 
@@ -398,23 +412,25 @@ class Sessions:
         limit = processing["freeze_limit_s"]
 
         async def freeze(vm: str) -> bool:
-            arguments = {
-                "session_id": session.id,
-                "vm": vm,
-                "access": guest["access"][vm],
-                "pre_freeze": processing["pre_freeze"],
-                "post_thaw": processing["post_thaw"],
-                "freeze_limit_s": limit,
-            }
+            arguments = cmd.FreezeArguments(
+                session_id=session.id,
+                vm=vm,
+                access=guest["access"][vm],
+                pre_freeze=processing["pre_freeze"],
+                post_thaw=processing["post_thaw"],
+                freeze_limit_s=limit,
+            )
             try:
-                result = await self._guest("freeze", arguments, limit + self._margin)
+                result = await self._guest(
+                    cmd.FREEZE, arguments, session.id, f"VM {vm}", limit + self._margin
+                )
             except (GuestError, TimeoutError) as exc:
                 failed = GuestStep(action="freeze", vm=vm, ok=False, message=str(exc))
                 script_failed(session, processing["on_failure"], failed)
                 # a guest that was not reached has nothing to thaw; one that did not
                 # answer may be frozen
                 return isinstance(exc, TimeoutError)
-            step = GuestStep.model_validate(result["step"])
+            step = GuestStep.model_validate(result.model_dump())
             session.steps.append(step)
             if not step.ok:
                 script_failed(session, processing["on_failure"], step)
@@ -429,22 +445,24 @@ class Sessions:
         processing = guest["processing"]
 
         async def thaw(vm: str) -> None:
-            arguments = {
-                "session_id": session.id,
-                "vm": vm,
-                "access": guest["access"][vm],
-                "post_thaw": processing["post_thaw"],
-                "timeout_s": THAW_LIMIT_S,
-            }
+            arguments = cmd.ThawArguments(
+                session_id=session.id,
+                vm=vm,
+                access=guest["access"][vm],
+                post_thaw=processing["post_thaw"],
+                timeout_s=THAW_LIMIT_S,
+            )
             try:
-                result = await self._guest("thaw", arguments, THAW_LIMIT_S + self._margin)
+                result = await self._guest(
+                    cmd.THAW, arguments, session.id, f"VM {vm}", THAW_LIMIT_S + self._margin
+                )
             except (GuestError, TimeoutError) as exc:
                 session.steps.append(GuestStep(action="thaw", vm=vm, ok=False, message=str(exc)))
                 session.warnings.append(
                     f"thawing VM {vm}: {exc}; its guest thaws itself when its freeze limit expires"
                 )
                 return
-            step = GuestStep.model_validate(result["step"])
+            step = GuestStep.model_validate(result.model_dump())
             session.steps.append(step)
             if not step.ok:
                 script_failed(session, processing["on_failure"], step)
@@ -463,36 +481,40 @@ class Sessions:
         limit = guest["processing"]["freeze_limit_s"] if guest else None
 
         async def take(task: SessionTask) -> None:
-            arguments = {
-                "session_id": session.id,
-                "disk": task.disk,
-                "source": task.path,
-                "provider": snapshot["provider"],
-                "create": snapshot.get("create"),
-                "timeout_s": snapshot["timeout_s"],
-                "freeze_limit_s": limit,
-            }
+            arguments = cmd.SnapshotArguments(
+                session_id=session.id,
+                disk=task.disk,
+                source=task.path,
+                provider=snapshot["provider"],
+                create=snapshot.get("create"),
+                timeout_s=snapshot["timeout_s"],
+                freeze_limit_s=limit,
+            )
             try:
                 result = await self._guest(
-                    "snapshot", arguments, snapshot["timeout_s"] + self._margin
+                    cmd.SNAPSHOT,
+                    arguments,
+                    session.id,
+                    f"disk {task.disk}",
+                    snapshot["timeout_s"] + self._margin,
                 )
             except (GuestError, TimeoutError) as exc:
                 session.steps.append(
                     GuestStep(action="snapshot", disk=task.disk, ok=False, message=str(exc))
                 )
                 raise SessionError(f"taking the snapshot of disk {task.disk}: {exc}") from exc
-            task.snapshot = result["path"]
+            task.snapshot = result.path
             await self._write(session)
             session.steps.append(
                 GuestStep(
                     action="snapshot",
                     disk=task.disk,
                     ok=True,
-                    seconds=result["seconds"],
-                    message=f"{result['kind']}: {result['path']}",
+                    seconds=result.seconds,
+                    message=f"{result.kind}: {result.path}",
                 )
             )
-            session.warnings.extend(f"disk {task.disk}: {w}" for w in result["warnings"])
+            session.warnings.extend(f"disk {task.disk}: {w}" for w in result.warnings)
 
         results = await asyncio.gather(
             *(take(task) for task in session.tasks), return_exceptions=True
@@ -515,18 +537,22 @@ class Sessions:
         snapshot = plan["snapshot"]
 
         async def delete(task: SessionTask) -> None:
-            arguments = {
-                "session_id": session.id,
-                "disk": task.disk,
-                "source": task.path,
-                "path": task.snapshot or "",
-                "provider": snapshot["provider"],
-                "delete": snapshot.get("delete"),
-                "timeout_s": snapshot["timeout_s"],
-            }
+            arguments = cmd.DeleteSnapshotArguments(
+                session_id=session.id,
+                disk=task.disk,
+                source=task.path,
+                path=task.snapshot or "",
+                provider=snapshot["provider"],
+                delete=snapshot.get("delete"),
+                timeout_s=snapshot["timeout_s"],
+            )
             try:
                 await self._guest(
-                    "delete-snapshot", arguments, snapshot["timeout_s"] + self._margin
+                    cmd.DELETE_SNAPSHOT,
+                    arguments,
+                    session.id,
+                    f"disk {task.disk}",
+                    snapshot["timeout_s"] + self._margin,
                 )
             except (GuestError, TimeoutError) as exc:
                 session.steps.append(
@@ -613,8 +639,8 @@ class Sessions:
         """Tell the source movers to stop the session's tasks."""
         await self._mesh.commands.send(
             self._mesh.topics.task_control,
-            "cancel",
-            {"session_id": session.id},
+            cmd.CANCEL,
+            cmd.CancelArguments(session_id=session.id),
             CONTROL_RETENTION_MS / 1000,  # read again at each mover's start while kept
             key=session.id,
         )
@@ -622,7 +648,8 @@ class Sessions:
     async def _discard(self, session: Session) -> None:
         """What the target staged for a backup that commits nothing goes at the next GC."""
         try:
-            await self._command(session.repository, "discard", {"session_id": session.id})
+            args = cmd.DiscardArguments(session_id=session.id)
+            await self._command(session.repository, cmd.DISCARD, args)
         except (BlockferryError, TimeoutError) as exc:
             log.warning("discarding what session %s staged: %s", session.id, exc)
 
@@ -663,9 +690,7 @@ class Sessions:
             for attempt in range(first, self._config.max_attempts):
                 task.attempt = attempt
                 await self._write(session)  # before the offer: a restart follows this one
-                await self._mesh.producer.send_and_wait(
-                    self._mesh.topics.tasks,
-                    "Task",
+                offer = Task.model_validate(
                     {
                         "task_id": task_id,
                         "session_id": session.id,
@@ -679,9 +704,9 @@ class Sessions:
                         **extra,
                         # not taken within its lease, the task is offered again anyway
                         **expiry.stamp(self._config.lease_seconds),
-                    },
-                    key=task_id,
+                    }
                 )
+                await self._mesh.producer.send_and_wait(self._mesh.topics.tasks, offer, key=task_id)
                 if await self._follow(session, task, queue):
                     return
             task.state = "failed"
@@ -708,21 +733,21 @@ class Sessions:
             except TimeoutError:
                 log.warning("task %s: lease expired; offering it again", task_id)
                 return False
-            progress = record.fields
-            if progress["attempt"] != task.attempt:
+            progress = record.value
+            if not isinstance(progress, TaskProgress) or progress.attempt != task.attempt:
                 continue  # a report of an earlier offer, from a mover that gave it up
-            task.blocks_total = progress["blocks_total"]
-            task.blocks_done = progress["blocks_done"]
-            task.counters = progress["counters"]
+            task.blocks_total = progress.blocks_total
+            task.blocks_done = progress.blocks_done
+            task.counters = dict(progress.counters)
             self._notify(session)
-            if progress["state"] == "done":
-                task.tracking = progress["tracking"]
-                task.warnings = progress["warnings"]
+            if progress.state == TaskState.done:
+                task.tracking = progress.tracking
+                task.warnings = list(progress.warnings)
                 task.state = "success"
                 return True
-            if progress["state"] == "failed":
+            if progress.state == TaskState.failed:
                 task.state = "failed"
-                task.error = progress["message"]
+                task.error = progress.message
                 return True
 
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from blockferry import changed_ranges
 from blockferry.core import blocks
-from blockferry.core.errors import BlockferryError, SessionError, SourceError
+from blockferry.core.errors import BlockferryError, RecordError, SessionError, SourceError
 from blockferry.mesh import Mesh
 from blockferry.source_mover import changes, qcow2
 from blockferry.source_mover.changes import ParentIndex
@@ -32,7 +32,17 @@ from blockferry.source_mover.lookups import GlobalLookup
 from blockferry.source_mover.metrics import SourceMoverMetrics
 from blockferry.source_mover.settings import SourceMoverConfig
 from blockferry.transport.codec import signed64
-from blockferry.transport.mailbox import Mailbox, next_record, reply_result
+from blockferry.transport.commands import DISK_ANSWERS, DiskStored, MissingBlocks, ResumePoint
+from blockferry.transport.mailbox import Mailbox, next_record
+from blockferry.transport.records import (
+    Chunk,
+    DiskEnd,
+    Extents,
+    Reply,
+    RepositoryInfo,
+    ResumeQuery,
+    Task,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +115,8 @@ class BackupRun:
         config: SourceMoverConfig,
         metrics: SourceMoverMetrics,
         pool: Executor,
-        task: dict[str, Any],
-        repository: dict[str, Any],
+        task: Task,
+        repository: RepositoryInfo,
         replies: Mailbox,
         lookup_replies: Mailbox,
         sent: set[bytes],
@@ -116,10 +126,10 @@ class BackupRun:
         self._metrics = metrics
         self._pool = pool
         self._task = task
-        self._repo_name = task["repository"]
-        self._key: bytes = repository["dedupe_key"]
-        self._block_size: int = repository["block_size"]
-        self._level = blocks.parse_compression(task["compression"]).zstd_level
+        self._repo_name = task.repository
+        self._key = repository.dedupe_key
+        self._block_size = repository.block_size
+        self._level = blocks.parse_compression(task.compression).zstd_level
         self._replies = replies
         self._sent = sent
         self._lookup: GlobalLookup | None = None
@@ -127,7 +137,7 @@ class BackupRun:
             self._lookup = GlobalLookup(
                 mesh,
                 self._repo_name,
-                repository["shard_count"],
+                repository.shard_count,
                 lookup_replies,
                 f"{self._extents_key}/lookups",
                 config.lookup_timeout_s,
@@ -150,10 +160,10 @@ class BackupRun:
         replies = self._replies.open(self._extents_key)
         try:
             self.counters.blocks_total = source.blocks
-            if self._task["parent"]:
+            if self._task.parent:
                 await self._track_changes(source)
             resume_at: tuple[int, int] | None = (0, 0)
-            if self._task["attempt"] > 0:
+            if self._task.attempt > 0:
                 resume_at = await self._resume_point(replies)
             if resume_at is not None:
                 async with contextlib.AsyncExitStack() as stack:
@@ -171,7 +181,7 @@ class BackupRun:
     async def _open_source(self) -> DiskSource:
         """Open the disk; a qcow2 image through its own qemu-nbd, its dirty bitmaps
         prepared first (see :mod:`qcow2`)."""
-        path, bitmap = self._task["path"], self._task["dirty_bitmap"] or None
+        path, bitmap = self._task.path, self._task.dirty_bitmap or None
         loop = asyncio.get_running_loop()
         if not await loop.run_in_executor(self._pool, qcow2.is_qcow2, path):
             return await open_source(path, self._block_size, self._pool, bitmap)
@@ -181,9 +191,9 @@ class BackupRun:
                 " --dirty-bitmap is for NBD exports"
             )
         image = Path(path)
-        if self._task["restore_point"]:
+        if self._task.restore_point:
             prepared = await qcow2.prepare_bitmaps(
-                image, self._task["job"], self._task["parent"], self._task["restore_point"]
+                image, self._task.job, self._task.parent, self._task.restore_point
             )
             bitmap = prepared.parent_bitmap
             if prepared.warning:
@@ -193,12 +203,13 @@ class BackupRun:
 
     async def _track_changes(self, source: DiskSource) -> None:
         """Fetch the parent's fixed index and choose how to find the changed blocks."""
+        assert self._task.parent is not None
         self._parent = await changes.fetch_fixed_index(
             self._mesh,
             self._replies,
             self._repo_name,
-            self._task["parent"],
-            self._task["disk"],
+            self._task.parent,
+            self._task.disk,
             self._config.stored_wait_s,
         )
         self.tracking = changes.DIGEST_COMPARE
@@ -206,14 +217,14 @@ class BackupRun:
         if isinstance(source, NbdSource) and source.bitmap:
             bitmap = source.bitmap
             # named after the parent: by the operator, or by us in a qcow2 image
-            if bitmap in (parent, qcow2.bitmap_name(self._task["job"], parent)):
+            if bitmap in (parent, qcow2.bitmap_name(self._task.job, parent)):
                 self._to_read = await source.dirty_blocks()
                 self.tracking = changes.DIRTY_BITMAP
             else:
                 why = f"dirty bitmap {bitmap} does not track changes since the parent"
                 self.warnings.append(f"{why} {parent}; every block was read and compared instead")
                 log.warning("%s: %s", self._extents_key, why)
-        elif self._task.get("changed_ranges_pages") or self._task["changed_ranges"]:
+        elif self._task.changed_ranges_pages or self._task.changed_ranges:
             wanted, why = await self._changed_ranges(source)
             if wanted is None:
                 self.warnings.append(f"{why}; every block was read and compared instead")
@@ -225,10 +236,10 @@ class BackupRun:
     async def _changed_ranges(self, source: DiskSource) -> tuple[set[int] | None, str]:
         """The blocks the operator's changed-ranges map names, or None and why not."""
         assert self._parent is not None
-        ref = self._task.get("changed_ranges_pages")
+        ref = self._task.changed_ranges_pages
         if ref is None:  # inline, from an orchestrator that sent no pages
             return changes.blocks_in_ranges(
-                self._task["changed_ranges"], self._parent, source.size, self._block_size
+                self._task.changed_ranges, self._parent, source.size, self._block_size
             )
         pages = changed_ranges.read(self._mesh, ref, self._config.stored_wait_s)
         try:
@@ -240,28 +251,22 @@ class BackupRun:
         """Where a re-offered task resumes (block, extents records sent): after the last
         extents record the target side holds with every block durable; from the start
         when it does not answer; None when the disk is stored already."""
-        attempt = self._task["attempt"]
+        attempt = self._task.attempt
+        query = ResumeQuery(session_id=self._task.session_id, disk=self._task.disk, attempt=attempt)
         await self._mesh.producer.send_and_wait(
-            self._mesh.topics.extents(self._repo_name),
-            "ResumeQuery",
-            {
-                "session_id": self._task["session_id"],
-                "disk": self._task["disk"],
-                "attempt": attempt,
-            },
-            key=self._extents_key,
+            self._mesh.topics.extents(self._repo_name), query, key=self._extents_key
         )
         try:
-            reply = await self._reply_for(replies, ("resume-point",), attempt)
+            _, result = await self._reply_for(replies, (ResumePoint,), attempt)
         except TimeoutError as exc:
             log.warning("%s: %s; starting from the first block", self._extents_key, exc)
             return 0, 0
-        result = reply_result(reply)
-        if result.get("stored"):
+        assert isinstance(result, ResumePoint)
+        if result.stored:
             log.info("%s: stored already by attempt %d's mover", self._extents_key, attempt - 1)
             self.counters.blocks_done = self.counters.blocks_resumed = self.counters.blocks_total
             return None
-        block, records = int(result["block"]), int(result["extent_records"])
+        block, records = result.block, result.extent_records
         log.info("%s: resuming at block %d (attempt %d)", self._extents_key, block, attempt)
         self.counters.blocks_done = self.counters.blocks_resumed = block
         return block, records
@@ -456,40 +461,36 @@ class BackupRun:
 
     async def _send_chunk(self, block: PreparedBlock) -> None:
         assert block.stored is not None
+        chunk = Chunk(
+            session_id=self._task.session_id,
+            digest=block.digest,
+            compressed=block.compressed,
+            plain_size=block.size,
+            checksum=block.checksum,
+            data=block.stored,
+        )
         future = await self._mesh.producer.send(
-            self._mesh.topics.chunks(self._repo_name),
-            "Chunk",
-            {
-                "session_id": self._task["session_id"],
-                "digest": block.digest,
-                "compressed": block.compressed,
-                "plain_size": block.size,
-                "checksum": block.checksum,
-                "data": block.stored,
-            },
-            key=block.digest,
+            self._mesh.topics.chunks(self._repo_name), chunk, key=block.digest
         )
         self._unacked.append(future)
         while len(self._unacked) > MAX_UNACKED_CHUNKS:
             await self._unacked.popleft()
 
     async def _send_extents(self, seq: int, indexes: list[int], digests: list[bytes]) -> None:
+        extents = Extents(
+            session_id=self._task.session_id,
+            disk=self._task.disk,
+            seq=seq,
+            blocks=indexes,
+            digests=b"".join(digests),
+        )
         await self._mesh.producer.send(
-            self._mesh.topics.extents(self._repo_name),
-            "Extents",
-            {
-                "session_id": self._task["session_id"],
-                "disk": self._task["disk"],
-                "seq": seq,
-                "blocks": indexes,
-                "digests": b"".join(digests),
-            },
-            key=self._extents_key,
+            self._mesh.topics.extents(self._repo_name), extents, key=self._extents_key
         )
 
     @property
     def _extents_key(self) -> str:
-        return f"{self._task['session_id']}/{self._task['disk']}"
+        return f"{self._task.session_id}/{self._task.disk}"
 
     async def _drain(self) -> None:
         """Wait until the broker acknowledged every chunk sent so far."""
@@ -503,57 +504,62 @@ class BackupRun:
         for attempt in range(self._config.resend_attempts + 1):
             await self._drain()
             await self._send_end(source, extent_records, attempt)
-            reply = await self._reply_for(replies, ("disk-stored", "missing-blocks"), attempt)
-            if reply.fields["ok"]:
+            reply, answer = await self._reply_for(replies, (DiskStored, MissingBlocks), attempt)
+            if reply.ok:
                 return
-            missing = reply_result(reply).get("blocks", [])
+            missing = answer.blocks if isinstance(answer, MissingBlocks) else []
             if not missing:
-                raise SessionError(
-                    f"target refused disk {self._task['disk']}: {reply.fields['error']}"
-                )
+                raise SessionError(f"target refused disk {self._task.disk}: {reply.error}")
             log.warning(
                 "target misses %d blocks of %s; sending them again", len(missing), self._extents_key
             )
             await self._resend(source, missing)
         raise SessionError(
-            f"disk {self._task['disk']}: blocks still missing after"
+            f"disk {self._task.disk}: blocks still missing after"
             f" {self._config.resend_attempts} resends"
         )
 
     async def _send_end(
         self, source: DiskSource, extent_records: int, attempt: int, error: str = ""
     ) -> None:
+        end = DiskEnd(
+            session_id=self._task.session_id,
+            task_id=self._task.task_id,
+            job=self._task.job,
+            disk=self._task.disk,
+            disk_size=source.size,
+            block_size=self._block_size,
+            extent_records=extent_records,
+            parent=self._task.parent,
+            attempt=attempt,
+            error=error,
+        )
         await self._mesh.producer.send_and_wait(
-            self._mesh.topics.extents(self._repo_name),
-            "DiskEnd",
-            {
-                "session_id": self._task["session_id"],
-                "task_id": self._task["task_id"],
-                "job": self._task["job"],
-                "disk": self._task["disk"],
-                "disk_size": source.size,
-                "block_size": self._block_size,
-                "extent_records": extent_records,
-                "parent": self._task["parent"],
-                "attempt": attempt,
-                "error": error,
-            },
-            key=self._extents_key,
+            self._mesh.topics.extents(self._repo_name), end, key=self._extents_key
         )
 
     async def _reply_for(
-        self, queue: asyncio.Queue[Any], names: tuple[str, ...], attempt: int
-    ) -> Any:
-        """The next reply named one of ``names`` for ``attempt``; older ones are skipped."""
+        self,
+        queue: asyncio.Queue[Any],
+        kinds: tuple[type[DiskStored | MissingBlocks | ResumePoint], ...],
+        attempt: int,
+    ) -> tuple[Reply, DiskStored | MissingBlocks | ResumePoint]:
+        """The next answer of one of ``kinds`` for ``attempt``; others are skipped."""
+        names = [name for name, kind in DISK_ANSWERS.items() if kind in kinds]
         while True:
-            reply = await next_record(
+            record = await next_record(
                 queue, self._config.stored_wait_s, f"{names[0]} of disk {self._extents_key}"
             )
-            if (
-                reply.fields["name"] in names
-                and reply_result(reply).get("attempt", attempt) == attempt
-            ):
-                return reply
+            reply = record.value
+            if not isinstance(reply, Reply) or reply.name not in names:
+                continue
+            try:
+                answer = self._mesh.codec.decode_as(reply.result, DISK_ANSWERS[reply.name])
+            except RecordError as exc:
+                log.warning("%s: an answer that cannot be read: %s", self._extents_key, exc)
+                continue
+            if answer.attempt == attempt:
+                return reply, answer
 
     async def _resend(self, source: DiskSource, indexes: list[int]) -> None:
         loop = asyncio.get_running_loop()

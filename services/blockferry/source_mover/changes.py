@@ -15,7 +15,9 @@ from typing import Any
 from blockferry.core import blocks
 from blockferry.core.errors import SessionError
 from blockferry.mesh import Mesh
+from blockferry.transport.commands import FIXED_INDEX, FixedIndexArguments
 from blockferry.transport.mailbox import Mailbox, next_record
+from blockferry.transport.records import FixedIndexPage, Reply
 from blockferry.transport.rpc import RemoteError
 
 FULL = "full"
@@ -52,29 +54,30 @@ async def fetch_fixed_index(
     try:
         await mesh.commands.send(
             mesh.topics.requests(repo),
-            "fixed-index",
-            {"restore_point": restore_point, "disk": disk},
+            FIXED_INDEX,
+            FixedIndexArguments(restore_point=restore_point, disk=disk),
             timeout,
             command_id,
         )
         pages: list[bytes] = []
         while True:
-            record = await next_record(queue, timeout, f"fixed index of {restore_point}")
-            f = record.fields
-            if record.name == "Reply":
+            f = (await next_record(queue, timeout, f"fixed index of {restore_point}")).value
+            if isinstance(f, Reply):
                 raise SessionError(
-                    f"reading the fixed index of {restore_point}: {RemoteError.of(record)}"
+                    f"reading the fixed index of {restore_point}: {RemoteError.of(f)}"
                 )
-            if f["first_block"] * blocks.DIGEST_SIZE != sum(len(p) for p in pages):
+            if not isinstance(f, FixedIndexPage):
+                continue
+            if f.first_block * blocks.DIGEST_SIZE != sum(len(p) for p in pages):
                 raise SessionError(f"fixed index of {restore_point}: a page is missing")
-            pages.append(f["digests"])
-            if f["last"]:
+            pages.append(f.digests)
+            if f.last:
                 data = b"".join(pages)
                 digests = [
                     data[i : i + blocks.DIGEST_SIZE]
                     for i in range(0, len(data), blocks.DIGEST_SIZE)
                 ]
-                return ParentIndex(restore_point, f["disk_size"], digests, f["block_size"])
+                return ParentIndex(restore_point, f.disk_size, digests, f.block_size)
     finally:
         replies.close(command_id)
 

@@ -19,6 +19,7 @@ from blockferry.mesh import Mesh
 from blockferry.source_mover.metrics import SourceMoverMetrics
 from blockferry.transport.kafka import Record, shard_of
 from blockferry.transport.mailbox import Mailbox
+from blockferry.transport.records import LookupReply, LookupRequest
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,12 @@ class GlobalLookup:
 
     async def _read(self, queue: asyncio.Queue[Record]) -> None:
         while True:
-            record = await queue.get()
-            if record.name != "LookupReply":
+            reply = (await queue.get()).value
+            if not isinstance(reply, LookupReply):
                 continue
-            future = self._waiting.pop(record.fields["request_id"], None)
+            future = self._waiting.pop(reply.request_id, None)
             if future is not None and not future.done():
-                future.set_result(record.fields["known"])
+                future.set_result(reply.known)
 
     async def known(self, digests: list[bytes]) -> set[bytes]:
         """The ones of ``digests`` the repository holds, as far as the index answers in time."""
@@ -93,13 +94,12 @@ class GlobalLookup:
             acks.append(
                 await self._mesh.producer.send(
                     self._mesh.topics.lookups(self._repo),
-                    "LookupRequest",
-                    {
-                        "request_id": request_id,
-                        "reply_to": self._correlation_id,
-                        "deadline_ms": deadline_ms,
-                        "digests": b"".join(shard_digests),
-                    },
+                    LookupRequest(
+                        request_id=request_id,
+                        reply_to=self._correlation_id,
+                        deadline_ms=deadline_ms,
+                        digests=b"".join(shard_digests),
+                    ),
                     partition=shard,
                 )
             )

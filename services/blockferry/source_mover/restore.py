@@ -50,7 +50,6 @@ from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any
 
 from blockferry import failpoints
 from blockferry.core import blocks
@@ -63,8 +62,16 @@ from blockferry.source_mover.changes import ParentIndex, fetch_fixed_index
 from blockferry.source_mover.metrics import SourceMoverMetrics
 from blockferry.source_mover.settings import SourceMoverConfig
 from blockferry.transport.codec import unsigned64
-from blockferry.transport.kafka import Record, RecordConsumer
+from blockferry.transport.commands import RESTORE, RestoreArguments
+from blockferry.transport.kafka import RecordConsumer
 from blockferry.transport.mailbox import Mailbox
+from blockferry.transport.records import (
+    RepositoryInfo,
+    RestoreBlock,
+    RestoreEnd,
+    RestoreStart,
+    Task,
+)
 
 RESTORE_IDLE_TIMEOUT_S = 120.0
 STREAM_FETCH_BYTES = 4 * 1024 * 1024
@@ -81,7 +88,7 @@ class RestoreStream:
     def __init__(self, consumer: RecordConsumer, session: str) -> None:
         self._consumer = consumer
         self._session = session
-        self._ready: deque[Record] = deque()
+        self._ready: deque[RestoreStart | RestoreBlock | RestoreEnd] = deque()
 
     @classmethod
     async def open(cls, mesh: Mesh, topic: str, session: str) -> RestoreStream:
@@ -100,7 +107,7 @@ class RestoreStream:
             raise
         return cls(consumer, session)
 
-    async def next(self, timeout: float) -> Record:
+    async def next(self, timeout: float) -> RestoreStart | RestoreBlock | RestoreEnd:
         """The session's next record, or TimeoutError when none came for ``timeout``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -113,7 +120,12 @@ class RestoreStream:
             batch = await self._consumer.poll(
                 timeout_ms=int(min(left, 1.0) * 1000), max_records=STREAM_RECORDS
             )
-            self._ready.extend(r for r in batch if r.fields.get("session_id") == self._session)
+            self._ready.extend(
+                r.value
+                for r in batch
+                if isinstance(r.value, RestoreStart | RestoreBlock | RestoreEnd)
+                and r.value.session_id == self._session
+            )
         return self._ready.popleft()
 
     async def close(self) -> None:
@@ -129,8 +141,8 @@ class RestoreRun:
         config: SourceMoverConfig,
         metrics: SourceMoverMetrics,
         pool: Executor,
-        task: dict[str, Any],
-        repository: dict[str, Any],
+        task: Task,
+        repository: RepositoryInfo,
         replies: Mailbox,
         restore_roots: list[Path],
     ) -> None:
@@ -140,7 +152,7 @@ class RestoreRun:
         self._metrics = metrics
         self._pool = pool
         self._task = task
-        self._key: bytes = repository["dedupe_key"]
+        self._key = repository.dedupe_key
         self._replies = replies
         self.attempt_id = uuid.uuid4().hex
         self.tracking = ""
@@ -160,86 +172,88 @@ class RestoreRun:
         return dict(self.counters)
 
     async def run(self) -> None:
-        session = self._task["session_id"]
+        session = self._task.session_id
         writer: DiskWriter | None = None
         stream: RestoreStream | None = None
         loop = asyncio.get_running_loop()
         try:
             # refuse a destination before the target side reads and streams anything
-            destination = Path(self._task["path"])
+            destination = Path(self._task.path)
             await loop.run_in_executor(
                 self._pool, check_within_roots, destination, self._restore_roots
             )
             await loop.run_in_executor(
                 self._pool,
-                functools.partial(check_destination, destination, force=self._task["force"]),
+                functools.partial(check_destination, destination, force=self._task.force),
             )
+            if self._task.restore_point is None:
+                raise SessionError(f"restore {session}: the task names no restore point")
             fidx = await fetch_fixed_index(
                 self._mesh,
                 self._replies,
-                self._task["repository"],
-                self._task["restore_point"],
-                self._task["disk"],
+                self._task.repository,
+                self._task.restore_point,
+                self._task.disk,
                 RESTORE_IDLE_TIMEOUT_S,
             )
             expected = {i for i, d in enumerate(fidx.digests) if d != blocks.ZERO_DIGEST}
             stream = await RestoreStream.open(
-                self._mesh, self._mesh.topics.restore(self._task["repository"]), session
+                self._mesh, self._mesh.topics.restore(self._task.repository), session
+            )
+            arguments = RestoreArguments(
+                session_id=session,
+                restore_point=fidx.restore_point,
+                disk=self._task.disk,
+                attempt_id=self.attempt_id,
+                attempt=self._task.attempt,
             )
             await self._mesh.commands.send(
-                self._mesh.topics.requests(self._task["repository"]),
-                "restore",
-                {
-                    "session_id": session,
-                    "restore_point": self._task["restore_point"],
-                    "disk": self._task["disk"],
-                    "attempt_id": self.attempt_id,
-                    "attempt": self._task["attempt"],
-                },
+                self._mesh.topics.requests(self._task.repository),
+                RESTORE,
+                arguments,
                 RESTORE_IDLE_TIMEOUT_S,
             )
             throttle = Throttle(self._config.write_limit_mib_s * 1024 * 1024)
             received: set[int] = set()
             while True:
                 record = await stream.next(RESTORE_IDLE_TIMEOUT_S)
-                fields = record.fields
-                if fields.get("attempt_id") != self.attempt_id:
+                if record.attempt_id != self.attempt_id:
                     self._check_not_superseded(record)
                     continue
-                if record.name == "RestoreStart":
-                    self._check_start(fidx, fields)
+                if isinstance(record, RestoreStart):
+                    self._check_start(fidx, record)
                     writer = await loop.run_in_executor(
                         self._pool,
                         functools.partial(
                             DiskWriter.open,
                             destination,
-                            fields["disk_size"],
-                            block_size=fields["block_size"],
-                            force=self._task["force"],
+                            record.disk_size,
+                            block_size=record.block_size,
+                            force=self._task.force,
                         ),
                     )
                     self.counters["blocks_total"] = len(fidx.digests)
-                elif record.name == "RestoreBlock":
+                elif isinstance(record, RestoreBlock):
                     if writer is None:
                         raise SessionError(f"restore {session}: block before start of stream")
-                    index = fields["block"]
+                    index = record.block
                     if index in received:
                         self.counters["blocks_duplicate"] += 1
                         continue
-                    self._check_position(fidx, fields)
-                    await throttle.take(fields["plain_size"])
-                    await loop.run_in_executor(self._pool, self._write, writer, fields)
+                    self._check_position(fidx, record)
+                    await throttle.take(record.plain_size)
+                    await loop.run_in_executor(self._pool, self._write, writer, record)
                     received.add(index)
                     self.counters["blocks_written"] = len(received)
                     self.counters["blocks_done"] = len(received)
-                    self.counters["bytes_written"] += fields["plain_size"]
-                    self._metrics.bytes.labels("restored").inc(fields["plain_size"])
-                elif record.name == "RestoreEnd":
-                    if fields["error"]:
-                        raise SessionError(f"restore {session}: {fields['error']}")
+                    self.counters["bytes_written"] += record.plain_size
+                    self._metrics.bytes.labels("restored").inc(record.plain_size)
+                else:
+                    if record.error:
+                        raise SessionError(f"restore {session}: {record.error}")
                     if writer is None:
                         raise SessionError(f"restore {session}: end before start of stream")
-                    holes = self._holes(fidx, expected - received, set(fields["damaged"]))
+                    holes = self._holes(fidx, expected - received, set(record.damaged))
                     await loop.run_in_executor(self._pool, _finish, writer, received)
                     writer = None
                     self.counters["blocks_done"] = self.counters["blocks_total"]
@@ -251,26 +265,25 @@ class RestoreRun:
             if writer is not None:
                 await loop.run_in_executor(self._pool, writer.abort)
 
-    def _check_not_superseded(self, record: Record) -> None:
+    def _check_not_superseded(self, record: RestoreStart | RestoreBlock | RestoreEnd) -> None:
         """Another attempt's record is ignored, unless it starts a newer attempt."""
-        fields = record.fields
-        if record.name == "RestoreStart" and fields.get("attempt", 0) > self._task["attempt"]:
+        if isinstance(record, RestoreStart) and record.attempt > self._task.attempt:
             raise SessionError(
-                f"restore {self._task['session_id']}: attempt {fields['attempt']} of this task"
-                f" started elsewhere; attempt {self._task['attempt']} stops and writes nothing"
+                f"restore {self._task.session_id}: attempt {record.attempt} of this task"
+                f" started elsewhere; attempt {self._task.attempt} stops and writes nothing"
             )
 
-    def _check_start(self, fidx: ParentIndex, fields: dict[str, Any]) -> None:
-        if (fields["disk_size"], fields["block_size"]) != (fidx.disk_size, fidx.block_size):
+    def _check_start(self, fidx: ParentIndex, record: RestoreStart) -> None:
+        if (record.disk_size, record.block_size) != (fidx.disk_size, fidx.block_size):
             raise CorruptionError(
-                f"restoring {self._what()}: the stream is of a disk of {fields['disk_size']}"
-                f" bytes in blocks of {fields['block_size']}, the fixed index of"
+                f"restoring {self._what()}: the stream is of a disk of {record.disk_size}"
+                f" bytes in blocks of {record.block_size}, the fixed index of"
                 f" {fidx.disk_size} bytes in blocks of {fidx.block_size}"
             )
 
-    def _check_position(self, fidx: ParentIndex, fields: dict[str, Any]) -> None:
+    def _check_position(self, fidx: ParentIndex, record: RestoreBlock) -> None:
         """The fixed index must name the record's digest at the record's block."""
-        index = fields["block"]
+        index = record.block
         want = fidx.digests[index] if 0 <= index < len(fidx.digests) else None
         if want is None or want == blocks.ZERO_DIGEST:
             raise CorruptionError(
@@ -278,21 +291,21 @@ class RestoreRun:
                 " fixed index does not name as a data block; nothing is written for it"
             )
         length = min(fidx.block_size, fidx.disk_size - index * fidx.block_size)
-        if not 0 < fields["plain_size"] <= length:  # checked before it sizes anything
+        if not 0 < record.plain_size <= length:  # checked before it sizes anything
             raise CorruptionError(
-                f"restoring {self._what()}: block {index} claims {fields['plain_size']}"
+                f"restoring {self._what()}: block {index} claims {record.plain_size}"
                 f" plaintext bytes, the block has {length}; nothing is written for it"
             )
-        if fields["digest"] != want:
+        if record.digest != want:
             raise CorruptionError(
                 f"restoring {self._what()}: block {index}"
                 f" ({byte_range(index, fidx.block_size, fidx.disk_size)}) arrived with"
-                f" digest {fields['digest'].hex()}, the fixed index names {want.hex()}"
+                f" digest {record.digest.hex()}, the fixed index names {want.hex()}"
             )
 
     def _holes(self, fidx: ParentIndex, missing: set[int], damaged: set[int]) -> list[int]:
         """The blocks to leave as zeros, with allow_holes; raise for any other missing."""
-        allow = bool(self._task.get("allow_holes"))
+        allow = bool(self._task.allow_holes)
         holes = sorted(missing & damaged) if allow else []
         unexplained = missing - set(holes)
         if unexplained:
@@ -320,20 +333,20 @@ class RestoreRun:
         return holes
 
     def _what(self) -> str:
-        return f"disk {self._task['disk']} of {self._task['restore_point']} to {self._task['path']}"
+        return f"disk {self._task.disk} of {self._task.restore_point} to {self._task.path}"
 
-    def _write(self, writer: DiskWriter, fields: dict[str, Any]) -> None:
+    def _write(self, writer: DiskWriter, record: RestoreBlock) -> None:
         """Check a block end to end and write it (a thread)."""
-        data: bytes = fields["data"]
-        if blocks.checksum(data) != unsigned64(fields["checksum"]):
-            raise CorruptionError(f"restore block {fields['block']}: checksum mismatch in transit")
-        if fields["compressed"]:
-            data = blocks.decompress(data, fields["plain_size"])
-        if len(data) != fields["plain_size"] or blocks.digest(data, self._key) != fields["digest"]:
+        data: bytes = record.data
+        if blocks.checksum(data) != unsigned64(record.checksum):
+            raise CorruptionError(f"restore block {record.block}: checksum mismatch in transit")
+        if record.compressed:
+            data = blocks.decompress(data, record.plain_size)
+        if len(data) != record.plain_size or blocks.digest(data, self._key) != record.digest:
             raise CorruptionError(
-                f"restore block {fields['block']}: digest mismatch for {fields['digest'].hex()}"
+                f"restore block {record.block}: digest mismatch for {record.digest.hex()}"
             )
-        writer.write_block(fields["block"], data)
+        writer.write_block(record.block, data)
         failpoints.reached(Point.RESTORE_BLOCK_WRITTEN)
 
 

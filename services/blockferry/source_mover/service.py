@@ -6,21 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
-from blockferry.core.errors import BlockferryError
+from blockferry.core.errors import BlockferryError, RecordError
 from blockferry.mesh import Mesh, RepositoryDirectory
 from blockferry.source_mover.backup import BackupRun
 from blockferry.source_mover.metrics import SourceMoverMetrics
 from blockferry.source_mover.restore import RestoreRun
 from blockferry.source_mover.settings import SourceMoverSettings
 from blockferry.transport import expiry
+from blockferry.transport.commands import CANCEL
 from blockferry.transport.mailbox import Mailbox
+from blockferry.transport.records import Command, Task, TaskProgress, TaskState
 
 log = logging.getLogger(__name__)
 
@@ -98,23 +99,23 @@ class SourceMover:
         async for batch in self._tasks.batches(timeout_ms=500, max_records=1):
             for record in batch:
                 await self._tasks.commit({record.source: record.offset + 1})
-                if record.name != "Task":
+                offer = record.value
+                if not isinstance(offer, Task):
                     continue
-                stale = expiry.refusal(record.fields, self._settings.kafka.clock_skew_s)
+                stale = expiry.refusal(offer, self._settings.kafka.clock_skew_s)
                 if stale:
-                    f = record.fields
-                    log.warning("task %s attempt %d: %s", f["task_id"], f["attempt"], stale)
+                    log.warning("task %s attempt %d: %s", offer.task_id, offer.attempt, stale)
                     self._metrics.tasks_expired.inc()
                     continue
                 assert self._group is not None
-                if not await self._offered(record.fields["task_id"], record.fields["attempt"]):
+                if not await self._offered(offer.task_id, offer.attempt):
                     continue
-                session_id = record.fields["session_id"]
-                task = self._group.create_task(self._run_task(record.fields))
+                session_id = offer.session_id
+                task = self._group.create_task(self._run_task(offer))
                 self._running.add(task)
                 self._by_session.setdefault(session_id, set()).add(task)
                 task.add_done_callback(functools.partial(self._task_ended, session_id))
-                self._runs[record.fields["task_id"]] = (record.fields["attempt"], task)
+                self._runs[offer.task_id] = (offer.attempt, task)
             assigned = self._tasks.assignment()
             if len(self._running) >= self._config.max_tasks:
                 self._tasks.pause(assigned)
@@ -157,13 +158,15 @@ class SourceMover:
         """Stop the tasks of cancelled sessions, and never start one of them."""
         async for batch in self._control.batches(timeout_ms=500):
             for record in batch:
-                if record.name != "Command" or record.fields["name"] != "cancel":
+                command = record.value
+                if not isinstance(command, Command) or command.name != CANCEL.name:
                     continue
                 try:
-                    session_id = str(json.loads(record.fields["arguments"])["session_id"])
-                except (ValueError, KeyError, TypeError) as exc:
+                    cancel = self._mesh.codec.decode_as(command.arguments, CANCEL.arguments)
+                except RecordError as exc:
                     log.error("a cancel command without a session: %s", exc)
                     continue
+                session_id = cancel.session_id
                 self._cancelled.add(session_id)
                 for task in self._by_session.get(session_id, set()):
                     task.cancel()
@@ -179,53 +182,53 @@ class SourceMover:
                 self._mailboxes[topic] = mailbox
             return mailbox
 
-    async def _run_task(self, task: dict[str, Any]) -> None:
-        kind = task["kind"]
+    async def _run_task(self, task: Task) -> None:
+        kind = task.kind
         self._metrics.tasks_running.inc()
         run: TaskRun | None = None
         reporter: asyncio.Task[None] | None = None
         try:
-            if task["session_id"] in self._cancelled:
+            if task.session_id in self._cancelled:
                 raise asyncio.CancelledError
-            await self._report(task, "accepted", {})
+            await self._report(task, TaskState.accepted, {})
             run = await self._prepare_run(task)
             reporter = asyncio.create_task(self._report_while_running(task, run))
             await run.run()
             await self._report(
-                task, "done", run.progress(), warnings=run.warnings, tracking=run.tracking
+                task, TaskState.done, run.progress(), warnings=run.warnings, tracking=run.tracking
             )
             self._metrics.tasks.labels(kind, "done").inc()
         except Exception as exc:  # a task's failure is reported; it never stops the mover
             if isinstance(exc, BlockferryError | OSError | TimeoutError):
-                log.error("task %s (%s of %s) failed: %s", task["task_id"], kind, task["disk"], exc)
+                log.error("task %s (%s of %s) failed: %s", task.task_id, kind, task.disk, exc)
             else:
-                log.exception("task %s (%s of %s) failed", task["task_id"], kind, task["disk"])
+                log.exception("task %s (%s of %s) failed", task.task_id, kind, task.disk)
             self._metrics.tasks.labels(kind, "failed").inc()
-            await self._report(task, "failed", run.progress() if run else {}, str(exc))
+            await self._report(task, TaskState.failed, run.progress() if run else {}, str(exc))
         except asyncio.CancelledError:
-            if task["session_id"] not in self._cancelled:
+            if task.session_id not in self._cancelled:
                 raise  # the mover is stopping
-            log.warning("task %s: its session was cancelled", task["task_id"])
+            log.warning("task %s: its session was cancelled", task.task_id)
             self._metrics.tasks.labels(kind, "cancelled").inc()
-            await self._report(task, "failed", run.progress() if run else {}, "cancelled")
+            await self._report(task, TaskState.failed, run.progress() if run else {}, "cancelled")
         finally:
             if reporter is not None:
                 reporter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reporter
             if isinstance(run, BackupRun):
-                self._release_session(task["session_id"])
+                self._release_session(task.session_id)
             self._metrics.tasks_running.dec()
 
-    async def _prepare_run(self, task: dict[str, Any]) -> TaskRun:
-        repo = await self._directory.get(task["repository"])
+    async def _prepare_run(self, task: Task) -> TaskRun:
+        repo = await self._directory.get(task.repository)
         if repo is None:
             raise BlockferryError(
-                f"repository {task['repository']!r} is not served by any target mover"
+                f"repository {task.repository!r} is not served by any target mover"
             )
         topics = self._mesh.topics
-        replies = await self._mailbox(topics.replies(task["repository"]), "correlation_id")
-        if task["kind"] == "restore":
+        replies = await self._mailbox(topics.replies(task.repository), "correlation_id")
+        if task.kind == "restore":
             roots = self._settings.restore_root_dirs()
             return RestoreRun(
                 self._mesh, self._config, self._metrics, self._pool, task, repo, replies, roots
@@ -238,8 +241,8 @@ class SourceMover:
             task,
             repo,
             replies,
-            await self._mailbox(topics.lookup_replies(task["repository"]), "correlation_id"),
-            self._sent_digests(task["session_id"]),
+            await self._mailbox(topics.lookup_replies(task.repository), "correlation_id"),
+            self._sent_digests(task.session_id),
         )
 
     def _sent_digests(self, session_id: str) -> set[bytes]:
@@ -254,35 +257,33 @@ class SourceMover:
         else:
             self._session_users[session_id] = users
 
-    async def _report_while_running(self, task: dict[str, Any], run: TaskRun) -> None:
+    async def _report_while_running(self, task: Task, run: TaskRun) -> None:
         while True:
             await asyncio.sleep(self._config.progress_interval_s)
-            await self._report(task, "running", run.progress())
+            await self._report(task, TaskState.running, run.progress())
 
     async def _report(
         self,
-        task: dict[str, Any],
-        state: str,
+        task: Task,
+        state: TaskState,
         counters: dict[str, int],
         message: str = "",
         warnings: list[str] | None = None,
         tracking: str = "",
     ) -> None:
+        progress = TaskProgress(
+            task_id=task.task_id,
+            session_id=task.session_id,
+            attempt=task.attempt,
+            mover=self._settings.instance,
+            state=state,
+            blocks_total=counters.get("blocks_total", 0),
+            blocks_done=counters.get("blocks_done", 0),
+            counters=counters,
+            message=message,
+            tracking=tracking,
+            warnings=warnings or [],
+        )
         await self._mesh.producer.send_and_wait(
-            self._mesh.topics.task_progress,
-            "TaskProgress",
-            {
-                "task_id": task["task_id"],
-                "session_id": task["session_id"],
-                "attempt": task["attempt"],
-                "mover": self._settings.instance,
-                "state": state,
-                "blocks_total": counters.get("blocks_total", 0),
-                "blocks_done": counters.get("blocks_done", 0),
-                "counters": counters,
-                "message": message,
-                "tracking": tracking,
-                "warnings": warnings or [],
-            },
-            key=task["task_id"],
+            self._mesh.topics.task_progress, progress, key=task.task_id
         )

@@ -4,7 +4,9 @@ A record on the wire is ``C3 01``, the 8-byte CRC-64-AVRO fingerprint of its
 writer schema's parsing canonical form (little-endian, as Java writes it), then
 the Avro binary body. The reader finds the writer schema by fingerprint and
 resolves it against the current reader schema of the same name, so records
-written by an older release (fields added since, with defaults) still read.
+written by an older release (fields added since, with defaults) still read. A record
+decodes into its model (:mod:`~blockferry.transport.records`,
+:mod:`~blockferry.transport.commands`): every current schema has one.
 """
 
 from __future__ import annotations
@@ -13,19 +15,22 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+from pydantic import ValidationError
 
 from blockferry.core.errors import RecordError
+from blockferry.transport import commands as _commands  # noqa: F401  (registers the models)
+from blockferry.transport.records import Message, message_types
 
 MAGIC = b"\xc3\x01"
 """Avro single-object encoding marker (the Avro specification's; do not change)."""
 HEADER_SIZE = len(MAGIC) + 8
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
-NAMESPACE = "io.blockferry.v1"
+M = TypeVar("M", bound=Message)
 
 
 @dataclass(frozen=True)
@@ -57,9 +62,15 @@ class Codec:
     def __init__(self, schema_dir: Path = SCHEMA_DIR) -> None:
         self._current: dict[str, Schema] = {}
         self._writers: dict[bytes, Schema] = {}
+        self._models: dict[str, type[Message]] = {}
+        models = message_types()
         for path in sorted(schema_dir.glob("*.avsc")):
             schema = _schema(json.loads(path.read_text()))
-            self._current[schema.name] = schema
+            short = schema.name.rsplit(".", 1)[-1]
+            if short not in models:
+                raise RecordError(f"schema {schema.name} ({path.name}): no model")
+            self._models[short] = models[short]
+            self._current[short] = schema
             self._writers[schema.header] = schema
         for path in sorted(schema_dir.glob("history/*.avsc")):
             self.add_writer_schema(json.loads(path.read_text()))
@@ -67,30 +78,32 @@ class Codec:
     def add_writer_schema(self, raw: dict[str, Any]) -> None:
         """Accept records written with ``raw``, an older version of a current schema."""
         schema = _schema(raw)
-        if schema.name not in self._current:
+        if schema.name.rsplit(".", 1)[-1] not in self._current:
             raise RecordError(f"registering writer schema {schema.name}: no current schema")
         self._writers.setdefault(schema.header, schema)
 
     @property
     def names(self) -> list[str]:
-        """Full names of the current record types."""
+        """Names of the current record types."""
         return sorted(self._current)
 
-    def encode(self, name: str, fields: dict[str, Any]) -> bytes:
-        """Encode ``fields`` as record type ``name`` (short or full name)."""
-        schema = self._current.get(name if "." in name else f"{NAMESPACE}.{name}")
+    def encode(self, message: Message) -> bytes:
+        """Encode ``message`` with the current schema of its type."""
+        name = type(message).__name__
+        schema = self._current.get(name)
         if schema is None:
             raise RecordError(f"encoding record {name}: no such schema")
         out = io.BytesIO()
         out.write(schema.header)
         try:
-            fastavro.schemaless_writer(out, schema.parsed, fields)
+            fastavro.schemaless_writer(out, schema.parsed, message.model_dump())
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise RecordError(f"encoding record {name}: {exc}") from exc
         return out.getvalue()
 
-    def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
-        """Return the record's short type name and fields, or raise RecordError."""
+    def decode(self, data: bytes) -> Message:
+        """The record's model, or RecordError: not a record, an unknown schema, a
+        malformed body, or fields its model does not take."""
         if len(data) < HEADER_SIZE or data[:2] != MAGIC:
             raise RecordError("decoding record: not Avro single-object encoded")
         writer = self._writers.get(data[:HEADER_SIZE])
@@ -98,7 +111,8 @@ class Codec:
             raise RecordError(
                 f"decoding record: unknown schema fingerprint {data[2:HEADER_SIZE].hex()}"
             )
-        reader = self._current[writer.name]
+        short = writer.name.rsplit(".", 1)[-1]
+        reader = self._current[short]
         body = io.BytesIO(data)
         body.seek(HEADER_SIZE)
         try:
@@ -113,7 +127,17 @@ class Codec:
             )
         if not isinstance(fields, dict):
             raise RecordError(f"decoding record {writer.name}: not a record")
-        return writer.name.rsplit(".", 1)[-1], fields
+        try:
+            return self._models[short].model_validate(fields)
+        except ValidationError as exc:
+            raise RecordError(f"decoding record {writer.name}: {exc}") from exc
+
+    def decode_as(self, data: bytes, model: type[M]) -> M:
+        """:meth:`decode`, refusing a record of another type than ``model``."""
+        message = self.decode(data)
+        if not isinstance(message, model):
+            raise RecordError(f"expected a {model.__name__} record, got a {type(message).__name__}")
+        return message
 
 
 def signed64(value: int) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Protocol
 
 
 def now_ms() -> int:
@@ -26,12 +26,22 @@ def stamp(ttl_s: float) -> dict[str, int]:
     return {"issued_at": issued, "expires_at": issued + int(ttl_s * 1000)}
 
 
-def refusal(fields: dict[str, Any], clock_skew_s: float) -> str:
+class Expiring(Protocol):
+    """A record that carries its issue time and expiry (Task, Command)."""
+
+    @property
+    def issued_at(self) -> int: ...
+
+    @property
+    def expires_at(self) -> int: ...
+
+
+def refusal(record: Expiring, clock_skew_s: float) -> str:
     """Why a task or command must not be done (it expired), or ""."""
-    expires = int(fields.get("expires_at") or 0)
+    expires = record.expires_at
     if not expires or now_ms() <= expires + clock_skew_s * 1000:
         return ""
-    issued = int(fields.get("issued_at") or 0)
+    issued = record.issued_at
     return f"expired at {_iso(expires)} (issued {_iso(issued)}): not done"
 
 

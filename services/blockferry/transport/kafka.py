@@ -41,6 +41,7 @@ from aiokafka.partitioner import murmur2
 
 from blockferry.core.errors import RecordError, TopicConfigError, TransportError
 from blockferry.transport.codec import Codec
+from blockferry.transport.records import DeadLetter, Message
 from blockferry.transport.topics import (
     CHECKED_CONFIGS,
     MAX_RECORD_BYTES,
@@ -125,14 +126,18 @@ class Partition(NamedTuple):
 
 @dataclass(frozen=True)
 class Record:
-    """A decoded record with where it was read."""
+    """A decoded record with where it was read; ``value`` None is a tombstone."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
-    name: str
-    fields: dict[str, Any]
+    value: Message | None
+
+    @property
+    def name(self) -> str:
+        """The record's type (Tombstone for a tombstone)."""
+        return "Tombstone" if self.value is None else type(self.value).__name__
 
     @property
     def source(self) -> Partition:
@@ -302,16 +307,15 @@ class RecordProducer:
     async def send(
         self,
         topic: str,
-        name: str,
-        fields: dict[str, Any] | None,
+        message: Message | None,
         key: bytes | str | None = None,
         partition: int | None = None,
     ) -> asyncio.Future[Any]:
-        """Queue a record (``fields`` None is a tombstone); await the result for its ack
+        """Queue a record (``message`` None is a tombstone); await the result for its ack
         (it raises TransportError for a failure other than Kafka being unavailable)."""
-        value = None if fields is None else self.codec.encode(name, fields)
+        value = None if message is None else self.codec.encode(message)
         raw_key = key.encode() if isinstance(key, str) else key
-        what = f"producing {name} to {topic}"
+        what = f"producing {type(message).__name__ if message else 'a tombstone'} to {topic}"
 
         async def enqueue() -> asyncio.Future[Any]:
             future: asyncio.Future[Any] = await self._producer.send(
@@ -335,14 +339,10 @@ class RecordProducer:
         return asyncio.ensure_future(acked(await waiting(what, enqueue)))
 
     async def send_and_wait(
-        self,
-        topic: str,
-        name: str,
-        fields: dict[str, Any] | None,
-        key: bytes | str | None = None,
+        self, topic: str, message: Message | None, key: bytes | str | None = None
     ) -> None:
         """Produce a record and wait until the broker acknowledged it."""
-        await (await self.send(topic, name, fields, key))
+        await (await self.send(topic, message, key))
 
     async def partitions_for(self, topic: str) -> set[int]:
         return set(
@@ -554,24 +554,22 @@ class RecordConsumer:
         return batch
 
     async def _decode(self, message: ConsumerRecord[bytes, bytes]) -> Record | None:
-        if message.value is None:
-            return Record(
-                message.topic, message.partition, message.offset, message.key, "Tombstone", {}
-            )
-        try:
-            name, fields = self.codec.decode(message.value)
-        except RecordError as exc:
-            await self.dead_letter(message, str(exc))
-            return None
-        return Record(message.topic, message.partition, message.offset, message.key, name, fields)
+        value = None
+        if message.value is not None:
+            try:
+                value = self.codec.decode(message.value)
+            except RecordError as exc:
+                await self.dead_letter(message, str(exc))
+                return None
+        return Record(message.topic, message.partition, message.offset, message.key, value)
 
     async def dead_letter(
         self, message: ConsumerRecord[bytes, bytes] | Record, reason: str
     ) -> None:
         """Set a record aside on the dead-letter topic with the reason."""
-        value = getattr(message, "value", None)
-        if not isinstance(value, bytes):
-            value = None
+        value = message.value
+        if isinstance(value, Message):  # decoded, then refused: encoded again
+            value = self.codec.encode(value)
         key = message.key
         log.warning(
             "dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
@@ -579,22 +577,18 @@ class RecordConsumer:
         if key is not None and len(key) > DEAD_LETTER_VALUE_BYTES:
             reason += f" (key of {len(key)} bytes cut to {DEAD_LETTER_VALUE_BYTES})"
             key = key[:DEAD_LETTER_VALUE_BYTES]
-        await self._producer.send_and_wait(
-            self._dead_letter_topic,
-            "DeadLetter",
-            {
-                "topic": message.topic,
-                "partition": message.partition,
-                "offset": message.offset,
-                "key": key,
-                "value": None if value is None else value[:DEAD_LETTER_VALUE_BYTES],
-                "value_length": -1 if value is None else len(value),
-                "value_sha256": "" if value is None else hashlib.sha256(value).hexdigest(),
-                "reason": reason,
-                "consumer": self._client_id,
-            },
-            key=message.topic,
+        letter = DeadLetter(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=key,
+            value=None if value is None else value[:DEAD_LETTER_VALUE_BYTES],
+            value_length=-1 if value is None else len(value),
+            value_sha256="" if value is None else hashlib.sha256(value).hexdigest(),
+            reason=reason,
+            consumer=self._client_id,
         )
+        await self._producer.send_and_wait(self._dead_letter_topic, letter, key=message.topic)
 
     async def commit(self, offsets: dict[Partition, int]) -> bool:
         """Commit ``offsets`` (the next offset to read per partition), waiting while Kafka

@@ -9,8 +9,6 @@ topic from its end at start-up, so it sees every record produced after
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
 
 from blockferry.transport.kafka import Record, RecordConsumer
 
@@ -41,7 +39,7 @@ class Mailbox:
     async def run(self) -> None:
         async for batch in self._consumer.batches():
             for record in batch:
-                queue = self._queues.get(str(record.fields.get(self._field, "")))
+                queue = self._queues.get(str(getattr(record.value, self._field, "")))
                 if queue is not None:
                     queue.put_nowait(record)
 
@@ -52,9 +50,3 @@ async def next_record(queue: asyncio.Queue[Record], timeout: float, what: str) -
         return await asyncio.wait_for(queue.get(), timeout)
     except TimeoutError:
         raise TimeoutError(f"no answer for {what} within {timeout:.0f} s") from None
-
-
-def reply_result(record: Record) -> dict[str, Any]:
-    """The JSON result of a Reply record."""
-    result: dict[str, Any] = json.loads(record.fields["result"] or "{}")
-    return result

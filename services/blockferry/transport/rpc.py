@@ -1,21 +1,21 @@
 """Commands over Kafka: the one client every caller uses, and the error codes replies carry.
 
-A command is a Command record on the server's commands topic; its answer is a Reply
-(or, for a streamed answer, the server's own records) with the command's id as
-correlation id, read from a :class:`~blockferry.transport.mailbox.Mailbox`. A failed
-command's Reply names a :class:`ErrorCode`, so a caller (and the REST API, which maps
-codes to HTTP statuses) never parses error text.
+A command is a Command record on the server's commands topic carrying its arguments
+(a model of :mod:`~blockferry.transport.commands`); its answer is a Reply carrying the
+result's model (or, for a streamed answer, the server's own records) with the command's
+id as correlation id, read from a :class:`~blockferry.transport.mailbox.Mailbox`. A
+failed command's Reply names a :class:`ErrorCode`, so a caller (and the REST API, which
+maps codes to HTTP statuses) never parses error text.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from blockferry.core.errors import (
     BlockferryError,
@@ -24,6 +24,7 @@ from blockferry.core.errors import (
     DestinationError,
     GuestError,
     LockBusy,
+    RecordError,
     RepositoryFull,
     RepositoryNotFound,
     RestorePointNotFound,
@@ -32,10 +33,15 @@ from blockferry.core.errors import (
     TransportError,
 )
 from blockferry.transport import expiry
-from blockferry.transport.kafka import Record, RecordProducer
-from blockferry.transport.mailbox import Mailbox, next_record, reply_result
+from blockferry.transport.commands import CommandSpec
+from blockferry.transport.kafka import RecordProducer
+from blockferry.transport.mailbox import Mailbox, next_record
+from blockferry.transport.records import Command, Message, Reply
 
 log = logging.getLogger(__name__)
+
+A = TypeVar("A", bound=Message)
+R = TypeVar("R", bound=Message)
 
 
 class ErrorCode(StrEnum):
@@ -84,13 +90,13 @@ class RemoteError(BlockferryError):
         self.code = code
 
     @classmethod
-    def of(cls, reply: Record) -> RemoteError:
+    def of(cls, reply: Reply) -> RemoteError:
         """The error a failed Reply carries (a Reply of an older server has no code)."""
         try:
-            code = ErrorCode(reply.fields.get("code") or ErrorCode.INTERNAL)
+            code = ErrorCode(reply.code or ErrorCode.INTERNAL)
         except ValueError:
             code = ErrorCode.INTERNAL
-        return cls(code, reply.fields["error"])
+        return cls(code, reply.error)
 
 
 class CommandClient:
@@ -102,8 +108,8 @@ class CommandClient:
     async def send(
         self,
         topic: str,
-        name: str,
-        arguments: dict[str, Any],
+        spec: CommandSpec[A, Any],
+        arguments: A,
         ttl_s: float,
         command_id: str | None = None,
         key: str | None = None,
@@ -113,30 +119,26 @@ class CommandClient:
         :mod:`~blockferry.transport.expiry`). ``key`` (default: the command's id)
         orders commands that share it."""
         command_id = command_id or uuid.uuid4().hex
-        await self._producer.send_and_wait(
-            topic,
-            "Command",
-            {
-                "command_id": command_id,
-                "name": name,
-                "arguments": json.dumps(arguments),
-                **expiry.stamp(ttl_s),
-            },
-            key=key or command_id,
+        command = Command(
+            command_id=command_id,
+            name=spec.name,
+            arguments=self._producer.codec.encode(arguments),
+            **expiry.stamp(ttl_s),
         )
+        await self._producer.send_and_wait(topic, command, key=key or command_id)
         return command_id
 
     async def call(
         self,
         topic: str,
         replies: Mailbox,
-        name: str,
-        arguments: dict[str, Any],
+        spec: CommandSpec[A, R],
+        arguments: A,
         timeout: float,
         what: str,
         key: str | None = None,
         again_when: Callable[[], Awaitable[None]] | None = None,
-    ) -> dict[str, Any]:
+    ) -> R:
         """Send a command and return its reply's result. Whenever ``again_when()``
         returns first, the command is sent again (with the same id, so the reply to
         either counts), within the same ``timeout``.
@@ -151,7 +153,7 @@ class CommandClient:
         deadline = loop.time() + timeout
         try:
             while True:
-                await self.send(topic, name, arguments, deadline - loop.time(), command_id, key)
+                await self.send(topic, spec, arguments, deadline - loop.time(), command_id, key)
                 reply = asyncio.ensure_future(next_record(queue, deadline - loop.time(), what))
                 if again_when is not None:
                     again = asyncio.ensure_future(again_when())
@@ -163,9 +165,16 @@ class CommandClient:
                         reply.cancel()
                         log.warning("%s: its server restarted; asking it again", what)
                         continue
-                record = await reply
-                if not record.fields["ok"]:
-                    raise RemoteError.of(record)
-                return reply_result(record)
+                answer = (await reply).value
+                if not isinstance(answer, Reply):
+                    raise RemoteError(ErrorCode.INTERNAL, f"{what}: answered with {answer!r}")
+                if not answer.ok:
+                    raise RemoteError.of(answer)
+                if spec.result is None:
+                    raise TypeError(f"{spec.name} answers with a stream: send it, not call it")
+                try:
+                    return self._producer.codec.decode_as(answer.result, spec.result)
+                except RecordError as exc:
+                    raise RemoteError(ErrorCode.INTERNAL, f"{what}: {exc}") from exc
         finally:
             replies.close(command_id)
