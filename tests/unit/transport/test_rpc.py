@@ -13,7 +13,7 @@ from blockferry.core.errors import (
     RepositoryFull,
     RestorePointNotFound,
 )
-from blockferry.transport.kafka import Record
+from blockferry.transport.records import Reply
 from blockferry.transport.rpc import ErrorCode, RemoteError, code_of
 
 
@@ -33,8 +33,8 @@ def test_each_failure_answers_its_code(exc: BaseException, code: ErrorCode) -> N
     assert code_of(exc) is code
 
 
-def reply(**fields: object) -> Record:
-    return Record("t.replies", 0, 0, b"c", "Reply", {"ok": False, "error": "no", **fields})
+def reply(**fields: str) -> Reply:
+    return Reply(correlation_id="c", name="gc", ok=False, error="no", **fields)
 
 
 def test_a_reply_names_its_code() -> None:
