@@ -19,6 +19,7 @@ import httpx
 from blockferry.repository import Repository
 from blockferry.transport.codec import Codec
 from blockferry.transport.kafka import Record, RecordConsumer, RecordProducer
+from blockferry.transport.records import Message, SessionEvent
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BLOCKFERRY = [sys.executable, "-m", "blockferry.cli"]
@@ -189,9 +190,9 @@ class MeshProcesses:
     def session_events(self, session_id: str) -> list[tuple[str, str]]:
         """(disk, state) of every event of ``session_id`` on the session-events topic."""
         return [
-            (record.fields["disk"], record.fields["state"])
+            (record.value.disk, record.value.state)
             for record in self.records("session-events")
-            if record.key == session_id.encode()
+            if record.key == session_id.encode() and isinstance(record.value, SessionEvent)
         ]
 
     def records(self, topic: str) -> list[Record]:
@@ -203,11 +204,11 @@ class MeshProcesses:
 
         return asyncio.run(self._with_clients(read))
 
-    def produce(self, topic: str, name: str, fields: dict[str, Any], key: bytes | None) -> None:
+    def produce(self, topic: str, message: Message, key: bytes | None) -> None:
         """Produce a record to the mesh's ``topic`` (named without the prefix)."""
 
         async def send(consumer: RecordConsumer, producer: RecordProducer) -> None:
-            await producer.send_and_wait(self._topic(topic), name, fields, key)
+            await producer.send_and_wait(self._topic(topic), message, key)
 
         asyncio.run(self._with_clients(send))
 

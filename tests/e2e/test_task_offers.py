@@ -9,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+from blockferry.transport.records import Task
 from tests.e2e.harness import MeshProcesses, make_disk
 
 LEASE_SECONDS = 5
@@ -47,8 +48,9 @@ def test_a_mover_paused_past_its_lease_runs_the_newer_attempt_alone(
     wait_for_log(mesh, "source-mover", "offered again (attempt 1); stopping attempt 0 here")
 
     offers = [r for r in mesh.records("tasks") if r.key == f"{session}/d".encode()]
-    assert [r.fields["attempt"] for r in offers] == [0, 1]
-    mesh.produce("tasks", "Task", offers[-1].fields, offers[-1].key)
+    assert [r.value.attempt for r in offers if isinstance(r.value, Task)] == [0, 1]
+    assert offers[-1].value is not None
+    mesh.produce("tasks", offers[-1].value, offers[-1].key)
     wait_for_log(mesh, "source-mover", "attempt 1 is under way here already")
 
     document = mesh.follow(session, timeout=120)
