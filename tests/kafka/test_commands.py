@@ -4,18 +4,24 @@ error and never stop the owner."""
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest
 
 from blockferry.ingest.config import IngestConfig
 from blockferry.repository import Repository
+from blockferry.transport import commands as cmd
 from blockferry.transport import expiry
+from blockferry.transport.codec import Codec
+from blockferry.transport.records import Command, Reply
 from tests.kafka.pipelines import REPO, running_pipeline
 from tests.unit.repository.repo_helpers import backup, make_image
 
 pytestmark = pytest.mark.kafka
+
+
+CODEC = Codec()
+NO_POINT = "20990101T000000Z-00000000"
 
 
 @pytest.mark.parametrize(
@@ -23,22 +29,34 @@ pytestmark = pytest.mark.kafka
     [
         (
             "commit",
-            '{"job": 123, "session_id": "s", "disks": ["d"], "parent": null}',
-            "invalid job name 123",
+            CODEC.encode(
+                cmd.CommitArguments(restore_point=None, session_id="s", job="../x", disks=["d"])
+            ),
+            "invalid job name '../x'",
             "refused",
         ),
-        ("restore-point", "{}", "restore-point", "internal"),  # typed arguments: refused
-        ("verify", "not json", "arguments are not JSON", "refused"),
-        ("restore-point", "[1]", "must be a JSON object", "refused"),
-        ("list-restore-points", '{"job": ["a"]}', "invalid job name", "refused"),
-        ("format-disk", "{}", "unknown command", "refused"),
-        ("forget", "{}", "unknown command", "refused"),  # a private helper: never callable
-        ("read", "{}", "unknown command", "refused"),
-        ("reply", "{}", "unknown command", "refused"),
         (
             "restore-point",
-            '{"restore_point": "20990101T000000Z-00000000"}',
-            "no committed restore point '20990101T000000Z-00000000' in repository default",
+            CODEC.encode(cmd.DiscardArguments(session_id="s")),
+            "expected a RestorePointArguments record, got a DiscardArguments",
+            "refused",
+        ),
+        ("verify", b"not avro", "not Avro single-object encoded", "refused"),
+        ("verify", b"\xc3\x01" + bytes(8), "unknown schema fingerprint", "refused"),
+        (
+            "list-restore-points",
+            CODEC.encode(cmd.ListRestorePointsArguments(job="a/b")),
+            "invalid job name",
+            "refused",
+        ),
+        ("format-disk", b"", "unknown command", "refused"),
+        ("forget", b"", "unknown command", "refused"),  # a private helper: never callable
+        ("read", b"", "unknown command", "refused"),
+        ("reply", b"", "unknown command", "refused"),
+        (
+            "restore-point",
+            CODEC.encode(cmd.RestorePointArguments(restore_point=NO_POINT)),
+            f"no committed restore point '{NO_POINT}' in repository default",
             "not-found",
         ),
     ],
@@ -48,7 +66,7 @@ async def test_malformed_commands_are_answered_with_an_error(
     topic_prefix: str,
     tmp_path: Path,
     name: str,
-    arguments: str,
+    arguments: bytes,
     error: str,
     code: str,
 ) -> None:
@@ -59,20 +77,23 @@ async def test_malformed_commands_are_answered_with_an_error(
         bad, good = replies.open("bad"), replies.open("good")
         topic = mesh.topics.commands(REPO)
         await mesh.producer.send_and_wait(
-            topic, "Command", {"command_id": "bad", "name": name, "arguments": arguments}
+            topic, Command(command_id="bad", name=name, arguments=arguments)
         )
+        describe = CODEC.encode(cmd.DescribeArguments())
         await mesh.producer.send_and_wait(
-            topic, "Command", {"command_id": "good", "name": "describe", "arguments": "{}"}
+            topic, Command(command_id="good", name="describe", arguments=describe)
         )
         async with asyncio.timeout(30):
-            answer = (await bad.get()).fields
-            described = (await good.get()).fields
-        assert answer["ok"] is False
-        assert error in answer["error"]
-        assert answer["code"] == code, answer
-        assert str(tmp_path) not in answer["error"]
-        assert described["ok"] is True, "the owner goes on after a bad command"
-        assert json.loads(described["result"])["id"] == repo.config.id
+            answer = (await bad.get()).value
+            described = (await good.get()).value
+        assert isinstance(answer, Reply) and isinstance(described, Reply)
+        assert answer.ok is False
+        assert error in answer.error, answer
+        assert answer.code == code, answer
+        assert str(tmp_path) not in answer.error
+        assert described.ok is True, "the owner goes on after a bad command"
+        result = CODEC.decode_as(described.result, cmd.RepositoryDescription)
+        assert result.id == repo.config.id
         assert not running.task.done()
 
 
@@ -91,14 +112,13 @@ async def test_each_topic_takes_only_its_senders_commands(
         mesh, replies = running.mesh, running.replies
         answer = replies.open("c")
         await mesh.producer.send_and_wait(
-            getattr(mesh.topics, topic)(REPO),
-            "Command",
-            {"command_id": "c", "name": name, "arguments": "{}"},
+            getattr(mesh.topics, topic)(REPO), Command(command_id="c", name=name, arguments=b"")
         )
         async with asyncio.timeout(30):
-            refused = (await answer.get()).fields
-        assert (refused["ok"], refused["code"]) == (False, "refused")
-        assert f"unknown command {name!r}" in refused["error"]
+            refused = (await answer.get()).value
+        assert isinstance(refused, Reply)
+        assert (refused.ok, refused.code) == (False, "refused")
+        assert f"unknown command {name!r}" in refused.error
 
 
 async def test_an_expired_command_is_refused_and_not_run(
@@ -112,19 +132,18 @@ async def test_an_expired_command_is_refused_and_not_run(
         mesh, replies = running.mesh, running.replies
         answer = replies.open("old")
         long_ago = expiry.now_ms() - 3600 * 1000
-        await mesh.producer.send_and_wait(
-            mesh.topics.commands(REPO),
-            "Command",
-            {
-                "command_id": "old",
-                "name": "prune",
-                "arguments": json.dumps({"job": "j", "policy": {"keep_last": 1}}),
-                "issued_at": long_ago,
-                "expires_at": long_ago + 120 * 1000,
-            },
+        prune = cmd.PruneArguments(job="j", policy=cmd.RetentionPolicy(keep_last=1))
+        old = Command(
+            command_id="old",
+            name="prune",
+            arguments=CODEC.encode(prune),
+            issued_at=long_ago,
+            expires_at=long_ago + 120 * 1000,
         )
+        await mesh.producer.send_and_wait(mesh.topics.commands(REPO), old)
         async with asyncio.timeout(30):
-            refused = (await answer.get()).fields
-        assert (refused["ok"], refused["code"]) == (False, "refused")
-        assert "prune: expired at " in refused["error"], refused
+            refused = (await answer.get()).value
+        assert isinstance(refused, Reply)
+        assert (refused.ok, refused.code) == (False, "refused")
+        assert "prune: expired at " in refused.error, refused
     assert sorted(p.id for p in Repository.open(repo.path).restore_points("j")) == sorted(points)
