@@ -4,7 +4,6 @@ names it (log, metric) and serves the rest; garbage collection refuses and delet
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 
@@ -13,6 +12,8 @@ import pytest
 from blockferry.ingest.config import IngestConfig
 from blockferry.repository import Repository
 from blockferry.repository.retention import Policy
+from blockferry.transport import commands as cmd
+from blockferry.transport.records import Reply
 from tests.kafka.pipelines import REPO, newest_records, running_pipeline, write_pack
 from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, flip_byte, make_image
 
@@ -38,19 +39,17 @@ async def test_start_up_names_a_damaged_restore_point_and_gc_refuses(
         assert "set-aside" in caplog.text
         mesh, replies = running.mesh, running.replies
         described, collected = replies.open("describe"), replies.open("gc")
-        for name in ("describe", "gc"):
-            await mesh.producer.send_and_wait(
-                mesh.topics.commands(REPO),
-                "Command",
-                {"command_id": name, "name": name, "arguments": "{}"},
-            )
+        topic = mesh.topics.commands(REPO)
+        await mesh.commands.send(topic, cmd.DESCRIBE, cmd.DescribeArguments(), 60, "describe")
+        await mesh.commands.send(topic, cmd.GC, cmd.GcArguments(), 60, "gc")
         async with asyncio.timeout(30):
-            assert (await described.get()).fields["ok"] is True, "it serves the rest"
-            refused = (await collected.get()).fields
-        assert refused["ok"] is False
-        assert "nothing was deleted" in refused["error"]
-        assert f"restorepoints/a/{damaged.id}/restorepoint.json" in refused["error"]
-        assert json.loads(refused["result"]) == {}
+            served = (await described.get()).value
+            refused = (await collected.get()).value
+        assert isinstance(served, Reply) and served.ok is True, "it serves the rest"
+        assert isinstance(refused, Reply) and refused.ok is False
+        assert "nothing was deleted" in refused.error
+        assert f"restorepoints/a/{damaged.id}/restorepoint.json" in refused.error
+        assert refused.result == b""
     assert repo.sealed_pack_ids() == packs
 
 
