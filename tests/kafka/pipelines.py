@@ -19,6 +19,7 @@ from blockferry.repository import Repository
 from blockferry.repository.pack import PackEntry
 from blockferry.settings import CommonSettings, KafkaSettings
 from blockferry.transport.mailbox import Mailbox
+from blockferry.transport.records import IndexEntry
 
 REPO = "default"
 
@@ -82,14 +83,14 @@ async def newest_records(mesh: Mesh) -> dict[str, PackEntry | None]:
         newest: dict[str, PackEntry | None] = {}
         for record in await consumer.read_to_end():
             assert record.key is not None
-            if record.name == "Tombstone":
+            f = record.value
+            if f is None:
                 newest[record.key.hex()] = None
             else:
-                f = record.fields
+                assert isinstance(f, IndexEntry), record
                 newest[record.key.hex()] = PackEntry(
-                    f["digest"], f["pack_id"], f["offset"], f["stored_size"], f["plain_size"],
-                    f["compressed"],
-                )  # fmt: skip
+                    f.digest, f.pack_id, f.offset, f.stored_size, f.plain_size, f.compressed
+                )
         return newest
     finally:
         await consumer.stop()

@@ -18,17 +18,12 @@ from blockferry.transport.kafka import (
     RecordConsumer,
     ensure_topics,
 )
+from blockferry.transport.records import Command, DeadLetter
 from blockferry.transport.topics import MAX_RECORD_BYTES, TopicSpec
 
 pytestmark = pytest.mark.kafka
 
-GOOD = {
-    "command_id": "c1",
-    "name": "describe",
-    "arguments": "{}",
-    "issued_at": 0,
-    "expires_at": 0,
-}
+GOOD = Command(command_id="c1", name="describe", arguments=b"")
 
 
 @contextlib.asynccontextmanager
@@ -68,6 +63,11 @@ async def records(consumer: RecordConsumer, count: int) -> list[Record]:
     return delivered
 
 
+def letter(record: Record) -> DeadLetter:
+    assert isinstance(record.value, DeadLetter), record
+    return record.value
+
+
 async def test_bad_records_are_dead_lettered_and_consumption_goes_on(
     kafka_bootstrap: str, topic_prefix: str
 ) -> None:
@@ -80,23 +80,23 @@ async def test_bad_records_are_dead_lettered_and_consumption_goes_on(
         raw = mesh.producer._producer
         await raw.send_and_wait(topic, b"plain garbage", key=b"k1")
         await raw.send_and_wait(topic, b"\xc3\x01" + bytes(8) + b"body", key=b"k2")
-        malformed = mesh.codec.encode("Command", GOOD)[:-3]
+        malformed = mesh.codec.encode(GOOD)[:-3]
         await raw.send_and_wait(topic, malformed, key=b"k3")
-        await mesh.producer.send_and_wait(topic, "Command", GOOD, key="k4")
+        await mesh.producer.send_and_wait(topic, GOOD, key="k4")
 
         delivered = await records(consumer, 1)
-        assert [(r.name, r.fields, r.key) for r in delivered] == [("Command", GOOD, b"k4")]
+        assert [(r.value, r.key) for r in delivered] == [(GOOD, b"k4")]
 
-        letters = [r.fields for r in await records(dead, 3)]
-        assert [(d["offset"], d["key"], d["topic"]) for d in letters] == [
+        letters = [letter(r) for r in await records(dead, 3)]
+        assert [(d.offset, d.key, d.topic) for d in letters] == [
             (0, b"k1", topic),
             (1, b"k2", topic),
             (2, b"k3", topic),
         ]
-        assert "not Avro single-object encoded" in letters[0]["reason"]
-        assert "unknown schema fingerprint" in letters[1]["reason"]
-        assert "malformed body" in letters[2]["reason"]
-        assert letters[2]["value"] == malformed
+        assert "not Avro single-object encoded" in letters[0].reason
+        assert "unknown schema fingerprint" in letters[1].reason
+        assert "malformed body" in letters[2].reason
+        assert letters[2].value == malformed
 
 
 async def test_an_undecodable_record_at_the_size_limit_is_dead_lettered_bounded(
@@ -114,14 +114,14 @@ async def test_an_undecodable_record_at_the_size_limit_is_dead_lettered_bounded(
     ):
         huge = os.urandom(MAX_RECORD_BYTES - 100)  # as large as the topic takes
         await mesh.producer._producer.send_and_wait(topic, huge, key=b"huge")
-        await mesh.producer.send_and_wait(topic, "Command", GOOD, key="next")
+        await mesh.producer.send_and_wait(topic, GOOD, key="next")
 
         delivered = await records(consumer, 1)
         assert [(r.name, r.key) for r in delivered] == [("Command", b"next")]
 
-        (letter,) = [r.fields for r in await records(dead, 1)]
-        assert (letter["topic"], letter["offset"], letter["key"]) == (topic, 0, b"huge")
-        assert letter["value"] == huge[:DEAD_LETTER_VALUE_BYTES]
-        assert letter["value_length"] == len(huge)
-        assert letter["value_sha256"] == hashlib.sha256(huge).hexdigest()
-        assert "not Avro single-object encoded" in letter["reason"]
+        (only,) = [letter(r) for r in await records(dead, 1)]
+        assert (only.topic, only.offset, only.key) == (topic, 0, b"huge")
+        assert only.value == huge[:DEAD_LETTER_VALUE_BYTES]
+        assert only.value_length == len(huge)
+        assert only.value_sha256 == hashlib.sha256(huge).hexdigest()
+        assert "not Avro single-object encoded" in only.reason

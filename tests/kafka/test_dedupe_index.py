@@ -23,6 +23,7 @@ from blockferry.settings import CommonSettings, KafkaSettings
 from blockferry.source_mover.lookups import GlobalLookup
 from blockferry.source_mover.metrics import SourceMoverMetrics
 from blockferry.transport.kafka import shard_of
+from blockferry.transport.records import IndexEntry
 
 pytestmark = pytest.mark.kafka
 
@@ -85,21 +86,17 @@ async def publish(mesh: Mesh, numbers: range, tombstones: range = range(0)) -> N
     """Index entries for ``numbers``' digests, then tombstones for ``tombstones``'."""
     for n in numbers:
         d = digest(n)
-        await mesh.producer.send_and_wait(
-            mesh.topics.index(REPO),
-            "IndexEntry",
-            {
-                "digest": d,
-                "pack_id": "p" * 32,
-                "offset": 16 * n,
-                "stored_size": 10,
-                "plain_size": 20,
-                "compressed": True,
-            },
-            key=d,
+        entry = IndexEntry(
+            digest=d,
+            pack_id="p" * 32,
+            offset=16 * n,
+            stored_size=10,
+            plain_size=20,
+            compressed=True,
         )
+        await mesh.producer.send_and_wait(mesh.topics.index(REPO), entry, key=d)
     for n in tombstones:
-        await mesh.producer.send_and_wait(mesh.topics.index(REPO), "", None, key=digest(n))
+        await mesh.producer.send_and_wait(mesh.topics.index(REPO), None, key=digest(n))
 
 
 class Fleet:

@@ -24,6 +24,7 @@ from blockferry.mesh import Mesh
 from blockferry.repository import Repository
 from blockferry.settings import CommonSettings, KafkaSettings
 from blockferry.transport.codec import signed64
+from blockferry.transport.records import Chunk, Command, DeadLetter, Message
 from tests.kafka.offsets import committed_and_end
 
 pytestmark = pytest.mark.kafka
@@ -106,23 +107,23 @@ class Harness:
         await self.mesh.stop()
         self.pool.shutdown()
 
-    def chunk(self, plain: bytes, compressed: bool = True, **changes: Any) -> dict[str, Any]:
-        """A Chunk record's fields, as a source mover sends it, with ``changes``."""
+    def chunk(self, plain: bytes, compressed: bool = True, **changes: Any) -> Chunk:
+        """A Chunk record, as a source mover sends it, with ``changes``."""
         key = Repository.open(self.path).config.dedupe_key
         data = blocks.compress(plain, 3) if compressed else plain
-        fields = {
-            "session_id": "s1",
-            "digest": blocks.digest(plain, key),
-            "compressed": compressed,
-            "plain_size": len(plain),
-            "checksum": signed64(blocks.checksum(data)),
-            "data": data,
-        }
-        return {**fields, **changes}
+        chunk = Chunk(
+            session_id="s1",
+            digest=blocks.digest(plain, key),
+            compressed=compressed,
+            plain_size=len(plain),
+            checksum=signed64(blocks.checksum(data)),
+            data=data,
+        )
+        return chunk.model_copy(update=changes)
 
-    async def send(self, fields: dict[str, Any], name: str = "Chunk") -> None:
-        key = fields.get("digest", b"not a chunk")
-        await self.mesh.producer.send_and_wait(self.topic, name, fields, key=key)
+    async def send(self, message: Message) -> None:
+        key = message.digest if isinstance(message, Chunk) else b"not a chunk"
+        await self.mesh.producer.send_and_wait(self.topic, message, key=key)
 
     def stored(self) -> Counter[bytes]:
         """How many times each digest is in a sealed pack, read from disk."""
@@ -170,15 +171,15 @@ async def harness(
         await h.stop()
 
 
-async def dead_letters(mesh: Mesh, count: int) -> list[dict[str, Any]]:
+async def dead_letters(mesh: Mesh, count: int) -> list[DeadLetter]:
     consumer = mesh.consumer("dead-letters")
     await consumer.start()
     await consumer.assign_all_from_start(mesh.topics.dead_letter)
-    letters: list[dict[str, Any]] = []
+    letters: list[DeadLetter] = []
     try:
         async with asyncio.timeout(WAIT_S):
             async for batch in consumer.batches():
-                letters.extend(r.fields for r in batch)
+                letters.extend(r.value for r in batch if isinstance(r.value, DeadLetter))
                 if len(letters) >= count:
                     break
     finally:
@@ -192,33 +193,33 @@ async def test_good_chunks_are_stored_bad_ones_dead_lettered(harness: Harness) -
     good = h.chunk(plaintext(1))
     bad_checksum = h.chunk(plaintext(2), checksum=12345)
     other = h.chunk(plaintext(4))
-    bad_digest = h.chunk(plaintext(3), digest=other["digest"])
-    command = {"command_id": "c1", "name": "describe", "arguments": "{}"}
+    bad_digest = h.chunk(plaintext(3), digest=other.digest)
+    command = Command(command_id="c1", name="describe", arguments=b"")
     later = h.chunk(plaintext(5), compressed=False)
 
     await h.send(good)
     await h.send(bad_checksum)
     await h.send(bad_digest)
-    await h.send(command, name="Command")
+    await h.send(command)
     await h.send(later)
 
     stored = await until(
-        h.stored, lambda s: good["digest"] in s and later["digest"] in s, "good chunks stored"
+        h.stored, lambda s: good.digest in s and later.digest in s, "good chunks stored"
     )
     repo = Repository.open(h.path)
-    assert repo.read_block(good["digest"]) == blocks.decompress(good["data"], BLOCK_SIZE)
-    assert repo.read_block(later["digest"]) == later["data"]
-    assert bad_checksum["digest"] not in stored
-    assert other["digest"] not in stored, "a digest that does not match is not stored"
-    assert set(stored) == {good["digest"], later["digest"]}
+    assert repo.read_block(good.digest) == blocks.decompress(good.data, BLOCK_SIZE)
+    assert repo.read_block(later.digest) == later.data
+    assert bad_checksum.digest not in stored
+    assert other.digest not in stored, "a digest that does not match is not stored"
+    assert set(stored) == {good.digest, later.digest}
 
     letters = await dead_letters(h.mesh, 3)
-    by_key = {d["key"]: d for d in letters}
-    assert set(by_key) == {bad_checksum["digest"], other["digest"], b"not a chunk"}
-    assert all(d["topic"] == h.topic for d in letters)
-    assert "checksum mismatch" in by_key[bad_checksum["digest"]]["reason"]
-    assert "digest does not match its plaintext" in by_key[other["digest"]]["reason"]
-    assert "unexpected Command" in by_key[b"not a chunk"]["reason"]
+    by_key = {d.key: d for d in letters}
+    assert set(by_key) == {bad_checksum.digest, other.digest, b"not a chunk"}
+    assert all(d.topic == h.topic for d in letters)
+    assert "checksum mismatch" in by_key[bad_checksum.digest].reason
+    assert "digest does not match its plaintext" in by_key[other.digest].reason
+    assert "unexpected Command" in by_key[b"not a chunk"].reason
     assert a.count("rejected") == 2
     assert a.count("stored") == 2
     await h.wait_committed_to_end()
@@ -238,12 +239,12 @@ async def test_a_replayed_chunk_changes_nothing(harness: Harness) -> None:
 
     # replayed once sealed, stored the other way (uncompressed): the same digest
     again = h.chunk(plaintext(1), compressed=False)
-    assert again["digest"] == first["digest"]
+    assert again.digest == first.digest
     await h.send(first)
     await h.send(again)
     await h.wait_committed_to_end()
     assert sorted(Repository.open(h.path).sealed_pack_ids()) == packs_before
-    assert h.stored() == Counter({first["digest"]: 1, second["digest"]: 1})
+    assert h.stored() == Counter({first.digest: 1, second.digest: 1})
     assert a.count("stored") == 2
     assert a.count("duplicate") == 3
 
@@ -276,7 +277,7 @@ async def test_rebalance_seals_the_open_pack_and_loses_or_doubles_nothing(
         "A and B took the chunks",
     )
     await h.stop_intake(a)  # seals A's open pack; B takes over every partition
-    everything = {f["digest"] for f in early + late}
+    everything = {f.digest for f in early + late}
     await until(h.stored, lambda s: set(s) == everything, "late chunks stored")
     await h.wait_committed_to_end()
     await h.stop_intake(b)
@@ -288,6 +289,6 @@ async def test_rebalance_seals_the_open_pack_and_loses_or_doubles_nothing(
     assert a.count("duplicate") + b.count("duplicate") == len(early)
     repo = Repository.open(h.path)
     for fields in early + late:
-        entry = repo.locate(fields["digest"])
+        entry = repo.locate(fields.digest)
         assert entry is not None
-        assert repo.read_entry(entry) == blocks.decompress(fields["data"], BLOCK_SIZE)
+        assert repo.read_entry(entry) == blocks.decompress(fields.data, BLOCK_SIZE)

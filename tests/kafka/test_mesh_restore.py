@@ -25,6 +25,15 @@ from blockferry.source_mover.metrics import SourceMoverMetrics
 from blockferry.source_mover.restore import RestoreRun
 from blockferry.source_mover.settings import SourceMoverConfig
 from blockferry.transport.kafka import RecordProducer
+from blockferry.transport.records import (
+    Message,
+    RepositoryInfo,
+    RestoreBlock,
+    RestoreEnd,
+    RestoreStart,
+    Task,
+    TaskKind,
+)
 from tests.kafka.pipelines import REPO, RunningPipeline, newest_records, running_pipeline
 from tests.unit.repository.repo_helpers import backup, block, flip_byte, make_image
 
@@ -34,8 +43,8 @@ BLOCK = 256 * 1024
 IMAGE = "abcdefAB0gh"
 """Eleven blocks: random, compressible, one zero block (8)."""
 
-Change = Callable[[dict[str, Any]], list[tuple[str, dict[str, Any]]]]
-"""What the stream carries instead of one RestoreBlock: (record name, fields) pairs."""
+Change = Callable[[RestoreBlock], list[Message]]
+"""What the stream carries instead of one RestoreBlock."""
 
 
 def tamper(producer: RecordProducer, change: Change) -> None:
@@ -43,14 +52,14 @@ def tamper(producer: RecordProducer, change: Change) -> None:
     real = producer.send
 
     async def send(
-        topic: str, name: str, fields: dict[str, Any] | None, key: Any = None, partition: Any = None
+        topic: str, message: Message | None, key: Any = None, partition: Any = None
     ) -> asyncio.Future[Any]:
-        if name != "RestoreBlock" or fields is None:
-            return await real(topic, name, fields, key, partition)
+        if not isinstance(message, RestoreBlock):
+            return await real(topic, message, key, partition)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.set_result(None)
-        for other_name, other in change(dict(fields)):
-            future = await real(topic, other_name, other, key, partition)
+        for other in change(message):
+            future = await real(topic, other, key, partition)
         return future
 
     producer.send = send  # type: ignore[method-assign]
@@ -64,18 +73,26 @@ async def restore(running: RunningPipeline, rp: str, dest: Path, **task: Any) ->
             SourceMoverConfig(),
             SourceMoverMetrics(CollectorRegistry()),
             pool,
-            {
-                "session_id": f"s-{dest.name}",
-                "task_id": f"s-{dest.name}/d0",
-                "repository": REPO,
-                "restore_point": rp,
-                "disk": "d0",
-                "path": str(dest),
-                "force": False,
-                "attempt": 0,
+            Task(
+                task_id=f"s-{dest.name}/d0",
+                session_id=f"s-{dest.name}",
+                kind=TaskKind.restore,
+                attempt=0,
+                repository=REPO,
+                job="j",
+                disk="d0",
+                path=str(dest),
+                restore_point=rp,
                 **task,
-            },
-            {"dedupe_key": running.repo.config.dedupe_key},
+            ),
+            RepositoryInfo(
+                name=REPO,
+                repository_id=running.repo.config.id,
+                block_size=running.repo.config.block_size,
+                shard_count=running.repo.config.shard_count,
+                dedupe_key=running.repo.config.dedupe_key,
+                owner="test",
+            ),
             running.replies,
             [dest.parent],
         )
@@ -85,19 +102,19 @@ async def restore(running: RunningPipeline, rp: str, dest: Path, **task: Any) ->
 
 
 def drop(block: int) -> Change:
-    return lambda f: [] if f["block"] == block else [("RestoreBlock", f)]
+    return lambda f: [] if f.block == block else [f]
 
 
 def duplicate(block: int) -> Change:
-    return lambda f: [("RestoreBlock", f)] * (2 if f["block"] == block else 1)
+    return lambda f: [f] * (2 if f.block == block else 1)
 
 
 def both(first: Change, second: Change) -> Change:
-    return lambda f: [pair for name, g in first(f) for pair in second(g)]
+    return lambda f: [h for g in first(f) if isinstance(g, RestoreBlock) for h in second(g)]
 
 
 def renumber(block: int, to: int) -> Change:
-    return lambda f: [("RestoreBlock", {**f, "block": to} if f["block"] == block else f)]
+    return lambda f: [f.model_copy(update={"block": to}) if f.block == block else f]
 
 
 def leftovers(folder: Path, dest: Path) -> list[str]:
@@ -140,20 +157,24 @@ async def test_duplicates_are_ignored_and_other_attempts_records_too(
     rp = backup(repo, "j", {"d0": image}).id
     dest = tmp_path / "restored.img"
 
-    def other_attempt(f: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        session = f["session_id"]
-        other = {**f, "attempt_id": "another-attempt"}
-        records = [("RestoreBlock", f), ("RestoreBlock", other)]
-        if f["block"] == 0:
-            start = {"session_id": session, "disk": "d0", "disk_size": len(image)}
-            start |= {"block_size": BLOCK, "attempt_id": "another-attempt"}
-            records.insert(0, ("RestoreStart", start))
-        if f["block"] == 2:
-            records.append(("RestoreBlock", {**f, "block": 3, "attempt_id": "another-attempt"}))
-            records.append(("RestoreBlock", f))  # a duplicate of this attempt's own
-        if f["block"] == 4:
-            end = {"session_id": session, "blocks_sent": 3, "error": ""}
-            records.append(("RestoreEnd", {**end, "attempt_id": "another-attempt"}))
+    def other_attempt(f: RestoreBlock) -> list[Message]:
+        session = f.session_id
+        other = "another-attempt"
+        records: list[Message] = [f, f.model_copy(update={"attempt_id": other})]
+        if f.block == 0:
+            start = RestoreStart(
+                session_id=session,
+                disk="d0",
+                disk_size=len(image),
+                block_size=BLOCK,
+                attempt_id=other,
+            )
+            records.insert(0, start)
+        if f.block == 2:
+            records.append(f.model_copy(update={"block": 3, "attempt_id": other}))
+            records.append(f)  # a duplicate of this attempt's own
+        if f.block == 4:
+            records.append(RestoreEnd(session_id=session, blocks_sent=3, attempt_id=other))
         return records
 
     async with running_pipeline(kafka_bootstrap, topic_prefix, repo, IngestConfig()) as running:
@@ -174,12 +195,18 @@ async def test_a_newer_attempt_stops_the_older_writer(
     rp = backup(repo, "j", {"d0": make_image(IMAGE)}).id
     dest = tmp_path / "restored.img"
 
-    def newer_attempt(f: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        if f["block"] != 5:
-            return [("RestoreBlock", f)]
-        start = {"session_id": f["session_id"], "disk": "d0", "disk_size": len(IMAGE) * BLOCK}
-        newer = {**start, "block_size": BLOCK, "attempt_id": "newer", "attempt": 1}
-        return [("RestoreStart", newer), ("RestoreBlock", f)]
+    def newer_attempt(f: RestoreBlock) -> list[Message]:
+        if f.block != 5:
+            return [f]
+        newer = RestoreStart(
+            session_id=f.session_id,
+            disk="d0",
+            disk_size=len(IMAGE) * BLOCK,
+            block_size=BLOCK,
+            attempt_id="newer",
+            attempt=1,
+        )
+        return [newer, f]
 
     async with running_pipeline(kafka_bootstrap, topic_prefix, repo, IngestConfig()) as running:
         tamper(running.mesh.producer, newer_attempt)

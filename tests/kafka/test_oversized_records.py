@@ -20,6 +20,15 @@ from blockferry.ingest.config import IngestConfig
 from blockferry.mesh import Mesh
 from blockferry.repository import Repository
 from blockferry.transport.codec import signed64
+from blockferry.transport.records import (
+    Chunk,
+    DeadLetter,
+    DiskEnd,
+    Extents,
+    Message,
+    Reply,
+    RestoreBlock,
+)
 from tests.kafka.pipelines import REPO, running_pipeline
 from tests.kafka.test_mesh_restore import IMAGE, leftovers, restore, tamper
 from tests.unit.repository.repo_helpers import backup, make_image
@@ -44,21 +53,21 @@ def huge_frame() -> bytes:
     return frame + compressor.flush()
 
 
-def chunk(plain: bytes, key: bytes, **change: Any) -> dict[str, Any]:
+def chunk(plain: bytes, key: bytes, **change: Any) -> Chunk:
     data = change.pop("data", blocks.compress(plain, 3))
-    return {
+    fields = {
         "session_id": "s",
         "digest": blocks.digest(plain, key),
         "compressed": True,
         "plain_size": len(plain),
         "checksum": signed64(blocks.checksum(data)),
         "data": data,
-        **change,
     }
+    return Chunk(**{**fields, **change})
 
 
-def end(session: str, extent_records: int, **change: Any) -> dict[str, Any]:
-    return {
+def end(session: str, extent_records: int, **change: Any) -> DiskEnd:
+    fields = {
         "session_id": session,
         "task_id": f"{session}/d0",
         "job": "j",
@@ -66,22 +75,20 @@ def end(session: str, extent_records: int, **change: Any) -> dict[str, Any]:
         "disk_size": 2 * BLOCK + 100,
         "block_size": BLOCK,
         "extent_records": extent_records,
-        "parent": None,
-        "attempt": 0,
-        "error": "",
-        **change,
     }
+    return DiskEnd(**{**fields, **change})
 
 
-async def dead_letters(mesh: Mesh, count: int) -> list[dict[str, Any]]:
+async def dead_letters(mesh: Mesh, count: int) -> list[DeadLetter]:
     consumer = mesh.consumer("dead-letters")
     await consumer.start()
-    letters: list[dict[str, Any]] = []
+    letters: list[DeadLetter] = []
     try:
         await consumer.assign_all_from_start(mesh.topics.dead_letter)
         async with asyncio.timeout(30):
             while len(letters) < count:
-                letters += [r.fields for r in await consumer.poll(timeout_ms=500)]
+                polled = await consumer.poll(timeout_ms=500)
+                letters += [r.value for r in polled if isinstance(r.value, DeadLetter)]
     finally:
         await consumer.stop()
     return letters
@@ -106,40 +113,41 @@ async def test_the_target_side_refuses_oversized_records_and_carries_on(
             chunk(good, key, plain_size=2**31 - 1),  # a plaintext of 2 GiB claimed
             chunk(b"x", key, data=huge_frame()),  # a frame holding 512 MiB
         ]
-        for fields in [*bad_chunks, chunk(good, key)]:
-            await mesh.producer.send_and_wait(chunks, "Chunk", fields, key=fields["digest"])
+        for one in [*bad_chunks, chunk(good, key)]:
+            await mesh.producer.send_and_wait(chunks, one, key=one.digest)
 
-        async def send(name: str, fields: dict[str, Any]) -> None:
-            await mesh.producer.send_and_wait(extents, name, fields, key=fields["session_id"])
+        async def send(record: Extents | DiskEnd) -> None:
+            await mesh.producer.send_and_wait(extents, record, key=record.session_id)
 
-        def extent(session: str, block_list: list[int], digests: bytes) -> dict[str, Any]:
-            return {"session_id": session, "disk": "d0", "seq": 0, "blocks": block_list,
-                    "digests": digests}  # fmt: skip
+        def extent(session: str, block_list: list[int], digests: bytes) -> Extents:
+            return Extents(session_id=session, disk="d0", seq=0, blocks=block_list, digests=digests)
 
-        await send("DiskEnd", end("huge-disk", 0, disk_size=2**62))
-        await send("DiskEnd", end("huge-count", 2**31 - 1))
-        await send("Extents", extent("bad-extents", [0, 1], digest))  # one digest for two
-        await send("DiskEnd", end("bad-extents", 1))
-        await send("Extents", extent("far-block", [2**40], digest))
-        await send("DiskEnd", end("far-block", 1))
-        await send("Extents", extent("good", [0], digest))
-        await send("DiskEnd", end("good", 1))
+        await send(end("huge-disk", 0, disk_size=2**62))
+        await send(end("huge-count", 2**31 - 1))
+        await send(extent("bad-extents", [0, 1], digest))  # one digest for two
+        await send(end("bad-extents", 1))
+        await send(extent("far-block", [2**40], digest))
+        await send(end("far-block", 1))
+        await send(extent("good", [0], digest))
+        await send(end("good", 1))
 
-        answers = {}
+        answers: dict[str, Reply] = {}
         for session, queue in queues.items():
             async with asyncio.timeout(30):
-                answers[session] = (await queue.get()).fields
-        assert answers["good"]["ok"], answers["good"]
-        assert answers["good"]["name"] == "disk-stored"
-        errors = {s: a["error"] for s, a in answers.items() if s != "good"}
-        assert not any(a["ok"] for s, a in answers.items() if s != "good")
+                answer = (await queue.get()).value
+            assert isinstance(answer, Reply)
+            answers[session] = answer
+        assert answers["good"].ok, answers["good"]
+        assert answers["good"].name == "disk-stored"
+        errors = {s: a.error for s, a in answers.items() if s != "good"}
+        assert not any(a.ok for s, a in answers.items() if s != "good")
         assert "disk size 4611686018427387904 is out of range" in errors["huge-disk"], errors
         assert "counts 2147483647 extents records for a disk of 3 blocks" in errors["huge-count"]
         assert "expects 1 extents records, 0 arrived" in errors["bad-extents"], errors
         assert "expects 1 extents records, 0 arrived" in errors["far-block"], errors
 
         letters = await dead_letters(mesh, 6)
-        reasons = sorted(letter["reason"] for letter in letters)
+        reasons = sorted(letter.reason for letter in letters)
         assert len(reasons) == 6, reasons
         assert any("plain size 2147483647 out of range" in r for r in reasons), reasons
         assert any(f"frame declares {HUGE} bytes" in r for r in reasons), reasons
@@ -154,23 +162,18 @@ async def test_the_target_side_refuses_oversized_records_and_carries_on(
     assert grown < GROWTH_LIMIT, f"peak memory grew by {grown >> 20} MiB"
 
 
-def inflate(f: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def inflate(f: RestoreBlock) -> list[Message]:
     """Block 2 of the stream claims (and holds) a plaintext of HUGE bytes."""
-    if f["block"] != 2:
-        return [("RestoreBlock", f)]
+    if f.block != 2:
+        return [f]
     data = huge_frame()
-    return [
-        (
-            "RestoreBlock",
-            {
-                **f,
-                "compressed": True,
-                "plain_size": HUGE,
-                "data": data,
-                "checksum": signed64(blocks.checksum(data)),
-            },
-        )
-    ]
+    changes = {
+        "compressed": True,
+        "plain_size": HUGE,
+        "data": data,
+        "checksum": signed64(blocks.checksum(data)),
+    }
+    return [f.model_copy(update=changes)]
 
 
 async def test_a_restore_block_claiming_a_huge_plaintext_fails_the_restore_cleanly(
