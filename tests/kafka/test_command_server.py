@@ -12,10 +12,14 @@ from prometheus_client import CollectorRegistry, Counter
 from blockferry.command_server import CommandServer, Handler
 from blockferry.mesh import Mesh
 from blockferry.settings import CommonSettings, KafkaSettings
+from blockferry.transport.commands import CommandSpec, LatestRestorePoint, RestorePointArguments
 from blockferry.transport.kafka import ensure_topics
 from blockferry.transport.topics import TopicSpec
 
 pytestmark = pytest.mark.kafka
+
+HOLD = CommandSpec("hold", RestorePointArguments, LatestRestorePoint)
+"""A command of the test's own, with arguments and a result of the mesh's: its label."""
 
 
 class Holding(CommandServer):
@@ -26,17 +30,17 @@ class Holding(CommandServer):
         super().__init__(mesh, "holding", "holding", commands, replies, expired, concurrency)
         self.release = asyncio.Event()
         self.two_started = asyncio.Event()
-        self.started: list[int] = []
+        self.started: list[str] = []
 
-    def handlers(self) -> dict[str, Handler]:
-        return {"hold": self._hold}
+    def handlers(self) -> list[Handler[Any, Any]]:
+        return [Handler(HOLD, self._hold)]
 
-    async def _hold(self, args: dict[str, Any]) -> dict[str, Any]:
-        self.started.append(args["n"])
+    async def _hold(self, args: RestorePointArguments, _: str) -> LatestRestorePoint:
+        self.started.append(args.restore_point)
         if len(self.started) == 2:
             self.two_started.set()
         await self.release.wait()
-        return {"n": args["n"]}
+        return LatestRestorePoint(restore_point=args.restore_point)
 
 
 async def test_commands_beyond_the_concurrency_wait_their_turn(
@@ -61,16 +65,18 @@ async def test_commands_beyond_the_concurrency_wait_their_turn(
         try:
             calls = [
                 group.create_task(
-                    mesh.commands.call(commands, mailbox, "hold", {"n": n}, 60, f"hold {n}")
+                    mesh.commands.call(
+                        commands, mailbox, HOLD, RestorePointArguments(restore_point=n), 60, n
+                    )
                 )
-                for n in range(3)
+                for n in ("a", "b", "c")
             ]
             await asyncio.wait_for(server.two_started.wait(), 30)
             await asyncio.sleep(2)
             assert len(server.started) == 2, "the third waits while two run"
             server.release.set()
             answers = await asyncio.gather(*calls)
-            assert sorted(a["n"] for a in answers) == [0, 1, 2]
+            assert sorted(a.restore_point or "" for a in answers) == ["a", "b", "c"]
         finally:
             serving.cancel()
             reading.cancel()
