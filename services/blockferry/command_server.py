@@ -22,8 +22,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from prometheus_client import Counter
-
 from blockferry.core.errors import BlockferryError, RecordError
 from blockferry.mesh import Mesh
 from blockferry.transport import expiry
@@ -59,14 +57,15 @@ class CommandServer:
         group: str,
         commands_topic: str,
         replies_topic: str,
-        expired: Counter,
+        refused: Callable[[str], None],
         concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self._mesh = mesh
         self._consumer = mesh.consumer(name, group=group)
         self._commands_topic = commands_topic
         self._replies_topic = replies_topic
-        self._expired = expired
+        self._refused = refused
+        self._fence = expiry.Fence()
         self._concurrency = concurrency
         self._running = 0
 
@@ -107,12 +106,15 @@ class CommandServer:
 
     async def _answer(self, command: Command) -> None:
         name = command.name
-        stale = expiry.refusal(command, self._mesh.settings.kafka.clock_skew_s)
-        if stale:
-            log.warning("command %s (%s): %s", name, command.command_id, stale)
-            self._expired.inc()
-            await self._reply(command, ErrorCode.REFUSED, error=f"{name}: {stale}")
-            return
+        for reason, stale in (
+            ("expired", expiry.refusal(command, self._mesh.settings.kafka.clock_skew_s)),
+            ("superseded", self._fence.refusal(command.session_id, command.epoch)),
+        ):
+            if stale:
+                log.warning("command %s (%s): %s", name, command.command_id, stale)
+                self._refused(reason)
+                await self._reply(command, ErrorCode.REFUSED, error=f"{name}: {stale}")
+                return
         try:
             handlers = {handler.spec.name: handler for handler in self.handlers()}
             handler = handlers.get(name)

@@ -147,3 +147,29 @@ async def test_an_expired_command_is_refused_and_not_run(
         assert (refused.ok, refused.code) == (False, "refused")
         assert "prune: expired at " in refused.error, refused
     assert sorted(p.id for p in Repository.open(repo.path).restore_points("j")) == sorted(points)
+
+
+async def test_a_command_of_an_earlier_run_of_its_session_is_refused(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Once a command of a session's second run (an orchestrator carried the session on)
+    was read, a command of the first run read late is refused, naming both runs."""
+    repo = Repository.init(tmp_path / "repo", block_size=256 * 1024, shard_count=1)
+    async with running_pipeline(kafka_bootstrap, topic_prefix, repo, IngestConfig()) as running:
+        mesh, replies = running.mesh, running.replies
+        answers = {run: replies.open(f"run-{run}") for run in (2, 1)}
+        for run in (2, 1):
+            await mesh.commands.send(
+                mesh.topics.commands(REPO),
+                cmd.DISCARD,
+                cmd.DiscardArguments(session_id="s"),
+                60,
+                f"run-{run}",
+                epoch=expiry.Epoch("s", run),
+            )
+        async with asyncio.timeout(30):
+            newer, older = [(await answers[run].get()).value for run in (2, 1)]
+        assert isinstance(newer, Reply) and newer.ok, newer
+        assert isinstance(older, Reply)
+        assert (older.ok, older.code) == (False, "refused")
+        assert older.error == "discard: sent by run 1 of session s, which run 2 replaced: not done"

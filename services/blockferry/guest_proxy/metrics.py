@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from blockferry.transport.expiry import REFUSALS
+
 ACTIONS = ("freeze", "thaw", "snapshot", "delete-snapshot")
 OUTCOMES = ("ok", "failed")
 
@@ -20,12 +22,16 @@ class GuestProxyMetrics:
         for action in ACTIONS:
             for outcome in OUTCOMES:
                 self.steps.labels(action, outcome)
-        self.commands_expired = Counter(
-            "blockferry_guest_proxy_commands_expired_total",
-            "Commands refused because they were read after their expiry (a consumer group"
-            " that lost its offsets reads old freezes again).",
+        self.commands_refused = Counter(
+            "blockferry_guest_proxy_commands_refused_total",
+            "Commands refused, never run: expired (read after their expiry, as a consumer"
+            " group that lost its offsets reads old freezes again) or superseded (sent by an"
+            " earlier run of a session an orchestrator carries on).",
+            ["reason"],
             registry=registry,
         )
+        for reason in REFUSALS:
+            self.commands_refused.labels(reason)
         self.auto_thaws = Counter(
             "blockferry_guest_proxy_auto_thaws_total",
             "Guests thawed because their freeze limit expired before the thaw was asked.",

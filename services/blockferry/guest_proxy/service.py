@@ -100,7 +100,7 @@ class GuestCommands(CommandServer):
             "guest-proxy",
             topics.guest_commands,
             topics.guest_events,
-            metrics.commands_expired,
+            lambda reason: metrics.commands_refused.labels(reason).inc(),
         )
         self._settings = settings
         self._metrics = metrics

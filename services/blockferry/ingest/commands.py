@@ -71,7 +71,7 @@ class RepositoryServer(CommandServer):
             group,
             topic,
             ctx.mesh.topics.replies(ctx.name),
-            ctx.metrics.commands_expired.labels(ctx.name),
+            lambda reason: ctx.metrics.commands_refused.labels(ctx.name, reason).inc(),
         )
         self._ctx = ctx
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from blockferry.transport.expiry import REFUSALS
+
 CHUNK_OUTCOMES = ("stored", "duplicate", "rejected")
 
 
@@ -50,11 +52,12 @@ class IngestMetrics:
             ["repository"],
             registry=registry,
         )
-        self.commands_expired = Counter(
-            f"{prefix}_commands_expired_total",
-            "Commands and requests refused because they were read after their expiry (a"
-            " consumer group that lost its offsets reads old ones again).",
-            ["repository"],
+        self.commands_refused = Counter(
+            f"{prefix}_commands_refused_total",
+            "Commands and requests refused, never run: expired (read after their expiry, as"
+            " a consumer group that lost its offsets reads old ones again) or superseded"
+            " (sent by an earlier run of a session an orchestrator carries on).",
+            ["repository", "reason"],
             registry=registry,
         )
         self.unreadable_metadata = Gauge(
@@ -76,6 +79,7 @@ class IngestMetrics:
             self.bytes_restored,
             self.unreadable_metadata,
             self.damaged_packs,
-            self.commands_expired,
         ):
             metric.labels(repository)
+        for reason in REFUSALS:
+            self.commands_refused.labels(repository, reason)

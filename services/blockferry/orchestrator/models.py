@@ -158,6 +158,12 @@ class Session(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     error: str = ""
     cancel_requested: bool = False
+    epoch: int = Field(
+        0,
+        description="Counts up each time an orchestrator runs the session (a restarted one"
+        " carries it on under the next): tasks and guest commands an earlier run sent are"
+        " refused once a role has read the newer run's.",
+    )
     tasks: list[SessionTask] = Field(default_factory=list)
     steps: list[GuestStep] = Field(
         default_factory=list, description="Guest scripts and snapshot commands, in order."

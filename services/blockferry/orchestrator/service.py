@@ -34,6 +34,7 @@ from blockferry.repository.ids import utc_now
 from blockferry.restore_target import check_named_within
 from blockferry.transport import commands as cmd
 from blockferry.transport.commands import CommandSpec
+from blockferry.transport.expiry import Epoch
 from blockferry.transport.mailbox import Mailbox
 from blockferry.transport.records import Message, RepositoryInfo
 from blockferry.transport.rpc import ErrorCode, RemoteError
@@ -384,16 +385,26 @@ class Orchestrator:
         self._group.create_task(coroutine)
 
     async def _session_command(
-        self, repo: str, spec: CommandSpec[A, R], arguments: A, timeout: float | None = None
+        self,
+        repo: str,
+        spec: CommandSpec[A, R],
+        arguments: A,
+        timeout: float | None = None,
+        epoch: Epoch | None = None,
     ) -> R:
         """:meth:`_command` for sessions, whose failures are SessionErrors."""
         try:
-            return await self._command(repo, spec, arguments, timeout)
+            return await self._command(repo, spec, arguments, timeout, epoch)
         except HTTPException as exc:
             raise SessionError(str(exc.detail)) from exc
 
     async def _command(
-        self, repo: str, spec: CommandSpec[A, R], arguments: A, timeout: float | None = None
+        self,
+        repo: str,
+        spec: CommandSpec[A, R],
+        arguments: A,
+        timeout: float | None = None,
+        epoch: Epoch | None = None,
     ) -> R:
         """Send a command to the repository's owner and return its reply's result. A
         command is handled at most once by the instance that took it; if that owner
@@ -416,6 +427,7 @@ class Orchestrator:
                 timeout or self._config.command_timeout_s,
                 f"{spec.name} on repository {repo}",
                 again_when=owner_changed,
+                epoch=epoch,
             )
         except TimeoutError as exc:
             raise HTTPException(504, str(exc)) from exc
@@ -423,10 +435,10 @@ class Orchestrator:
             raise HTTPException(HTTP_STATUS[exc.code], str(exc)) from exc
 
     async def _guest_command(
-        self, spec: CommandSpec[A, R], arguments: A, session_id: str, what: str, timeout: float
+        self, spec: CommandSpec[A, R], arguments: A, epoch: Epoch, what: str, timeout: float
     ) -> R:
-        """Send a command about ``what`` of a session to the guest-proxies; GuestError
-        when it failed."""
+        """Send a command about ``what`` of a session's run to the guest-proxies;
+        GuestError when it failed."""
         try:
             return await self._mesh.commands.call(
                 self._mesh.topics.guest_commands,
@@ -435,7 +447,8 @@ class Orchestrator:
                 arguments,
                 timeout,
                 f"{spec.name} of {what} from any guest-proxy",
-                key=session_id,
+                key=epoch.session_id,
+                epoch=epoch,
             )
         except RemoteError as exc:
             raise GuestError(str(exc)) from exc

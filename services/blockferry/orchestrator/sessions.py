@@ -40,6 +40,7 @@ from blockferry.repository.ids import format_time, new_restore_point_id
 from blockferry.transport import commands as cmd
 from blockferry.transport import expiry
 from blockferry.transport.commands import CommandSpec
+from blockferry.transport.expiry import Epoch
 from blockferry.transport.mailbox import Mailbox, next_record
 from blockferry.transport.records import (
     Message,
@@ -62,17 +63,22 @@ class CommandSender(Protocol):
     """Sends a command to a repository's owner and returns its result."""
 
     def __call__(
-        self, repo: str, spec: CommandSpec[A, R], arguments: A, timeout: float | None = None
+        self,
+        repo: str,
+        spec: CommandSpec[A, R],
+        arguments: A,
+        timeout: float | None = None,
+        epoch: Epoch | None = None,
     ) -> Awaitable[R]: ...
 
 
 class GuestSender(Protocol):
-    """Sends a command about ``what`` (a VM, a disk) of a session to the guest-proxies
-    and returns its result. Raises GuestError when it failed, TimeoutError when no
-    guest-proxy answered."""
+    """Sends a command about ``what`` (a VM, a disk) of a session's run ``epoch`` to the
+    guest-proxies and returns its result. Raises GuestError when it failed, TimeoutError
+    when no guest-proxy answered."""
 
     def __call__(
-        self, spec: CommandSpec[A, R], arguments: A, session_id: str, what: str, timeout: float
+        self, spec: CommandSpec[A, R], arguments: A, epoch: Epoch, what: str, timeout: float
     ) -> Awaitable[R]: ...
 
 
@@ -305,8 +311,11 @@ class Sessions:
         await self.carry_on(session)
 
     async def carry_on(self, session: Session) -> None:
-        """Run ``session`` from the state it is in until it ends."""
+        """Run ``session`` from the state it is in until it ends, as its next epoch
+        (written first: a run after a restart never shares an epoch with this one)."""
         plan = self._plans[session.id]
+        session.epoch += 1
+        await self._write(session)
         if session.kind == "restore":
             await self._run(session, lambda: self._run_tasks(session, lambda task: plan))
         else:
@@ -363,7 +372,7 @@ class Sessions:
             },
         )
         rp = await self._command(
-            session.repository, cmd.COMMIT, commit, self._config.commit_timeout_s
+            session.repository, cmd.COMMIT, commit, self._config.commit_timeout_s, _epoch(session)
         )
         session.restore_point = rp.id
         session.result = rp.model_dump(mode="json")
@@ -422,7 +431,7 @@ class Sessions:
             )
             try:
                 result = await self._guest(
-                    cmd.FREEZE, arguments, session.id, f"VM {vm}", limit + self._margin
+                    cmd.FREEZE, arguments, _epoch(session), f"VM {vm}", limit + self._margin
                 )
             except (GuestError, TimeoutError) as exc:
                 failed = GuestStep(action="freeze", vm=vm, ok=False, message=str(exc))
@@ -454,7 +463,7 @@ class Sessions:
             )
             try:
                 result = await self._guest(
-                    cmd.THAW, arguments, session.id, f"VM {vm}", THAW_LIMIT_S + self._margin
+                    cmd.THAW, arguments, _epoch(session), f"VM {vm}", THAW_LIMIT_S + self._margin
                 )
             except (GuestError, TimeoutError) as exc:
                 session.steps.append(GuestStep(action="thaw", vm=vm, ok=False, message=str(exc)))
@@ -494,7 +503,7 @@ class Sessions:
                 result = await self._guest(
                     cmd.SNAPSHOT,
                     arguments,
-                    session.id,
+                    _epoch(session),
                     f"disk {task.disk}",
                     snapshot["timeout_s"] + self._margin,
                 )
@@ -550,7 +559,7 @@ class Sessions:
                 await self._guest(
                     cmd.DELETE_SNAPSHOT,
                     arguments,
-                    session.id,
+                    _epoch(session),
                     f"disk {task.disk}",
                     snapshot["timeout_s"] + self._margin,
                 )
@@ -649,7 +658,7 @@ class Sessions:
         """What the target staged for a backup that commits nothing goes at the next GC."""
         try:
             args = cmd.DiscardArguments(session_id=session.id)
-            await self._command(session.repository, cmd.DISCARD, args)
+            await self._command(session.repository, cmd.DISCARD, args, epoch=_epoch(session))
         except (BlockferryError, TimeoutError) as exc:
             log.warning("discarding what session %s staged: %s", session.id, exc)
 
@@ -701,6 +710,7 @@ class Sessions:
                         "disk": task.disk,
                         "path": task.snapshot or task.path,
                         "lease_seconds": self._config.lease_seconds,
+                        "epoch": session.epoch,
                         **extra,
                         # not taken within its lease, the task is offered again anyway
                         **expiry.stamp(self._config.lease_seconds),
@@ -749,6 +759,10 @@ class Sessions:
                 task.state = "failed"
                 task.error = progress.message
                 return True
+
+
+def _epoch(session: Session) -> Epoch:
+    return Epoch(session.id, session.epoch)
 
 
 def script_failed(session: Session, on_failure: str, step: GuestStep) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from blockferry.transport.expiry import REFUSALS
+
 BLOCK_OUTCOMES = ("read", "zero", "deduplicated", "sent")
 BYTE_KINDS = ("read", "sent", "restored")
 
@@ -38,12 +40,16 @@ class SourceMoverMetrics:
             ["outcome"],
             registry=registry,
         )
-        self.tasks_expired = Counter(
-            "blockferry_source_mover_tasks_expired_total",
-            "Tasks not started because they were read after their expiry (offered again"
-            " since, or read again by a consumer group that lost its offsets).",
+        self.tasks_refused = Counter(
+            "blockferry_source_mover_tasks_refused_total",
+            "Tasks not started: expired (read after their expiry: offered again since, or"
+            " read again by a consumer group that lost its offsets) or superseded (sent by an"
+            " earlier run of a session an orchestrator carries on).",
+            ["reason"],
             registry=registry,
         )
+        for reason in REFUSALS:
+            self.tasks_refused.labels(reason)
         for outcome in ("answered", "timed-out"):
             self.lookups.labels(outcome)
         for outcome in BLOCK_OUTCOMES:

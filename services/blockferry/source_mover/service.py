@@ -54,6 +54,7 @@ class SourceMover:
         self._tasks = self._mesh.consumer("tasks", group="source-mover")
         self._control = self._mesh.consumer("task-control")
         self._cancelled: set[str] = set()
+        self._fence = expiry.Fence()
         """Sessions cancelled (within the control topic's retention): their tasks stop."""
         self._by_session: dict[str, set[asyncio.Task[None]]] = {}
         self._pool = ThreadPoolExecutor(self._config.workers, thread_name_prefix="source-mover")
@@ -102,10 +103,8 @@ class SourceMover:
                 offer = record.value
                 if not isinstance(offer, Task):
                     continue
-                stale = expiry.refusal(offer, self._settings.kafka.clock_skew_s)
-                if stale:
-                    log.warning("task %s attempt %d: %s", offer.task_id, offer.attempt, stale)
-                    self._metrics.tasks_expired.inc()
+                refusal = self._refusal(offer)
+                if refusal:
                     continue
                 assert self._group is not None
                 if not await self._offered(offer.task_id, offer.attempt):
@@ -121,6 +120,19 @@ class SourceMover:
                 self._tasks.pause(assigned)
             else:
                 self._tasks.resume(assigned)
+
+    def _refusal(self, offer: Task) -> str:
+        """Why a task must not be started (logged and counted), or "": it expired, or an
+        earlier run of its session sent it."""
+        for reason, stale in (
+            ("expired", expiry.refusal(offer, self._settings.kafka.clock_skew_s)),
+            ("superseded", self._fence.refusal(offer.session_id, offer.epoch)),
+        ):
+            if stale:
+                log.warning("task %s attempt %d: %s", offer.task_id, offer.attempt, stale)
+                self._metrics.tasks_refused.labels(reason).inc()
+                return stale
+        return ""
 
     async def _offered(self, task_id: str, attempt: int) -> bool:
         """Whether to start ``attempt`` of a task: a task has one attempt under way on a

@@ -64,6 +64,8 @@ class Command(Message):
     arguments: bytes
     issued_at: int = 0
     expires_at: int = 0
+    session_id: str = ""
+    epoch: types.Int32 = 0
 
 
 class DeadLetter(Message):
@@ -237,6 +239,7 @@ class Task(Message):
     changed_ranges_pages: ChangedRangesRef | None = None
     issued_at: int = 0
     expires_at: int = 0
+    epoch: types.Int32 = 0
 
 
 class TaskState(enum.StrEnum):

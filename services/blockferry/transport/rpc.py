@@ -113,17 +113,19 @@ class CommandClient:
         ttl_s: float,
         command_id: str | None = None,
         key: str | None = None,
+        epoch: expiry.Epoch | None = None,
     ) -> str:
         """Send a command whose answer the caller reads itself (a stream); its id. It is
-        refused if read more than ``ttl_s`` seconds from now (see
-        :mod:`~blockferry.transport.expiry`). ``key`` (default: the command's id)
-        orders commands that share it."""
+        refused if read more than ``ttl_s`` seconds from now, or after a newer ``epoch``
+        of its session (see :mod:`~blockferry.transport.expiry`). ``key`` (default: the
+        command's id) orders commands that share it."""
         command_id = command_id or uuid.uuid4().hex
         command = Command(
             command_id=command_id,
             name=spec.name,
             arguments=self._producer.codec.encode(arguments),
             **expiry.stamp(ttl_s),
+            **(epoch._asdict() if epoch else {}),
         )
         await self._producer.send_and_wait(topic, command, key=key or command_id)
         return command_id
@@ -138,6 +140,7 @@ class CommandClient:
         what: str,
         key: str | None = None,
         again_when: Callable[[], Awaitable[None]] | None = None,
+        epoch: expiry.Epoch | None = None,
     ) -> R:
         """Send a command and return its reply's result. Whenever ``again_when()``
         returns first, the command is sent again (with the same id, so the reply to
@@ -153,7 +156,8 @@ class CommandClient:
         deadline = loop.time() + timeout
         try:
             while True:
-                await self.send(topic, spec, arguments, deadline - loop.time(), command_id, key)
+                ttl = deadline - loop.time()
+                await self.send(topic, spec, arguments, ttl, command_id, key, epoch)
                 reply = asyncio.ensure_future(next_record(queue, deadline - loop.time(), what))
                 if again_when is not None:
                     again = asyncio.ensure_future(again_when())

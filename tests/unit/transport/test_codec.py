@@ -84,6 +84,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         },
         "issued_at": 1764633600000,
         "expires_at": 1764633630000,
+        "epoch": 2,
     },
     "ChangedRangesPage": {
         "session_id": "s",
@@ -113,6 +114,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "arguments": b"\xc3\x01" + bytes(8),
         "issued_at": 1764633600000,
         "expires_at": 1764633720000,
+        "session_id": "s",
+        "epoch": 3,
     },
     "Reply": {
         "correlation_id": "c",

@@ -34,3 +34,28 @@ def test_the_clock_skew_is_allowed_for() -> None:
 
 def test_a_record_of_a_sender_before_expiry_never_expires() -> None:
     assert expiry.refusal(command(), clock_skew_s=0) == ""
+
+
+def test_a_record_of_an_earlier_run_of_its_session_is_refused() -> None:
+    fence = expiry.Fence()
+    assert fence.refusal("s", 1) == ""
+    assert fence.refusal("s", 2) == ""
+    said = fence.refusal("s", 1)
+    assert said == "sent by run 1 of session s, which run 2 replaced: not done"
+    assert fence.refusal("s", 2) == "", "the newest run's records pass, again and again"
+    assert fence.refusal("other", 1) == "", "each session has its own runs"
+
+
+def test_records_without_an_epoch_or_a_session_pass() -> None:
+    fence = expiry.Fence()
+    fence.refusal("s", 3)
+    assert fence.refusal("s", 0) == "", "a sender before epochs"
+    assert fence.refusal("", 1) == "", "a command of no session"
+
+
+def test_the_fence_remembers_a_bounded_number_of_sessions() -> None:
+    fence = expiry.Fence(sessions=2)
+    for session in ("a", "b", "c"):
+        fence.refusal(session, 5)
+    assert fence.refusal("a", 1) == "", "the oldest session was forgotten"
+    assert fence.refusal("c", 1) != ""
