@@ -43,7 +43,11 @@ def test_an_orchestrator_of_the_previous_schema_runs_with_movers_of_this_one(
 
     assert backup["state"] == "success", backup
     mesh.assert_restores(backup["restore_point"], disk)
-    (task,) = [r.value for r in mesh.records("tasks") if isinstance(r.value, Task)]
+    (task,) = [
+        r.value
+        for r in mesh.records("tasks")
+        if isinstance(r.value, Task) and r.value.session_id == backup["session"]
+    ]
     assert task.epoch == 0, "written with the previous schema: read with its default"
     session = mesh.api("GET", f"/api/v1/sessions/{backup['session']}").json()
     assert session["epoch"] == 1, "the orchestrator ran it as its first run all the same"
