@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
 
+from blockferry.transport.commands import GuestStep
+
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 Compression = Literal["none", "fast", "optimal", "high", "extreme"]
 
@@ -100,21 +102,6 @@ class GcRequest(BaseModel):
 class VerifyRequest(BaseModel):
     repository: str = Field("default", pattern=NAME)
     restore_point: str | None = None
-
-
-class GuestStep(BaseModel):
-    """A guest script or snapshot command run for a session, and how it ended."""
-
-    action: Literal["freeze", "thaw", "snapshot", "delete-snapshot"]
-    vm: str = Field("", description="freeze, thaw: the VM whose guest ran the script.")
-    disk: str = Field("", description="snapshot, delete-snapshot: the disk.")
-    ok: bool
-    exit_code: int | None = Field(None, description="None: killed, or never started.")
-    timed_out: bool = False
-    seconds: float = 0.0
-    stdout: str = Field("", description="The tail of what it printed.")
-    stderr: str = ""
-    message: str = ""
 
 
 class SessionTask(BaseModel):

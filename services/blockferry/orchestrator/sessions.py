@@ -34,12 +34,12 @@ from blockferry import failpoints
 from blockferry.core.errors import BlockferryError, GuestError, SessionError
 from blockferry.failpoints import Point
 from blockferry.mesh import Mesh
-from blockferry.orchestrator.models import ENDED, GuestStep, Session, SessionTask
+from blockferry.orchestrator.models import ENDED, Session, SessionTask
 from blockferry.orchestrator.settings import OrchestratorConfig
 from blockferry.repository.ids import format_time, new_restore_point_id
 from blockferry.transport import commands as cmd
 from blockferry.transport import expiry
-from blockferry.transport.commands import CommandSpec
+from blockferry.transport.commands import CommandSpec, GuestStep
 from blockferry.transport.expiry import Epoch
 from blockferry.transport.mailbox import Mailbox, next_record
 from blockferry.transport.records import (
@@ -439,7 +439,7 @@ class Sessions:
                 # a guest that was not reached has nothing to thaw; one that did not
                 # answer may be frozen
                 return isinstance(exc, TimeoutError)
-            step = GuestStep.model_validate(result.model_dump())
+            step = result
             session.steps.append(step)
             if not step.ok:
                 script_failed(session, processing["on_failure"], step)
@@ -471,7 +471,7 @@ class Sessions:
                     f"thawing VM {vm}: {exc}; its guest thaws itself when its freeze limit expires"
                 )
                 return
-            step = GuestStep.model_validate(result.model_dump())
+            step = result
             session.steps.append(step)
             if not step.ok:
                 script_failed(session, processing["on_failure"], step)
