@@ -163,7 +163,7 @@ def test_a_scheduled_job_runs_twice_while_retention_and_gc_remove_the_oldest_res
         while True:
             found = mesh.api("GET", "/api/v1/sessions", params={"job": "minutely"}).json()
             ended = [s for s in found if s["state"] in ("success", "warning", "failed")]
-            if len(ended) >= count and (count == 1 or "prune" in ended[-1]["result"]):
+            if len(ended) >= count and (count == 1 or ended[-1]["pruned"]):
                 return ended
             assert time.monotonic() < deadline, found
             time.sleep(0.5)
@@ -177,7 +177,7 @@ def test_a_scheduled_job_runs_twice_while_retention_and_gc_remove_the_oldest_res
     disk.write_bytes(make_disk(tmp_path / "new.img", 12, seed=8).read_bytes())
     first, second = scheduled(2)
     assert second["state"] == "success", second
-    assert second["result"]["prune"]["removed"] == [first["restore_point"]]
+    assert second["pruned"]["removed"] == [first["restore_point"]]
     minutes = datetime.fromisoformat(second["scheduled_for"]) - datetime.fromisoformat(
         first["scheduled_for"]
     )
@@ -232,11 +232,11 @@ def test_a_jobs_retention_prunes_after_each_run_and_prune_takes_a_policy(
     deadline = time.monotonic() + 30
     while True:  # retention runs once the session has ended
         last = mesh.api("GET", f"/api/v1/sessions/{runs[2]['session']}").json()
-        if "prune" in last["result"]:
+        if last["pruned"]:
             break
         assert time.monotonic() < deadline, last
         time.sleep(0.2)
-    assert last["result"]["prune"]["removed"] == [runs[0]["restore_point"]]
+    assert last["pruned"]["removed"] == [runs[0]["restore_point"]]
     points = [p["id"] for p in mesh.cli_json("restore-points", "--job", "kept")["restore_points"]]
     assert points == [runs[1]["restore_point"], runs[2]["restore_point"]]
 

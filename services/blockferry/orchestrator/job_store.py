@@ -3,7 +3,6 @@ the API, kept on the compacted jobs topic so they outlive the orchestrator."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from pydantic import ValidationError
 from blockferry.core.errors import ConfigError
 from blockferry.mesh import Mesh
 from blockferry.orchestrator.jobs import Job, field_errors, load_jobs_file
+from blockferry.orchestrator.state import StoredJob
 from blockferry.repository.ids import format_time, utc_now
 from blockferry.transport.kafka import Record
 from blockferry.transport.records import JobDefinition
@@ -59,9 +59,12 @@ class JobStore:
         if record.value is None:
             self._from_api.pop(name, None)
             return
+        if isinstance(record.value, StoredJob):
+            self._from_api[name] = record.value.job
+            return
         if not isinstance(record.value, JobDefinition):
             return
-        try:
+        try:  # written as JSON by an orchestrator before typed records
             self._from_api[name] = Job.model_validate_json(record.value.definition)
         except ValidationError as exc:
             # written by a release whose job model differed: kept aside, not run
@@ -85,11 +88,7 @@ class JobStore:
         self._writable(job.name)
         if create and job.name in self._from_api:
             raise JobConflict(f"job {job.name} exists already; PUT /jobs/{job.name} replaces it")
-        definition = JobDefinition(
-            name=job.name,
-            definition=json.dumps(job.model_dump(mode="json")),
-            updated=format_time(utc_now()),
-        )
+        definition = StoredJob(name=job.name, job=job, updated=format_time(utc_now()))
         await self._mesh.producer.send_and_wait(self._topic, definition, key=job.name)
         self._from_api[job.name] = job
 

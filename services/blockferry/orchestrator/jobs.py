@@ -21,16 +21,23 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from cronsim import CronSim, CronSimError
+from dataclasses_avroschema.pydantic import AvroBaseModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from blockferry.core.errors import ConfigError
 from blockferry.orchestrator.models import NAME, Compression
+from blockferry.transport.records import NAMESPACE
 
 MAX_NAME = 128
 
 
-class _Strict(BaseModel):
+class _Strict(AvroBaseModel):
+    """A part of a job: a model with an Avro schema too (a job is stored as a record)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    class Meta:
+        namespace = NAMESPACE
 
 
 class Disk(_Strict):

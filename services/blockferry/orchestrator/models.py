@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
+from dataclasses_avroschema.pydantic import AvroBaseModel
 from pydantic import BaseModel, Field, computed_field
 
-from blockferry.transport.commands import GuestStep
+from blockferry.transport.commands import GuestStep, PruneResult
+from blockferry.transport.records import NAMESPACE
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 Compression = Literal["none", "fast", "optimal", "high", "extreme"]
@@ -104,7 +106,15 @@ class VerifyRequest(BaseModel):
     restore_point: str | None = None
 
 
-class SessionTask(BaseModel):
+class _Stored(AvroBaseModel):
+    """A part of a session: a model with an Avro schema too (a session is stored as a
+    record, see :mod:`blockferry.orchestrator.state`). Times keep milliseconds."""
+
+    class Meta:
+        namespace = NAMESPACE
+
+
+class SessionTask(_Stored):
     """One disk of a session: read by a source mover (backup) or written (restore)."""
 
     disk: str = Field(description="The disk's stable name in the job.")
@@ -126,7 +136,7 @@ class SessionTask(BaseModel):
     counters: dict[str, int] = Field(default_factory=dict)
 
 
-class Session(BaseModel):
+class Session(_Stored):
     """One run of a job (or an ad-hoc backup or restore): its disks run as parallel tasks,
     and a backup commits the disks that succeeded as one restore point."""
 
@@ -155,7 +165,9 @@ class Session(BaseModel):
     steps: list[GuestStep] = Field(
         default_factory=list, description="Guest scripts and snapshot commands, in order."
     )
-    result: dict[str, Any] = Field(default_factory=dict)
+    pruned: PruneResult | None = Field(
+        None, description="A job's backup: what its retention policy removed after it."
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -30,6 +30,7 @@ from blockferry.orchestrator.models import (
 from blockferry.orchestrator.scheduler import Scheduler
 from blockferry.orchestrator.sessions import Sessions
 from blockferry.orchestrator.settings import OrchestratorSettings
+from blockferry.orchestrator.state import GuestPlan
 from blockferry.repository.ids import utc_now
 from blockferry.restore_target import check_named_within
 from blockferry.transport import commands as cmd
@@ -306,22 +307,20 @@ class Orchestrator:
         """A job's session, then its retention policy."""
         guest = None
         if job.guest_processing is not None:
-            guest = {
-                "processing": job.guest_processing.model_dump(),
-                "access": {vm.name: vm.guest.model_dump() for vm in job.vms if vm.guest},
-            }
+            access = {vm.name: vm.guest for vm in job.vms if vm.guest}
+            guest = GuestPlan(processing=job.guest_processing, access=access)
         await self._sessions.backup(
             session,
             job.compression,
             dirty_bitmaps={name: d.dirty_bitmap for name, d in job.disks() if d.dirty_bitmap},
             guest=guest,
-            snapshot=job.snapshot.model_dump(),
+            snapshot=job.snapshot,
         )
         if job.retention is None or session.state not in ("success", "warning"):
             return
         try:
             pruned = await self._prune(job.repository, job.name, job.retention, dry_run=False)
-            session.result["prune"] = pruned.model_dump(mode="json")
+            session.pruned = pruned
         except HTTPException as exc:
             session.warnings.append(f"retention was not applied: {exc.detail}")
         await self._sessions.save(session)

@@ -34,8 +34,10 @@ from blockferry import failpoints
 from blockferry.core.errors import BlockferryError, GuestError, SessionError
 from blockferry.failpoints import Point
 from blockferry.mesh import Mesh
+from blockferry.orchestrator.jobs import Snapshot
 from blockferry.orchestrator.models import ENDED, Session, SessionTask
 from blockferry.orchestrator.settings import OrchestratorConfig
+from blockferry.orchestrator.state import GuestPlan, SessionPlan, StoredSession
 from blockferry.repository.ids import format_time, new_restore_point_id
 from blockferry.transport import commands as cmd
 from blockferry.transport import expiry
@@ -113,7 +115,7 @@ class Sessions:
         self._bodies: dict[str, asyncio.Task[None]] = {}
         """The running body of each session, cancelled to cancel the session."""
         self._sessions: dict[str, Session] = {}
-        self._plans: dict[str, dict[str, Any]] = {}
+        self._plans: dict[str, SessionPlan] = {}
         """Per session, what running it needs beyond the session itself."""
         self._changed: dict[str, asyncio.Event] = {}
         """Set (and replaced) whenever a session changes, for long-polling clients."""
@@ -134,8 +136,10 @@ class Sessions:
         try:
             await consumer.assign_all_from_start(self._mesh.topics.sessions)
             for record in await consumer.read_to_end():
-                if isinstance(record.value, SessionRecord):
+                if isinstance(record.value, StoredSession):
                     self._load(record.value)
+                elif isinstance(record.value, SessionRecord):
+                    self._load_legacy(record.value)
                 elif record.value is None:  # forgotten before compaction removed it
                     self._forget((record.key or b"").decode(errors="replace"))
         finally:
@@ -169,16 +173,21 @@ class Sessions:
         self._plans.pop(session_id, None)
         self._changed.pop(session_id, None)
 
-    def _load(self, record: SessionRecord) -> None:
+    def _load(self, stored: StoredSession) -> None:
+        self._sessions[stored.session_id] = stored.session
+        self._plans[stored.session_id] = stored.plan
+
+    def _load_legacy(self, record: SessionRecord) -> None:
+        """A session an orchestrator before typed records wrote, as JSON."""
         try:
             session = Session.model_validate_json(record.session)
-            self._plans[session.id] = json.loads(record.plan)
-        except (ValidationError, ValueError) as exc:
+            plan = json.loads(record.plan)
+            known = {k: v for k, v in plan.items() if k in SessionPlan.model_fields}
+            self._load(StoredSession(session_id=session.id, session=session, plan=known))
+        except (ValidationError, ValueError, AttributeError) as exc:
             log.error(
                 "session %s on the sessions topic is not valid here: %s", record.session_id, exc
             )
-            return
-        self._sessions[session.id] = session
 
     def new(
         self,
@@ -251,10 +260,8 @@ class Sessions:
         await self._write(session)
 
     async def _write(self, session: Session) -> None:
-        record = SessionRecord(
-            session_id=session.id,
-            session=session.model_dump_json(),
-            plan=json.dumps(self._plans.get(session.id, {})),
+        record = StoredSession(
+            session_id=session.id, session=session, plan=self._plans.get(session.id, SessionPlan())
         )
         await self._mesh.producer.send_and_wait(self._mesh.topics.sessions, record, key=session.id)
 
@@ -271,8 +278,8 @@ class Sessions:
         compression: str,
         changed_ranges: tuple[str | None, list[tuple[int, int]]] | None = None,
         dirty_bitmaps: dict[str, str] | None = None,
-        guest: dict[str, Any] | None = None,
-        snapshot: dict[str, Any] | None = None,
+        guest: GuestPlan | None = None,
+        snapshot: Snapshot | None = None,
     ) -> None:
         """Back up every disk of ``session``; commit the ones that succeeded.
 
@@ -281,33 +288,31 @@ class Sessions:
                 session of one disk; published in pages before any task, which
                 names them (see :mod:`blockferry.changed_ranges`).
             dirty_bitmaps: disk -> the NBD dirty bitmap to read it by.
-            guest: the job's guest processing, and each VM's guest access under
-                ``access``; None: no scripts run.
+            guest: the job's guest processing and each VM's guest access; None: no
+                scripts run.
             snapshot: the job's snapshot provider; None: the sources are read as they are.
         """
         pages = None
         if changed_ranges is not None:
             pages = await blockferry.changed_ranges.publish(self._mesh, session.id, *changed_ranges)
-        self._plans[session.id] = {
+        self._plans[session.id] = SessionPlan(
             # chosen now, so a dirty bitmap added before a disk is read can carry it
-            "restore_point": new_restore_point_id(session.created),
-            "compression": compression,
-            "changed_ranges_pages": None if pages is None else pages.model_dump(),
-            "dirty_bitmaps": dirty_bitmaps or {},
-            "guest": guest,
-            "snapshot": snapshot or {"provider": "none"},
-        }
+            restore_point=new_restore_point_id(session.created),
+            compression=compression,
+            changed_ranges_pages=pages,
+            dirty_bitmaps=dirty_bitmaps or {},
+            guest=guest,
+            snapshot=snapshot or Snapshot(),
+        )
         await self.carry_on(session)
 
     async def restore(
         self, session: Session, restore_point: str, force: bool, allow_holes: bool = False
     ) -> None:
         session.restore_point = restore_point
-        self._plans[session.id] = {
-            "restore_point": restore_point,
-            "force": force,
-            "allow_holes": allow_holes,
-        }
+        self._plans[session.id] = SessionPlan(
+            restore_point=restore_point, force=force, allow_holes=allow_holes
+        )
         await self.carry_on(session)
 
     async def carry_on(self, session: Session) -> None:
@@ -317,7 +322,12 @@ class Sessions:
         session.epoch += 1
         await self._write(session)
         if session.kind == "restore":
-            await self._run(session, lambda: self._run_tasks(session, lambda task: plan))
+            restoring = {
+                "restore_point": plan.restore_point,
+                "force": plan.force,
+                "allow_holes": plan.allow_holes,
+            }
+            await self._run(session, lambda: self._run_tasks(session, lambda task: restoring))
         else:
             await self._run(session, lambda: self._run_backup(session, plan))
 
@@ -331,26 +341,24 @@ class Sessions:
         if body is not None:
             body.cancel()
 
-    async def _run_backup(self, session: Session, plan: dict[str, Any]) -> None:
+    async def _run_backup(self, session: Session, plan: SessionPlan) -> None:
         try:
             await self._transfer_and_commit(session, plan)
         finally:
             await self._delete_snapshots(session, plan)
 
-    async def _transfer_and_commit(self, session: Session, plan: dict[str, Any]) -> None:
+    async def _transfer_and_commit(self, session: Session, plan: SessionPlan) -> None:
         if session.state == "pending" or session.state in PREPARING:
             await self._prepare(session, plan)
         if session.state != "committing":
             await self._run_tasks(
                 session,
                 lambda task: {
-                    "compression": plan["compression"],
-                    "restore_point": plan["restore_point"],
+                    "compression": plan.compression,
+                    "restore_point": plan.restore_point,
                     "parent": task.parent,
-                    # sessions begun by an orchestrator that kept the map inline
-                    "changed_ranges": plan.get("changed_ranges", ""),
-                    "changed_ranges_pages": plan.get("changed_ranges_pages"),
-                    "dirty_bitmap": plan["dirty_bitmaps"].get(task.disk, ""),
+                    "changed_ranges_pages": plan.changed_ranges_pages,
+                    "dirty_bitmap": plan.dirty_bitmaps.get(task.disk, ""),
                 },
             )
             if session.cancel_requested:  # asked while the last tasks were ending
@@ -361,7 +369,7 @@ class Sessions:
         parents = sorted(task.parent for task in stored if task.parent)
         failpoints.reached(Point.SESSION_COMMITTING)
         commit = cmd.CommitArguments(
-            restore_point=plan["restore_point"],
+            restore_point=plan.restore_point,
             session_id=session.id,
             job=session.job,
             disks=[task.disk for task in stored],
@@ -375,18 +383,17 @@ class Sessions:
             session.repository, cmd.COMMIT, commit, self._config.commit_timeout_s, _epoch(session)
         )
         session.restore_point = rp.id
-        session.result = rp.model_dump(mode="json")
 
     # -- guest processing and snapshots -----------------------------------------------
 
-    async def _prepare(self, session: Session, plan: dict[str, Any]) -> None:
+    async def _prepare(self, session: Session, plan: SessionPlan) -> None:
         """Freeze the guests, take the snapshots, thaw the guests. A session carried on
         from among these steps undoes them first (thaw and delete are idempotent)."""
-        guest = plan["guest"]
+        guest = plan.guest
         if session.state in PREPARING:
             log.info("session %s: guest processing was cut short; starting it again", session.id)
             if guest:
-                await self._thaw(session, guest, list(guest["access"]))
+                await self._thaw(session, guest, list(guest.access))
             await self._delete_snapshots(session, plan, cut_short=True)
         frozen: list[str] = []
         loop = asyncio.get_running_loop()
@@ -398,13 +405,13 @@ class Sessions:
                 frozen = await self._freeze(session, guest)
                 if session.error:  # a script failed, and the job says that fails the session
                     raise SessionError(session.error)
-            if plan["snapshot"]["provider"] != "none":
+            if plan.snapshot.provider != "none":
                 session.state = "snapshot"
                 await self._changed_state(session)
                 await self._snapshot(session, plan, guest)
         finally:
-            if frozen:
-                late = loop.time() - began > guest["processing"]["freeze_limit_s"]
+            if frozen and guest:
+                late = loop.time() - began > guest.processing.freeze_limit_s
                 session.state = "guest-thaw"
                 await self._changed_state(session)
                 await self._thaw(session, guest, frozen)
@@ -414,19 +421,19 @@ class Sessions:
                         " they may not be application-consistent"
                     )
 
-    async def _freeze(self, session: Session, guest: dict[str, Any]) -> list[str]:
+    async def _freeze(self, session: Session, guest: GuestPlan) -> list[str]:
         """Run the pre-freeze script on every VM's guest, side by side; return the VMs
         whose freeze may have begun (each of them is thawed, whatever happened)."""
-        processing = guest["processing"]
-        limit = processing["freeze_limit_s"]
+        processing = guest.processing
+        limit = processing.freeze_limit_s
 
         async def freeze(vm: str) -> bool:
             arguments = cmd.FreezeArguments(
                 session_id=session.id,
                 vm=vm,
-                access=guest["access"][vm],
-                pre_freeze=processing["pre_freeze"],
-                post_thaw=processing["post_thaw"],
+                access=_access(guest, vm),
+                pre_freeze=processing.pre_freeze,
+                post_thaw=processing.post_thaw,
                 freeze_limit_s=limit,
             )
             try:
@@ -435,30 +442,30 @@ class Sessions:
                 )
             except (GuestError, TimeoutError) as exc:
                 failed = GuestStep(action="freeze", vm=vm, ok=False, message=str(exc))
-                script_failed(session, processing["on_failure"], failed)
+                script_failed(session, processing.on_failure, failed)
                 # a guest that was not reached has nothing to thaw; one that did not
                 # answer may be frozen
                 return isinstance(exc, TimeoutError)
             step = result
             session.steps.append(step)
             if not step.ok:
-                script_failed(session, processing["on_failure"], step)
+                script_failed(session, processing.on_failure, step)
             return True
 
-        begun = await asyncio.gather(*(freeze(vm) for vm in guest["access"]))
-        frozen = [vm for vm, began in zip(guest["access"], begun, strict=True) if began]
+        begun = await asyncio.gather(*(freeze(vm) for vm in guest.access))
+        frozen = [vm for vm, began in zip(guest.access, begun, strict=True) if began]
         self._notify(session)
         return frozen
 
-    async def _thaw(self, session: Session, guest: dict[str, Any], vms: list[str]) -> None:
-        processing = guest["processing"]
+    async def _thaw(self, session: Session, guest: GuestPlan, vms: list[str]) -> None:
+        processing = guest.processing
 
         async def thaw(vm: str) -> None:
             arguments = cmd.ThawArguments(
                 session_id=session.id,
                 vm=vm,
-                access=guest["access"][vm],
-                post_thaw=processing["post_thaw"],
+                access=_access(guest, vm),
+                post_thaw=processing.post_thaw,
                 timeout_s=THAW_LIMIT_S,
             )
             try:
@@ -474,29 +481,27 @@ class Sessions:
             step = result
             session.steps.append(step)
             if not step.ok:
-                script_failed(session, processing["on_failure"], step)
+                script_failed(session, processing.on_failure, step)
             elif step.message.startswith(("thawed by", "the guest had thawed")):
                 session.warnings.append(f"VM {vm}: {step.message}")
 
         await asyncio.gather(*(thaw(vm) for vm in vms))
         self._notify(session)
 
-    async def _snapshot(
-        self, session: Session, plan: dict[str, Any], guest: dict[str, Any] | None
-    ) -> None:
+    async def _snapshot(self, session: Session, plan: SessionPlan, guest: GuestPlan | None) -> None:
         """Take every disk's snapshot, side by side; each one is kept on the session as
         soon as it exists, so that it is deleted whatever happens next."""
-        snapshot = plan["snapshot"]
-        limit = guest["processing"]["freeze_limit_s"] if guest else None
+        snapshot = plan.snapshot
+        limit = guest.processing.freeze_limit_s if guest else None
 
         async def take(task: SessionTask) -> None:
             arguments = cmd.SnapshotArguments(
                 session_id=session.id,
                 disk=task.disk,
                 source=task.path,
-                provider=snapshot["provider"],
-                create=snapshot.get("create"),
-                timeout_s=snapshot["timeout_s"],
+                provider=snapshot.provider,
+                create=snapshot.create,
+                timeout_s=snapshot.timeout_s,
                 freeze_limit_s=limit,
             )
             try:
@@ -505,7 +510,7 @@ class Sessions:
                     arguments,
                     _epoch(session),
                     f"disk {task.disk}",
-                    snapshot["timeout_s"] + self._margin,
+                    snapshot.timeout_s + self._margin,
                 )
             except (GuestError, TimeoutError) as exc:
                 session.steps.append(
@@ -533,7 +538,7 @@ class Sessions:
                 raise result
 
     async def _delete_snapshots(
-        self, session: Session, plan: dict[str, Any], cut_short: bool = False
+        self, session: Session, plan: SessionPlan, cut_short: bool = False
     ) -> None:
         """Delete every snapshot the session took; one that cannot be deleted is a
         warning naming it, for the operator to delete.
@@ -543,7 +548,7 @@ class Sessions:
                 so a snapshot may exist that was never recorded. A file copy's place
                 follows from its source, so every disk's is deleted then.
         """
-        snapshot = plan["snapshot"]
+        snapshot = plan.snapshot
 
         async def delete(task: SessionTask) -> None:
             arguments = cmd.DeleteSnapshotArguments(
@@ -551,9 +556,9 @@ class Sessions:
                 disk=task.disk,
                 source=task.path,
                 path=task.snapshot or "",
-                provider=snapshot["provider"],
-                delete=snapshot.get("delete"),
-                timeout_s=snapshot["timeout_s"],
+                provider=snapshot.provider,
+                delete=snapshot.delete,
+                timeout_s=snapshot.timeout_s,
             )
             try:
                 await self._guest(
@@ -561,7 +566,7 @@ class Sessions:
                     arguments,
                     _epoch(session),
                     f"disk {task.disk}",
-                    snapshot["timeout_s"] + self._margin,
+                    snapshot.timeout_s + self._margin,
                 )
             except (GuestError, TimeoutError) as exc:
                 session.steps.append(
@@ -582,7 +587,7 @@ class Sessions:
             )
             task.snapshot = None
 
-        unrecorded = cut_short and snapshot["provider"] == "file-copy"
+        unrecorded = cut_short and snapshot.provider == "file-copy"
         taken = [task for task in session.tasks if task.snapshot or unrecorded]
         if taken:
             await asyncio.gather(*(delete(task) for task in taken))
@@ -759,6 +764,11 @@ class Sessions:
                 task.state = "failed"
                 task.error = progress.message
                 return True
+
+
+def _access(guest: GuestPlan, vm: str) -> cmd.GuestAccess:
+    """How the guest-proxy reaches ``vm``'s guest, as its commands say it."""
+    return cmd.GuestAccess.model_validate(guest.access[vm].model_dump())
 
 
 def _epoch(session: Session) -> Epoch:

@@ -224,7 +224,7 @@ class BackupRun:
                 why = f"dirty bitmap {bitmap} does not track changes since the parent"
                 self.warnings.append(f"{why} {parent}; every block was read and compared instead")
                 log.warning("%s: %s", self._extents_key, why)
-        elif self._task.changed_ranges_pages or self._task.changed_ranges:
+        elif self._task.changed_ranges_pages:
             wanted, why = await self._changed_ranges(source)
             if wanted is None:
                 self.warnings.append(f"{why}; every block was read and compared instead")
@@ -237,10 +237,7 @@ class BackupRun:
         """The blocks the operator's changed-ranges map names, or None and why not."""
         assert self._parent is not None
         ref = self._task.changed_ranges_pages
-        if ref is None:  # inline, from an orchestrator that sent no pages
-            return changes.blocks_in_ranges(
-                self._task.changed_ranges, self._parent, source.size, self._block_size
-            )
+        assert ref is not None
         pages = changed_ranges.read(self._mesh, ref, self._config.stored_wait_s)
         try:
             return await changes.blocks_in_pages(pages, self._parent, source.size, self._block_size)

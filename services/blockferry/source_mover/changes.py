@@ -6,11 +6,9 @@ the same way, to check every block it receives against it."""
 from __future__ import annotations
 
 import contextlib
-import json
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any
 
 from blockferry.core import blocks
 from blockferry.core.errors import SessionError
@@ -82,42 +80,16 @@ async def fetch_fixed_index(
         replies.close(command_id)
 
 
-def blocks_in_ranges(
-    text: str, parent: ParentIndex, disk_size: int, block_size: int
-) -> tuple[set[int] | None, str]:
-    """The blocks a changed-ranges map in JSON names (as orchestrators before
-    ChangedRangesPage records sent it), or None and why it cannot be trusted.
-
-    A bare list of ``{"offset", "length"}`` byte ranges is the operator's word for the
-    changes since the parent; ``{"since": RESTORE_POINT, "ranges": [...]}`` is trusted
-    only when ``since`` is the parent. A map that does not fit the disk is not trusted.
-    """
-    try:
-        document: Any = json.loads(text)
-        since = None
-        if isinstance(document, dict):
-            since, ranges = document.get("since"), document["ranges"]
-            if since != parent.restore_point:
-                return None, RangeBlocks.not_since(since, parent)
-        else:
-            ranges = document
-        offsets = [int(extent["offset"]) for extent in ranges]
-        lengths = [int(extent["length"]) for extent in ranges]
-    except (ValueError, TypeError, KeyError) as exc:
-        return None, f"the changed-ranges map is malformed ({exc})"
-    found = RangeBlocks(parent, disk_size, block_size)
-    why = found.add(since, offsets, lengths)
-    return (None, why) if why else (found.wanted, "")
-
-
 async def blocks_in_pages(
     pages: AsyncGenerator[tuple[str | None, list[int], list[int]]],
     parent: ParentIndex,
     disk_size: int,
     block_size: int,
 ) -> tuple[set[int] | None, str]:
-    """:func:`blocks_in_ranges` of a map read page by page (see
-    :mod:`blockferry.changed_ranges`); a page that cannot be read raises SessionError."""
+    """The blocks a changed-ranges map read page by page names (see
+    :mod:`blockferry.changed_ranges`), or None and why it cannot be trusted: a map since
+    another restore point than the parent, or one that does not fit the disk. A page
+    that cannot be read raises SessionError."""
     found = RangeBlocks(parent, disk_size, block_size)
     async with contextlib.aclosing(pages):
         async for since, offsets, lengths in pages:

@@ -233,7 +233,6 @@ class Task(Message):
     force: bool = False
     lease_seconds: types.Int32 = 30
     parent: str | None = None
-    changed_ranges: str = ""
     dirty_bitmap: str = ""
     allow_holes: bool = False
     changed_ranges_pages: ChangedRangesRef | None = None

@@ -1,5 +1,6 @@
 import io
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -8,8 +9,51 @@ import pytest
 from fastavro.schema import parse_schema, to_parsing_canonical_form
 
 from blockferry.core.errors import RecordError
+from blockferry.orchestrator.jobs import Job
+from blockferry.orchestrator.models import Session, SessionTask
+from blockferry.orchestrator.state import GuestPlan, SessionPlan, StoredJob, StoredSession
 from blockferry.transport.codec import SCHEMA_DIR, Codec, _schema, signed64, unsigned64
+from blockferry.transport.commands import GuestStep, PruneResult
 from blockferry.transport.records import message_types
+
+JOB = Job.model_validate(
+    {
+        "name": "web",
+        "vms": [
+            {
+                "name": "web1",
+                "disks": [{"name": "sda", "source": "/images/web1-sda.img"}],
+                "guest": {"host": "10.0.0.5"},
+            }
+        ],
+        "schedule": {"cron": "0 3 * * *", "timezone": "Europe/Paris"},
+        "retention": {"keep_last": 3, "daily": 7},
+        "guest_processing": {"pre_freeze": "sync", "freeze_limit_s": 30},
+        "snapshot": {"provider": "file-copy"},
+    }
+)
+SESSION = Session(
+    id="s",
+    kind="backup",
+    state="success",
+    repository="default",
+    job="web",
+    created=datetime(2026, 11, 27, 1, 0, 0, 123000, tzinfo=UTC),
+    finished=datetime(2026, 11, 27, 1, 5, 0, tzinfo=UTC),
+    seconds=300.5,
+    restore_point="20261127T010000Z-1a2b3c4d",
+    epoch=2,
+    tasks=[SessionTask(disk="web1.sda", path="/images/web1-sda.img", state="success")],
+    steps=[GuestStep(action="freeze", vm="web1", ok=True, exit_code=0)],
+    pruned=PruneResult(kept={"20261127T010000Z-1a2b3c4d": ["last"]}, removed=["old"]),
+)
+PLAN = SessionPlan(
+    restore_point="20261127T010000Z-1a2b3c4d",
+    compression="fast",
+    dirty_bitmaps={"web1.sda": "bitmap-1"},
+    guest=GuestPlan(processing=JOB.guest_processing, access={"web1": JOB.vms[0].guest}),
+    snapshot=JOB.snapshot,
+)
 
 SAMPLES: dict[str, dict[str, Any]] = {
     "Chunk": {
@@ -71,7 +115,6 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "force": True,
         "lease_seconds": 30,
         "parent": "20261126T231500Z-1a2b3c4d",
-        "changed_ranges": '[{"offset": 0, "length": 4096}]',
         "dirty_bitmap": "",
         "allow_holes": True,
         "changed_ranges_pages": {
@@ -308,6 +351,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "timeout_s": 300.0,
     },
     "CancelArguments": {"session_id": "s"},
+    # the orchestrator's own state (blockferry.orchestrator.state)
+    "StoredJob": StoredJob(name="web", job=JOB, updated="2026-11-27T01:00:00Z").model_dump(),
+    "StoredSession": StoredSession(session_id="s", session=SESSION, plan=PLAN).model_dump(),
 }
 
 
