@@ -5,8 +5,10 @@ writer schema's parsing canonical form (little-endian, as Java writes it), then
 the Avro binary body. The reader finds the writer schema by fingerprint and
 resolves it against the current reader schema of the same name, so records
 written by an older release (fields added since, with defaults) still read. A record
-decodes into its model (:mod:`~blockferry.transport.records`,
-:mod:`~blockferry.transport.commands`): every current schema has one.
+decodes into its model, the :class:`~blockferry.transport.records.Message` subclass
+named after its schema (in :mod:`~blockferry.transport.records`,
+:mod:`~blockferry.transport.commands`, and for the orchestrator's own state
+:mod:`blockferry.orchestrator.state`): a role knows the models of what it reads.
 """
 
 from __future__ import annotations
@@ -63,14 +65,9 @@ class Codec:
         self._current: dict[str, Schema] = {}
         self._writers: dict[bytes, Schema] = {}
         self._models: dict[str, type[Message]] = {}
-        models = message_types()
         for path in sorted(schema_dir.glob("*.avsc")):
             schema = _schema(json.loads(path.read_text()))
-            short = schema.name.rsplit(".", 1)[-1]
-            if short not in models:
-                raise RecordError(f"schema {schema.name} ({path.name}): no model")
-            self._models[short] = models[short]
-            self._current[short] = schema
+            self._current[schema.name.rsplit(".", 1)[-1]] = schema
             self._writers[schema.header] = schema
         for path in sorted(schema_dir.glob("history/*.avsc")):
             self.add_writer_schema(json.loads(path.read_text()))
@@ -128,9 +125,19 @@ class Codec:
         if not isinstance(fields, dict):
             raise RecordError(f"decoding record {writer.name}: not a record")
         try:
-            return self._models[short].model_validate(fields)
+            return self._model(short).model_validate(fields)
         except ValidationError as exc:
             raise RecordError(f"decoding record {writer.name}: {exc}") from exc
+
+    def _model(self, name: str) -> type[Message]:
+        """The model of record type ``name``, among those loaded in this process."""
+        model = self._models.get(name)
+        if model is None:
+            model = message_types().get(name)
+            if model is None:
+                raise RecordError(f"decoding record {name}: no model of it in this role")
+            self._models[name] = model
+        return model
 
     def decode_as(self, data: bytes, model: type[M]) -> M:
         """:meth:`decode`, refusing a record of another type than ``model``."""

@@ -512,3 +512,12 @@ def test_encoding_a_bad_record_is_a_record_error() -> None:
 def test_checksums_survive_avro_long(value: int) -> None:
     assert unsigned64(signed64(value)) == value
     assert -(2**63) <= signed64(value) < 2**63
+
+
+def test_a_record_whose_model_this_role_lacks_is_a_record_error(tmp_path: Path) -> None:
+    """A role decodes only the records it has models of: another's is refused, named."""
+    schema = {"type": "record", "name": "Elsewhere", "namespace": "io.blockferry.v1"}
+    schema["fields"] = [{"name": "n", "type": "long"}]
+    (tmp_path / "Elsewhere.avsc").write_text(json.dumps(schema))
+    with pytest.raises(RecordError, match="decoding record Elsewhere: no model of it in this role"):
+        Codec(tmp_path).decode(encode_as(schema, {"n": 1}))
