@@ -54,6 +54,18 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pytest.fail("could not start Kafka for the tests:\n" + "\n".join(errors), pytrace=False)
 
 
+@pytest.fixture(scope="session")
+def secured_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """A Kafka cluster of its own with SASL_SSL and the StandardAuthorizer (kafka.sh
+    --security sasl_ssl); ``client_env()`` gives a client's security settings."""
+    cluster = KafkaCluster(tmp_path_factory.mktemp("kafka-secured-"), security="sasl_ssl")
+    try:
+        cluster.up(START_TIMEOUTS_S[-1])
+        yield cluster
+    finally:
+        cluster.down()
+
+
 @pytest.fixture
 def topic_prefix() -> str:
     """Unique per test: name topics and consumer groups f"{topic_prefix}.something"."""

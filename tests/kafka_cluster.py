@@ -70,9 +70,10 @@ def kafka_sh(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
 class KafkaCluster:
     """The nodes of a local cluster, to start, kill, restart, pause and resume."""
 
-    def __init__(self, data_dir: Path, nodes: int = 1) -> None:
+    def __init__(self, data_dir: Path, nodes: int = 1, security: str = "plaintext") -> None:
         self.data_dir = data_dir
         self.nodes = nodes
+        self.security = security
         self.bootstrap = ""
 
     def up(self, timeout_s: int = 150) -> str:
@@ -84,6 +85,7 @@ class KafkaCluster:
             port = _consecutive_free_ports(2 * self.nodes)
             args += ["--nodes", str(self.nodes), "--port", str(port)]
             args += ["--controller-port", str(port + self.nodes), "--owner-pid", str(os.getpid())]
+            args += ["--security", self.security]
         try:
             # Maven fetch on a cold cache comes on top of the start-up wait
             proc = kafka_sh(*args, timeout=timeout_s + 600)
@@ -96,6 +98,11 @@ class KafkaCluster:
             )
         self.bootstrap = lines[-1]
         return self.bootstrap
+
+    def client_env(self) -> dict[str, str]:
+        """A client's BLOCKFERRY_KAFKA__SECURITY__* settings (a sasl_ssl cluster's)."""
+        lines = (self.data_dir / "security" / "client.env").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line)
 
     def down(self) -> None:
         if (self.data_dir / "cluster.env").exists():

@@ -2,6 +2,8 @@
 # The mesh in the background on this machine: a local Kafka (unless
 # BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS names one), a repository named `default`
 # under $BLOCKFERRY_DATA_DIR, and every role in one process (`blockferry run all`).
+# BLOCKFERRY_KAFKA_SECURITY=sasl_ssl starts that Kafka with TLS and SASL (kafka.sh
+# --security) and gives the roles its client settings.
 #   mesh.sh up | down | status
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -16,8 +18,16 @@ export BLOCKFERRY_DATA_DIR="$DATA"
 
 up() {
     if [[ -z "${BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS:-}" ]]; then
-        BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS="$(bash "$HERE/kafka.sh" up --data-dir "$DATA/kafka" | tail -n 1)"
+        local security=()
+        [[ -n "${BLOCKFERRY_KAFKA_SECURITY:-}" ]] && security=(--security "$BLOCKFERRY_KAFKA_SECURITY")
+        BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS="$(bash "$HERE/kafka.sh" up --data-dir "$DATA/kafka" "${security[@]}" | tail -n 1)"
         export BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS
+        if [[ -f "$DATA/kafka/security/client.env" ]]; then
+            set -a
+            # shellcheck source=/dev/null
+            . "$DATA/kafka/security/client.env"
+            set +a
+        fi
     fi
     if [[ ! -f "$DATA/repository/config.json" ]]; then
         "$BIN/blockferry" repo init "$DATA/repository"

@@ -32,12 +32,15 @@ class Mesh:
             self.codec,
             self.client_id,
             request_timeout_ms=settings.kafka.request_timeout_ms,
+            security=settings.kafka.security,
         )
         self.commands = CommandClient(self.producer)
 
     async def start(self) -> None:
         await ensure_topics(
-            self.bootstrap, self.topics.shared_specs(self.settings.kafka.topic_partitions)
+            self.bootstrap,
+            self.topics.shared_specs(self.settings.kafka.topic_partitions),
+            self.settings.kafka.security,
         )
         await self.producer.start()
 
@@ -47,12 +50,15 @@ class Mesh:
     async def ensure_repository_topics(self, repo: str, shard_count: int) -> None:
         retention_ms = int(self.settings.kafka.chunk_retention_hours * 3600 * 1000)
         await ensure_topics(
-            self.bootstrap, self.topics.repository_specs(repo, shard_count, retention_ms)
+            self.bootstrap,
+            self.topics.repository_specs(repo, shard_count, retention_ms),
+            self.settings.kafka.security,
         )
 
     def consumer(self, name: str, group: str | None = None, **kwargs: Any) -> RecordConsumer:
         """A consumer named ``name``; ``group`` joins a consumer group (else assigned)."""
         kwargs.setdefault("request_timeout_ms", self.settings.kafka.request_timeout_ms)
+        kwargs.setdefault("security", self.settings.kafka.security)
         return RecordConsumer(
             self.bootstrap,
             self.codec,

@@ -11,8 +11,9 @@ import os
 import socket
 import uuid
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,10 +24,38 @@ from pydantic_settings import (
 from blockferry import failpoints
 
 
+class KafkaSecurity(BaseModel):
+    """How a role authenticates to Kafka and protects what it sends: TLS (with a client
+    certificate for mutual TLS) and SASL. Secrets are read from files (a mounted secret),
+    never given as values."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
+    username: str = Field("", description="SASL: the role's principal.")
+    password_file: Path | None = Field(None, description="SASL: a file holding the password.")
+    ca_file: Path | None = Field(
+        None, description="TLS: the CA certificates (PEM) the brokers' certificates chain to."
+    )
+    cert_file: Path | None = Field(None, description="Mutual TLS: the client certificate (PEM).")
+    key_file: Path | None = Field(None, description="Mutual TLS: its private key (PEM).")
+    check_hostname: bool = Field(
+        True, description="TLS: the broker's certificate must name the host connected to."
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> KafkaSecurity:
+        if self.protocol.startswith("SASL") and not (self.username and self.password_file):
+            raise ValueError(f"{self.protocol} needs a username and a password_file")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("a client certificate needs its key, and a key its certificate")
+        return self
+
+
 class KafkaSettings(BaseModel):
     """How to reach the site's Kafka cluster."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    security: KafkaSecurity = Field(default_factory=KafkaSecurity)
     topic_prefix: str = Field("blockferry", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
     topic_partitions: int = Field(4, ge=1, description="Partitions of the shared topics.")
     chunk_retention_hours: float = Field(

@@ -37,9 +37,11 @@ from aiokafka.errors import (
     RequestTimedOutError,
     TopicAlreadyExistsError,
 )
+from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 
-from blockferry.core.errors import RecordError, TopicConfigError, TransportError
+from blockferry.core.errors import ConfigError, RecordError, TopicConfigError, TransportError
+from blockferry.settings import KafkaSecurity
 from blockferry.transport.codec import Codec
 from blockferry.transport.records import DeadLetter, Message
 from blockferry.transport.topics import (
@@ -180,7 +182,40 @@ def shard_of(digest: bytes, shard_count: int) -> int:
     return int(murmur2(digest) & 0x7FFFFFFF) % shard_count
 
 
-async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec]) -> None:
+def client_options(security: KafkaSecurity | None) -> dict[str, Any]:
+    """The client settings that authenticate to Kafka and encrypt the connection as
+    ``security`` says (none: plaintext). Secrets are read from their files now, so a
+    client made after a secret file changed uses the new secret."""
+    if security is None or security.protocol == "PLAINTEXT":
+        return {}
+    options: dict[str, Any] = {"security_protocol": security.protocol}
+    if security.protocol.endswith("SSL"):
+        context = create_ssl_context(
+            cafile=security.ca_file and str(security.ca_file),
+            certfile=security.cert_file and str(security.cert_file),
+            keyfile=security.key_file and str(security.key_file),
+        )
+        context.check_hostname = security.check_hostname
+        options["ssl_context"] = context
+    if security.protocol.startswith("SASL"):
+        assert security.password_file is not None  # the settings require it
+        try:
+            password = security.password_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"reading the Kafka password file {security.password_file}: {exc.strerror}"
+            ) from exc
+        options |= {
+            "sasl_mechanism": security.sasl_mechanism,
+            "sasl_plain_username": security.username,
+            "sasl_plain_password": password,
+        }
+    return options
+
+
+async def ensure_topics(
+    bootstrap: str, specs: Sequence[TopicSpec], security: KafkaSecurity | None = None
+) -> None:
     """Create the topics that do not exist yet, then check every one of ``specs``,
     existing ones included: replication, min.insync.replicas, the cleanup policy of
     compacted topics and ``max.message.bytes`` of those carrying large records.
@@ -190,7 +225,9 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec]) -> None:
             setting, what it is, what it must be and how to fix it.
         TransportError: Kafka cannot be reached or refused to create a topic.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=30000, **client_options(security)
+    )
     try:
         await admin.start()
         brokers = len((await admin.describe_cluster())["brokers"])
@@ -282,6 +319,7 @@ class RecordProducer:
         codec: Codec,
         client_id: str,
         request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self.codec = codec
         self._producer = AIOKafkaProducer(
@@ -293,6 +331,7 @@ class RecordProducer:
             linger_ms=5,
             max_batch_size=1024 * 1024,
             request_timeout_ms=request_timeout_ms,
+            **client_options(security),
         )
 
     async def start(self) -> None:
@@ -381,6 +420,7 @@ class RecordConsumer:
         check_crcs: bool = True,
         fetch_max_bytes: int = 4 * MAX_RECORD_BYTES,
         request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self.codec = codec
         self._producer = producer
@@ -401,6 +441,7 @@ class RecordConsumer:
             metadata_max_age_ms=metadata_max_age_ms,
             check_crcs=check_crcs,
             request_timeout_ms=request_timeout_ms,
+            **client_options(security),
         )
 
     async def start(
