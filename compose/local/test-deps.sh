@@ -16,6 +16,7 @@ PACKAGES=(
     "openssh-client       ssh-keygen"
     "mount                mount umount losetup"
     "procps               pgrep"
+    "openssl              openssl"
 )
 
 die() { echo "test-deps: $*" >&2; exit 1; }
