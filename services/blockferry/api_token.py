@@ -27,6 +27,8 @@ def load_or_create(path: Path) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         token = read(path)
+        if token is None:
+            raise ConfigError(f"API token file {path} vanished while it was read") from None
         if not token:
             raise ConfigError(f"API token file {path} is empty") from None
         return token
@@ -39,8 +41,19 @@ def load_or_create(path: Path) -> str:
 
 
 def read(path: Path) -> str | None:
-    """The token in ``path``, or None if there is no such file."""
+    """The token in ``path``, or None if there is no such file.
+
+    Raises:
+        ConfigError: the file is readable by others than its owner (as a secret, it
+            must not be), or cannot be read.
+    """
     try:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise ConfigError(
+                f"API token file {path} is readable by others (mode {mode:o}); a token must"
+                f" be its owner's only: chmod 600 {path} (a mounted secret: defaultMode 0400)"
+            )
         return path.read_text().strip()
     except FileNotFoundError:
         return None

@@ -48,6 +48,7 @@ async def test_requests_without_the_token_are_refused(tmp_path: Path) -> None:
 async def test_a_given_token_file_is_used_and_kept(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("s3cret-token-from-a-mounted-secret\n")
+    secret.chmod(0o400)
     settings = OrchestratorSettings(
         data_dir=tmp_path / "data", orchestrator=OrchestratorConfig(api_token_file=secret)
     )
@@ -70,5 +71,15 @@ async def test_a_given_token_file_is_used_and_kept(tmp_path: Path) -> None:
 async def test_an_empty_token_file_is_a_clear_error(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_text("\n")
+    empty.chmod(0o600)
     with pytest.raises(ConfigError, match="empty"):
         api(OrchestratorSettings(orchestrator=OrchestratorConfig(api_token_file=empty)))
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+async def test_a_token_file_others_may_read_is_refused(tmp_path: Path, mode: int) -> None:
+    loose = tmp_path / "token"
+    loose.write_text("a-token-others-can-read\n")
+    loose.chmod(mode)
+    with pytest.raises(ConfigError, match=f"is readable by others \\(mode {mode:o}\\).*chmod 600"):
+        api(OrchestratorSettings(orchestrator=OrchestratorConfig(api_token_file=loose)))

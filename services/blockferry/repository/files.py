@@ -25,6 +25,8 @@ NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 # File systems that cannot fsync a directory (some network shares) say so with these.
 _DIR_FSYNC_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EBADF})
 FILE_MODE = 0o644
+SECRET_MODE = 0o600
+"""Files holding a repository's secrets (config.json holds its dedupe key)."""
 
 
 def storage_error(action: str, exc: OSError) -> RepositoryError:
@@ -85,15 +87,18 @@ def make_dirs(path: Path) -> None:
         fsync_dir(directory.parent)
 
 
-def write_atomic(path: Path, data: bytes | memoryview, *, sync_dir: bool = True) -> None:
-    """Publish ``data`` as ``path``: temp file, fsync, rename, fsync the directory.
+def write_atomic(
+    path: Path, data: bytes | memoryview, *, sync_dir: bool = True, mode: int = FILE_MODE
+) -> None:
+    """Publish ``data`` as ``path`` (with ``mode``): temp file, fsync, rename, fsync the
+    directory.
 
     An existing ``path`` is replaced atomically. On any error the temporary file
     is removed and ``path`` is left as it was.
     """
     temp = temporary_path(path)
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         try:
             write_all(fd, data)
             os.fsync(fd)

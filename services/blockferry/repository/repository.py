@@ -22,6 +22,7 @@ from blockferry.core.errors import CorruptionError, LockBusy, RepositoryError, R
 from blockferry.failpoints import Point
 from blockferry.repository.config import RepositoryConfig
 from blockferry.repository.files import (
+    SECRET_MODE,
     fsync_dir,
     is_temporary,
     list_dir,
@@ -135,7 +136,7 @@ class Repository:
         make_dirs(path)
         for name in SUBDIRECTORIES:
             make_dirs(path / name)
-        write_atomic(layout.config, config.to_json())
+        write_atomic(layout.config, config.to_json(), mode=SECRET_MODE)
         log.info("created repository %s at %s", config.id, path)
         return cls(path, config)
 
@@ -155,6 +156,7 @@ class Repository:
                 "to create one"
             )
         config = RepositoryConfig.from_json(read_file(layout.config), str(layout.config))
+        _keep_private(layout.config)
         return cls(path, config)
 
     def close(self) -> None:
@@ -611,3 +613,15 @@ def _is_empty_skeleton(path: Path) -> bool:
         if name not in _INIT_TOLERATED or not child.is_dir() or os.listdir(child):
             return False
     return True
+
+
+def _keep_private(path: Path) -> None:
+    """config.json holds the dedupe key: readable by its owner only. One an older release
+    made readable by all is made private (or, where this process may not, named)."""
+    try:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            os.chmod(path, SECRET_MODE)
+            log.warning("%s was readable by others (mode %o): made owner-only", path, mode)
+    except OSError as exc:
+        log.warning("%s is readable by others and stays so: %s", path, exc.strerror)

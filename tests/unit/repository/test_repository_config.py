@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,15 @@ def test_config_rejects(change: dict[str, object], error: type[Exception], messa
 def test_config_rejects_malformed_json(data: bytes) -> None:
     with pytest.raises(CorruptionError, match=r"config\.json"):
         RepositoryConfig.from_json(data, "config.json")
+
+
+def test_config_json_holding_the_dedupe_key_is_its_owners_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = Repository.init(tmp_path / "repo", block_size=256 * 1024, shard_count=1)
+    config = repo.layout.config
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600, "a new repository's"
+    config.chmod(0o644)  # as an older release made it
+    Repository.open(repo.path)
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600, "made private when opened"
+    assert "was readable by others (mode 644): made owner-only" in caplog.text
