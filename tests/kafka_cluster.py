@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -99,10 +100,31 @@ class KafkaCluster:
         self.bootstrap = lines[-1]
         return self.bootstrap
 
-    def client_env(self) -> dict[str, str]:
-        """A client's BLOCKFERRY_KAFKA__SECURITY__* settings (a sasl_ssl cluster's)."""
-        lines = (self.data_dir / "security" / "client.env").read_text().splitlines()
-        return dict(line.split("=", 1) for line in lines if "=" in line)
+    def client_env(self, user: str = "blockferry-{role}") -> dict[str, str]:
+        """The BLOCKFERRY_KAFKA__SECURITY__* settings of a sasl_ssl cluster's ``user``:
+        by default each role's own (``{role}`` in them), else e.g. ``admin`` or
+        ``blockferry-source-mover``."""
+        name = "admin.env" if user == "admin" else "client.env"
+        lines = (self.data_dir / "security" / name).read_text().splitlines()
+        env = dict(line.split("=", 1) for line in lines if "=" in line)
+        return {k: v.replace("blockferry-{role}", user) for k, v in env.items()}
+
+    def apply_acls(self, prefix: str, *repositories: str) -> None:
+        """The mesh's ACLs (``blockferry acls --apply``) for topics under ``prefix`` and
+        the repositories named, added as the cluster's admin."""
+        args = [f"--repository={repo}" for repo in repositories]
+        subprocess.run(
+            [sys.executable, "-m", "blockferry.cli", "acls", "--apply", *args],
+            env={
+                **os.environ,
+                **self.client_env("admin"),
+                "BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+                "BLOCKFERRY_KAFKA__TOPIC_PREFIX": prefix,
+            },
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     def down(self) -> None:
         if (self.data_dir / "cluster.env").exists():

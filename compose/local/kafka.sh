@@ -20,8 +20,9 @@
 #   --security MODE        plaintext (default) or sasl_ssl: clients over TLS with SASL
 #                          SCRAM-SHA-512, KRaft's StandardAuthorizer, nodes to controllers
 #                          over mutual TLS. Certificates (openssl) and passwords are made
-#                          at format time in DIR/security (0700), with client.env: the
-#                          BLOCKFERRY_KAFKA__SECURITY__* settings of a client.
+#                          at format time in DIR/security (0700): a SCRAM user per
+#                          role (client.env: the roles' BLOCKFERRY_KAFKA__SECURITY__*
+#                          settings) and the admin (admin.env, admin.properties).
 #
 # Environment: BLOCKFERRY_DATA_DIR, BLOCKFERRY_KAFKA_HEAP, BLOCKFERRY_KAFKA_START_TIMEOUT,
 # BLOCKFERRY_PYTHON (readiness check with aiokafka; default .venv/bin/python, falls back
@@ -253,9 +254,14 @@ write_properties() {
     mv "$dir/server.properties.tmp" "$dir/server.properties"
 }
 
+# The roles, each a SCRAM user of its own (blockferry-ROLE) on a sasl_ssl cluster.
+ROLES=(orchestrator guest-proxy source-mover dedupe-index target-mover)
+
 # The certificates and passwords of a sasl_ssl cluster, made once: a CA, one node
 # certificate for 127.0.0.1 (serving TLS, and the nodes' identity to the controllers),
-# the inter-broker user `admin` and the clients' user `blockferry`.
+# the inter-broker and administration user `admin` and a user per role. client.env
+# gives the roles their settings ({role} in them is replaced by each role's name);
+# admin.env the same for the admin, and admin.properties for Kafka's own tools.
 make_security() {
     [[ -f "$SEC_DIR/client.env" ]] && return 0
     command -v openssl >/dev/null || die "openssl not found (needed for --security sasl_ssl)"
@@ -273,20 +279,31 @@ make_security() {
             -extfile node.ext -out node.crt 2>/dev/null
         cat node.key node.crt >node.pem
         rm -f node.csr node.ext ca.srl
-        openssl rand -hex 24 >admin.password
-        openssl rand -hex 24 >blockferry.password
-        {
+        local user
+        for user in admin "${ROLES[@]/#/blockferry-}"; do
+            openssl rand -hex 24 >"$user.password"
+        done
+        client_env() {
             echo "BLOCKFERRY_KAFKA__SECURITY__PROTOCOL=SASL_SSL"
-            echo "BLOCKFERRY_KAFKA__SECURITY__USERNAME=blockferry"
-            echo "BLOCKFERRY_KAFKA__SECURITY__PASSWORD_FILE=$SEC_DIR/blockferry.password"
+            echo "BLOCKFERRY_KAFKA__SECURITY__USERNAME=$1"
+            echo "BLOCKFERRY_KAFKA__SECURITY__PASSWORD_FILE=$SEC_DIR/$1.password"
             echo "BLOCKFERRY_KAFKA__SECURITY__CA_FILE=$SEC_DIR/ca.crt"
-        } >client.env.tmp
+        }
+        client_env admin >admin.env
+        {
+            echo "security.protocol=SASL_SSL"
+            echo "sasl.mechanism=SCRAM-SHA-512"
+            echo "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"$(cat admin.password)\";"
+            echo "ssl.truststore.type=PEM"
+            echo "ssl.truststore.location=$SEC_DIR/ca.crt"
+        } >admin.properties
+        client_env "blockferry-{role}" >client.env.tmp
         mv client.env.tmp client.env
     ) || die "making the certificates and passwords in $SEC_DIR failed"
 }
 
-# server.properties lines of a sasl_ssl node. Until each role has its own principal and
-# ACLs, the clients' user is a super user.
+# server.properties lines of a sasl_ssl node. Only the admin and the nodes are super
+# users: a role may do what the ACLs (`blockferry acls --apply`, run as the admin) allow.
 security_properties() {
     echo "sasl.enabled.mechanisms=SCRAM-SHA-512"
     echo "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512"
@@ -297,7 +314,7 @@ security_properties() {
     echo "ssl.truststore.location=$SEC_DIR/ca.crt"
     echo "listener.name.controller.ssl.client.auth=required"
     echo "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer"
-    echo "super.users=User:admin;User:CN=kafka-node;User:blockferry"
+    echo "super.users=User:admin;User:CN=kafka-node"
     echo "allow.everyone.if.no.acl.found=false"
 }
 
@@ -308,7 +325,7 @@ format_node() {
     ((NODES == 1)) && extra=(--standalone)
     if [[ "$SECURITY" == sasl_ssl ]]; then
         local user
-        for user in admin blockferry; do
+        for user in admin "${ROLES[@]/#/blockferry-}"; do
             extra+=(--add-scram "SCRAM-SHA-512=[name=$user,password=$(cat "$SEC_DIR/$user.password")]")
         done
     fi
@@ -349,7 +366,7 @@ wait_ready() {
     done
     if [[ -x "$py" ]] && "$py" -c 'import aiokafka' 2>/dev/null; then
         local client_env=""
-        [[ "$SECURITY" == sasl_ssl ]] && client_env="$SEC_DIR/client.env"
+        [[ "$SECURITY" == sasl_ssl ]] && client_env="$SEC_DIR/admin.env"
         "$py" - "$(bootstrap_servers)" "$NODES" "$TIMEOUT" "$pids" "$client_env" <<'PY'
 import asyncio, logging, os, sys, time
 
@@ -360,7 +377,7 @@ from aiokafka.helpers import create_ssl_context
 servers, nodes, timeout, pids = sys.argv[1].split(","), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 deadline = time.monotonic() + timeout
 security = {}
-if sys.argv[5]:  # sasl_ssl: the clients' settings
+if sys.argv[5]:  # sasl_ssl: the admin's settings
     env = dict(line.strip().split("=", 1) for line in open(sys.argv[5]) if "=" in line)
     prefix = "BLOCKFERRY_KAFKA__SECURITY__"
     with open(env[prefix + "PASSWORD_FILE"]) as f:
@@ -549,7 +566,7 @@ cmd_up() {
 
 say_security() {
     if [[ "$SECURITY" == sasl_ssl ]]; then
-        log "security: SASL_SSL (SCRAM-SHA-512 over TLS, StandardAuthorizer); a client's settings: $SEC_DIR/client.env"
+        log "security: SASL_SSL (SCRAM-SHA-512 over TLS, StandardAuthorizer, a user per role); the roles' settings: $SEC_DIR/client.env, the admin's: $SEC_DIR/admin.env"
     else
         log "security: none (PLAINTEXT on 127.0.0.1; --security sasl_ssl for TLS and SASL)"
     fi

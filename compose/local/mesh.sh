@@ -3,7 +3,7 @@
 # BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS names one), a repository named `default`
 # under $BLOCKFERRY_DATA_DIR, and every role in one process (`blockferry run all`).
 # BLOCKFERRY_KAFKA_SECURITY=sasl_ssl starts that Kafka with TLS and SASL (kafka.sh
-# --security) and gives the roles its client settings.
+# --security), adds the mesh's ACLs and runs each role as its own principal.
 #   mesh.sh up | down | status
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,6 +23,14 @@ up() {
         BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS="$(bash "$HERE/kafka.sh" up --data-dir "$DATA/kafka" "${security[@]}" | tail -n 1)"
         export BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS
         if [[ -f "$DATA/kafka/security/client.env" ]]; then
+            # the mesh's ACLs, added as the cluster's admin; then each role authenticates
+            # as its own principal (blockferry-{role}), even in one process
+            (
+                set -a
+                # shellcheck source=/dev/null
+                . "$DATA/kafka/security/admin.env"
+                "$BIN/blockferry" acls --apply --repository default
+            )
             set -a
             # shellcheck source=/dev/null
             . "$DATA/kafka/security/client.env"

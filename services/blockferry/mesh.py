@@ -12,7 +12,7 @@ from blockferry.transport.kafka import RecordConsumer, RecordProducer, ensure_to
 from blockferry.transport.mailbox import Mailbox
 from blockferry.transport.records import RepositoryInfo
 from blockferry.transport.rpc import CommandClient
-from blockferry.transport.topics import Topics
+from blockferry.transport.topics import Topics, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -27,38 +27,44 @@ class Mesh:
         self.topics = Topics(settings.kafka.topic_prefix)
         self.codec = Codec()
         self.client_id = f"{role}-{settings.instance}"
+        self.security = settings.kafka.security.for_role(role)
         self.producer = RecordProducer(
             self.bootstrap,
             self.codec,
             self.client_id,
             request_timeout_ms=settings.kafka.request_timeout_ms,
-            security=settings.kafka.security,
+            security=self.security,
         )
         self.commands = CommandClient(self.producer)
 
     async def start(self) -> None:
-        await ensure_topics(
-            self.bootstrap,
-            self.topics.shared_specs(self.settings.kafka.topic_partitions),
-            self.settings.kafka.security,
-        )
+        await ensure_topics(self.bootstrap, self._shared_topics_used(), self.security)
         await self.producer.start()
 
     async def stop(self) -> None:
         await self.producer.stop()
+
+    def _shared_topics_used(self) -> list[TopicSpec]:
+        """The shared topics this role produces or consumes: the ones it may create."""
+        used = []
+        for spec in self.topics.shared_specs(self.settings.kafka.topic_partitions):
+            flow = self.topics.flow(spec.name)
+            if flow is not None and self.role in (*flow.producers, *flow.consumers):
+                used.append(spec)
+        return used
 
     async def ensure_repository_topics(self, repo: str, shard_count: int) -> None:
         retention_ms = int(self.settings.kafka.chunk_retention_hours * 3600 * 1000)
         await ensure_topics(
             self.bootstrap,
             self.topics.repository_specs(repo, shard_count, retention_ms),
-            self.settings.kafka.security,
+            self.security,
         )
 
     def consumer(self, name: str, group: str | None = None, **kwargs: Any) -> RecordConsumer:
         """A consumer named ``name``; ``group`` joins a consumer group (else assigned)."""
         kwargs.setdefault("request_timeout_ms", self.settings.kafka.request_timeout_ms)
-        kwargs.setdefault("security", self.settings.kafka.security)
+        kwargs.setdefault("security", self.security)
         return RecordConsumer(
             self.bootstrap,
             self.codec,

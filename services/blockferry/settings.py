@@ -31,8 +31,14 @@ class KafkaSecurity(BaseModel):
 
     protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
-    username: str = Field("", description="SASL: the role's principal.")
-    password_file: Path | None = Field(None, description="SASL: a file holding the password.")
+    username: str = Field(
+        "",
+        description="SASL: the role's principal; {role} is replaced by the role's name, so"
+        " that the roles of one process each authenticate as their own principal.",
+    )
+    password_file: Path | None = Field(
+        None, description="SASL: a file holding the password; {role} as in the username."
+    )
     ca_file: Path | None = Field(
         None, description="TLS: the CA certificates (PEM) the brokers' certificates chain to."
     )
@@ -49,6 +55,14 @@ class KafkaSecurity(BaseModel):
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("a client certificate needs its key, and a key its certificate")
         return self
+
+    def for_role(self, role: str) -> KafkaSecurity:
+        """These settings as ``role`` uses them: ``{role}`` in the username and the
+        password file's name replaced by its name."""
+        changes: dict[str, object] = {"username": self.username.replace("{role}", role)}
+        if self.password_file is not None:
+            changes["password_file"] = Path(str(self.password_file).replace("{role}", role))
+        return self.model_copy(update=changes)
 
 
 class KafkaSettings(BaseModel):

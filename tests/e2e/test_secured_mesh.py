@@ -1,6 +1,8 @@
-"""The mesh on a Kafka cluster with SASL_SSL (SCRAM-SHA-512 over TLS) and the
-StandardAuthorizer: every role authenticates, and a client without the right
-credentials or CA is refused by the cluster."""
+"""The mesh on a Kafka cluster with SASL_SSL (SCRAM-SHA-512 over TLS), the
+StandardAuthorizer and the ACLs of ``blockferry acls``: every role authenticates as its
+own principal and may do only what its flows need; a client without the right
+credentials or CA is refused by the cluster, and a principal's forbidden writes by the
+broker's authorizer."""
 
 from __future__ import annotations
 
@@ -9,26 +11,30 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from blockferry.core.errors import TransportError
 from blockferry.settings import KafkaSecurity
-from blockferry.transport.kafka import ensure_topics
-from blockferry.transport.topics import TopicSpec
+from blockferry.transport.kafka import client_options, ensure_topics
+from blockferry.transport.topics import Topics, TopicSpec
 from tests.e2e.harness import MeshProcesses, make_disk
 from tests.kafka_cluster import KafkaCluster
 
 pytestmark = pytest.mark.e2e
 
 
-def security(cluster: KafkaCluster, **changes: object) -> KafkaSecurity:
+def security(cluster: KafkaCluster, user: str, **changes: object) -> KafkaSecurity:
     prefix = "BLOCKFERRY_KAFKA__SECURITY__"
-    env = {k.removeprefix(prefix).lower(): v for k, v in cluster.client_env().items()}
+    env = {k.removeprefix(prefix).lower(): v for k, v in cluster.client_env(user).items()}
     return KafkaSecurity.model_validate({**env, **changes})
 
 
-def test_full_incremental_and_restore_over_sasl_ssl(
+def test_full_incremental_and_restore_with_a_principal_per_role(
     secured_kafka: KafkaCluster, topic_prefix: str, tmp_path: Path
 ) -> None:
+    """Each role process authenticates as blockferry-<role>, allowed only its ACLs."""
+    secured_kafka.apply_acls(topic_prefix, "default")
     mesh = MeshProcesses(
         secured_kafka.bootstrap, topic_prefix, tmp_path, **secured_kafka.client_env()
     )
@@ -64,9 +70,63 @@ def test_a_client_without_the_right_credentials_or_ca_is_refused(
         given = KafkaSecurity()
     elif wrong == "password":
         (tmp_path / "password").write_text("not-the-password")
-        given = security(secured_kafka, password_file=tmp_path / "password")
+        given = security(secured_kafka, "admin", password_file=tmp_path / "password")
     else:
-        given = security(secured_kafka, ca_file=_other_ca(tmp_path))
+        given = security(secured_kafka, "admin", ca_file=_other_ca(tmp_path))
     spec = TopicSpec(f"refused-{wrong}", 1, {})
     with pytest.raises(TransportError):
         asyncio.run(ensure_topics(secured_kafka.bootstrap, [spec], given))
+
+
+async def _produce_as(cluster: KafkaCluster, user: str, topic: str) -> None:
+    """One record to ``topic`` as ``user``, through a plain Kafka producer: what is
+    refused is refused by the broker, not by blockferry's client."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=cluster.bootstrap,
+        enable_idempotence=True,
+        request_timeout_ms=20000,
+        **client_options(security(cluster, user)),
+    )
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"forged", key=b"forged")
+    finally:
+        await producer.stop()
+
+
+FORBIDDEN = [
+    ("blockferry-source-mover", "tasks"),
+    ("blockferry-source-mover", "task-control"),
+    ("blockferry-target-mover", "guest-commands"),
+    ("blockferry-source-mover", "default.commands"),
+    ("blockferry-source-mover", "default.index"),
+    ("blockferry-dedupe-index", "default.restore"),
+    ("blockferry-guest-proxy", "jobs"),
+    ("blockferry-source-mover", "other.chunks"),
+    ("blockferry-target-mover", "other.index"),
+    ("blockferry-orchestrator", "other.commands"),
+]
+"""A principal and a topic (after the prefix) it must not write: another role's, or
+one of a repository it was not given (``other``)."""
+
+
+def test_a_principal_s_forbidden_writes_are_denied_by_the_broker(
+    secured_kafka: KafkaCluster, topic_prefix: str
+) -> None:
+    secured_kafka.apply_acls(topic_prefix, "default")
+    topics = Topics(topic_prefix)
+    names = [t.name for t in topics.shared_specs(1)]
+    names += [t.name for r in ("default", "other") for t in topics.repository_specs(r, 1, 3600000)]
+    admin = security(secured_kafka, "admin")
+    asyncio.run(ensure_topics(secured_kafka.bootstrap, [TopicSpec(n, 1) for n in names], admin))
+
+    # the same principals write the topics they own: the denials below are about rights
+    for user, topic in [
+        ("blockferry-source-mover", "default.chunks"),
+        ("blockferry-target-mover", "default.index"),
+        ("blockferry-orchestrator", "tasks"),
+    ]:
+        asyncio.run(_produce_as(secured_kafka, user, f"{topic_prefix}.{topic}"))
+    for user, topic in FORBIDDEN:
+        with pytest.raises(TopicAuthorizationFailedError):
+            asyncio.run(_produce_as(secured_kafka, user, f"{topic_prefix}.{topic}"))

@@ -70,7 +70,7 @@ class Harness:
             kafka=KafkaSettings(bootstrap_servers=self.bootstrap, topic_prefix=self.prefix),
             instance=instance,
         )
-        return Mesh(settings, "test")
+        return Mesh(settings, "target-mover")
 
     @property
     def topic(self) -> str:

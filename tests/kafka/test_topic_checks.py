@@ -33,7 +33,7 @@ async def create(bootstrap: str, name: str, **configs: str) -> None:
 
 def mesh(bootstrap: str, prefix: str) -> Mesh:
     settings = CommonSettings(kafka=KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix))
-    return Mesh(settings, "test")
+    return Mesh(settings, "orchestrator")
 
 
 async def test_topics_created_and_found_again_pass_the_check(

@@ -54,3 +54,68 @@ def config(roles: tuple[str, ...], print_defaults: bool) -> None:
         settings = model.model_construct() if print_defaults else model()
         merged.update(settings.model_dump(mode="json", exclude={"instance"}))
     click.echo(yaml.safe_dump(merged, sort_keys=True), nl=False)
+
+
+@main.command()
+@click.option(
+    "--repository",
+    "repositories",
+    multiple=True,
+    help="A repository whose topics the roles are granted (repeat for each).",
+)
+@click.option(
+    "--prefix",
+    default=None,
+    help="The topic prefix (default: the settings' kafka.topic_prefix).",
+)
+@click.option(
+    "--principal",
+    default=None,
+    help="The principal of each role, {role} replaced by its name (default"
+    " User:blockferry-{role}).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["commands", "json"]),
+    default="commands",
+    show_default=True,
+    help="kafka-acls.sh command lines (the broker in $KAFKA, the admin's client settings"
+    " in $ADMIN_CONFIG), or JSON per principal in a KafkaUser's acls layout.",
+)
+@click.option(
+    "--apply",
+    "apply_them",
+    is_flag=True,
+    help="Add them to the cluster of the settings (BLOCKFERRY_KAFKA__*), whose principal"
+    " must be allowed to alter ACLs, instead of printing them.",
+)
+def acls(
+    repositories: tuple[str, ...],
+    prefix: str | None,
+    principal: str | None,
+    fmt: str,
+    apply_them: bool,
+) -> None:
+    """Print (or apply) the Kafka ACLs of the mesh: each role's principal may write what
+    it produces, read what it consumes and join its own consumer groups, on the shared
+    topics and those of the repositories named; nothing else."""
+    from blockferry.settings import CommonSettings
+    from blockferry.transport import acls as kafka_acls
+
+    try:
+        principal_of = kafka_acls.principal_template(principal or kafka_acls.DEFAULT_PRINCIPAL)
+    except ValueError as exc:
+        fail(str(exc))
+    kafka = CommonSettings().kafka
+    found = kafka_acls.bindings(prefix or kafka.topic_prefix, repositories, principal_of)
+    if apply_them:
+        try:
+            kafka_acls.apply(kafka.bootstrap_servers, kafka.security, found)
+        except BlockferryError as exc:
+            fail(str(exc))
+        click.echo(f"{len(found)} ACLs on {kafka.bootstrap_servers}", err=True)
+    elif fmt == "json":
+        click.echo(kafka_acls.acl_document(found))
+    else:
+        click.echo("\n".join(kafka_acls.acl_commands(found)))

@@ -198,19 +198,46 @@ def client_options(security: KafkaSecurity | None) -> dict[str, Any]:
         context.check_hostname = security.check_hostname
         options["ssl_context"] = context
     if security.protocol.startswith("SASL"):
-        assert security.password_file is not None  # the settings require it
-        try:
-            password = security.password_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"reading the Kafka password file {security.password_file}: {exc.strerror}"
-            ) from exc
         options |= {
             "sasl_mechanism": security.sasl_mechanism,
             "sasl_plain_username": security.username,
-            "sasl_plain_password": password,
+            "sasl_plain_password": _password(security),
         }
     return options
+
+
+def librdkafka_options(security: KafkaSecurity | None) -> dict[str, str]:
+    """:func:`client_options` as a librdkafka client (confluent-kafka) takes them."""
+    if security is None or security.protocol == "PLAINTEXT":
+        return {}
+    options: dict[str, str] = {"security.protocol": security.protocol}
+    if security.protocol.endswith("SSL"):
+        files = {
+            "ssl.ca.location": security.ca_file,
+            "ssl.certificate.location": security.cert_file,
+            "ssl.key.location": security.key_file,
+        }
+        options |= {name: str(path) for name, path in files.items() if path is not None}
+        if not security.check_hostname:
+            options["ssl.endpoint.identification.algorithm"] = "none"
+    if security.protocol.startswith("SASL"):
+        options |= {
+            "sasl.mechanisms": security.sasl_mechanism,
+            "sasl.username": security.username,
+            "sasl.password": _password(security),
+        }
+    return options
+
+
+def _password(security: KafkaSecurity) -> str:
+    """The SASL password, read from its file now."""
+    assert security.password_file is not None  # the settings require it
+    try:
+        return security.password_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"reading the Kafka password file {security.password_file}: {exc.strerror}"
+        ) from exc
 
 
 async def ensure_topics(

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from blockferry.core.errors import ConfigError
 from blockferry.settings import KafkaSecurity
-from blockferry.transport.kafka import client_options
+from blockferry.transport.kafka import client_options, librdkafka_options
 
 
 def test_plaintext_adds_nothing() -> None:
@@ -51,3 +51,36 @@ def test_a_missing_password_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_incomplete_settings_are_refused(fields: dict[str, str], error: str) -> None:
     with pytest.raises(ValidationError, match=error):
         KafkaSecurity.model_validate(fields)
+
+
+def test_role_placeholders_give_each_role_its_own_principal(tmp_path: Path) -> None:
+    security = KafkaSecurity(
+        protocol="SASL_SSL",
+        username="blockferry-{role}",
+        password_file=tmp_path / "{role}.password",
+    )
+    mover = security.for_role("source-mover")
+    assert mover.username == "blockferry-source-mover"
+    assert mover.password_file == tmp_path / "source-mover.password"
+    assert security.for_role("orchestrator").username == "blockferry-orchestrator"
+
+
+def test_librdkafka_options_carry_the_same_settings(tmp_path: Path) -> None:
+    password = tmp_path / "password"
+    password.write_text("secret\n")
+    security = KafkaSecurity(
+        protocol="SASL_SSL",
+        username="admin",
+        password_file=password,
+        ca_file=tmp_path / "ca.crt",
+        check_hostname=False,
+    )
+    assert librdkafka_options(security) == {
+        "security.protocol": "SASL_SSL",
+        "ssl.ca.location": str(tmp_path / "ca.crt"),
+        "ssl.endpoint.identification.algorithm": "none",
+        "sasl.mechanisms": "SCRAM-SHA-512",
+        "sasl.username": "admin",
+        "sasl.password": "secret",
+    }
+    assert librdkafka_options(KafkaSecurity()) == {}

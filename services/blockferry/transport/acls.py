@@ -1,0 +1,190 @@
+"""The Kafka ACLs of a mesh: one principal per role, allowed only what :data:`FLOWS`
+says the role does.
+
+A role may write the topics it produces, read the topics it consumes and join its own
+consumer groups. It may create, and describe the configs of, the shared topics it uses
+(each role creates and checks them at start, so none waits for another); a
+repository's topics are created and checked by the target mover that serves it.
+Every name is literal: a role is granted a repository's topics only when that
+repository is listed, so no principal may touch the topics of a repository it was not
+given.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
+
+from blockferry.core.errors import TransportError
+from blockferry.settings import KafkaSecurity
+from blockferry.transport.kafka import librdkafka_options
+from blockferry.transport.topics import EVERY_ROLE, FLOWS
+
+ROLE_GROUPS: dict[str, tuple[str, ...]] = {
+    "orchestrator": (),
+    "guest-proxy": ("guest-proxy",),
+    "source-mover": ("source-mover",),
+    "dedupe-index": ("dedupe-index",),
+    "target-mover": ("<repo>.target", "<repo>.assembly", "<repo>.owner", "<repo>.owner-requests"),
+}
+"""The consumer groups (after the prefix) each role joins; the others read partitions
+they assign themselves, which needs no group."""
+
+DEFAULT_PRINCIPAL = "User:blockferry-{role}"
+"""The principal of each role, ``{role}`` replaced by its name."""
+
+
+@dataclass(frozen=True, order=True)
+class Binding:
+    """One allowed operation of a principal on a literal topic or group, from any host."""
+
+    principal: str
+    resource_type: str
+    """``topic`` or ``group``."""
+    name: str
+    operation: str
+    """As Kafka names it: Read, Write, Create, Describe, DescribeConfigs."""
+
+
+REPOSITORY_OWNER = "target-mover"
+"""The role that creates (and checks) every topic of the repositories it serves."""
+
+
+def _names(pattern: str, prefix: str, repositories: Sequence[str]) -> list[str]:
+    if pattern.startswith("<repo>."):
+        suffix = pattern.removeprefix("<repo>")
+        return [f"{prefix}.{repo}{suffix}" for repo in repositories]
+    return [f"{prefix}.{pattern}"]
+
+
+def bindings(
+    prefix: str, repositories: Sequence[str], principal_of: Callable[[str], str]
+) -> list[Binding]:
+    """Every ACL binding of the mesh whose topics start with ``prefix``, for the
+    repositories named; ``principal_of(role)`` is the role's principal."""
+    found: set[Binding] = set()
+    for role in EVERY_ROLE:
+        principal = principal_of(role)
+        for flow in FLOWS:
+            uses = []
+            if role in flow.producers:
+                uses.append("Write")
+            if role in flow.consumers:
+                uses.append("Read")
+            per_repository = flow.topic.startswith("<repo>.")
+            if (role == REPOSITORY_OWNER) if per_repository else bool(uses):
+                uses += ["Create", "Describe", "DescribeConfigs"]
+            for name in _names(flow.topic, prefix, repositories):
+                found.update(Binding(principal, "topic", name, op) for op in uses)
+        for group in ROLE_GROUPS[role]:
+            for name in _names(group, prefix, repositories):
+                found.add(Binding(principal, "group", name, "Read"))
+    return sorted(found)
+
+
+def principal_template(template: str) -> Callable[[str], str]:
+    """``principal_of`` from a template such as :data:`DEFAULT_PRINCIPAL`."""
+    if "{role}" not in template:
+        raise ValueError(f"the principal template {template!r} must contain {{role}}")
+    if ":" not in template:
+        raise ValueError(f"the principal template {template!r} must start with a type: User:…")
+    return lambda role: template.replace("{role}", role)
+
+
+def acl_commands(found: Iterable[Binding]) -> list[str]:
+    """``kafka-acls.sh`` command lines adding ``found``: one per principal, resource
+    type and set of operations. They leave the broker and the admin's client settings
+    to the shell variables ``KAFKA`` and ``ADMIN_CONFIG``."""
+    operations: dict[tuple[str, str, str], list[str]] = {}
+    for b in found:
+        operations.setdefault((b.principal, b.resource_type, b.name), []).append(b.operation)
+    grouped: dict[tuple[str, str, tuple[str, ...]], list[str]] = {}
+    for (principal, kind, name), ops in operations.items():
+        grouped.setdefault((principal, kind, tuple(sorted(ops))), []).append(name)
+    head = 'kafka-acls.sh --bootstrap-server "$KAFKA" --command-config "$ADMIN_CONFIG"'
+    lines = []
+    for (principal, kind, operations_of), names in sorted(grouped.items()):
+        args = ["--add", "--allow-principal", principal]
+        for op in operations_of:
+            args += ["--operation", op]
+        for name in sorted(names):
+            args += [f"--{kind}", name]
+        lines.append(f"{head} {shlex.join(args)}")
+    return lines
+
+
+def acl_document(found: Iterable[Binding]) -> str:
+    """``found`` as JSON, one entry per principal with its ACLs in the layout of a
+    KafkaUser's ``spec.authorization.acls`` (resource, operations, host), for a Helm
+    chart or an operator to template."""
+    users: dict[str, dict[tuple[str, str], list[str]]] = {}
+    for b in found:
+        users.setdefault(b.principal, {}).setdefault((b.resource_type, b.name), []).append(
+            b.operation
+        )
+    document = {
+        principal: [
+            {
+                "resource": {"type": kind, "name": name, "patternType": "literal"},
+                "operations": sorted(operations),
+                "host": "*",
+            }
+            for (kind, name), operations in sorted(resources.items())
+        ]
+        for principal, resources in sorted(users.items())
+    }
+    return json.dumps(document, indent=2)
+
+
+_OPERATIONS = {
+    "Read": AclOperation.READ,
+    "Write": AclOperation.WRITE,
+    "Create": AclOperation.CREATE,
+    "Describe": AclOperation.DESCRIBE,
+    "DescribeConfigs": AclOperation.DESCRIBE_CONFIGS,
+}
+_RESOURCES = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP}
+
+
+def apply(
+    bootstrap: str, security: KafkaSecurity, found: Sequence[Binding], timeout: float = 30.0
+) -> None:
+    """Add ``found`` to the cluster's ACLs (those already there stay as they are), as a
+    principal allowed to alter them (the cluster's admin).
+
+    Raises:
+        TransportError: the cluster cannot be reached or refused one of them.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap, **librdkafka_options(security)})
+    acl_bindings = [
+        AclBinding(
+            _RESOURCES[b.resource_type],
+            b.name,
+            ResourcePatternType.LITERAL,
+            b.principal,
+            "*",
+            _OPERATIONS[b.operation],
+            AclPermissionType.ALLOW,
+        )
+        for b in found
+    ]
+    if not acl_bindings:
+        return
+    futures = admin.create_acls(acl_bindings, request_timeout=timeout)
+    for binding, future in futures.items():
+        try:
+            future.result(timeout)
+        except (KafkaException, TimeoutError) as exc:
+            raise TransportError(f"adding the ACL {binding} on {bootstrap}: {exc}") from exc

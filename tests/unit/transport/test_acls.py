@@ -1,0 +1,128 @@
+"""The mesh's ACLs follow its flows: a role may write only what it produces, read only
+what it consumes, and touch only the repositories listed (the broker's side is
+tests/e2e/test_secured_mesh.py)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from blockferry.transport.acls import (
+    DEFAULT_PRINCIPAL,
+    Binding,
+    acl_commands,
+    acl_document,
+    bindings,
+    principal_template,
+)
+
+PRINCIPAL = principal_template(DEFAULT_PRINCIPAL)
+
+
+def allowed(role: str, operation: str, repositories: tuple[str, ...] = ("r1",)) -> set[str]:
+    principal = PRINCIPAL(role)
+    return {
+        b.name
+        for b in bindings("bf", repositories, PRINCIPAL)
+        if b.principal == principal and b.operation == operation
+    }
+
+
+def test_each_role_writes_only_the_topics_it_produces() -> None:
+    assert allowed("source-mover", "Write") == {
+        "bf.task-progress",
+        "bf.dead-letter",
+        "bf.r1.chunks",
+        "bf.r1.extents",
+        "bf.r1.lookups",
+        "bf.r1.requests",
+    }
+    assert allowed("orchestrator", "Write") == {
+        "bf.tasks",
+        "bf.task-control",
+        "bf.guest-commands",
+        "bf.jobs",
+        "bf.sessions",
+        "bf.session-events",
+        "bf.dead-letter",
+        "bf.r1.commands",
+    }
+    assert "bf.guest-commands" not in allowed("target-mover", "Write")
+
+
+def test_each_role_reads_only_what_it_consumes_and_joins_only_its_groups() -> None:
+    assert allowed("guest-proxy", "Read") == {"bf.guest-commands", "bf.guest-proxy"}
+    assert allowed("target-mover", "Read") >= {"bf.r1.target", "bf.r1.owner", "bf.r1.chunks"}
+    assert "bf.r1.restore" not in allowed("target-mover", "Read")
+    assert "bf.tasks" not in allowed("dedupe-index", "Read")
+
+
+def test_a_repository_s_topics_are_created_by_its_target_mover_only() -> None:
+    assert {n for n in allowed("target-mover", "Create") if n.startswith("bf.r1.")} == {
+        f"bf.r1.{kind}"
+        for kind in (
+            "chunks",
+            "extents",
+            "index",
+            "lookups",
+            "lookup-replies",
+            "commands",
+            "requests",
+            "replies",
+            "restore",
+        )
+    }
+    assert not any(n.startswith("bf.r1.") for n in allowed("source-mover", "Create"))
+    assert "bf.tasks" in allowed("source-mover", "Create")  # a shared topic it uses
+
+
+def test_only_the_repositories_listed_are_granted() -> None:
+    names = {b.name for b in bindings("bf", ("r1", "r2"), PRINCIPAL)}
+    assert {"bf.r1.chunks", "bf.r2.chunks", "bf.r2.owner"} <= names
+    assert not any(".r3." in n for n in names)
+    assert all(b.name.count(".") == 1 for b in bindings("bf", (), PRINCIPAL))  # shared only
+
+
+def test_commands_add_exactly_the_bindings() -> None:
+    found = bindings("bf", ("r1",), PRINCIPAL)
+    seen = set()
+    for line in acl_commands(found):
+        words = shlex.split(line.replace('"$KAFKA"', "K").replace('"$ADMIN_CONFIG"', "C"))
+        assert words[:6] == [
+            "kafka-acls.sh",
+            "--bootstrap-server",
+            "K",
+            "--command-config",
+            "C",
+            "--add",
+        ]
+        principal = words[words.index("--allow-principal") + 1]
+        pairs = list(zip(words[6::2], words[7::2], strict=True))
+        operations = [v for k, v in pairs if k == "--operation"]
+        resources = [(k.removeprefix("--"), v) for k, v in pairs if k in ("--topic", "--group")]
+        seen |= {Binding(principal, k, n, op) for k, n in resources for op in operations}
+    assert seen == set(found)
+
+
+def test_the_document_lists_every_binding_per_principal() -> None:
+    found = bindings("bf", ("r1",), PRINCIPAL)
+    document = json.loads(acl_document(found))
+    seen = {
+        Binding(principal, acl["resource"]["type"], acl["resource"]["name"], op)
+        for principal, acls in document.items()
+        for acl in acls
+        for op in acl["operations"]
+    }
+    assert seen == set(found)
+    assert set(document) == {
+        PRINCIPAL(r)
+        for r in ("orchestrator", "guest-proxy", "source-mover", "dedupe-index", "target-mover")
+    }
+
+
+@pytest.mark.parametrize("template", ["User:blockferry", "blockferry-{role}"])
+def test_a_principal_template_without_role_or_type_is_refused(template: str) -> None:
+    with pytest.raises(ValueError, match="principal template"):
+        principal_template(template)
