@@ -84,6 +84,7 @@ echo "== creating $((2 * ROUNDS)) repositories (block size $BLOCK_KIB KiB), two 
 repos=""
 for name in r0 $(for ((i = 1; i <= ROUNDS; i++)); do echo "r$i r${i}dc"; done); do
     "$BIN/blockferry" --log-level WARNING repo init "$WORK/repos/$name" --block-size "$BLOCK_KIB" >/dev/null
+    "$BIN/blockferry" repo export-dedupe-key "$WORK/repos/$name" "$WORK/keys/$name.key" 2>/dev/null
     repos+="${repos:+, }\"$name\": \"$WORK/repos/$name\""
 done
 export BLOCKFERRY_TARGET_MOVER__REPOSITORIES="{$repos}"

@@ -40,6 +40,9 @@ up() {
     if [[ ! -f "$DATA/repository/config.json" ]]; then
         "$BIN/blockferry" repo init "$DATA/repository"
     fi
+    if [[ ! -f "$DATA/keys/default.key" ]]; then
+        "$BIN/blockferry" repo export-dedupe-key "$DATA/repository" "$DATA/keys/default.key"
+    fi
     if [[ -f "$PID" ]] && kill -0 "$(cat "$PID")" 2>/dev/null; then
         echo "the mesh already runs (pid $(cat "$PID"))"
         return 0

@@ -12,6 +12,7 @@ import secrets
 from pathlib import Path
 
 from blockferry.core.errors import ConfigError
+from blockferry.secret_files import read_secret
 
 FILE_NAME = "api-token"
 
@@ -47,15 +48,4 @@ def read(path: Path) -> str | None:
         ConfigError: the file is readable by others than its owner (as a secret, it
             must not be), or cannot be read.
     """
-    try:
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise ConfigError(
-                f"API token file {path} is readable by others (mode {mode:o}); a token must"
-                f" be its owner's only: chmod 600 {path} (a mounted secret: defaultMode 0400)"
-            )
-        return path.read_text().strip()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ConfigError(f"reading API token file {path}: {exc}") from exc
+    return read_secret(path, "API token file")

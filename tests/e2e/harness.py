@@ -78,7 +78,10 @@ class MeshProcesses:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def init_repository(self, *args: str) -> None:
+        """A new repository ``default``, its dedupe key given to the source movers."""
         self.cli("repo", "init", str(self.repository), *args, check=True)
+        key = self.workdir / "keys" / "default.key"
+        self.cli("repo", "export-dedupe-key", str(self.repository), str(key), check=True)
 
     def up(self, shards: int, block_kib: int = 256) -> None:
         """A fresh repository, then every role."""

@@ -175,6 +175,51 @@ def test_unreadable_sources_fail_naming_the_source(
     assert list((mesh.repository / "staging").iterdir()) == []
 
 
+def test_a_missing_or_wrong_dedupe_key_fails_the_backup_at_once_naming_the_file(
+    mesh_processes: MeshProcesses, tmp_path: Path
+) -> None:
+    """The key is not on the bus: a mover without the repository's own key refuses the
+    task before it sends a block, saying which file and what to do."""
+    mesh = mesh_processes
+    mesh.up(shards=2)
+    key = mesh.workdir / "keys" / "default.key"
+    right = key.read_text()
+    disk = make_disk(tmp_path / "vm.img", 2, seed=9)
+
+    key.unlink()
+    document = failed_backup(mesh, disk, "no dedupe key for repository default", str(key))
+    assert "blockferry repo export-dedupe-key" in document["error"]
+
+    key.write_text("ab" * 32 + "\n")
+    key.chmod(0o600)
+    document = failed_backup(mesh, disk, f"the dedupe key in {key} is not repository default's")
+    assert squeezed("export the key of repository default again") in squeezed(document["error"])
+    assert_nothing_sent(mesh)
+
+    key.write_text(right)  # read again by the next task: no restart
+    backup_ok = mesh.cli_json("backup", str(disk), "--wait")
+    assert backup_ok["state"] == "success"
+    restore_identical(mesh, backup_ok["restore_point"], disk, tmp_path / "restored.img")
+
+
+def assert_nothing_sent(mesh: MeshProcesses, shards: int = 2) -> None:
+    """No block reached the repository's chunk topic."""
+    ends = asyncio.run(_end_offsets(mesh, "default.chunks", shards))
+    assert sum(ends) == 0, ends
+
+
+async def _end_offsets(mesh: MeshProcesses, topic: str, partitions: int) -> list[int]:
+    prefix = mesh.env["BLOCKFERRY_KAFKA__TOPIC_PREFIX"]
+    consumer = AIOKafkaConsumer(bootstrap_servers=mesh.env["BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS"])
+    await consumer.start()
+    try:
+        tps = [TopicPartition(f"{prefix}.{topic}", p) for p in range(partitions)]
+        ends = await consumer.end_offsets(tps)
+        return [ends[tp] for tp in tps]
+    finally:
+        await consumer.stop()
+
+
 # -- 2. uninitialised repository ------------------------------------------------------------
 
 

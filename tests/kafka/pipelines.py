@@ -40,7 +40,7 @@ async def running_pipeline(
     """The repository's pipeline and a mailbox on its replies, stopped on exit."""
     mesh = Mesh(
         CommonSettings(kafka=KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix)),
-        "test",
+        "target-mover",
     )
     await mesh.start()
     pool = ThreadPoolExecutor(2)

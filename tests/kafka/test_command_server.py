@@ -50,7 +50,7 @@ async def test_commands_beyond_the_concurrency_wait_their_turn(
         CommonSettings(
             kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
         ),
-        "test",
+        "target-mover",
     )
     commands, replies = f"{topic_prefix}.held", f"{topic_prefix}.held-replies"
     await ensure_topics(kafka_bootstrap, [TopicSpec(commands, 1), TopicSpec(replies, 1)])

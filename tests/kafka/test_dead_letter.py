@@ -34,7 +34,7 @@ async def input_and_letters(
     subscribed to it and a reader of the dead-letter topic from its start."""
     mesh = Mesh(
         CommonSettings(kafka=KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix)),
-        "test",
+        "source-mover",
     )
     await mesh.start()
     topic = f"{prefix}.{name}"

@@ -63,7 +63,7 @@ async def asker(bootstrap: str, prefix: str, timeout_s: float = 5.0) -> AsyncIte
     """A source mover's lookup client, with the repository's topics created."""
     mesh = Mesh(
         CommonSettings(kafka=KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix)),
-        "asker",
+        "source-mover",
     )
     await mesh.start()
     await mesh.ensure_repository_topics(REPO, SHARDS)

@@ -27,7 +27,6 @@ from blockferry.source_mover.settings import SourceMoverConfig
 from blockferry.transport.kafka import RecordProducer
 from blockferry.transport.records import (
     Message,
-    RepositoryInfo,
     RestoreBlock,
     RestoreEnd,
     RestoreStart,
@@ -85,14 +84,7 @@ async def restore(running: RunningPipeline, rp: str, dest: Path, **task: Any) ->
                 restore_point=rp,
                 **task,
             ),
-            RepositoryInfo(
-                name=REPO,
-                repository_id=running.repo.config.id,
-                block_size=running.repo.config.block_size,
-                shard_count=running.repo.config.shard_count,
-                dedupe_key=running.repo.config.dedupe_key,
-                owner="test",
-            ),
+            running.repo.config.dedupe_key,
             running.replies,
             [dest.parent],
         )

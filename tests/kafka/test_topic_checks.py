@@ -86,7 +86,7 @@ def test_a_role_process_with_a_wrong_topic_exits_at_once_naming_it(
         "BLOCKFERRY_HTTP__PORT": "0",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "blockferry.cli", "run", "guest-proxy"],
+        [sys.executable, "-m", "blockferry.cli", "run", "orchestrator"],
         env=env,
         capture_output=True,
         text=True,

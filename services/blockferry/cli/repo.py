@@ -83,6 +83,27 @@ def repo_check(path: Path, read_data: bool, as_json: bool) -> None:
         sys.exit(1)
 
 
+@repo.command("export-dedupe-key")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path))
+def repo_export_dedupe_key(path: Path, file: Path) -> None:
+    """Write the dedupe key of the repository at PATH to FILE (mode 0600): the secret a
+    source mover needs, as <its dedupe_keys_dir>/<repository name>.key, to back up to
+    the repository and restore from it. The key never travels over Kafka."""
+    from blockferry.core.blocks import key_fingerprint
+    from blockferry.repository import Repository
+    from blockferry.source_mover.dedupe_keys import write_key_file
+
+    try:
+        key = Repository.open(path).config.dedupe_key
+        write_key_file(file, key)
+    except BlockferryError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"writing {file}: {exc.strerror}")
+    click.echo(f"wrote the dedupe key (fingerprint {key_fingerprint(key)}) to {file}", err=True)
+
+
 @repo.command("rebuild-index")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

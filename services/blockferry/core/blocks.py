@@ -75,6 +75,16 @@ def digest(data: bytes | memoryview, key: bytes) -> bytes:
     return blake3.blake3(data, key=key, max_threads=1).digest()
 
 
+KEY_FINGERPRINT_CONTEXT = "blockferry 2026-12-02 dedupe key fingerprint"
+"""BLAKE3's key derivation context of :func:`key_fingerprint` (never reused elsewhere)."""
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A dedupe key's fingerprint (32 hex digits): tells a wrong key without telling the
+    key, for roles that announce or compare keys held apart."""
+    return blake3.blake3(key, derive_key_context=KEY_FINGERPRINT_CONTEXT).hexdigest(length=16)
+
+
 def checksum(data: bytes | memoryview) -> int:
     """xxh3-64 of ``data``."""
     return xxhash.xxh3_64_intdigest(data)

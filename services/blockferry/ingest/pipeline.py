@@ -9,6 +9,7 @@ import contextlib
 import logging
 from concurrent.futures import Executor
 
+from blockferry.core.blocks import key_fingerprint
 from blockferry.core.errors import CorruptionError
 from blockferry.ingest.assembly import ExtentAssembly
 from blockferry.ingest.chunks import ChunkIntake
@@ -72,8 +73,8 @@ class RepositoryPipeline:
             repository_id=config.id,
             block_size=config.block_size,
             shard_count=config.shard_count,
-            dedupe_key=config.dedupe_key,
             owner=self._ctx.mesh.client_id,
+            dedupe_key_fingerprint=key_fingerprint(config.dedupe_key),
         )
         await self._ctx.mesh.producer.send_and_wait(
             self._ctx.mesh.topics.repositories, info, key=self._ctx.name

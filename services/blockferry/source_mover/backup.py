@@ -117,6 +117,7 @@ class BackupRun:
         pool: Executor,
         task: Task,
         repository: RepositoryInfo,
+        dedupe_key: bytes,
         replies: Mailbox,
         lookup_replies: Mailbox,
         sent: set[bytes],
@@ -127,7 +128,7 @@ class BackupRun:
         self._pool = pool
         self._task = task
         self._repo_name = task.repository
-        self._key = repository.dedupe_key
+        self._key = dedupe_key
         self._block_size = repository.block_size
         self._level = blocks.parse_compression(task.compression).zstd_level
         self._replies = replies

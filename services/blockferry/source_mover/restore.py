@@ -66,7 +66,6 @@ from blockferry.transport.commands import RESTORE, RestoreArguments
 from blockferry.transport.kafka import RecordConsumer
 from blockferry.transport.mailbox import Mailbox
 from blockferry.transport.records import (
-    RepositoryInfo,
     RestoreBlock,
     RestoreEnd,
     RestoreStart,
@@ -142,7 +141,7 @@ class RestoreRun:
         metrics: SourceMoverMetrics,
         pool: Executor,
         task: Task,
-        repository: RepositoryInfo,
+        dedupe_key: bytes,
         replies: Mailbox,
         restore_roots: list[Path],
     ) -> None:
@@ -152,7 +151,7 @@ class RestoreRun:
         self._metrics = metrics
         self._pool = pool
         self._task = task
-        self._key = repository.dedupe_key
+        self._key = dedupe_key
         self._replies = replies
         self.attempt_id = uuid.uuid4().hex
         self.tracking = ""

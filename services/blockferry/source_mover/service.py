@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from blockferry.core.errors import BlockferryError, RecordError
 from blockferry.mesh import Mesh, RepositoryDirectory
 from blockferry.source_mover.backup import BackupRun
+from blockferry.source_mover.dedupe_keys import DedupeKeys
 from blockferry.source_mover.metrics import SourceMoverMetrics
 from blockferry.source_mover.restore import RestoreRun
 from blockferry.source_mover.settings import SourceMoverSettings
@@ -51,6 +52,7 @@ class SourceMover:
         self._mesh = Mesh(settings, self.name)
         self._metrics = SourceMoverMetrics(registry)
         self._directory = RepositoryDirectory(self._mesh)
+        self._keys = DedupeKeys(settings.dedupe_keys_dir())
         self._tasks = self._mesh.consumer("tasks", group="source-mover")
         self._control = self._mesh.consumer("task-control")
         self._cancelled: set[str] = set()
@@ -238,12 +240,13 @@ class SourceMover:
             raise BlockferryError(
                 f"repository {task.repository!r} is not served by any target mover"
             )
+        key = self._keys.key_for(repo)
         topics = self._mesh.topics
         replies = await self._mailbox(topics.replies(task.repository), "correlation_id")
         if task.kind == "restore":
             roots = self._settings.restore_root_dirs()
             return RestoreRun(
-                self._mesh, self._config, self._metrics, self._pool, task, repo, replies, roots
+                self._mesh, self._config, self._metrics, self._pool, task, key, replies, roots
             )
         return BackupRun(
             self._mesh,
@@ -252,6 +255,7 @@ class SourceMover:
             self._pool,
             task,
             repo,
+            key,
             replies,
             await self._mailbox(topics.lookup_replies(task.repository), "correlation_id"),
             self._sent_digests(task.session_id),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, Field
 
 from blockferry.settings import CommonSettings
@@ -31,6 +33,11 @@ class SourceMoverConfig(BaseModel):
     read_limit_mib_s: float = Field(
         0.0, ge=0, description="Most MiB a task reads from its source a second; 0 is no limit."
     )
+    dedupe_keys_dir: Path | None = Field(
+        None,
+        description="The directory of the repositories' dedupe keys, <repository>.key each"
+        " (blockferry repo export-dedupe-key). Default: keys/ in the data directory.",
+    )
     write_limit_mib_s: float = Field(
         0.0,
         ge=0,
@@ -40,3 +47,7 @@ class SourceMoverConfig(BaseModel):
 
 class SourceMoverSettings(CommonSettings):
     source_mover: SourceMoverConfig = SourceMoverConfig()
+
+    def dedupe_keys_dir(self) -> Path:
+        """Where the repositories' dedupe key files are."""
+        return self.source_mover.dedupe_keys_dir or self.data_dir / "keys"

@@ -152,8 +152,8 @@ class RepositoryInfo(Message):
     repository_id: str
     block_size: types.Int32
     shard_count: types.Int32
-    dedupe_key: bytes
     owner: str
+    dedupe_key_fingerprint: str = ""
 
 
 class RestoreBlock(Message):

@@ -208,8 +208,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "repository_id": "i",
         "block_size": 1,
         "shard_count": 2,
-        "dedupe_key": b"k" * 32,
         "owner": "o",
+        "dedupe_key_fingerprint": "f" * 32,
     },
     "DeadLetter": {
         "topic": "t",

@@ -51,6 +51,17 @@ PROMOTIONS = {
 }
 """Avro's promotions (writer type, reader type): the only type changes a field may have."""
 
+REMOVED_FIELD_VALUES: dict[str, Any] = {"bytes": b"removed", "string": "removed", "int": 0}
+"""What an older release wrote in a field since removed, by its type."""
+
+NOT_ROLLING: dict[str, set[str]] = {
+    "history/RepositoryInfo.v0.avsc": {
+        "RepositoryInfo.dedupe_key: removed, and the older version (an older reader) has no default"
+    },
+}
+"""Breaks of the rolling-upgrade rules made on purpose, in a release upgraded all at once
+(README.md's upgrade notes say so): the dedupe key left the bus."""
+
 
 def _raw(relative: str) -> dict[str, Any]:
     raw: dict[str, Any] = json.loads((SCHEMA_DIR / relative).read_text())
@@ -202,6 +213,8 @@ def test_records_of_an_older_version_read_with_the_current_codec(
             written[field["name"]] = sample[field["name"]]
         elif "default" in field:
             written[field["name"]] = _default(field)
+        elif field["name"] not in current:  # removed since: any value of its type
+            written[field["name"]] = REMOVED_FIELD_VALUES[field["type"]]
         else:
             pytest.fail(f"{history_file}: no value for {field['name']}, gone from the sample")
     encoded = encode_as(old, written)
@@ -329,6 +342,7 @@ def test_the_change_since_an_older_version_keeps_the_rolling_upgrade_rules(
     old = _raw(history_file)
     new = _raw(f"{old['name']}.avsc")
     breaks = _rule_breaks(old, new, old["name"], (_named_types(old), _named_types(new)), set())
+    breaks = [b for b in breaks if b not in NOT_ROLLING.get(history_file, set())]
     assert not breaks, f"{history_file} -> {old['name']}.avsc:\n" + "\n".join(breaks)
 
 
