@@ -34,6 +34,12 @@ async def run_roles(names: list[str]) -> None:
         if add_routes is not None:
             add_routes(app)
     server = WebServer(app, common.http)
+    if "orchestrator" in names and not common.http.tls and not common.http.loopback_only():
+        log.warning(
+            "the API listens on %s without TLS: its tokens and requests cross the network"
+            " in the clear; set BLOCKFERRY_HTTP__TLS_CERT_FILE and BLOCKFERRY_HTTP__TLS_KEY_FILE",
+            common.http.host,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -48,7 +54,10 @@ async def run_roles(names: list[str]) -> None:
         for role in roles:
             await _start(role)
             started.append(role)
-        log.info("running %s; HTTP on %s:%d", ", ".join(names), common.http.host, common.http.port)
+        scheme = "HTTPS" if common.http.tls else "HTTP"
+        log.info(
+            "running %s; %s on %s:%d", ", ".join(names), scheme, common.http.host, common.http.port
+        )
         with contextlib.suppress(_Stop):
             try:
                 async with asyncio.TaskGroup() as group:

@@ -7,6 +7,7 @@ then an optional YAML file named by ``BLOCKFERRY_CONFIG_FILE``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import uuid
@@ -94,6 +95,27 @@ class HttpSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    tls_cert_file: Path | None = Field(
+        None, description="Serve HTTPS with this certificate (PEM, its chain after it)."
+    )
+    tls_key_file: Path | None = Field(None, description="The certificate's private key (PEM).")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> HttpSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("HTTPS needs both tls_cert_file and tls_key_file")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+    def loopback_only(self) -> bool:
+        """Whether the port is reachable from this host only."""
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return self.host == "localhost"
 
 
 def _default_instance() -> str:

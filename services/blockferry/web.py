@@ -52,7 +52,13 @@ class WebServer:
 
     def __init__(self, app: FastAPI, settings: HttpSettings) -> None:
         config = uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_level="warning", lifespan="off"
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            lifespan="off",
+            ssl_certfile=settings.tls_cert_file,
+            ssl_keyfile=settings.tls_key_file,
         )
         self._server = _Server(config)
 

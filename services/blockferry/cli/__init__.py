@@ -36,3 +36,4 @@ from blockferry.cli import maintenance as maintenance  # noqa: E402
 from blockferry.cli import repo as repo  # noqa: E402
 from blockferry.cli import roles as roles  # noqa: E402
 from blockferry.cli import transfers as transfers  # noqa: E402
+from blockferry.cli import users as users  # noqa: E402

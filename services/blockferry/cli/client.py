@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +28,27 @@ destination_option = click.option(
 
 def api_client(api_url: str) -> httpx.Client:
     """A client of the orchestrator, with the API token of ``BLOCKFERRY_API_TOKEN_FILE``
-    (default: ``api-token`` in the data directory) when there is one."""
+    (default: ``api-token`` in the data directory) when there is one; an HTTPS API's
+    certificate is checked against ``BLOCKFERRY_API_CA_FILE``, else the system's CAs."""
     from blockferry.settings import CommonSettings
 
     configured = os.environ.get("BLOCKFERRY_API_TOKEN_FILE")
     path = Path(configured) if configured else api_token.default_path(CommonSettings().data_dir)
+    ca_file = os.environ.get("BLOCKFERRY_API_CA_FILE")
     try:
         token = api_token.read(path)
+        verify = ssl.create_default_context(cafile=ca_file) if ca_file else True
     except BlockferryError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"reading the API's CA file {ca_file}: {exc}")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=api_url, headers=headers, timeout=httpx.Timeout(30.0, read=3600.0))
+    return httpx.Client(
+        base_url=api_url,
+        headers=headers,
+        timeout=httpx.Timeout(30.0, read=3600.0),
+        verify=verify,
+    )
 
 
 def call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:

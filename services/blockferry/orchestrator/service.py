@@ -13,9 +13,10 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response
 from prometheus_client import CollectorRegistry
 
 from blockferry import api_token
-from blockferry.core.errors import DestinationError, GuestError, SessionError
+from blockferry.core.errors import ConfigError, DestinationError, GuestError, SessionError
 from blockferry.mesh import Mesh, RepositoryDirectory
-from blockferry.orchestrator.auth import bearer_token
+from blockferry.orchestrator.audit import AuditLog
+from blockferry.orchestrator.auth import ADMIN, OPERATOR, authenticated
 from blockferry.orchestrator.job_store import JobConflict, JobStore
 from blockferry.orchestrator.jobs import Job, JobView, PruneRequest, Retention
 from blockferry.orchestrator.models import (
@@ -31,6 +32,7 @@ from blockferry.orchestrator.scheduler import Scheduler
 from blockferry.orchestrator.sessions import Sessions
 from blockferry.orchestrator.settings import OrchestratorSettings
 from blockferry.orchestrator.state import GuestPlan
+from blockferry.orchestrator.users import ApiUser, NewUser, NewUserToken, UserExists, Users
 from blockferry.repository.ids import utc_now
 from blockferry.restore_target import check_named_within
 from blockferry.transport import commands as cmd
@@ -63,8 +65,11 @@ class Orchestrator:
     def __init__(self, settings: OrchestratorSettings, registry: CollectorRegistry) -> None:
         self._settings = settings
         self._config = settings.orchestrator
-        self._token = api_token.load_or_create(
+        admin_token = api_token.load_or_create(
             self._config.api_token_file or api_token.default_path(settings.data_dir)
+        )
+        self._users = Users(
+            self._config.api_users_file or settings.data_dir / "api-users.json", admin_token
         )
         self._mesh = Mesh(settings, self.name)
         self._directory = RepositoryDirectory(self._mesh)
@@ -122,13 +127,16 @@ class Orchestrator:
     # -- the API ----------------------------------------------------------------
 
     def routes(self, app: FastAPI) -> None:
-        api = APIRouter(prefix="/api/v1", dependencies=[Depends(bearer_token(self._token))])
+        app.add_middleware(
+            AuditLog, path=self._config.audit_log_file or self._settings.data_dir / "audit.log"
+        )
+        api = APIRouter(prefix="/api/v1", dependencies=[Depends(authenticated(self._users))])
 
         @api.get("/repositories")
         async def repositories() -> list[str]:
             return self._directory.names
 
-        @api.post("/backups", status_code=202)
+        @api.post("/backups", status_code=202, dependencies=OPERATOR)
         async def backup(request: BackupRequest) -> Session:
             """Back up one disk, outside any job's definition."""
             await self._known_repository(request.repository)
@@ -141,7 +149,7 @@ class Orchestrator:
             self._spawn(self._sessions.backup(session, request.compression, ranges, bitmaps))
             return session
 
-        @api.post("/restores", status_code=202)
+        @api.post("/restores", status_code=202, dependencies=OPERATOR)
         async def restore(request: RestoreRequest) -> Session:
             """Restore a disk to a file or block device under a restore root."""
             try:
@@ -167,7 +175,7 @@ class Orchestrator:
             )
             return session
 
-        @api.post("/verify")
+        @api.post("/verify", dependencies=OPERATOR)
         async def verify(request: VerifyRequest) -> cmd.VerifyReport:
             await self._known_repository(request.repository)
             args = cmd.VerifyArguments(restore_point=request.restore_point)
@@ -192,7 +200,7 @@ class Orchestrator:
             await self._sessions.wait_for_change(found, wait_s)
             return found
 
-        @api.post("/sessions/{session_id}/cancel", status_code=202)
+        @api.post("/sessions/{session_id}/cancel", status_code=202, dependencies=OPERATOR)
         async def cancel_session(session_id: str) -> Session:
             """Cancel a session: its tasks stop, nothing is committed, its guests are
             thawed and its snapshots deleted. The session ends as ``cancelled``."""
@@ -210,7 +218,33 @@ class Orchestrator:
             return (await self._command(repository, cmd.LIST_RESTORE_POINTS, args)).restore_points
 
         self._job_routes(api)
+        self._user_routes(api)
         app.include_router(api)
+
+    def _user_routes(self, api: APIRouter) -> None:
+        @api.get("/users", dependencies=ADMIN)
+        async def users() -> list[ApiUser]:
+            return self._users.all()
+
+        @api.post("/users", status_code=201, dependencies=ADMIN)
+        async def add_user(request: NewUser) -> NewUserToken:
+            """Add a user; the answer carries its token, shown this once."""
+            try:
+                token = await asyncio.to_thread(self._users.add, request.name, request.role)
+            except UserExists as exc:
+                raise HTTPException(409, str(exc)) from exc
+            return NewUserToken(name=request.name, role=request.role, token=token)
+
+        @api.delete("/users/{name}", status_code=204, dependencies=ADMIN)
+        async def remove_user(name: str) -> Response:
+            """Remove a user: its token stops working at once."""
+            try:
+                removed = await asyncio.to_thread(self._users.remove, name)
+            except ConfigError as exc:
+                raise HTTPException(400, str(exc)) from exc
+            if not removed:
+                raise HTTPException(404, f"no user {name}")
+            return Response(status_code=204)
 
     def _job_routes(self, api: APIRouter) -> None:
         @api.get("/jobs")
@@ -221,19 +255,19 @@ class Orchestrator:
         async def job(name: str) -> JobView:
             return self._view(*self._job(name))
 
-        @api.post("/jobs", status_code=201)
+        @api.post("/jobs", status_code=201, dependencies=ADMIN)
         async def create_job(definition: Job) -> JobView:
             await self._write_job(definition, create=True)
             return self._view(definition, "api")
 
-        @api.put("/jobs/{name}")
+        @api.put("/jobs/{name}", dependencies=ADMIN)
         async def replace_job(name: str, definition: Job) -> JobView:
             if definition.name != name:
                 raise HTTPException(400, f"the job's name {definition.name!r} is not {name!r}")
             await self._write_job(definition, create=False)
             return self._view(definition, "api")
 
-        @api.delete("/jobs/{name}", status_code=204)
+        @api.delete("/jobs/{name}", status_code=204, dependencies=ADMIN)
         async def delete_job(name: str) -> Response:
             try:
                 deleted = await self._jobs.delete(name)
@@ -243,7 +277,7 @@ class Orchestrator:
                 raise HTTPException(404, f"no job {name}")
             return Response(status_code=204)
 
-        @api.post("/prune")
+        @api.post("/prune", dependencies=ADMIN)
         async def prune(request: PruneRequest) -> cmd.PruneResult:
             """Remove the restore points of a job that a retention policy does not keep
             (the newest of each disk always stays); their chunks go at the next GC."""
@@ -258,7 +292,7 @@ class Orchestrator:
             await self._known_repository(request.repository)
             return await self._prune(request.repository, request.job, retention, request.dry_run)
 
-        @api.post("/gc")
+        @api.post("/gc", dependencies=ADMIN)
         async def gc(request: GcRequest) -> cmd.GcResult:
             """Garbage collection on the repository's owner: deletes the chunks no restore
             point references, keeping whatever a running backup may still reference."""
@@ -270,13 +304,13 @@ class Orchestrator:
             timeout = self._config.verify_timeout_s
             return await self._command(request.repository, cmd.GC, args, timeout)
 
-        @api.post("/jobs/{name}/start", status_code=202)
+        @api.post("/jobs/{name}/start", status_code=202, dependencies=OPERATOR)
         async def start_job(name: str, full: bool = False) -> Session:
             """Run a job now: one session, its disks side by side, one restore point."""
             definition, _ = self._job(name)
             return await self._start_job(definition, full)
 
-        @api.post("/jobs/{name}/stop", status_code=202)
+        @api.post("/jobs/{name}/stop", status_code=202, dependencies=OPERATOR)
         async def stop_job(name: str) -> Session:
             """Stop a job's running session: it is cancelled, nothing of it is committed."""
             definition, _ = self._job(name)

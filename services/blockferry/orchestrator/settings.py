@@ -19,9 +19,19 @@ class OrchestratorConfig(BaseModel):
     )
     api_token_file: Path | None = Field(
         None,
-        description="File holding the bearer token every API request must carry (a mounted"
+        description="File holding the token of the built-in API user admin (a mounted"
         " secret, say). Unset: <data_dir>/api-token, created with a random token, mode 0600,"
         " on first start.",
+    )
+    api_users_file: Path | None = Field(
+        None,
+        description="The API's users beyond the built-in admin (names, roles, token"
+        " hashes), managed through the API. Unset: <data_dir>/api-users.json.",
+    )
+    audit_log_file: Path | None = Field(
+        None,
+        description="Where every mutating API call is recorded, one JSON line each."
+        " Unset: <data_dir>/audit.log.",
     )
     guest_answer_margin_s: float = Field(
         30.0,
