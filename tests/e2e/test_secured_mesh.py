@@ -7,14 +7,17 @@ broker's authorizer."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import subprocess
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from blockferry.core.errors import TransportError
+from blockferry.repository import Repository
 from blockferry.settings import KafkaSecurity
 from blockferry.transport.kafka import client_options, ensure_topics
 from blockferry.transport.topics import Topics, TopicSpec
@@ -47,8 +50,105 @@ def test_full_incremental_and_restore_with_a_principal_per_role(
         incremental = mesh.cli_json("backup", str(disk), "--job", "j", "--disk", "d", "--wait")
         assert (incremental["state"], incremental["parent"]) == ("success", full["restore_point"])
         mesh.assert_restores(incremental["restore_point"], disk)
+        token = tmp_path / "operator.token"
+        mesh.cli("users", "add", "otto", "--role", "operator", "--token-file", str(token))
+        assert_no_secret_leaked(secured_kafka, mesh, topic_prefix)
     finally:
         mesh.close()
+
+
+def _forms(secret: bytes) -> list[bytes]:
+    """A secret as it could leak: raw, hex and base64."""
+    return [secret, secret.hex().encode(), base64.b64encode(secret)]
+
+
+def _secrets(cluster: KafkaCluster, mesh: MeshProcesses) -> dict[str, list[bytes]]:
+    """Every secret of the run, by what it is, in every form it could leak in."""
+    security = cluster.data_dir / "security"
+    found = {
+        f"SCRAM password {p.stem}": p.read_bytes().strip() for p in security.glob("*.password")
+    }
+    for pem in security.glob("*.key"):
+        der = base64.b64decode("".join(pem.read_text().splitlines()[1:-1]))
+        found[f"TLS private key {pem.name}"] = der
+    found["API token of admin"] = (mesh.workdir / "api-token").read_bytes().strip()
+    found["API token of otto"] = (mesh.workdir / "operator.token").read_bytes().strip()
+    found["dedupe key"] = Repository.open(mesh.repository).config.dedupe_key
+    forms = {what: _forms(secret) for what, secret in found.items()}
+    for pem in security.glob("*.key"):  # a PEM's own lines, as a log would quote it
+        forms[f"TLS private key {pem.name}"] += [
+            line.encode() for line in pem.read_text().splitlines()[1:-1] if len(line) >= 40
+        ]
+    return forms
+
+
+def _topic_contents(cluster: KafkaCluster, prefix: str) -> dict[str, bytes]:
+    """The keys and values of every record on every topic of the mesh, raw."""
+
+    options = client_options(security(cluster, "admin"))
+
+    async def read() -> dict[str, bytes]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap, **options)
+        await admin.start()
+        try:
+            topics = [t for t in await admin.list_topics() if t.startswith(f"{prefix}.")]
+            partitions = [
+                TopicPartition(t["topic"], p["partition"])
+                for t in await admin.describe_topics(topics)
+                for p in t["partitions"]
+            ]
+        finally:
+            await admin.close()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=cluster.bootstrap, enable_auto_commit=False, **options
+        )
+        await consumer.start()
+        try:
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            contents = dict.fromkeys(topics, b"")
+            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+                for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
+                    contents[tp.topic] += b"".join(
+                        (r.key or b"") + b"\0" + (r.value or b"") for r in records
+                    )
+            return contents
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def _command_lines() -> dict[str, bytes]:
+    lines = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                lines[f"/proc/{proc.name}/cmdline"] = (proc / "cmdline").read_bytes()
+            except OSError:  # ended meanwhile
+                pass
+    return lines
+
+
+def assert_no_secret_leaked(cluster: KafkaCluster, mesh: MeshProcesses, prefix: str) -> None:
+    """No SCRAM password, TLS private key, API token or dedupe key, raw, hex or base64,
+    in any log (the roles', the brokers'), any record of the mesh's topics, or any
+    process's command line."""
+    haystacks = _command_lines()
+    logs = [*mesh.workdir.glob("*.log"), *cluster.data_dir.glob("node-*/**/*.log")]
+    assert any("server.log" in str(p) for p in logs) and any("target-mover" in str(p) for p in logs)
+    haystacks |= {str(path): path.read_bytes() for path in logs}
+    contents = _topic_contents(cluster, prefix)
+    assert f"{prefix}.default.chunks" in contents and f"{prefix}.repositories" in contents
+    haystacks |= {f"topic {topic}": data for topic, data in contents.items()}
+    leaks = [
+        f"{what} in {where}"
+        for what, forms in _secrets(cluster, mesh).items()
+        for where, data in haystacks.items()
+        if any(form in data for form in forms)
+    ]
+    assert not leaks, "\n".join(leaks)
 
 
 def _other_ca(folder: Path) -> Path:
