@@ -473,6 +473,7 @@ class Bench:
             },
             "mesh": mesh,
             "kafka": os.environ.get("BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS", ""),
+            "kafka_security": os.environ.get("BLOCKFERRY_KAFKA__SECURITY__PROTOCOL", "PLAINTEXT"),
             "block_size": block_size,
             "compression": f"{COMPRESSION} (zstd level 3)",
             "borg": {"version": borg_version, "encryption": BORG_ENCRYPTION, "create": BORG_CREATE},
@@ -559,7 +560,7 @@ def summarise(doc: dict[str, Any]) -> None:
         f"blockferry bench: image {mib:.1f} MiB ({size} bytes;"
         f" {doc['image']['allocated_bytes'] / MIB:.0f} MiB allocated,"
         f" {nonzero / MIB:.0f} MiB in non-zero {bs_kib} KiB blocks)",
-        f"  mesh        {doc['mesh']}; Kafka {doc['kafka']}",
+        f"  mesh        {doc['mesh']}; Kafka {doc['kafka']} ({doc['kafka_security']})",
         f"  ours        full backup into a fresh repository per round, block size {bs_kib} KiB,"
         f" compression {doc['compression']}; restore through the mesh",
         f"  borg        {doc['borg']['version']}, init -e {doc['borg']['encryption']},"
@@ -740,6 +741,19 @@ def incremental_lines(doc: dict[str, Any], rate: Any, verdict: dict[bool, str]) 
     ]
 
 
+def compare(doc: dict[str, Any], earlier_file: Path) -> None:
+    """Print this run's median times relative to an earlier run's (its bench.json)."""
+    earlier = json.loads(earlier_file.read_text())
+    print(
+        f"\n  against {earlier_file} (Kafka {earlier.get('kafka_security', 'PLAINTEXT')},"
+        f" {earlier['image']['bytes'] // MIB} MiB image, {len(earlier['rounds'])} rounds):"
+    )
+    for step in ("backup", "restore"):
+        now = statistics.median(r["ours"][step]["seconds"] for r in doc["rounds"])
+        then = statistics.median(r["ours"][step]["seconds"] for r in earlier["rounds"])
+        print(f"  {step:<8} {now:8.2f} s against {then:8.2f} s: {100 * (now / then - 1):+.1f}%")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--work", type=Path, required=True)
@@ -764,6 +778,8 @@ def main() -> None:
         print("\nbench interrupted", file=sys.stderr)
         sys.exit(130)
     summarise(doc)
+    if os.environ.get("BENCH_COMPARE"):
+        compare(doc, Path(os.environ["BENCH_COMPARE"]))
     out = bench.work / "bench.json"
     out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     print(f"figures written to {os.path.relpath(out)}")

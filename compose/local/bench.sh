@@ -8,6 +8,10 @@
 #   BENCH_BLOCK_KIB   our repositories' block size in KiB (default 1024)
 #   BENCH_KEEP        set to keep Kafka's data, the repositories and restores afterwards
 #   BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS   use that cluster instead of a local broker
+#   BLOCKFERRY_KAFKA_SECURITY=sasl_ssl    the local broker with TLS, SASL and ACLs, each
+#                     role its own principal
+#   BENCH_COMPARE     an earlier run's bench.json (keep a copy): print this run's times
+#                     relative to its (e.g. SASL_SSL against plaintext)
 # Each round backs up into its own fresh repository (r1, r2, ...), so no round
 # deduplicates against an earlier one; borg gets a fresh repository every round too.
 # The digest-compare incremental of round N goes into its own repository (rNdc, after an
@@ -88,6 +92,7 @@ for name in r0 $(for ((i = 1; i <= ROUNDS; i++)); do echo "r$i r${i}dc"; done); 
     repos+="${repos:+, }\"$name\": \"$WORK/repos/$name\""
 done
 export BLOCKFERRY_TARGET_MOVER__REPOSITORIES="{$repos}"
+mesh_acls r0 $(for ((i = 1; i <= ROUNDS; i++)); do echo "r$i r${i}dc"; done)
 
 echo "== starting the roles, each in its own process"
 mesh_roles_up "$WORK" 18091

@@ -25,6 +25,7 @@ mesh_kafka_up "$DEMO/kafka" 19092
 echo "== creating a repository and a ${SIZE_MIB} MiB demo disk"
 "$BIN/blockferry" repo init "$DEMO/repository" >/dev/null
 "$BIN/blockferry" repo export-dedupe-key "$DEMO/repository" "$DEMO/keys/default.key" 2>/dev/null
+mesh_acls default
 "$BIN/python" "$HERE/make_disk.py" "$DEMO/disk.img" "$SIZE_MIB" --seed 7
 
 echo "== starting the roles, each in its own process"

@@ -2,7 +2,10 @@
 # Steps shared by demo.sh (`make run`) and bench.sh (`make bench`); sourced, not run.
 #
 #   mesh_kafka_up DIR PORT      start a local broker with its data in DIR, first port PORT,
-#                               unless BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS names one (exported)
+#                               unless BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS names one (exported);
+#                               BLOCKFERRY_KAFKA_SECURITY=sasl_ssl starts it with TLS, SASL
+#                               and ACLs, and exports the roles' settings
+#   mesh_acls REPO…             on such a broker, add the mesh's ACLs for REPO… as its admin
 #   mesh_roles_up LOGDIR PORT   each role its own process (`blockferry run ROLE`), HTTP ports
 #                               PORT, PORT+1, …, logs LOGDIR/ROLE.log; waits until every
 #                               role is ready; fills ROLE_PIDS (role -> pid), exports
@@ -23,10 +26,29 @@ mesh_kafka_up() {
         echo "== using the Kafka cluster at $BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS"
         return 0
     fi
-    echo "== starting a local Kafka broker"
+    local security="${BLOCKFERRY_KAFKA_SECURITY:-plaintext}"
+    echo "== starting a local Kafka broker ($security)"
     MESH_KAFKA_DIR="$dir"
-    BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS="$(bash "$MESH_LIB_DIR/kafka.sh" up --data-dir "$dir" --port "$port" | tail -n 1)"
+    BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS="$(bash "$MESH_LIB_DIR/kafka.sh" up --data-dir "$dir" --port "$port" --security "$security" | tail -n 1)"
     export BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS
+    if [[ -f "$dir/security/client.env" ]]; then
+        set -a
+        # shellcheck source=/dev/null
+        . "$dir/security/client.env"
+        set +a
+    fi
+}
+
+mesh_acls() {
+    [[ -n "$MESH_KAFKA_DIR" && -f "$MESH_KAFKA_DIR/security/admin.env" ]] || return 0
+    local args=() repo
+    for repo in "$@"; do args+=(--repository "$repo"); done
+    (
+        set -a
+        # shellcheck source=/dev/null
+        . "$MESH_KAFKA_DIR/security/admin.env"
+        "$MESH_BIN/blockferry" acls --apply "${args[@]}"
+    )
 }
 
 mesh_roles_up() {

@@ -17,6 +17,7 @@ from blockferry.transport.acls import (
     bindings,
     principal_template,
 )
+from blockferry.transport.topics import FLOWS
 
 PRINCIPAL = principal_template(DEFAULT_PRINCIPAL)
 
@@ -126,3 +127,19 @@ def test_the_document_lists_every_binding_per_principal() -> None:
 def test_a_principal_template_without_role_or_type_is_refused(template: str) -> None:
     with pytest.raises(ValueError, match="principal template"):
         principal_template(template)
+
+
+def test_every_consumed_topic_has_one_producing_role_so_acls_pin_a_record_s_origin() -> None:
+    """Why records carry no signature: with a principal per role, the broker's
+    authorizer already proves which role wrote a record, as no topic that is read has two
+    producing roles (the dead-letter topic, written by all, is read by operators only)."""
+    for flow in FLOWS:
+        if flow.consumers:
+            assert len(flow.producers) == 1, flow
+    commands = {f.topic: f.producers for f in FLOWS if "Command" in f.records}
+    assert commands == {
+        "task-control": ("orchestrator",),
+        "guest-commands": ("orchestrator",),
+        "<repo>.commands": ("orchestrator",),  # gc, prune, commit: the orchestrator's only
+        "<repo>.requests": ("source-mover",),  # a fixed index, a restore stream
+    }
