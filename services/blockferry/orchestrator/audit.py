@@ -48,7 +48,7 @@ class AuditLog:
             await self._app(scope, receive, send)
             return
         body = bytearray()
-        status = 500
+        written = False
 
         async def receiving() -> Message:
             message = await receive()
@@ -57,15 +57,17 @@ class AuditLog:
             return message
 
         async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
+            nonlocal written
+            if message["type"] == "http.response.start" and not written:
+                written = True  # recorded before the caller learns the outcome
+                self._write(scope, bytes(body), message["status"])
             await send(message)
 
         try:
             await self._app(scope, receiving, sending)
         finally:
-            self._write(scope, bytes(body), status)
+            if not written:  # failed before answering: the server answers 500
+                self._write(scope, bytes(body), 500)
 
     def _write(self, scope: Scope, body: bytes, status: int) -> None:
         user: ApiUser | None = scope.get("state", {}).get(USER_STATE)
