@@ -64,7 +64,8 @@ mesh_roles_up() {
         p=$port
         port=$((port + 1))
         pid="${ROLE_PIDS[$role]}"
-        for _ in $(seq 1 120); do
+        # a target mover serving many repositories may take a minute (their topics)
+        for _ in $(seq 1 480); do
             curl -fsS "http://127.0.0.1:$p/readyz" >/dev/null 2>&1 && continue 2
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.5
