@@ -8,11 +8,12 @@ from typing import Any
 
 from blockferry.settings import CommonSettings
 from blockferry.transport.codec import Codec
-from blockferry.transport.kafka import RecordConsumer, RecordProducer, ensure_topics
+from blockferry.transport.kafka import Producer, RecordConsumer, RecordProducer, ensure_topics
 from blockferry.transport.mailbox import Mailbox
+from blockferry.transport.native import NativeConsumer, NativeProducer
 from blockferry.transport.records import RepositoryInfo
 from blockferry.transport.rpc import CommandClient
-from blockferry.transport.topics import Topics, TopicSpec
+from blockferry.transport.topics import FLOWS, Topics, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +37,30 @@ class Mesh:
             security=self.security,
         )
         self.commands = CommandClient(self.producer)
+        self.native_bulk = settings.kafka.bulk_client == "librdkafka"
+        produces_bulk = any(flow.bulk and role in flow.producers for flow in FLOWS)
+        self.bulk_producer: Producer = (
+            NativeProducer(
+                self.bootstrap,
+                self.codec,
+                f"{self.client_id}-bulk",
+                request_timeout_ms=settings.kafka.request_timeout_ms,
+                security=self.security,
+            )
+            if self.native_bulk and produces_bulk
+            else self.producer
+        )
+        """What produces bulk records (chunks, restore streams): see ``kafka.bulk_client``."""
 
     async def start(self) -> None:
         await ensure_topics(self.bootstrap, self._shared_topics_used(), self.security)
         await self.producer.start()
+        if self.bulk_producer is not self.producer:
+            await self.bulk_producer.start()
 
     async def stop(self) -> None:
+        if self.bulk_producer is not self.producer:
+            await self.bulk_producer.stop()
         await self.producer.stop()
 
     def _shared_topics_used(self) -> list[TopicSpec]:
@@ -63,17 +82,30 @@ class Mesh:
 
     def consumer(self, name: str, group: str | None = None, **kwargs: Any) -> RecordConsumer:
         """A consumer named ``name``; ``group`` joins a consumer group (else assigned)."""
-        kwargs.setdefault("request_timeout_ms", self.settings.kafka.request_timeout_ms)
-        kwargs.setdefault("security", self.security)
-        return RecordConsumer(
-            self.bootstrap,
-            self.codec,
-            self.producer,
-            self.topics.dead_letter,
-            client_id=f"{self.client_id}-{name}",
-            group_id=None if group is None else f"{self.topics.prefix}.{group}",
+        return RecordConsumer(**self._consumer_options(name, group, kwargs))
+
+    def bulk_consumer(
+        self, name: str, group: str | None = None, **kwargs: Any
+    ) -> RecordConsumer | NativeConsumer:
+        """A consumer of bulk records (chunks, restore streams) through
+        ``kafka.bulk_client``; arguments as :meth:`consumer`'s."""
+        options = self._consumer_options(name, group, kwargs)
+        return NativeConsumer(**options) if self.native_bulk else RecordConsumer(**options)
+
+    def _consumer_options(
+        self, name: str, group: str | None, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "bootstrap": self.bootstrap,
+            "codec": self.codec,
+            "producer": self.producer,
+            "dead_letter_topic": self.topics.dead_letter,
+            "client_id": f"{self.client_id}-{name}",
+            "group_id": None if group is None else f"{self.topics.prefix}.{group}",
+            "request_timeout_ms": self.settings.kafka.request_timeout_ms,
+            "security": self.security,
             **kwargs,
-        )
+        }
 
     def mailbox(self, name: str, topic: str, field: str) -> Mailbox:
         return Mailbox(self.consumer(name), topic, field)

@@ -66,6 +66,10 @@ class KafkaSecurity(BaseModel):
         return self.model_copy(update=changes)
 
 
+BulkClient = Literal["librdkafka", "aiokafka"]
+"""The Kafka clients that can carry bulk records."""
+
+
 class KafkaSettings(BaseModel):
     """How to reach the site's Kafka cluster."""
 
@@ -81,6 +85,12 @@ class KafkaSettings(BaseModel):
         ge=1000,
         description="How long a produce or fetch request may take; a role waits out a"
         " cluster unavailable for longer, trying again.",
+    )
+    bulk_client: BulkClient = Field(
+        "librdkafka",
+        description="The client carrying bulk records (chunks, restore streams):"
+        " librdkafka does the work in C, off the interpreter lock; aiokafka is the"
+        " control plane's client.",
     )
     clock_skew_s: float = Field(
         60.0,

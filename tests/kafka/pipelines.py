@@ -17,7 +17,7 @@ from blockferry.ingest.pipeline import RepositoryPipeline
 from blockferry.mesh import Mesh
 from blockferry.repository import Repository
 from blockferry.repository.pack import PackEntry
-from blockferry.settings import CommonSettings, KafkaSettings
+from blockferry.settings import BulkClient, CommonSettings, KafkaSettings
 from blockferry.transport.mailbox import Mailbox
 from blockferry.transport.records import IndexEntry
 
@@ -35,13 +35,15 @@ class RunningPipeline:
 
 @asynccontextmanager
 async def running_pipeline(
-    bootstrap: str, prefix: str, repo: Repository, config: IngestConfig
+    bootstrap: str,
+    prefix: str,
+    repo: Repository,
+    config: IngestConfig,
+    bulk_client: BulkClient = "librdkafka",
 ) -> AsyncIterator[RunningPipeline]:
     """The repository's pipeline and a mailbox on its replies, stopped on exit."""
-    mesh = Mesh(
-        CommonSettings(kafka=KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix)),
-        "target-mover",
-    )
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix, bulk_client=bulk_client)
+    mesh = Mesh(CommonSettings(kafka=kafka), "target-mover")
     await mesh.start()
     pool = ThreadPoolExecutor(2)
     pipeline = RepositoryPipeline(

@@ -22,7 +22,7 @@ from blockferry.ingest.context import IngestContext
 from blockferry.ingest.metrics import IngestMetrics
 from blockferry.mesh import Mesh
 from blockferry.repository import Repository
-from blockferry.settings import CommonSettings, KafkaSettings
+from blockferry.settings import BulkClient, CommonSettings, KafkaSettings
 from blockferry.transport.codec import signed64
 from blockferry.transport.records import Chunk, Command, DeadLetter, Message
 from tests.kafka.offsets import committed_and_end
@@ -57,17 +57,25 @@ class Intake:
 
 
 class Harness:
-    def __init__(self, bootstrap: str, prefix: str, path: Path) -> None:
+    def __init__(
+        self, bootstrap: str, prefix: str, path: Path, clients: tuple[BulkClient, BulkClient]
+    ) -> None:
         self.bootstrap = bootstrap
         self.prefix = prefix
         self.path = path
+        self.clients = clients
+        """The bulk client of instance "b", and of every other."""
         self.pool = ThreadPoolExecutor(2)
         self.intakes: list[Intake] = []
         self.mesh = self._mesh("producer")
 
     def _mesh(self, instance: str) -> Mesh:
         settings = CommonSettings(
-            kafka=KafkaSettings(bootstrap_servers=self.bootstrap, topic_prefix=self.prefix),
+            kafka=KafkaSettings(
+                bootstrap_servers=self.bootstrap,
+                topic_prefix=self.prefix,
+                bulk_client=self.clients[0] if instance == "b" else self.clients[1],
+            ),
             instance=instance,
         )
         return Mesh(settings, "target-mover")
@@ -159,11 +167,20 @@ def plaintext(seed: int) -> bytes:
     return (b"block %d " % seed) * 4000 + random.Random(seed).randbytes(64)
 
 
-@pytest.fixture
+@pytest.fixture(
+    params=[
+        ("librdkafka", "librdkafka"),
+        ("aiokafka", "aiokafka"),
+        ("aiokafka", "librdkafka"),  # one group, members of both clients
+    ],
+    ids=["librdkafka", "aiokafka", "mixed"],
+)
 async def harness(
-    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Harness]:
-    h = Harness(kafka_bootstrap, topic_prefix, tmp_path / "repository")
+    """Chunk intakes on either bulk client, or instance "b" on aiokafka and the rest on
+    librdkafka."""
+    h = Harness(kafka_bootstrap, topic_prefix, tmp_path / "repository", request.param)
     await h.start()
     try:
         yield h

@@ -21,10 +21,11 @@ from blockferry.core.errors import BlockferryError
 from blockferry.ingest.config import IngestConfig
 from blockferry.repository import Repository
 from blockferry.repository.pack import CHUNK_HEADER
+from blockferry.settings import BulkClient
 from blockferry.source_mover.metrics import SourceMoverMetrics
 from blockferry.source_mover.restore import RestoreRun
 from blockferry.source_mover.settings import SourceMoverConfig
-from blockferry.transport.kafka import RecordProducer
+from blockferry.transport.kafka import Producer
 from blockferry.transport.records import (
     Message,
     RestoreBlock,
@@ -46,7 +47,7 @@ Change = Callable[[RestoreBlock], list[Message]]
 """What the stream carries instead of one RestoreBlock."""
 
 
-def tamper(producer: RecordProducer, change: Change) -> None:
+def tamper(producer: Producer, change: Change) -> None:
     """Make the owner's producer send ``change(fields)`` instead of each RestoreBlock."""
     real = producer.send
 
@@ -132,15 +133,19 @@ async def test_a_tampered_stream_fails_naming_the_block_and_publishes_nothing(
     out.mkdir()
     dest = out / "restored.img"
     async with running_pipeline(kafka_bootstrap, topic_prefix, repo, IngestConfig()) as running:
-        tamper(running.mesh.producer, change)
+        tamper(running.mesh.bulk_producer, change)
         with pytest.raises(BlockferryError, match=error):
             await restore(running, rp, dest)
     assert not dest.exists(), "nothing is published under the destination's name"
     assert leftovers(out, dest) == [], "the temporary file is removed"
 
 
+@pytest.mark.parametrize("bulk_client", ["librdkafka", "aiokafka"])
 async def test_duplicates_are_ignored_and_other_attempts_records_too(
-    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    tmp_path: Path,
+    bulk_client: BulkClient,
 ) -> None:
     """Another attempt of the same session streams at the same time (its own start,
     copies of the blocks, an early end): this attempt writes its own stream only."""
@@ -169,8 +174,9 @@ async def test_duplicates_are_ignored_and_other_attempts_records_too(
             records.append(RestoreEnd(session_id=session, blocks_sent=3, attempt_id=other))
         return records
 
-    async with running_pipeline(kafka_bootstrap, topic_prefix, repo, IngestConfig()) as running:
-        tamper(running.mesh.producer, other_attempt)
+    pipeline = running_pipeline(kafka_bootstrap, topic_prefix, repo, IngestConfig(), bulk_client)
+    async with pipeline as running:
+        tamper(running.mesh.bulk_producer, other_attempt)
         run = await restore(running, rp, dest)
     assert dest.read_bytes() == image
     assert run.counters["blocks_written"] == len(IMAGE) - IMAGE.count("0") + 1  # and the tail
@@ -201,7 +207,7 @@ async def test_a_newer_attempt_stops_the_older_writer(
         return [newer, f]
 
     async with running_pipeline(kafka_bootstrap, topic_prefix, repo, IngestConfig()) as running:
-        tamper(running.mesh.producer, newer_attempt)
+        tamper(running.mesh.bulk_producer, newer_attempt)
         with pytest.raises(BlockferryError, match="attempt 1 of this task started elsewhere"):
             await restore(running, rp, dest)
     assert not dest.exists()

@@ -186,7 +186,7 @@ async def test_a_restore_block_claiming_a_huge_plaintext_fails_the_restore_clean
     dest = out / "restored.img"
     before = peak_rss()
     async with running_pipeline(kafka_bootstrap, topic_prefix, repo, IngestConfig()) as running:
-        tamper(running.mesh.producer, inflate)
+        tamper(running.mesh.bulk_producer, inflate)
         with pytest.raises(BlockferryError, match=f"block 2 claims {HUGE} plaintext bytes"):
             await restore(running, rp, dest)
     grown = peak_rss() - before

@@ -56,7 +56,7 @@ class ChunkIntake:
 
     def __init__(self, ctx: IngestContext) -> None:
         self._ctx = ctx
-        self._consumer = ctx.mesh.consumer(
+        self._consumer = ctx.mesh.bulk_consumer(
             f"chunks-{ctx.name}", group=f"{ctx.name}.target", check_crcs=False
         )
         self._open: dict[Partition, OpenPack] = {}

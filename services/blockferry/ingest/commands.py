@@ -230,7 +230,7 @@ class MoverRequests(RepositoryServer):
         session = args.session_id
         attempt_id = args.attempt_id
         topic = self._ctx.mesh.topics.restore(self._ctx.name)
-        producer = self._ctx.mesh.producer
+        producer = self._ctx.mesh.bulk_producer
         sent = 0
         damaged: list[int] = []
         damaged_digests: set[bytes] = set()

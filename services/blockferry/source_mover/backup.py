@@ -467,7 +467,7 @@ class BackupRun:
             checksum=block.checksum,
             data=block.stored,
         )
-        future = await self._mesh.producer.send(
+        future = await self._mesh.bulk_producer.send(
             self._mesh.topics.chunks(self._repo_name), chunk, key=block.digest
         )
         self._unacked.append(future)

@@ -65,6 +65,7 @@ from blockferry.transport.codec import unsigned64
 from blockferry.transport.commands import RESTORE, RestoreArguments
 from blockferry.transport.kafka import RecordConsumer
 from blockferry.transport.mailbox import Mailbox
+from blockferry.transport.native import NativeConsumer
 from blockferry.transport.records import (
     RestoreBlock,
     RestoreEnd,
@@ -84,7 +85,7 @@ RANGES_NAMED = 16
 class RestoreStream:
     """The records of one session's restore stream, fetched only as they are taken."""
 
-    def __init__(self, consumer: RecordConsumer, session: str) -> None:
+    def __init__(self, consumer: RecordConsumer | NativeConsumer, session: str) -> None:
         self._consumer = consumer
         self._session = session
         self._ready: deque[RestoreStart | RestoreBlock | RestoreEnd] = deque()
@@ -93,7 +94,7 @@ class RestoreStream:
     async def open(cls, mesh: Mesh, topic: str, session: str) -> RestoreStream:
         """Read the session's partition of ``topic`` from its end: open it before the
         restore command is sent."""
-        consumer = mesh.consumer(
+        consumer = mesh.bulk_consumer(
             f"restore-{uuid.uuid4().hex[:8]}",
             check_crcs=False,  # restore blocks carry their own checksum
             fetch_max_bytes=STREAM_FETCH_BYTES,

@@ -1,10 +1,12 @@
 """Producing and consuming blockferry records on Kafka.
 
-The only module besides the codec that imports aiokafka: roles see its own types
-(:class:`Record`, :class:`Partition`, :class:`RebalanceListener`), never the client's.
-Consumers here never commit on their own: a role commits after the effect of a
-record is durable. A record that cannot be decoded goes to the dead-letter topic
-with the reason, and the consumer carries on.
+Two clients carry records: aiokafka here (the control plane, and every topic where
+``kafka.bulk_client`` is ``aiokafka``) and librdkafka in :mod:`.native` (the bulk
+records: chunks and restore streams). Roles see this package's types (:class:`Record`,
+:class:`Partition`, :class:`RebalanceListener`, :class:`Producer`), never a client's.
+Consumers never commit on their own: a role commits after the effect of a record is
+durable. A record that cannot be decoded goes to the dead-letter topic with the
+reason, and the consumer carries on.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -39,6 +41,8 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
+from confluent_kafka import KafkaError as NativeError
+from confluent_kafka import KafkaException
 
 from blockferry.core.errors import ConfigError, RecordError, TopicConfigError, TransportError
 from blockferry.settings import KafkaSecurity
@@ -80,6 +84,19 @@ UNAVAILABLE = (
 elected, too few in-sync replicas, a timeout), not that the request is wrong: these are
 waited out, every other error is raised."""
 
+NATIVE_UNAVAILABLE = (
+    NativeError._TRANSPORT,
+    NativeError._TIMED_OUT,
+    NativeError._ALL_BROKERS_DOWN,
+    NativeError._WAIT_COORD,
+    NativeError.LEADER_NOT_AVAILABLE,
+    NativeError.NOT_COORDINATOR,
+    NativeError.COORDINATOR_NOT_AVAILABLE,
+    NativeError.COORDINATOR_LOAD_IN_PROGRESS,
+    NativeError.REQUEST_TIMED_OUT,
+)
+"""librdkafka's codes for the same conditions (besides the errors it marks retriable)."""
+
 WAIT_FIRST_S = 0.5
 WAIT_MOST_S = 10.0
 
@@ -87,7 +104,13 @@ T = TypeVar("T")
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` says Kafka is unavailable for now (see :data:`UNAVAILABLE`)."""
+    """Whether ``exc`` (of either client) says Kafka is unavailable for now (see
+    :data:`UNAVAILABLE` and :data:`NATIVE_UNAVAILABLE`)."""
+    if isinstance(exc, KafkaException):
+        error = exc.args[0] if exc.args else None
+        return isinstance(error, NativeError) and (
+            error.retriable() or error.code() in NATIVE_UNAVAILABLE
+        )
     return isinstance(exc, UNAVAILABLE)
 
 
@@ -103,7 +126,7 @@ async def waiting(what: str, call: Callable[[], Awaitable[T]]) -> T:
     while True:
         try:
             return await call()
-        except KafkaError as exc:
+        except (KafkaError, KafkaException) as exc:
             if not is_unavailable(exc):
                 raise TransportError(f"{what}: {exc}") from exc
             since = loop.time() if since is None else since
@@ -332,6 +355,38 @@ async def _describe_topics(
     return {name: TopicState(name, replication[name], configs.get(name, {})) for name in names}
 
 
+class Producer(Protocol):
+    """What roles produce records through (:class:`RecordProducer`, or librdkafka's
+    :class:`~blockferry.transport.native.NativeProducer` for bulk records)."""
+
+    codec: Codec
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(
+        self,
+        topic: str,
+        message: Message | None,
+        key: bytes | str | None = None,
+        partition: int | None = None,
+    ) -> asyncio.Future[Any]:
+        """Queue a record; await the result for its ack."""
+        ...
+
+    async def send_and_wait(
+        self, topic: str, message: Message | None, key: bytes | str | None = None
+    ) -> None: ...
+
+    async def flush(self) -> None: ...
+
+
+def record_key(key: bytes | str | None) -> bytes | None:
+    """A record key as bytes (a string key is UTF-8)."""
+    return key.encode() if isinstance(key, str) else key
+
+
 class RecordProducer:
     """Encodes and produces records; idempotent, acks from all in-sync replicas.
 
@@ -380,7 +435,7 @@ class RecordProducer:
         """Queue a record (``message`` None is a tombstone); await the result for its ack
         (it raises TransportError for a failure other than Kafka being unavailable)."""
         value = None if message is None else self.codec.encode(message)
-        raw_key = key.encode() if isinstance(key, str) else key
+        raw_key = record_key(key)
         what = f"producing {type(message).__name__ if message else 'a tombstone'} to {topic}"
 
         async def enqueue() -> asyncio.Future[Any]:
@@ -419,7 +474,76 @@ class RecordProducer:
         await self._producer.flush()
 
 
-class RecordConsumer:
+class RawRecord(NamedTuple):
+    """A record as a client read it, not decoded yet."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class DecodingConsumer:
+    """What both clients' consumers share: decoding, and setting aside on the
+    dead-letter topic what cannot be decoded or is refused."""
+
+    def __init__(
+        self, codec: Codec, producer: Producer, dead_letter_topic: str, client_id: str
+    ) -> None:
+        self.codec = codec
+        self._producer = producer
+        self._dead_letter_topic = dead_letter_topic
+        self._client_id = client_id
+
+    async def poll(self, timeout_ms: int = 200, max_records: int = 64) -> list[Record]:
+        """The records that arrive within ``timeout_ms``, decoded."""
+        raise NotImplementedError
+
+    async def batches(
+        self, timeout_ms: int = 200, max_records: int = 64
+    ) -> AsyncIterator[list[Record]]:
+        """Yield decoded batches (possibly empty, so callers can do timed work)."""
+        while True:
+            yield await self.poll(timeout_ms, max_records)
+
+    async def _decode(self, raw: RawRecord) -> Record | None:
+        value = None
+        if raw.value is not None:
+            try:
+                value = self.codec.decode(raw.value)
+            except RecordError as exc:
+                await self.dead_letter(raw, str(exc))
+                return None
+        return Record(raw.topic, raw.partition, raw.offset, raw.key, value)
+
+    async def dead_letter(self, message: RawRecord | Record, reason: str) -> None:
+        """Set a record aside on the dead-letter topic with the reason."""
+        value = message.value
+        if isinstance(value, Message):  # decoded, then refused: encoded again
+            value = self.codec.encode(value)
+        key = message.key
+        log.warning(
+            "dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
+        )
+        if key is not None and len(key) > DEAD_LETTER_VALUE_BYTES:
+            reason += f" (key of {len(key)} bytes cut to {DEAD_LETTER_VALUE_BYTES})"
+            key = key[:DEAD_LETTER_VALUE_BYTES]
+        letter = DeadLetter(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=key,
+            value=None if value is None else value[:DEAD_LETTER_VALUE_BYTES],
+            value_length=-1 if value is None else len(value),
+            value_sha256="" if value is None else hashlib.sha256(value).hexdigest(),
+            reason=reason,
+            consumer=self._client_id,
+        )
+        await self._producer.send_and_wait(self._dead_letter_topic, letter, key=message.topic)
+
+
+class RecordConsumer(DecodingConsumer):
     """Consumes and decodes records; undecodable ones go to the dead-letter topic.
 
     Args:
@@ -437,7 +561,7 @@ class RecordConsumer:
         self,
         bootstrap: str,
         codec: Codec,
-        producer: RecordProducer,
+        producer: Producer,
         dead_letter_topic: str,
         client_id: str,
         group_id: str | None = None,
@@ -449,10 +573,7 @@ class RecordConsumer:
         request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
         security: KafkaSecurity | None = None,
     ) -> None:
-        self.codec = codec
-        self._producer = producer
-        self._dead_letter_topic = dead_letter_topic
-        self._client_id = client_id
+        super().__init__(codec, producer, dead_letter_topic, client_id)
         self._kafka = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             client_id=client_id,
@@ -600,13 +721,6 @@ class RecordConsumer:
     async def stop(self) -> None:
         await self._kafka.stop()
 
-    async def batches(
-        self, timeout_ms: int = 200, max_records: int = 64
-    ) -> AsyncIterator[list[Record]]:
-        """Yield decoded batches (possibly empty, so callers can do timed work)."""
-        while True:
-            yield await self.poll(timeout_ms, max_records)
-
     async def poll(self, timeout_ms: int = 200, max_records: int = 64) -> list[Record]:
         """The records that arrive within ``timeout_ms``, decoded."""
         polled = await self._waiting(
@@ -615,48 +729,13 @@ class RecordConsumer:
         )
         batch: list[Record] = []
         for messages in polled.values():
-            for message in messages:
-                record = await self._decode(message)
+            for m in messages:
+                record = await self._decode(
+                    RawRecord(m.topic, m.partition, m.offset, m.key, m.value)
+                )
                 if record is not None:
                     batch.append(record)
         return batch
-
-    async def _decode(self, message: ConsumerRecord[bytes, bytes]) -> Record | None:
-        value = None
-        if message.value is not None:
-            try:
-                value = self.codec.decode(message.value)
-            except RecordError as exc:
-                await self.dead_letter(message, str(exc))
-                return None
-        return Record(message.topic, message.partition, message.offset, message.key, value)
-
-    async def dead_letter(
-        self, message: ConsumerRecord[bytes, bytes] | Record, reason: str
-    ) -> None:
-        """Set a record aside on the dead-letter topic with the reason."""
-        value = message.value
-        if isinstance(value, Message):  # decoded, then refused: encoded again
-            value = self.codec.encode(value)
-        key = message.key
-        log.warning(
-            "dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
-        )
-        if key is not None and len(key) > DEAD_LETTER_VALUE_BYTES:
-            reason += f" (key of {len(key)} bytes cut to {DEAD_LETTER_VALUE_BYTES})"
-            key = key[:DEAD_LETTER_VALUE_BYTES]
-        letter = DeadLetter(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=key,
-            value=None if value is None else value[:DEAD_LETTER_VALUE_BYTES],
-            value_length=-1 if value is None else len(value),
-            value_sha256="" if value is None else hashlib.sha256(value).hexdigest(),
-            reason=reason,
-            consumer=self._client_id,
-        )
-        await self._producer.send_and_wait(self._dead_letter_topic, letter, key=message.topic)
 
     async def commit(self, offsets: dict[Partition, int]) -> bool:
         """Commit ``offsets`` (the next offset to read per partition), waiting while Kafka

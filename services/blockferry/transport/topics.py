@@ -34,6 +34,8 @@ class Flow:
     producers: tuple[str, ...]
     consumers: tuple[str, ...]
     records: tuple[str, ...]
+    bulk: bool = False
+    """Carries block data: produced and consumed with ``kafka.bulk_client``."""
 
 
 EVERY_ROLE = ("orchestrator", "guest-proxy", "source-mover", "dedupe-index", "target-mover")
@@ -54,7 +56,7 @@ FLOWS: tuple[Flow, ...] = (
     Flow("sessions", ("orchestrator",), ("orchestrator",), ("StoredSession",)),
     Flow("session-events", ("orchestrator",), ("orchestrator",), ("SessionEvent",)),
     Flow("dead-letter", EVERY_ROLE, (), ("DeadLetter",)),
-    Flow("<repo>.chunks", ("source-mover",), ("target-mover",), ("Chunk",)),
+    Flow("<repo>.chunks", ("source-mover",), ("target-mover",), ("Chunk",), bulk=True),
     Flow(
         "<repo>.extents",
         ("source-mover",),
@@ -82,6 +84,7 @@ FLOWS: tuple[Flow, ...] = (
         ("target-mover",),
         ("source-mover",),
         ("RestoreStart", "RestoreBlock", "RestoreEnd"),
+        bulk=True,
     ),
 )
 
