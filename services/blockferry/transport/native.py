@@ -318,7 +318,13 @@ class NativeConsumer(DecodingConsumer):
 
     async def poll(self, timeout_ms: int = 200, max_records: int = 64) -> list[Record]:
         """The records that arrive within ``timeout_ms``, decoded."""
-        polled = await self._client.consume(num_messages=max_records, timeout=timeout_ms / 1000)
+        # librdkafka waits for ``num_messages`` or the timeout: what is here already is
+        # taken at once, and only an empty queue is waited on, for its first record.
+        polled = await self._client.consume(num_messages=max_records, timeout=0)
+        if not polled:
+            polled = await self._client.consume(num_messages=1, timeout=timeout_ms / 1000)
+            if polled and max_records > 1:
+                polled += await self._client.consume(num_messages=max_records - 1, timeout=0)
         batch: list[Record] = []
         for message in polled:
             error = message.error()
