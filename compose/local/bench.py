@@ -82,6 +82,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def peak_rss_mib(pid: int) -> float:
+    """The most resident memory a process has had (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise BenchError(f"process {pid} reports no VmHWM")
+
+
 def machine_busy() -> float:
     """CPU seconds all CPUs of the machine spent busy (not idle, not waiting for I/O)."""
     with open("/proc/stat") as f:
@@ -474,6 +482,7 @@ class Bench:
             "mesh": mesh,
             "kafka": os.environ.get("BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS", ""),
             "kafka_security": os.environ.get("BLOCKFERRY_KAFKA__SECURITY__PROTOCOL", "PLAINTEXT"),
+            "bulk_client": os.environ.get("BLOCKFERRY_KAFKA__BULK_CLIENT", "librdkafka"),
             "block_size": block_size,
             "compression": f"{COMPRESSION} (zstd level 3)",
             "borg": {"version": borg_version, "encryption": BORG_ENCRYPTION, "create": BORG_CREATE},
@@ -481,6 +490,7 @@ class Bench:
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
             "idle_cpu_per_second": idle,
             "processes": [*self.pids, "client", "other"],
+            "peak_rss_mib": {name: peak_rss_mib(pid) for name, pid in self.pids.items()},
             "rounds": rounds,
         }
 
@@ -560,7 +570,8 @@ def summarise(doc: dict[str, Any]) -> None:
         f"blockferry bench: image {mib:.1f} MiB ({size} bytes;"
         f" {doc['image']['allocated_bytes'] / MIB:.0f} MiB allocated,"
         f" {nonzero / MIB:.0f} MiB in non-zero {bs_kib} KiB blocks)",
-        f"  mesh        {doc['mesh']}; Kafka {doc['kafka']} ({doc['kafka_security']})",
+        f"  mesh        {doc['mesh']}; Kafka {doc['kafka']} ({doc['kafka_security']});"
+        f" bulk records through {doc['bulk_client']}",
         f"  ours        full backup into a fresh repository per round, block size {bs_kib} KiB,"
         f" compression {doc['compression']}; restore through the mesh",
         f"  borg        {doc['borg']['version']}, init -e {doc['borg']['encryption']},"
@@ -632,6 +643,19 @@ def summarise(doc: dict[str, Any]) -> None:
         + "".join(f"{v:>14.2f}" for v in idle)
         + f"{sum(idle):>8.2f}"
     )
+    gib = size / (1024 * MIB)
+    per_gib = summary["cpu_seconds_per_gib"] = {
+        step: {n: statistics.median(r["ours"][step]["cpu"][n] for r in rounds) / gib for n in names}
+        for step in ("backup", "restore")
+    }
+    for step, cpu in per_gib.items():
+        lines.append(
+            f"  {'CPU s/GiB ' + step:<25}"
+            + "".join(f"{cpu[n]:>14.2f}" for n in names)
+            + f"{sum(cpu.values()):>8.2f}"
+        )
+    peak = doc["peak_rss_mib"]
+    lines.append(f"  {'peak RSS, MiB':<25}" + "".join(f"{peak.get(n, 0):>14.0f}" for n in names))
     busy = {
         f"{tool} {step} round {r['round']}": (
             r[tool][step]["cpu"]["other"] / r[tool][step]["seconds"]
@@ -746,12 +770,20 @@ def compare(doc: dict[str, Any], earlier_file: Path) -> None:
     earlier = json.loads(earlier_file.read_text())
     print(
         f"\n  against {earlier_file} (Kafka {earlier.get('kafka_security', 'PLAINTEXT')},"
+        f" bulk records through {earlier.get('bulk_client', 'aiokafka')},"
         f" {earlier['image']['bytes'] // MIB} MiB image, {len(earlier['rounds'])} rounds):"
     )
     for step in ("backup", "restore"):
         now = statistics.median(r["ours"][step]["seconds"] for r in doc["rounds"])
         then = statistics.median(r["ours"][step]["seconds"] for r in earlier["rounds"])
         print(f"  {step:<8} {now:8.2f} s against {then:8.2f} s: {100 * (now / then - 1):+.1f}%")
+        if "cpu_seconds_per_gib" in earlier.get("summary", {}):
+            cpu_now = sum(doc["summary"]["cpu_seconds_per_gib"][step].values())
+            cpu_then = sum(earlier["summary"]["cpu_seconds_per_gib"][step].values())
+            print(
+                f"  {'':<8} CPU {cpu_now:6.2f} s/GiB against {cpu_then:6.2f} s/GiB:"
+                f" {100 * (cpu_now / cpu_then - 1):+.1f}%"
+            )
 
 
 def main() -> None:

@@ -10,6 +10,9 @@
 #   BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS   use that cluster instead of a local broker
 #   BLOCKFERRY_KAFKA_SECURITY=sasl_ssl    the local broker with TLS, SASL and ACLs, each
 #                     role its own principal
+#   BENCH_BULK_CLIENTS  the Kafka clients to carry bulk records, one pass of the rounds
+#                     each on the same broker and image (default "librdkafka"; e.g.
+#                     "librdkafka aiokafka" compares both in one run)
 #   BENCH_COMPARE     an earlier run's bench.json (keep a copy): print this run's times
 #                     relative to its (e.g. SASL_SSL against plaintext)
 # Each round backs up into its own fresh repository (r1, r2, ...), so no round
@@ -40,7 +43,7 @@ mkdir -p "$WORK"
 # A broker left running by an interrupted bench, then everything but a reusable image.
 if [[ -d "$WORK/kafka" ]]; then bash "$HERE/kafka.sh" down --data-dir "$WORK/kafka" >/dev/null 2>&1 || true; fi
 rm -rf "$WORK/kafka" "$WORK/repos" "$WORK/borg" "$WORK/restore" "$WORK/changed" "$WORK"/*.log \
-    "$WORK/bench.json"
+    "$WORK"/bench*.json
 
 # -- the image: deterministic, so it is kept between runs while size and generator match
 image="$WORK/disk.img"
@@ -84,29 +87,44 @@ BLOCKFERRY_KAFKA__TOPIC_PREFIX="bench$(date +%s)"
 export BLOCKFERRY_KAFKA__TOPIC_PREFIX
 mesh_kafka_up "$WORK/kafka" 19192
 
-echo "== creating $((2 * ROUNDS)) repositories (block size $BLOCK_KIB KiB), two per round, and r0 for the warm-up"
-repos=""
-for name in r0 $(for ((i = 1; i <= ROUNDS; i++)); do echo "r$i r${i}dc"; done); do
-    "$BIN/blockferry" --log-level WARNING repo init "$WORK/repos/$name" --block-size "$BLOCK_KIB" >/dev/null
-    "$BIN/blockferry" repo export-dedupe-key "$WORK/repos/$name" "$WORK/keys/$name.key" 2>/dev/null
-    repos+="${repos:+, }\"$name\": \"$WORK/repos/$name\""
-done
-export BLOCKFERRY_TARGET_MOVER__REPOSITORIES="{$repos}"
-mesh_acls r0 $(for ((i = 1; i <= ROUNDS; i++)); do echo "r$i r${i}dc"; done)
-
-echo "== starting the roles, each in its own process"
-mesh_roles_up "$WORK" 18091
-
-pids=()
-for role in "${MESH_ROLES[@]}"; do pids+=(--pid "$role=${ROLE_PIDS[$role]}"); done
-if [[ -n "$MESH_KAFKA_DIR" ]]; then
-    for f in "$MESH_KAFKA_DIR"/node-*/kafka.pid; do
-        node="${f%/kafka.pid}"
-        pids+=(--pid "kafka-${node##*/node-}=$(<"$f")")
+read -r -a clients <<<"${BENCH_BULK_CLIENTS:-librdkafka}"
+names="r0 $(for ((i = 1; i <= ROUNDS; i++)); do echo "r$i r${i}dc"; done)"
+previous=""
+for client in "${clients[@]}"; do
+    export BLOCKFERRY_KAFKA__BULK_CLIENT="$client"
+    rm -rf "$WORK/repos" "$WORK/borg" "$WORK/restore" "$WORK/changed" "$WORK/dedupe-index"
+    echo "== bulk records through $client: creating $((2 * ROUNDS)) repositories (block size $BLOCK_KIB KiB), two per round, and r0 for the warm-up"
+    repos=""
+    for name in $names; do
+        "$BIN/blockferry" --log-level WARNING repo init "$WORK/repos/$name" --block-size "$BLOCK_KIB" >/dev/null
+        "$BIN/blockferry" repo export-dedupe-key "$WORK/repos/$name" "$WORK/keys/$name.key" 2>/dev/null
+        repos+="${repos:+, }\"$name\": \"$WORK/repos/$name\""
     done
-fi
-"$BIN/python" "$HERE/bench.py" --work "$WORK" --image "$image" --rounds "$ROUNDS" \
-    --mesh "each role its own process (blockferry run ROLE)" "${pids[@]}"
+    export BLOCKFERRY_TARGET_MOVER__REPOSITORIES="{$repos}"
+    # shellcheck disable=SC2086
+    mesh_acls $names
+
+    echo "== starting the roles, each in its own process"
+    mesh_roles_up "$WORK" 18091
+
+    pids=()
+    for role in "${MESH_ROLES[@]}"; do pids+=(--pid "$role=${ROLE_PIDS[$role]}"); done
+    if [[ -n "$MESH_KAFKA_DIR" ]]; then
+        for f in "$MESH_KAFKA_DIR"/node-*/kafka.pid; do
+            node="${f%/kafka.pid}"
+            pids+=(--pid "kafka-${node##*/node-}=$(<"$f")")
+        done
+    fi
+    BENCH_COMPARE="${previous:-${BENCH_COMPARE:-}}" "$BIN/python" "$HERE/bench.py" --work "$WORK" \
+        --image "$image" --rounds "$ROUNDS" --mesh "each role its own process (blockferry run ROLE)" "${pids[@]}"
+    mesh_roles_down
+    if ((${#clients[@]} > 1)); then
+        cp "$WORK/bench.json" "$WORK/bench-$client.json"
+        previous="$WORK/bench-$client.json"
+    fi
+    # the next pass's topics, so its broker starts as empty as this one's did
+    BLOCKFERRY_KAFKA__TOPIC_PREFIX="bench$(date +%s)"
+done
 
 # The bulky leftovers (Kafka's logs, repositories, restores: tens of GiB at 4 GiB) go;
 # the reusable image, bench.json and the role logs stay. BENCH_KEEP=1 keeps everything.

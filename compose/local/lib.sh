@@ -10,6 +10,7 @@
 #                               PORT, PORT+1, …, logs LOGDIR/ROLE.log; waits until every
 #                               role is ready; fills ROLE_PIDS (role -> pid), exports
 #                               BLOCKFERRY_API_URL (the orchestrator's port)
+#   mesh_roles_down             stop the roles by pid (the broker keeps running)
 #   mesh_stop                   stop the roles by pid, then the broker mesh_kafka_up started
 #   mesh_stop_on_exit           run mesh_stop when the script ends, also on Ctrl-C or SIGTERM
 #
@@ -82,7 +83,7 @@ mesh_stop_on_exit() {
     trap 'exit 143' TERM
 }
 
-mesh_stop() {
+mesh_roles_down() {
     local pid _
     for pid in "${ROLE_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${ROLE_PIDS[@]}"; do
@@ -91,6 +92,10 @@ mesh_stop() {
         wait "$pid" 2>/dev/null || true
     done
     ROLE_PIDS=()
+}
+
+mesh_stop() {
+    mesh_roles_down
     if [[ -n "$MESH_KAFKA_DIR" ]]; then
         bash "$MESH_LIB_DIR/kafka.sh" down --data-dir "$MESH_KAFKA_DIR" >/dev/null
         MESH_KAFKA_DIR=""

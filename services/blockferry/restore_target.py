@@ -28,6 +28,7 @@ import logging
 import os
 import secrets
 import stat
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -117,7 +118,8 @@ def check_destination(dest: Path, *, force: bool) -> os.stat_result | None:
 
 
 class DiskWriter:
-    """Writes the blocks of one disk, in any order, then commits or aborts.
+    """Writes the blocks of one disk, in any order and from several threads at once
+    (each block from one), then commits or aborts.
 
     Every block must be given once, with :meth:`write_block` or
     :meth:`write_zeros`, before :meth:`commit`. Use as a context manager: leaving
@@ -145,6 +147,7 @@ class DiskWriter:
         self._written = bytearray(self._count)
         self._zeros = b""
         self._committed = False
+        self._counting = threading.Lock()
 
     @classmethod
     def open(cls, dest: Path, disk_size: int, *, block_size: int, force: bool) -> DiskWriter:
@@ -236,7 +239,8 @@ class DiskWriter:
             )
         if self.is_device or not is_zero(data):
             self._pwrite(fd, data, index * self.block_size)
-            self.bytes_written += len(data)
+            with self._counting:
+                self.bytes_written += len(data)
         self._written[index] = 1
 
     def write_zeros(self, index: int) -> None:
@@ -249,7 +253,8 @@ class DiskWriter:
             if len(self._zeros) < length:
                 self._zeros = bytes(self.block_size)
             self._pwrite(fd, memoryview(self._zeros)[:length], index * self.block_size)
-            self.bytes_written += length
+            with self._counting:
+                self.bytes_written += length
         self._written[index] = 1
 
     def commit(self) -> None:

@@ -55,7 +55,7 @@ def test_blocks_wholly_in_holes_are_not_read(
         found = asyncio.run(source.zero_blocks())
     finally:
         asyncio.run(source.close())
-    assert found == zero_blocks
+    assert set(found) == zero_blocks
     with open(path, "rb") as f:
         ranges = list(data_ranges(f.fileno(), size))
     assert all(0 <= start < end <= size for start, end in ranges)

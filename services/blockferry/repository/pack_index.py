@@ -18,6 +18,7 @@ import blake3
 
 from blockferry.core.blocks import checksum
 from blockferry.core.errors import BlockferryError, CorruptionError
+from blockferry.repository.digest_map import DigestMap
 from blockferry.repository.files import is_temporary, list_dir, read_file, storage_error
 from blockferry.repository.ids import PACK_ID_BYTES, is_pack_id
 from blockferry.repository.layout import INDEX_SUFFIX, parse_quarantine_name
@@ -106,7 +107,7 @@ def list_quarantined(quarantine_dir: Path) -> set[tuple[str, bytes]]:
 
 
 def _put(
-    entries: dict[bytes, PackEntry],
+    entries: DigestMap,
     pack_id: str,
     pack_entries: list[PackEntry],
     quarantined: set[tuple[str, bytes]],
@@ -115,11 +116,12 @@ def _put(
     located already keeps its copy."""
     for entry in pack_entries:
         if (pack_id, entry.digest) not in quarantined:
-            entries.setdefault(entry.digest, entry)
+            entries.setdefault(entry)
 
 
 class PackIndex:
-    """The in-memory map digest -> :class:`PackEntry`, loaded from ``index/``.
+    """The in-memory map digest -> :class:`PackEntry` (a :class:`DigestMap`, about 100
+    bytes a chunk), loaded from ``index/``.
 
     Each index file is read once; :meth:`refresh` lists the directory and reads
     only files it has not seen, so it is cheap to call often. A damaged or
@@ -138,7 +140,7 @@ class PackIndex:
         self._dir = index_dir
         self._quarantine_dir = quarantine_dir
         self._read_pack_entries = read_pack_entries
-        self._entries: dict[bytes, PackEntry] = {}
+        self._entries = DigestMap()
         self._packs: set[str] = set()
         self._quarantined: set[tuple[str, bytes]] = set()
         self._lock = threading.Lock()
@@ -155,7 +157,7 @@ class PackIndex:
         return frozenset(self._packs)
 
     def locate(self, digest: bytes) -> PackEntry | None:
-        """Where the chunk with ``digest`` is, or None; a dictionary lookup."""
+        """Where the chunk with ``digest`` is, or None; a hash table lookup."""
         if not self._loaded:
             self._ensure_loaded()
         return self._entries.get(digest)
@@ -192,9 +194,11 @@ class PackIndex:
             present = list_index_files(self._dir)
             quarantined = list_quarantined(self._quarantine_dir)
             rebuild = rebuild or bool(self._packs - present or quarantined - self._quarantined)
-            entries = {} if rebuild else self._entries
+            entries = DigestMap() if rebuild else self._entries
             packs: set[str] = set() if rebuild else self._packs
-            for pack_id in sorted(present - packs):
+            new = sorted(present - packs)
+            entries.reserve(sum(self._entry_count(pack_id) for pack_id in new))
+            for pack_id in new:
                 _put(entries, pack_id, self._load(pack_id), quarantined)
                 packs.add(pack_id)
             self._entries, self._packs, self._quarantined = entries, packs, quarantined
@@ -203,6 +207,14 @@ class PackIndex:
     def _ensure_loaded(self) -> None:
         if not self._loaded:
             self.refresh()
+
+    def _entry_count(self, pack_id: str) -> int:
+        """How many entries a pack's index file holds, by its size (0 if unknown)."""
+        try:
+            size = (self._dir / f"{pack_id}{INDEX_SUFFIX}").stat().st_size
+        except OSError:
+            return 0
+        return max(0, size - INDEX_HEADER.size) // FOOTER_ENTRY.size
 
     def _load(self, pack_id: str) -> list[PackEntry]:
         path = self._dir / f"{pack_id}{INDEX_SUFFIX}"

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from blockferry import changed_ranges
 from blockferry.core import blocks
+from blockferry.core.block_set import BlockSet
 from blockferry.core.errors import BlockferryError, RecordError, SessionError, SourceError
 from blockferry.mesh import Mesh
 from blockferry.source_mover import changes, qcow2
@@ -147,7 +148,7 @@ class BackupRun:
             )
         self._unacked: deque[asyncio.Future[Any]] = deque()
         self._parent: ParentIndex | None = None
-        self._to_read: set[int] | None = None
+        self._to_read: BlockSet | None = None
         """Blocks a trusted changed-ranges map or dirty bitmap names; None: every block."""
         self.counters = BackupCounters()
         self.tracking = changes.FULL
@@ -234,7 +235,7 @@ class BackupRun:
                 self._to_read = wanted
                 self.tracking = changes.CHANGED_RANGES
 
-    async def _changed_ranges(self, source: DiskSource) -> tuple[set[int] | None, str]:
+    async def _changed_ranges(self, source: DiskSource) -> tuple[BlockSet | None, str]:
         """The blocks the operator's changed-ranges map names, or None and why not."""
         assert self._parent is not None
         ref = self._task.changed_ranges_pages
@@ -287,7 +288,7 @@ class BackupRun:
         if self._to_read is not None:
             self.counters.blocks_skipped = source.blocks - len(self._to_read)
             self.counters.blocks_done += self.counters.blocks_skipped  # progress counts them
-            indexes = iter(sorted(i for i in self._to_read if i >= start_block))
+            indexes = self._to_read.iter_from(start_block)
         next_index = next(indexes, None)
         zero = await source.zero_blocks()
         throttle = Throttle(self._config.read_limit_mib_s * 1024 * 1024)
@@ -321,7 +322,7 @@ class BackupRun:
         return extent_records
 
     async def _settle(
-        self, source: DiskSource, window: list[int], zero: set[int]
+        self, source: DiskSource, window: list[int], zero: BlockSet
     ) -> list[PreparedBlock]:
         """Read and digest a window's blocks, look their new digests up, compress the
         unknown ones. A file's blocks are read in one pool call per worker, not one per

@@ -11,8 +11,11 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from blockferry.core import blocks
+from blockferry.core.block_set import BlockSet
+from blockferry.core.digest_table import DigestSet
 from blockferry.core.errors import SessionError
 from blockferry.mesh import Mesh
+from blockferry.repository.fixed_index import DigestArray
 from blockferry.transport.commands import FIXED_INDEX, FixedIndexArguments
 from blockferry.transport.mailbox import Mailbox, next_record
 from blockferry.transport.records import FixedIndexPage, Reply
@@ -31,13 +34,21 @@ class ParentIndex:
 
     restore_point: str
     disk_size: int
-    digests: list[bytes]
+    digests: DigestArray
+    """32 bytes a block, no object per block."""
     block_size: int = 0
-    known: set[bytes] = field(init=False)
+    known: DigestSet = field(init=False)
     """Every non-zero digest of the parent: such a block need not be sent again."""
 
     def __post_init__(self) -> None:
-        self.known = set(self.digests) - {blocks.ZERO_DIGEST}
+        self.known = DigestSet(
+            (d for d in self.digests if d != blocks.ZERO_DIGEST), expected=len(self.digests)
+        )
+
+    def nonzero_blocks(self) -> BlockSet:
+        """The blocks the parent holds data for."""
+        zero = blocks.ZERO_DIGEST
+        return BlockSet(len(self.digests), (i for i, d in enumerate(self.digests) if d != zero))
 
     def digest(self, index: int) -> bytes | None:
         return self.digests[index] if index < len(self.digests) else None
@@ -71,10 +82,9 @@ async def fetch_fixed_index(
             pages.append(f.digests)
             if f.last:
                 data = b"".join(pages)
-                digests = [
-                    data[i : i + blocks.DIGEST_SIZE]
-                    for i in range(0, len(data), blocks.DIGEST_SIZE)
-                ]
+                if len(data) % blocks.DIGEST_SIZE:
+                    raise SessionError(f"fixed index of {restore_point}: a digest is cut short")
+                digests = DigestArray(data)
                 return ParentIndex(restore_point, f.disk_size, digests, f.block_size)
     finally:
         replies.close(command_id)
@@ -85,7 +95,7 @@ async def blocks_in_pages(
     parent: ParentIndex,
     disk_size: int,
     block_size: int,
-) -> tuple[set[int] | None, str]:
+) -> tuple[BlockSet | None, str]:
     """The blocks a changed-ranges map read page by page names (see
     :mod:`blockferry.changed_ranges`), or None and why it cannot be trusted: a map since
     another restore point than the parent, or one that does not fit the disk. A page
@@ -106,7 +116,7 @@ class RangeBlocks:
         self._parent = parent
         self._disk_size = disk_size
         self._block_size = block_size
-        self.wanted: set[int] = set()
+        self.wanted = BlockSet(blocks.block_count(disk_size, block_size))
 
     @staticmethod
     def not_since(since: object, parent: ParentIndex) -> str:
@@ -131,7 +141,5 @@ class RangeBlocks:
                     f" beyond the disk's {disk_size}"
                 )
             if length:
-                self.wanted.update(
-                    range(offset // block_size, (offset + length - 1) // block_size + 1)
-                )
+                self.wanted.add_range(offset // block_size, (offset + length - 1) // block_size + 1)
         return ""

@@ -8,6 +8,7 @@ import stat
 from concurrent.futures import Executor
 from pathlib import Path
 
+from blockferry.core.block_set import BlockSet
 from blockferry.core.blocks import block_count
 from blockferry.core.errors import SourceError
 from blockferry.source_mover.nbd import NbdDisk
@@ -56,18 +57,18 @@ class FileSource:
             )
         return data
 
-    async def zero_blocks(self) -> set[int]:
+    async def zero_blocks(self) -> BlockSet:
         """Blocks lying wholly in holes of a sparse file (SEEK_DATA/SEEK_HOLE): they read
         as zeros, so they need no reading. Empty where the file system cannot tell."""
-        zero: set[int] = set()
+        zero = BlockSet(self.blocks)
         hole = 0  # where the hole before the next data range begins
         try:
             for start, end in data_ranges(self._fd, self.size):
-                zero.update(range(-(-hole // self.block_size), start // self.block_size))
+                zero.add_range(-(-hole // self.block_size), start // self.block_size)
                 hole = end
         except OSError:  # no hole reporting here: read everything
-            return set()
-        zero.update(range(-(-hole // self.block_size), self.blocks))
+            return BlockSet(self.blocks)
+        zero.add_range(-(-hole // self.block_size), self.blocks)
         return zero
 
     async def close(self) -> None:
@@ -111,23 +112,23 @@ class NbdSource:
         offset = index * self.block_size
         return await self._disk.read(offset, min(self.block_size, self.size - offset))
 
-    async def zero_blocks(self) -> set[int]:
+    async def zero_blocks(self) -> BlockSet:
         """Blocks the export says read as zeros (base:allocation): they need no reading."""
-        zero: set[int] = set()
+        zero = BlockSet(self.blocks)
         for extent in await self._disk.allocation(0, self.size):
             if extent.zero:
                 first = -(-extent.offset // self.block_size)
                 end = extent.end // self.block_size if extent.end < self.size else self.blocks
-                zero.update(range(first, end))
+                zero.add_range(first, end)
         return zero
 
-    async def dirty_blocks(self) -> set[int]:
+    async def dirty_blocks(self) -> BlockSet:
         """Blocks the dirty bitmap marks as written since it was added."""
-        dirty: set[int] = set()
+        dirty = BlockSet(self.blocks)
         for extent in await self._disk.dirty(0, self.size):
             if extent.dirty:
-                dirty.update(
-                    range(extent.offset // self.block_size, (extent.end - 1) // self.block_size + 1)
+                dirty.add_range(
+                    extent.offset // self.block_size, (extent.end - 1) // self.block_size + 1
                 )
         return dirty
 

@@ -48,11 +48,12 @@ import functools
 import uuid
 from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from pathlib import Path
 
 from blockferry import failpoints
 from blockferry.core import blocks
+from blockferry.core.block_set import BlockSet
 from blockferry.core.errors import CorruptionError, SessionError
 from blockferry.failpoints import Point
 from blockferry.mesh import Mesh
@@ -175,6 +176,10 @@ class RestoreRun:
         session = self._task.session_id
         writer: DiskWriter | None = None
         stream: RestoreStream | None = None
+        writes: deque[tuple[int, Future[None]]] = deque()
+        """Blocks being checked and written in the pool, ``workers`` at most: the
+        checksum, decompression, digest and write of a block run in parallel with the
+        next ones (zstd and blake3 let go of the interpreter lock)."""
         loop = asyncio.get_running_loop()
         try:
             # refuse a destination before the target side reads and streams anything
@@ -196,7 +201,7 @@ class RestoreRun:
                 self._task.disk,
                 RESTORE_IDLE_TIMEOUT_S,
             )
-            expected = {i for i, d in enumerate(fidx.digests) if d != blocks.ZERO_DIGEST}
+            expected = fidx.nonzero_blocks()
             stream = await RestoreStream.open(
                 self._mesh, self._mesh.topics.restore(self._task.repository), session
             )
@@ -214,7 +219,8 @@ class RestoreRun:
                 RESTORE_IDLE_TIMEOUT_S,
             )
             throttle = Throttle(self._config.write_limit_mib_s * 1024 * 1024)
-            received: set[int] = set()
+            received = BlockSet(len(fidx.digests))
+            """The blocks written or being written."""
             while True:
                 record = await stream.next(RESTORE_IDLE_TIMEOUT_S)
                 if record.attempt_id != self.attempt_id:
@@ -236,24 +242,26 @@ class RestoreRun:
                 elif isinstance(record, RestoreBlock):
                     if writer is None:
                         raise SessionError(f"restore {session}: block before start of stream")
-                    index = record.block
-                    if index in received:
+                    if record.block in received:
                         self.counters["blocks_duplicate"] += 1
                         continue
                     self._check_position(fidx, record)
                     await throttle.take(record.plain_size)
-                    await loop.run_in_executor(self._pool, self._write, writer, record)
-                    received.add(index)
-                    self.counters["blocks_written"] = len(received)
-                    self.counters["blocks_done"] = len(received)
-                    self.counters["bytes_written"] += record.plain_size
-                    self._metrics.bytes.labels("restored").inc(record.plain_size)
+                    received.add(record.block)
+                    writes.append(
+                        (record.plain_size, self._pool.submit(self._write, writer, record))
+                    )
+                    while len(writes) >= self._config.workers:
+                        await self._written(*writes.popleft())
                 else:
                     if record.error:
                         raise SessionError(f"restore {session}: {record.error}")
                     if writer is None:
                         raise SessionError(f"restore {session}: end before start of stream")
-                    holes = self._holes(fidx, expected - received, set(record.damaged))
+                    while writes:
+                        await self._written(*writes.popleft())
+                    missing = set(received.missing(expected))
+                    holes = self._holes(fidx, missing, set(record.damaged))
                     await loop.run_in_executor(self._pool, _finish, writer, received)
                     writer = None
                     self.counters["blocks_done"] = self.counters["blocks_total"]
@@ -262,8 +270,20 @@ class RestoreRun:
         finally:
             if stream is not None:
                 await stream.close()
+            # a write still running ends before its file is aborted
+            running = [asyncio.wrap_future(w) for _, w in writes if not w.done()]
+            if running:
+                await asyncio.wait(running)
             if writer is not None:
                 await loop.run_in_executor(self._pool, writer.abort)
+
+    async def _written(self, size: int, write: Future[None]) -> None:
+        """Wait for a block's write (raising its error), then count it."""
+        await asyncio.wrap_future(write)
+        self.counters["blocks_written"] += 1
+        self.counters["blocks_done"] += 1
+        self.counters["bytes_written"] += size
+        self._metrics.bytes.labels("restored").inc(size)
 
     def _check_not_superseded(self, record: RestoreStart | RestoreBlock | RestoreEnd) -> None:
         """Another attempt's record is ignored, unless it starts a newer attempt."""
@@ -350,7 +370,7 @@ class RestoreRun:
         failpoints.reached(Point.RESTORE_BLOCK_WRITTEN)
 
 
-def _finish(writer: DiskWriter, received: set[int]) -> None:
+def _finish(writer: DiskWriter, received: BlockSet) -> None:
     """Every block not received is a zero block (checked before): holes in a file,
     zeros on a device."""
     for index in range(writer.block_count):

@@ -1,0 +1,53 @@
+"""Block sets as bitmaps behave as sets of block numbers, at a bit a block."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from blockferry.core.block_set import BlockSet
+
+
+def test_it_holds_what_a_set_would() -> None:
+    rng = random.Random(1)
+    count = 5000
+    found, expected = BlockSet(count), set()
+    for _ in range(300):
+        start = rng.randrange(count)
+        stop = start + rng.choice([0, 1, 7, 8, 9, 64, 200])
+        if rng.random() < 0.5:
+            found.add(start)
+            expected.add(start)
+        else:
+            found.add_range(start, stop)
+            expected.update(range(start, min(stop, count)))
+    assert list(found) == sorted(expected)
+    assert len(found) == len(expected)
+    assert all((n in found) == (n in expected) for n in range(-3, count + 3))
+    assert list(found.iter_from(2500)) == sorted(n for n in expected if n >= 2500)
+    everything = BlockSet(count, range(count))
+    assert found.missing(everything) == sorted(set(range(count)) - expected)
+
+
+def test_ranges_overlapping_what_is_there_count_once() -> None:
+    blocks = BlockSet(100, [3, 17, 40])
+    blocks.add_range(0, 64)
+    blocks.add_range(10, 20)
+    assert len(blocks) == 64
+    assert list(blocks) == list(range(64))
+
+
+def test_a_block_beyond_the_disk_is_refused() -> None:
+    blocks = BlockSet(10)
+    with pytest.raises(IndexError):
+        blocks.add(10)
+    blocks.add_range(8, 100)  # a range is cut to the disk
+    assert list(blocks) == [8, 9]
+
+
+def test_a_big_disk_costs_a_bit_a_block() -> None:
+    blocks = BlockSet(4 * 262144)  # 1 TiB in 256 KiB blocks
+    blocks.add_range(0, 4 * 262144)
+    assert len(blocks) == 4 * 262144
+    assert len(blocks._bits) == 4 * 262144 // 8
