@@ -21,6 +21,7 @@ from blockferry.repository import PackWriter
 from blockferry.transport.codec import unsigned64
 from blockferry.transport.kafka import Partition, Record
 from blockferry.transport.records import Chunk
+from blockferry.transport.topics import MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +52,22 @@ class _Rebalance:
             await self._intake.refresh_index()
 
 
+INTAKE_FETCH_BYTES = 2 * MAX_RECORD_BYTES
+"""What one fetch of the chunk consumer brings, and what it keeps fetched ahead: the
+consumer's share of the target mover's memory (a fetch's buffer lives until the last
+of its records is handled)."""
+
+
 class ChunkIntake:
     """The chunk consumer of one repository on one target-side instance."""
 
     def __init__(self, ctx: IngestContext) -> None:
         self._ctx = ctx
         self._consumer = ctx.mesh.bulk_consumer(
-            f"chunks-{ctx.name}", group=f"{ctx.name}.target", check_crcs=False
+            f"chunks-{ctx.name}",
+            group=f"{ctx.name}.target",
+            check_crcs=False,  # chunks carry their own checksum
+            fetch_max_bytes=INTAKE_FETCH_BYTES,
         )
         self._open: dict[Partition, OpenPack] = {}
         self._done: dict[Partition, int] = {}
