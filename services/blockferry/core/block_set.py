@@ -40,6 +40,8 @@ class BlockSet:
     def add_range(self, start: int, stop: int) -> None:
         """Add blocks ``start`` up to ``stop`` (excluded), whole bytes at a time."""
         start, stop = max(start, 0), min(stop, self.count)
+        if start >= stop:  # an empty range (a zero extent within one block, say)
+            return
         block = start
         while block < stop and block & 7:
             self.add(block)

@@ -38,6 +38,15 @@ def test_ranges_overlapping_what_is_there_count_once() -> None:
     assert list(blocks) == list(range(64))
 
 
+def test_an_empty_or_reversed_range_adds_nothing() -> None:
+    blocks = BlockSet(64)
+    blocks.add_range(8, 7)  # a zero extent inside block 7: ceil(start) > floor(end)
+    blocks.add_range(20, 20)
+    blocks.add_range(40, 3)
+    assert list(blocks) == []
+    assert len(blocks) == 0
+
+
 def test_a_block_beyond_the_disk_is_refused() -> None:
     blocks = BlockSet(10)
     with pytest.raises(IndexError):
