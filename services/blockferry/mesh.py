@@ -8,7 +8,13 @@ from typing import Any
 
 from blockferry.settings import CommonSettings
 from blockferry.transport.codec import Codec
-from blockferry.transport.kafka import Producer, RecordConsumer, RecordProducer, ensure_topics
+from blockferry.transport.kafka import (
+    ConsumerOptions,
+    Producer,
+    RecordConsumer,
+    RecordProducer,
+    ensure_topics,
+)
 from blockferry.transport.mailbox import Mailbox
 from blockferry.transport.native import NativeConsumer, NativeProducer
 from blockferry.transport.records import RepositoryInfo
@@ -95,16 +101,17 @@ class Mesh:
     def _consumer_options(
         self, name: str, group: str | None, kwargs: dict[str, Any]
     ) -> dict[str, Any]:
+        kwargs.setdefault("request_timeout_ms", self.settings.kafka.request_timeout_ms)
+        kwargs.setdefault("security", self.security)
         return {
             "bootstrap": self.bootstrap,
             "codec": self.codec,
             "producer": self.producer,
             "dead_letter_topic": self.topics.dead_letter,
             "client_id": f"{self.client_id}-{name}",
-            "group_id": None if group is None else f"{self.topics.prefix}.{group}",
-            "request_timeout_ms": self.settings.kafka.request_timeout_ms,
-            "security": self.security,
-            **kwargs,
+            "options": ConsumerOptions(
+                group_id=None if group is None else f"{self.topics.prefix}.{group}", **kwargs
+            ),
         }
 
     def mailbox(self, name: str, topic: str, field: str) -> Mailbox:

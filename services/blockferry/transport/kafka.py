@@ -355,45 +355,21 @@ async def _describe_topics(
     return {name: TopicState(name, replication[name], configs.get(name, {})) for name in names}
 
 
-class Producer(Protocol):
-    """What roles produce records through (:class:`RecordProducer`, or librdkafka's
-    :class:`~blockferry.transport.native.NativeProducer` for bulk records)."""
+class Outgoing(NamedTuple):
+    """An encoded record to produce, and what producing it is, for errors."""
 
-    codec: Codec
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def send(
-        self,
-        topic: str,
-        message: Message | None,
-        key: bytes | str | None = None,
-        partition: int | None = None,
-    ) -> asyncio.Future[Any]:
-        """Queue a record; await the result for its ack."""
-        ...
-
-    async def send_and_wait(
-        self, topic: str, message: Message | None, key: bytes | str | None = None
-    ) -> None: ...
-
-    async def flush(self) -> None: ...
+    topic: str
+    value: bytes | None
+    key: bytes | None
+    partition: int | None
+    what: str
 
 
-def record_key(key: bytes | str | None) -> bytes | None:
-    """A record key as bytes (a string key is UTF-8)."""
-    return key.encode() if isinstance(key, str) else key
-
-
-class RecordProducer:
-    """Encodes and produces records; idempotent, acks from all in-sync replicas.
-
-    While Kafka is unavailable (see :data:`UNAVAILABLE`) sending waits and tries again
-    rather than failing: a record whose delivery failed so is sent again, after records
-    sent since (consumers are idempotent and do not rely on order across a retry).
-    """
+class Producer:
+    """Encodes and produces records, idempotent, with acks from all in-sync replicas:
+    the base of :class:`RecordProducer` (aiokafka) and librdkafka's
+    :class:`~blockferry.transport.native.NativeProducer` (bulk records). A subclass
+    makes its client in :meth:`_make_client` and queues records in :meth:`_send`."""
 
     def __init__(
         self,
@@ -404,9 +380,66 @@ class RecordProducer:
         security: KafkaSecurity | None = None,
     ) -> None:
         self.codec = codec
+        self._client_id = client_id
+        self._make_client(bootstrap, request_timeout_ms, security)
+
+    def _make_client(
+        self, bootstrap: str, request_timeout_ms: int, security: KafkaSecurity | None
+    ) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def flush(self) -> None:
+        """Wait until every record queued so far is acknowledged."""
+        raise NotImplementedError
+
+    async def send(
+        self,
+        topic: str,
+        message: Message | None,
+        key: bytes | str | None = None,
+        partition: int | None = None,
+    ) -> asyncio.Future[Any]:
+        """Queue a record (``message`` None is a tombstone); await the result for its ack
+        (it raises TransportError for a failure other than Kafka being unavailable)."""
+        value = None if message is None else self.codec.encode(message)
+        what = f"producing {type(message).__name__ if message else 'a tombstone'} to {topic}"
+        return await self._send(Outgoing(topic, value, record_key(key), partition, what))
+
+    async def _send(self, record: Outgoing) -> asyncio.Future[Any]:
+        raise NotImplementedError
+
+    async def send_and_wait(
+        self, topic: str, message: Message | None, key: bytes | str | None = None
+    ) -> None:
+        """Produce a record and wait until the broker acknowledged it."""
+        await (await self.send(topic, message, key))
+
+
+def record_key(key: bytes | str | None) -> bytes | None:
+    """A record key as bytes (a string key is UTF-8)."""
+    return key.encode() if isinstance(key, str) else key
+
+
+class RecordProducer(Producer):
+    """Produces records through aiokafka.
+
+    While Kafka is unavailable (see :data:`UNAVAILABLE`) sending waits and tries again
+    rather than failing: a record whose delivery failed so is sent again, after records
+    sent since (consumers are idempotent and do not rely on order across a retry).
+    """
+
+    def _make_client(
+        self, bootstrap: str, request_timeout_ms: int, security: KafkaSecurity | None
+    ) -> None:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
-            client_id=client_id,
+            client_id=self._client_id,
             acks="all",
             enable_idempotence=True,
             max_request_size=MAX_RECORD_BYTES,
@@ -425,22 +458,12 @@ class RecordProducer:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def send(
-        self,
-        topic: str,
-        message: Message | None,
-        key: bytes | str | None = None,
-        partition: int | None = None,
-    ) -> asyncio.Future[Any]:
-        """Queue a record (``message`` None is a tombstone); await the result for its ack
-        (it raises TransportError for a failure other than Kafka being unavailable)."""
-        value = None if message is None else self.codec.encode(message)
-        raw_key = record_key(key)
-        what = f"producing {type(message).__name__ if message else 'a tombstone'} to {topic}"
+    async def _send(self, record: Outgoing) -> asyncio.Future[Any]:
+        what = record.what
 
         async def enqueue() -> asyncio.Future[Any]:
             future: asyncio.Future[Any] = await self._producer.send(
-                topic, value, key=raw_key, partition=partition
+                record.topic, record.value, key=record.key, partition=record.partition
             )
             return future
 
@@ -458,12 +481,6 @@ class RecordProducer:
                 future = await waiting(what, enqueue)
 
         return asyncio.ensure_future(acked(await waiting(what, enqueue)))
-
-    async def send_and_wait(
-        self, topic: str, message: Message | None, key: bytes | str | None = None
-    ) -> None:
-        """Produce a record and wait until the broker acknowledged it."""
-        await (await self.send(topic, message, key))
 
     async def partitions_for(self, topic: str) -> set[int]:
         return set(
@@ -484,17 +501,52 @@ class RawRecord(NamedTuple):
     value: bytes | None
 
 
+@dataclass(frozen=True)
+class ConsumerOptions:
+    """How a consumer of either client reads.
+
+    Args:
+        group_id: the consumer group, or None for a consumer that is assigned
+            partitions itself (and never commits).
+        check_crcs: verify Kafka's CRC of each batch; off only for records that carry
+            their own checksum over their payload (chunks, restore blocks).
+        fetch_max_bytes: the most one fetch brings (a record larger than this still
+            comes, alone), and what the consumer keeps fetched ahead: beyond the
+            records handed out, what it holds.
+    """
+
+    group_id: str | None = None
+    auto_offset_reset: str = "earliest"
+    max_poll_interval_ms: int = 300000
+    metadata_max_age_ms: int = 300000
+    check_crcs: bool = True
+    fetch_max_bytes: int = 4 * MAX_RECORD_BYTES
+    request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS
+    security: KafkaSecurity | None = None
+
+
 class DecodingConsumer:
     """What both clients' consumers share: decoding, and setting aside on the
-    dead-letter topic what cannot be decoded or is refused."""
+    dead-letter topic what cannot be decoded or is refused. A subclass makes its
+    client in :meth:`_make_client`."""
 
     def __init__(
-        self, codec: Codec, producer: Producer, dead_letter_topic: str, client_id: str
+        self,
+        bootstrap: str,
+        codec: Codec,
+        producer: Producer,
+        dead_letter_topic: str,
+        client_id: str,
+        options: ConsumerOptions | None = None,
     ) -> None:
         self.codec = codec
         self._producer = producer
         self._dead_letter_topic = dead_letter_topic
         self._client_id = client_id
+        self._make_client(bootstrap, options or ConsumerOptions())
+
+    def _make_client(self, bootstrap: str, options: ConsumerOptions) -> None:
+        raise NotImplementedError
 
     async def poll(self, timeout_ms: int = 200, max_records: int = 64) -> list[Record]:
         """The records that arrive within ``timeout_ms``, decoded."""
@@ -544,52 +596,26 @@ class DecodingConsumer:
 
 
 class RecordConsumer(DecodingConsumer):
-    """Consumes and decodes records; undecodable ones go to the dead-letter topic.
+    """Consumes and decodes records through aiokafka; undecodable ones go to the
+    dead-letter topic."""
 
-    Args:
-        group_id: the consumer group, or None for a consumer that is assigned
-            partitions itself (and never commits).
-        check_crcs: verify Kafka's CRC of each batch; off only for records that carry
-            their own checksum over their payload (chunks, restore blocks).
-        fetch_max_bytes: the most one fetch brings (a record larger than this still
-            comes, alone): with one partition assigned, what the consumer holds beyond
-            the records handed out.
-        listener: told of rebalances (flush, then commit, on revocation).
-    """
-
-    def __init__(
-        self,
-        bootstrap: str,
-        codec: Codec,
-        producer: Producer,
-        dead_letter_topic: str,
-        client_id: str,
-        group_id: str | None = None,
-        auto_offset_reset: str = "earliest",
-        max_poll_interval_ms: int = 300000,
-        metadata_max_age_ms: int = 300000,
-        check_crcs: bool = True,
-        fetch_max_bytes: int = 4 * MAX_RECORD_BYTES,
-        request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
-        security: KafkaSecurity | None = None,
-    ) -> None:
-        super().__init__(codec, producer, dead_letter_topic, client_id)
+    def _make_client(self, bootstrap: str, options: ConsumerOptions) -> None:
         self._kafka = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
-            client_id=client_id,
-            group_id=group_id,
+            client_id=self._client_id,
+            group_id=options.group_id,
             enable_auto_commit=False,
-            auto_offset_reset=auto_offset_reset,
+            auto_offset_reset=options.auto_offset_reset,
             max_partition_fetch_bytes=MAX_RECORD_BYTES,
-            fetch_max_bytes=fetch_max_bytes,
-            max_poll_interval_ms=max_poll_interval_ms,
+            fetch_max_bytes=options.fetch_max_bytes,
+            max_poll_interval_ms=options.max_poll_interval_ms,
             session_timeout_ms=10000,
             heartbeat_interval_ms=3000,
             isolation_level="read_committed",
-            metadata_max_age_ms=metadata_max_age_ms,
-            check_crcs=check_crcs,
-            request_timeout_ms=request_timeout_ms,
-            **client_options(security),
+            metadata_max_age_ms=options.metadata_max_age_ms,
+            check_crcs=options.check_crcs,
+            request_timeout_ms=options.request_timeout_ms,
+            **client_options(options.security),
         )
 
     async def start(

@@ -29,21 +29,19 @@ from confluent_kafka.aio import AIOConsumer
 
 from blockferry.core.errors import TransportError
 from blockferry.settings import KafkaSecurity
-from blockferry.transport.codec import Codec
 from blockferry.transport.kafka import (
-    DEFAULT_REQUEST_TIMEOUT_MS,
+    ConsumerOptions,
     DecodingConsumer,
+    Outgoing,
     Partition,
     Producer,
     RawRecord,
     RebalanceListener,
     Record,
     librdkafka_options,
-    record_key,
     shard_of,
     waiting,
 )
-from blockferry.transport.records import Message as Model
 from blockferry.transport.topics import MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
@@ -84,8 +82,8 @@ def _common(bootstrap: str, client_id: str, security: KafkaSecurity | None) -> d
     }
 
 
-class NativeProducer:
-    """Encodes and produces records through librdkafka (see :class:`~.kafka.Producer`).
+class NativeProducer(Producer):
+    """Produces records through librdkafka.
 
     A thread serves delivery reports and settles each record's future on the loop.
     ``message.timeout.ms`` is infinite: while Kafka is unavailable a record waits in the
@@ -93,19 +91,12 @@ class NativeProducer:
     size, a fatal producer error) and raises TransportError.
     """
 
-    def __init__(
-        self,
-        bootstrap: str,
-        codec: Codec,
-        client_id: str,
-        request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
-        security: KafkaSecurity | None = None,
+    def _make_client(
+        self, bootstrap: str, request_timeout_ms: int, security: KafkaSecurity | None
     ) -> None:
-        self.codec = codec
-        self._client_id = client_id
         self._client = Client(
             {
-                **_common(bootstrap, client_id, security),
+                **_common(bootstrap, self._client_id, security),
                 "acks": "all",
                 "enable.idempotence": True,
                 "message.max.bytes": MAX_RECORD_BYTES,
@@ -119,7 +110,7 @@ class NativeProducer:
         )
         self._stopping = threading.Event()
         self._deliveries = threading.Thread(
-            target=self._serve, name=f"deliveries-{client_id}", daemon=True
+            target=self._serve, name=f"deliveries-{self._client_id}", daemon=True
         )
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -147,40 +138,24 @@ class NativeProducer:
             await loop.run_in_executor(None, self._deliveries.join)
         self._client.poll(0)  # settles what the purge failed
 
-    async def send(
-        self,
-        topic: str,
-        message: Model | None,
-        key: bytes | str | None = None,
-        partition: int | None = None,
-    ) -> asyncio.Future[Any]:
-        """Queue a record (``message`` None is a tombstone); await the result for its ack
-        (it raises TransportError for a lasting failure)."""
+    async def _send(self, record: Outgoing) -> asyncio.Future[Any]:
         loop = self._loop or asyncio.get_running_loop()
-        value = None if message is None else self.codec.encode(message)
-        what = f"producing {type(message).__name__ if message else 'a tombstone'} to {topic}"
         acked: asyncio.Future[Any] = loop.create_future()
 
         def delivered(error: KafkaError | None, _record: Message) -> None:
-            loop.call_soon_threadsafe(_settle, acked, what, error)
+            loop.call_soon_threadsafe(_settle, acked, record.what, error)
 
         options: dict[str, Any] = {"on_delivery": delivered}
-        if partition is not None:
-            options["partition"] = partition
+        if record.partition is not None:
+            options["partition"] = record.partition
         while True:
             try:
-                self._client.produce(topic, value, record_key(key), **options)
+                self._client.produce(record.topic, record.value, record.key, **options)
                 return acked
             except BufferError:  # the client's queue is full: wait for acknowledgements
                 await asyncio.sleep(QUEUE_FULL_WAIT_S)
             except KafkaException as exc:
-                raise TransportError(f"{what}: {exc.args[0].str()}") from exc
-
-    async def send_and_wait(
-        self, topic: str, message: Model | None, key: bytes | str | None = None
-    ) -> None:
-        """Produce a record and wait until the broker acknowledged it."""
-        await (await self.send(topic, message, key))
+                raise TransportError(f"{record.what}: {exc.args[0].str()}") from exc
 
     async def flush(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._client.flush)
@@ -197,52 +172,37 @@ def _settle(acked: asyncio.Future[Any], what: str, error: KafkaError | None) -> 
 
 class NativeConsumer(DecodingConsumer):
     """Consumes and decodes records through librdkafka (the subset of
-    :class:`~.kafka.RecordConsumer` bulk records need); same arguments."""
+    :class:`~.kafka.RecordConsumer` bulk records need)."""
 
-    def __init__(
-        self,
-        bootstrap: str,
-        codec: Codec,
-        producer: Producer,
-        dead_letter_topic: str,
-        client_id: str,
-        group_id: str | None = None,
-        auto_offset_reset: str = "earliest",
-        max_poll_interval_ms: int = 300000,
-        metadata_max_age_ms: int = 300000,
-        check_crcs: bool = True,
-        fetch_max_bytes: int = 4 * MAX_RECORD_BYTES,
-        request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
-        security: KafkaSecurity | None = None,
-    ) -> None:
-        super().__init__(codec, producer, dead_letter_topic, client_id)
+    def _make_client(self, bootstrap: str, options: ConsumerOptions) -> None:
+        fetch = options.fetch_max_bytes
         self._config = {
-            **_common(bootstrap, client_id, security),
+            **_common(bootstrap, self._client_id, options.security),
             # librdkafka wants a group even for a consumer that is only assigned; one
             # that never subscribes never joins it, and never commits.
-            "group.id": group_id or client_id,
+            "group.id": options.group_id or self._client_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "auto.offset.reset": auto_offset_reset,
+            "auto.offset.reset": options.auto_offset_reset,
             # a record larger than these still comes, alone
-            "max.partition.fetch.bytes": min(fetch_max_bytes, MAX_RECORD_BYTES),
-            "fetch.max.bytes": fetch_max_bytes,
-            "receive.message.max.bytes": max(fetch_max_bytes, MAX_RECORD_BYTES) + 1024 * 1024,
+            "max.partition.fetch.bytes": min(fetch, MAX_RECORD_BYTES),
+            "fetch.max.bytes": fetch,
+            "receive.message.max.bytes": max(fetch, MAX_RECORD_BYTES) + 1024 * 1024,
             # what is fetched ahead of the role, whatever the number of partitions
-            "queued.max.messages.kbytes": fetch_max_bytes // 1024,
+            "queued.max.messages.kbytes": fetch // 1024,
             "queued.min.messages": 1,
             "fetch.queue.backoff.ms": 10,  # how soon a full queue is looked at again
-            "max.poll.interval.ms": max_poll_interval_ms,
+            "max.poll.interval.ms": options.max_poll_interval_ms,
             "session.timeout.ms": 10000,
             "heartbeat.interval.ms": 3000,
             "isolation.level": "read_committed",
-            "topic.metadata.refresh.interval.ms": metadata_max_age_ms,
-            "check.crcs": check_crcs,
-            "socket.timeout.ms": request_timeout_ms,
+            "topic.metadata.refresh.interval.ms": options.metadata_max_age_ms,
+            "check.crcs": options.check_crcs,
+            "socket.timeout.ms": options.request_timeout_ms,
             # aiokafka's default, so members of either client can share a group
             "partition.assignment.strategy": "roundrobin",
         }
-        self._timeout_s = request_timeout_ms / 1000
+        self._timeout_s = options.request_timeout_ms / 1000
         self._kafka: AIOConsumer | None = None
 
     @property
