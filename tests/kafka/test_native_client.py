@@ -151,3 +151,14 @@ async def test_a_record_the_topic_refuses_fails_its_send_instead_of_waiting(
         with pytest.raises(TransportError, match=f"producing Chunk to {name}"):
             await asyncio.wait_for(ack, WAIT_S)
         await mesh.bulk_producer.send_and_wait(name, chunk(3), key=b"k")  # it goes on
+
+
+async def test_a_producer_started_again_goes_on_delivering(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """A role whose start failed later on (a topic not described yet) is started again
+    whole, its mesh and producers with it."""
+    async with target_mesh(kafka_bootstrap, topic_prefix) as mesh:
+        await mesh.start()
+        name = await topic(kafka_bootstrap, f"{topic_prefix}.again")
+        await asyncio.wait_for(mesh.bulk_producer.send_and_wait(name, chunk(4), key=b"k"), WAIT_S)

@@ -109,15 +109,18 @@ class NativeProducer(Producer):
             }
         )
         self._stopping = threading.Event()
-        self._deliveries = threading.Thread(
-            target=self._serve, name=f"deliveries-{self._client_id}", daemon=True
-        )
+        self._deliveries: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await waiting(f"connecting producer {self._client_id}", self._metadata)
-        self._deliveries.start()
+        if self._deliveries is None:  # a role whose start is retried starts it again
+            self._stopping.clear()
+            self._deliveries = threading.Thread(
+                target=self._serve, name=f"deliveries-{self._client_id}", daemon=True
+            )
+            self._deliveries.start()
 
     async def _metadata(self) -> None:
         assert self._loop is not None
@@ -134,8 +137,9 @@ class NativeProducer(Producer):
             log.warning("%s: %d records not acknowledged when stopping", self._client_id, left)
             self._client.purge()
         self._stopping.set()
-        if self._deliveries.is_alive():
+        if self._deliveries is not None:
             await loop.run_in_executor(None, self._deliveries.join)
+            self._deliveries = None
         self._client.poll(0)  # settles what the purge failed
 
     async def _send(self, record: Outgoing) -> asyncio.Future[Any]:
