@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from blockferry.failpoints import Point
 from blockferry.orchestrator.models import ENDED
 from blockferry.repository import Repository
@@ -348,7 +350,12 @@ class MatrixRun:
         deadline = time.monotonic() + STUCK_S
         while time.monotonic() < deadline:
             self._revive()
-            document: dict[str, Any] = self.mesh.api("GET", f"/api/v1/sessions/{session_id}").json()
+            try:
+                response = self.mesh.api("GET", f"/api/v1/sessions/{session_id}")
+            except httpx.TransportError:  # the orchestrator was killed while it answered
+                time.sleep(0.5)
+                continue
+            document: dict[str, Any] = response.json()
             if document["state"] in ("success", "warning"):
                 return Outcome(ok=True, restore_point=document.get("restore_point"))
             if document["state"] in ("failed", "cancelled"):
