@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from blockferry.core.errors import TransportError
 from blockferry.mesh import Mesh
 from blockferry.settings import CommonSettings, KafkaSettings
-from blockferry.transport.kafka import Partition, Record, ensure_topics, shard_of
+from blockferry.transport.kafka import ConsumerOptions, Partition, Record, ensure_topics, shard_of
 from blockferry.transport.native import NativeConsumer, NativeProducer
 from blockferry.transport.records import Chunk, DeadLetter, RestoreEnd
 from blockferry.transport.topics import MAX_RECORD_BYTES, TopicSpec
@@ -162,3 +163,34 @@ async def test_a_producer_started_again_goes_on_delivering(
         await mesh.start()
         name = await topic(kafka_bootstrap, f"{topic_prefix}.again")
         await asyncio.wait_for(mesh.bulk_producer.send_and_wait(name, chunk(4), key=b"k"), WAIT_S)
+
+
+async def test_a_broker_that_cannot_be_reached_is_waited_out_not_raised(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """A client-wide error (here a listed broker refusing connections, as a node down
+    does) is logged; the consumer reads on."""
+    async with target_mesh(kafka_bootstrap, topic_prefix) as mesh:
+        name = await topic(kafka_bootstrap, f"{topic_prefix}.down")
+        consumer = NativeConsumer(
+            f"127.0.0.1:{free_port()},{kafka_bootstrap}",
+            mesh.codec,
+            mesh.producer,
+            mesh.topics.dead_letter,
+            "refused-once",
+            ConsumerOptions(group_id=f"{topic_prefix}.down"),
+        )
+        await consumer.start([name])
+        try:
+            await mesh.bulk_producer.send_and_wait(name, chunk(5), key=b"k")
+            got = await read(consumer, 1)
+        finally:
+            await consumer.stop()
+    assert [(r.key, isinstance(r.value, Chunk)) for r in got] == [(b"k", True)]
+
+
+def free_port() -> int:
+    """A port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -72,6 +72,11 @@ def _log_error(error: KafkaError) -> None:
         log.warning("Kafka client: %s", error.str())
 
 
+async def _log_error_async(error: KafkaError) -> None:
+    """:func:`_log_error` as confluent-kafka's asyncio consumer calls it (awaited)."""
+    _log_error(error)
+
+
 def _common(bootstrap: str, client_id: str, security: KafkaSecurity | None) -> dict[str, Any]:
     return {
         "bootstrap.servers": bootstrap,
@@ -182,6 +187,7 @@ class NativeConsumer(DecodingConsumer):
         fetch = options.fetch_max_bytes
         self._config = {
             **_common(bootstrap, self._client_id, options.security),
+            "error_cb": _log_error_async,
             # librdkafka wants a group even for a consumer that is only assigned; one
             # that never subscribes never joins it, and never commits.
             "group.id": options.group_id or self._client_id,
