@@ -63,8 +63,10 @@ else
 fi
 # Per round at most: our two repositories + Kafka's copies of chunks and restore stream +
 # one restored image + borg's repository + borg's extracted image; our repositories stay;
-# one changed copy of the image.
-need=$((image_bytes * (4 + 3 * ROUNDS)))
+# one changed copy of the image. Kafka keeps every pass's chunks and restore streams
+# (BENCH_BULK_CLIENTS), so each further pass adds its share.
+read -r -a passes <<<"${BENCH_BULK_CLIENTS:-librdkafka}"
+need=$((image_bytes * (4 + 3 * ROUNDS + 2 * (ROUNDS + 1) * (${#passes[@]} - 1))))
 free="$(free_bytes)"
 ((need <= free)) || echo "bench: warning: the bench may need up to $((need / MIB)) MiB in $WORK," \
     "only $((free / MIB)) MiB are free" >&2
