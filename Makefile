@@ -7,7 +7,7 @@ export BLOCKFERRY_DATA_DIR ?= ./.blockferry
 
 include compose/local/kafka.mk
 
-.PHONY: venv run up down test test-deps lint typecheck unit kafka-tests e2e bench soak clean
+.PHONY: venv run up down test test-deps lint typecheck unit kafka-tests e2e bench bench-memory soak clean
 
 venv: $(VENV)/.installed
 
@@ -45,6 +45,9 @@ test: test-deps venv lint typecheck kafka-fetch
 
 bench: venv kafka-fetch
 	bash compose/local/bench.sh
+
+bench-memory: venv kafka-fetch
+	bash compose/local/bench_memory.sh
 
 # the failpoint matrix SOAK_RUNS times (default 20), on a three-broker cluster
 soak: venv kafka-fetch
