@@ -7,7 +7,7 @@ export BLOCKFERRY_DATA_DIR ?= ./.blockferry
 
 include compose/local/kafka.mk
 
-.PHONY: venv run up down test test-deps lint typecheck unit kafka-tests e2e bench bench-memory soak clean
+.PHONY: venv run up down test test-deps lint typecheck unit kafka-tests e2e bench bench-memory bench-scale soak clean
 
 venv: $(VENV)/.installed
 
@@ -48,6 +48,9 @@ bench: venv kafka-fetch
 
 bench-memory: venv kafka-fetch
 	bash compose/local/bench_memory.sh
+
+bench-scale: venv kafka-fetch
+	bash compose/local/bench_scale.sh
 
 # the failpoint matrix SOAK_RUNS times (default 20), on a three-broker cluster
 soak: venv kafka-fetch
