@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """The rounds of `make bench` (run by bench.sh once Kafka and the roles are up): per
 round a full backup into a fresh repository (rN) and a restore through the mesh, then
-borg create and extract of the same image into a fresh borg repository. Then about 10%
-of the image's blocks change on a copy (a contiguous run of random data and scattered
-4 KiB writes) and both tools back the copy up incrementally: ours with a changed-ranges
-map, ours by digest compare (job benchN-dc in repository rNdc, whose untimed full backup
-of the original is its parent), ours again with an empty map (a session's fixed cost),
-and borg create of the copy into the round's borg repository. Every restore is compared
-byte for byte with its source; a difference fails the bench. Prints per-round figures
-and medians and writes them to WORK/bench.json.
+borg create and extract, and restic backup and restore, of the same image into fresh
+repositories of theirs, and the floor (floor.py: our reading, digesting and compressing
+of the image without Kafka). Then about 10% of the image's blocks change on a copy (a
+contiguous run of random data and scattered 4 KiB writes) and the tools back the copy
+up incrementally: ours with a changed-ranges map, ours by digest compare (job benchN-dc
+in repository rNdc, whose untimed full backup of the original is its parent), ours
+again with an empty map (a session's fixed cost), borg create and restic backup of the
+copy into the round's repositories of theirs. Every restore is compared byte for byte
+with its source; a difference fails the bench. Prints per-round figures and medians and
+writes them to WORK/bench.json.
 
     bench.py --work DIR --image PATH --rounds N --mesh TEXT [--pid NAME=PID ...]
 """
@@ -36,17 +38,35 @@ TICK = os.sysconf("SC_CLK_TCK")
 BIN = Path(sys.executable).parent
 BORG_CREATE = ["--chunker-params", "fixed,4194304", "--compression", "zstd,3"]
 BORG_ENCRYPTION = "authenticated-blake2"
+RESTIC_BACKUP = ["--compression", "auto"]
+"""restic's default chunker (content-defined, 512 KiB to 8 MiB) and compression (zstd,
+fastest level); restic always encrypts (AES-256-CTR and Poly1305), there is no choice."""
 COMPRESSION = "optimal"
 TIMED_STEPS = (
     ("ours", "backup", "ours backup"),
     ("ours", "restore", "ours restore"),
     ("borg", "create", "borg create"),
     ("borg", "extract", "borg extract"),
+    ("restic", "backup", "restic backup"),
+    ("restic", "restore", "restic restore"),
+    ("floor", "floor", "floor"),
     ("ours", "incremental_ranges", "ours incr. map"),
     ("ours", "incremental_digest", "ours incr. digest"),
     ("ours", "incremental_nochange", "ours incr. no-chg"),
     ("borg", "create_incremental", "borg incr. create"),
+    ("restic", "backup_incremental", "restic incr."),
 )
+TARGETS = {
+    "backup": 0.6,
+    "restore": 0.4,
+    "ranges": 0.25,
+    "digest": 0.5,
+    "nochange_s": 0.5,
+    "growth": 1.05,
+}
+"""The figures the bench is held to: our time over borg's (full backup, restore, an
+incremental with a map and by digest compare), the no-change incremental's wall
+seconds, and an incremental's repository growth over its changed blocks compressed."""
 PAGE = 4096
 CHANGED_RUN = 0.08
 """The contiguous run of new random data, as a share of the image."""
@@ -136,6 +156,7 @@ class Bench:
         self.changed = self.work / "changed" / self.image.name
         self.changed_ranges: list[dict[str, int]] = []
         self.borg_dir = self.work / "borg"
+        self.restic_dir = self.work / "restic"
         self.repos = {
             name: Path(path)
             for name, path in json.loads(
@@ -152,6 +173,10 @@ class Bench:
             "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
             "BORG_BASE_DIR": str(self.borg_dir / "home"),
             "BORG_DISPLAY_PASSPHRASE": "no",
+        }
+        self.restic_env = os.environ | {
+            "RESTIC_PASSWORD": "bench",
+            "RESTIC_CACHE_DIR": str(self.restic_dir / "cache"),
         }
 
     # -- running and timing ------------------------------------------------------------
@@ -294,6 +319,50 @@ class Bench:
             "repository_apparent_bytes": apparent,
         }
 
+    def restic(self, n: int) -> dict[str, Any]:
+        repo = self.restic_dir / f"repo{n}"
+        restore_to = self.restore_dir / f"restic-{n}"
+        shutil.rmtree(repo, ignore_errors=True)
+        shutil.rmtree(restore_to, ignore_errors=True)
+        args = ["restic", "--quiet", "--repo", str(repo)]
+        self.run([*args, "init", "--repository-version", "2"], env=self.restic_env)
+        backup = self.timed(
+            [*args, "backup", *RESTIC_BACKUP, self.image.name],
+            cwd=self.image.parent,
+            env=self.restic_env,
+        )
+        backup.pop("stdout")
+        restore = self.timed(
+            [*args, "restore", "latest", "--target", str(restore_to)], env=self.restic_env
+        )
+        restore.pop("stdout")
+        # backed up by a relative name, so restored under that name
+        self.compare(restore_to / self.image.name, f"RESTIC RESTORE (round {n})")
+        apparent, allocated = tree_bytes(repo)
+        shutil.rmtree(restore_to)
+        return {
+            "backup": backup,
+            "restore": restore,
+            "repository_bytes": allocated,
+            "repository_apparent_bytes": apparent,
+        }
+
+    def floor(self) -> dict[str, Any]:
+        """floor.py on the image (its own process, like the CLI calls)."""
+        step = self.timed(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("floor.py")),
+                str(self.image),
+                "--block-size",
+                str(self.block_size),
+                "--compression",
+                COMPRESSION,
+            ]
+        )
+        step["inside"] = json.loads(step.pop("stdout"))
+        return {"floor": step}
+
     # -- the changed copy and the incrementals -----------------------------------------
 
     def change_copy(self, n: int) -> list[dict[str, int]]:
@@ -426,24 +495,43 @@ class Bench:
         create["repository_growth_bytes"] = after[0] - before[0]
         return create
 
+    def restic_incremental(self, n: int) -> dict[str, Any]:
+        """restic backup of the changed copy into round ``n``'s repository."""
+        repo = self.restic_dir / f"repo{n}"
+        before = tree_bytes(repo)
+        backup = self.timed(
+            ["restic", "--quiet", "--repo", str(repo), "backup", *RESTIC_BACKUP, self.changed.name],
+            cwd=self.changed.parent,
+            env=self.restic_env,
+        )
+        backup.pop("stdout")
+        after = tree_bytes(repo)
+        shutil.rmtree(repo)
+        backup["repository_growth_bytes"] = after[0] - before[0]
+        return backup
+
     # -- the whole bench ---------------------------------------------------------------
 
     def main(self, mesh: str) -> dict[str, Any]:
         self.restore_dir.mkdir(parents=True, exist_ok=True)
         self.borg_dir.mkdir(parents=True, exist_ok=True)
+        self.restic_dir.mkdir(parents=True, exist_ok=True)
         block_size = self.block_size
         borg_version = self.run(["borg", "--version"]).strip()
+        restic_version = self.run(["restic", "version"]).strip()
         print(
             f"== {self.rounds} rounds on {self.image.name} ({self.size / MIB:.1f} MiB); page cache"
             f" {'dropped before every timed step' if self.caches_dropped else 'NOT dropped'}"
         )
         idle = self.idle_cpu(5.0)
         # One untimed round of each tool first: the mesh is a long-running service, and
-        # a fresh broker JVM spends its first seconds compiling; borg gets the same warm-up.
+        # a fresh broker JVM spends its first seconds compiling; the peers get the same.
         self.ours(0)
         self.borg(0)
         shutil.rmtree(self.borg_dir / "repo0")
-        print("   warm-up round of both tools done (not counted)", flush=True)
+        self.restic(0)
+        shutil.rmtree(self.restic_dir / "repo0")
+        print("   warm-up round of the three tools done (not counted)", flush=True)
         rounds = []
         for n in range(1, self.rounds + 1):
             ours = self.ours(n)
@@ -458,19 +546,31 @@ class Bench:
                 f" extract {borg['extract']['seconds']:.2f} s (byte-identical)",
                 flush=True,
             )
+            restic = self.restic(n)
+            floor = self.floor()
+            print(
+                f"   round {n}: restic backup {restic['backup']['seconds']:.2f} s,"
+                f" restore {restic['restore']['seconds']:.2f} s (byte-identical);"
+                f" floor {floor['floor']['seconds']:.2f} s",
+                flush=True,
+            )
             ours |= self.incrementals(n, ours["restore_point"])
             borg["create_incremental"] = self.borg_incremental(n)
+            restic["backup_incremental"] = self.restic_incremental(n)
             verified = ours["incremental"]["restores_verified_seconds"]
             print(
                 f"   round {n}: incrementals of the changed copy: ours with a map"
                 f" {ours['incremental_ranges']['seconds']:.2f} s, by digest compare"
                 f" {ours['incremental_digest']['seconds']:.2f} s, no change"
                 f" {ours['incremental_nochange']['seconds']:.2f} s; borg create"
-                f" {borg['create_incremental']['seconds']:.2f} s"
+                f" {borg['create_incremental']['seconds']:.2f} s, restic backup"
+                f" {restic['backup_incremental']['seconds']:.2f} s"
                 + ("; both of ours restored byte-identical" if verified else ""),
                 flush=True,
             )
-            rounds.append({"round": n, "ours": ours, "borg": borg})
+            rounds.append(
+                {"round": n, "ours": ours, "borg": borg, "restic": restic, "floor": floor}
+            )
         nonzero = self.size - zero_bytes(self.image, block_size)
         return {
             "image": {
@@ -486,6 +586,7 @@ class Bench:
             "block_size": block_size,
             "compression": f"{COMPRESSION} (zstd level 3)",
             "borg": {"version": borg_version, "encryption": BORG_ENCRYPTION, "create": BORG_CREATE},
+            "restic": {"version": restic_version, "backup": RESTIC_BACKUP},
             "page_cache_dropped": self.caches_dropped,
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
             "idle_cpu_per_second": idle,
@@ -506,7 +607,8 @@ def summarise(doc: dict[str, Any]) -> None:
 
     per_round = []
     for r in rounds:
-        o, b = r["ours"], r["borg"]
+        o, b, t = r["ours"], r["borg"], r["restic"]
+        floor = r["floor"]["floor"]
         per_round.append(
             {
                 "round": r["round"],
@@ -516,6 +618,13 @@ def summarise(doc: dict[str, Any]) -> None:
                 "borg_extract_s": b["extract"]["seconds"],
                 "backup_ratio": o["backup"]["seconds"] / b["create"]["seconds"],
                 "restore_ratio": o["restore"]["seconds"] / b["extract"]["seconds"],
+                "restic_backup_s": t["backup"]["seconds"],
+                "restic_restore_s": t["restore"]["seconds"],
+                "restic_backup_ratio": o["backup"]["seconds"] / t["backup"]["seconds"],
+                "restic_restore_ratio": o["restore"]["seconds"] / t["restore"]["seconds"],
+                "floor_s": floor["seconds"],
+                "floor_inside_s": floor["inside"]["seconds"],
+                "floor_ratio": o["backup"]["seconds"] / floor["seconds"],
             }
         )
     med = {k: statistics.median(p[k] for p in per_round) for k in per_round[0] if k != "round"}
@@ -523,6 +632,7 @@ def summarise(doc: dict[str, Any]) -> None:
     nonzero = doc["image"]["nonzero_bytes"]
     ours_repo = statistics.median(r["ours"]["repository_bytes"] for r in rounds)
     borg_repo = statistics.median(r["borg"]["repository_bytes"] for r in rounds)
+    restic_repo = statistics.median(r["restic"]["repository_bytes"] for r in rounds)
     summary = {
         "ours_backup_mib_s": rate(med["ours_backup_s"]),
         "ours_restore_mib_s": rate(med["ours_restore_s"]),
@@ -531,14 +641,18 @@ def summarise(doc: dict[str, Any]) -> None:
         "median_seconds": {k: v for k, v in med.items() if k.endswith("_s")},
         "median_backup_ratio": med["backup_ratio"],
         "median_restore_ratio": med["restore_ratio"],
+        "restic_backup_mib_s": rate(med["restic_backup_s"]),
+        "restic_restore_mib_s": rate(med["restic_restore_s"]),
+        "floor_mib_s": rate(med["floor_s"]),
         "target_met": {
-            "backup": med["backup_ratio"] <= 1.0,
-            "restore": med["restore_ratio"] <= 1.0,
+            "backup": med["backup_ratio"] <= TARGETS["backup"],
+            "restore": med["restore_ratio"] <= TARGETS["restore"],
         },
         "reduction_nonzero_read_over_sent": nonzero / c["bytes_sent"],
         "compression_sent_plain_over_sent": c["bytes_sent_plain"] / c["bytes_sent"],
         "ours_repository_bytes": ours_repo,
         "borg_repository_bytes": borg_repo,
+        "restic_repository_bytes": restic_repo,
         "per_round": per_round,
     }
     doc["summary"] = summary
@@ -553,8 +667,15 @@ def summarise(doc: dict[str, Any]) -> None:
             f"{cell(p['borg_extract_s']):>17}{p['restore_ratio']:7.2f}"
         )
 
-    def pair(label: str, ours: str, borg: str, note: str = "") -> str:
-        return f"  {label:<38}{ours:>14}{borg:>14}{note}"
+    def peers_row(label: object, p: dict[str, float]) -> str:
+        return (
+            f"  {label!s:<7}{cell(p['restic_backup_s']):>17}{p['restic_backup_ratio']:7.2f}"
+            f"{cell(p['restic_restore_s']):>18}{p['restic_restore_ratio']:7.2f}"
+            f"{cell(p['floor_s']):>17}{p['floor_inside_s']:8.2f}{p['floor_ratio']:7.2f}"
+        )
+
+    def pair(label: str, ours: str, borg: str, restic: str = "", note: str = "") -> str:
+        return f"  {label:<38}{ours:>14}{borg:>14}{restic:>14}{note}"
 
     session = {
         step: statistics.median(r["ours"]["session_seconds"][step] for r in rounds)
@@ -576,6 +697,11 @@ def summarise(doc: dict[str, Any]) -> None:
         f" compression {doc['compression']}; restore through the mesh",
         f"  borg        {doc['borg']['version']}, init -e {doc['borg']['encryption']},"
         f" create {' '.join(doc['borg']['create'])}, fresh repository per round; extract",
+        f"  restic      {doc['restic']['version']}, repository version 2, backup"
+        f" {' '.join(doc['restic']['backup'])} (always encrypted), fresh repository per round;"
+        " restore",
+        "  floor       floor.py: our source mover's reading, zero test, digest, compression and"
+        " checksum of the image, same threads and windows, no Kafka, no repository",
         "  page cache  "
         + (dropped if doc["page_cache_dropped"] else "NOT dropped (not allowed here)"),
         "  times       wall clock of each CLI call (ours: backup --wait, restore until done);"
@@ -587,32 +713,45 @@ def summarise(doc: dict[str, Any]) -> None:
         *(times_row(p["round"], p) for p in per_round),
         times_row("median", med),
         "  ratio = our time / borg's time in that round; every restore was byte-identical (cmp)",
+        f"  {'round':<7}{'restic backup':>17}{'ratio':>7}{'restic restore':>18}{'ratio':>7}"
+        f"{'floor':>17}{'inside':>8}{'ours/':>7}",
+        f"  {'':<7}{'s  MiB/s':>17}{'':>7}{'s  MiB/s':>18}{'':>7}{'s  MiB/s':>17}{'s':>8}"
+        f"{'floor':>7}",
+        *(peers_row(p["round"], p) for p in per_round),
+        peers_row("median", med),
+        "  ratio = our time / restic's; floor = wall time of floor.py (inside: without the"
+        " interpreter's start-up); ours/floor = our backup time / the floor's",
         "-" * 108,
-        pair("", "ours", "borg"),
+        pair("", "ours", "borg", "restic"),
         pair(
             "backup MiB/s (median)",
             f"{summary['ours_backup_mib_s']:.1f}",
             f"{summary['borg_create_mib_s']:.1f}",
+            f"{summary['restic_backup_mib_s']:.1f}",
         ),
         pair(
             "restore MiB/s (median)",
             f"{summary['ours_restore_mib_s']:.1f}",
             f"{summary['borg_extract_mib_s']:.1f}",
+            f"{summary['restic_restore_mib_s']:.1f}",
         ),
         pair(
             "repository on disk, MiB (% of image)",
             f"{ours_repo / MIB:.1f} ({100 * ours_repo / size:.0f}%)",
             f"{borg_repo / MIB:.1f} ({100 * borg_repo / size:.0f}%)",
+            f"{restic_repo / MIB:.1f} ({100 * restic_repo / size:.0f}%)",
         ),
         pair(
             "non-zero bytes read / bytes sent",
             f"{summary['reduction_nonzero_read_over_sent']:.2f}",
+            "",
             "",
             f"   {nonzero / MIB:.0f} MiB / {c['bytes_sent'] / MIB:.0f} MiB (dedupe + compression)",
         ),
         pair(
             "plain / sent bytes of sent blocks",
             f"{summary['compression_sent_plain_over_sent']:.2f}",
+            "",
             "",
             f"   compression alone; of {c['blocks_total']} blocks {c['blocks_sent']} sent,"
             f" {c['blocks_zero']} zero,"
@@ -621,8 +760,10 @@ def summarise(doc: dict[str, Any]) -> None:
         f"  {'server-side session seconds (median)':<38}backup {session['backup']:.2f} s,"
         f" restore {session['restore']:.2f} s (the CLI adds start-up, following)",
         f"  median ours/borg time ratio: backup {med['backup_ratio']:.2f}"
-        f" (target <= 1.0 {verdict[met['backup']]}), restore {med['restore_ratio']:.2f}"
-        f" (target <= 1.0 {verdict[met['restore']]})",
+        f" (target <= {TARGETS['backup']} {verdict[met['backup']]}), restore"
+        f" {med['restore_ratio']:.2f} (target <= {TARGETS['restore']} {verdict[met['restore']]});"
+        f" ours/restic: backup {med['restic_backup_ratio']:.2f}, restore"
+        f" {med['restic_restore_ratio']:.2f}; ours/floor {med['floor_ratio']:.2f}",
         *incremental_lines(doc, rate, verdict),
         "-" * 108,
         "  CPU seconds per process during each step (median of rounds; client = the CLI or borg,",
@@ -683,6 +824,7 @@ def incremental_lines(doc: dict[str, Any], rate: Any, verdict: dict[bool, str]) 
     for r in rounds:
         o, b, inc = r["ours"], r["borg"], r["ours"]["incremental"]
         borg_s = b["create_incremental"]["seconds"]
+        restic_s = r["restic"]["backup_incremental"]["seconds"]
         per_round.append(
             {
                 "round": r["round"],
@@ -691,6 +833,9 @@ def incremental_lines(doc: dict[str, Any], rate: Any, verdict: dict[bool, str]) 
                 "borg_create_s": borg_s,
                 "ranges_ratio": o["incremental_ranges"]["seconds"] / borg_s,
                 "digest_ratio": o["incremental_digest"]["seconds"] / borg_s,
+                "restic_s": restic_s,
+                "restic_ranges_ratio": o["incremental_ranges"]["seconds"] / restic_s,
+                "restic_digest_ratio": o["incremental_digest"]["seconds"] / restic_s,
                 "nochange_s": o["incremental_nochange"]["seconds"],
                 "nochange_session_s": inc["sessions"]["nochange"]["seconds"],
                 "growth_bytes": inc["repository_growth_bytes"],
@@ -699,14 +844,15 @@ def incremental_lines(doc: dict[str, Any], rate: Any, verdict: dict[bool, str]) 
                 "growth_ratio": inc["repository_growth_bytes"]
                 / inc["blocks_changed_compressed_bytes"],
                 "borg_growth_bytes": b["create_incremental"]["repository_growth_bytes"],
+                "restic_growth_bytes": r["restic"]["backup_incremental"]["repository_growth_bytes"],
             }
         )
     med = {k: statistics.median(p[k] for p in per_round) for k in per_round[0] if k != "round"}
     met = {
-        "ranges": med["ranges_ratio"] <= 0.25,
-        "digest": med["digest_ratio"] <= 0.6,
-        "nochange_session": med["nochange_session_s"] < 1.0,
-        "growth": med["growth_ratio"] <= 1.05,
+        "ranges": med["ranges_ratio"] <= TARGETS["ranges"],
+        "digest": med["digest_ratio"] <= TARGETS["digest"],
+        "nochange": med["nochange_s"] < TARGETS["nochange_s"],
+        "growth": med["growth_ratio"] <= TARGETS["growth"],
     }
     first = rounds[0]["ours"]["incremental"]
     doc["summary"]["incremental"] = {
@@ -739,7 +885,8 @@ def incremental_lines(doc: dict[str, Any], rate: Any, verdict: dict[bool, str]) 
         f" image, one 4 KiB write in {100 * CHANGED_SCATTERED:.0f}% of the blocks)",
         "  (a) ours with a changed-ranges map {since, ranges}; (b) ours by digest compare (its"
         " own job and repository, parent a full of the same image); (c) ours again right after"
-        " (a) with an empty map; (d) borg create of the copy into the round's borg repository",
+        " (a) with an empty map; (d) borg create of the copy into the round's borg repository;"
+        " (e) restic backup of the copy into the round's restic repository",
         f"  {'round':<7}{'(a) ours map':>17}{'(b) ours digest':>17}{'(d) borg create':>17}"
         f"{'a/d':>7}{'b/d':>7}{'(c) wall':>9}{'session':>9}",
         f"  {'':<7}{'s  MiB/s':>17}{'s  MiB/s':>17}{'s  MiB/s':>17}{'':>14}{'s':>9}{'s':>9}",
@@ -747,17 +894,20 @@ def incremental_lines(doc: dict[str, Any], rate: Any, verdict: dict[bool, str]) 
         row("median", med),
         "  MiB/s = image size / time; a/d, b/d = our time / borg's in that round; (a) and (b)"
         " of round " + (", ".join(verified) or "-") + " restored byte-identical to the copy (cmp)",
-        f"  median ratio (a)/(d) {med['ranges_ratio']:.2f} (target <= 0.25"
-        f" {verdict[met['ranges']]}), (b)/(d) {med['digest_ratio']:.2f} (target <= 0.6"
-        f" {verdict[met['digest']]})",
-        f"  no-change incremental (c): wall {med['nochange_s']:.2f} s, server-side session"
-        f" {med['nochange_session_s']:.3f} s (target well under 1 s"
-        f" {verdict[met['nochange_session']]})",
+        f"  median ratio (a)/(d) {med['ranges_ratio']:.2f} (target <= {TARGETS['ranges']}"
+        f" {verdict[met['ranges']]}), (b)/(d) {med['digest_ratio']:.2f} (target <="
+        f" {TARGETS['digest']} {verdict[met['digest']]})",
+        f"  (e) restic: median {med['restic_s']:.2f} s ({rate(med['restic_s']):.1f} MiB/s);"
+        f" (a)/(e) {med['restic_ranges_ratio']:.2f}, (b)/(e) {med['restic_digest_ratio']:.2f}",
+        f"  no-change incremental (c): wall {med['nochange_s']:.2f} s (target <"
+        f" {TARGETS['nochange_s']} s {verdict[met['nochange']]}), server-side session"
+        f" {med['nochange_session_s']:.3f} s",
         f"  repository growth of (a): {med['growth_bytes'] / MIB:.2f} MiB; the changed blocks'"
         f" zstd-3 compressed size {med['compressed_bytes'] / MIB:.2f} MiB; bytes_sent"
         f" {med['sent_bytes'] / MIB:.2f} MiB; growth / compressed {med['growth_ratio']:.3f}"
-        f" (target <= 1.05 {verdict[met['growth']]}); borg's growth"
-        f" {med['borg_growth_bytes'] / MIB:.2f} MiB",
+        f" (target <= {TARGETS['growth']} {verdict[met['growth']]}); borg's growth"
+        f" {med['borg_growth_bytes'] / MIB:.2f} MiB, restic's"
+        f" {med['restic_growth_bytes'] / MIB:.2f} MiB",
         f"  round {rounds[0]['round']} counters: (a) blocks_read {counters.get('blocks_read')},"
         f" blocks_sent {counters.get('blocks_sent')}, blocks_skipped"
         f" {counters.get('blocks_skipped')}; (b) blocks_read {dc.get('blocks_read')},"
@@ -784,6 +934,31 @@ def compare(doc: dict[str, Any], earlier_file: Path) -> None:
                 f"  {'':<8} CPU {cpu_now:6.2f} s/GiB against {cpu_then:6.2f} s/GiB:"
                 f" {100 * (cpu_now / cpu_then - 1):+.1f}%"
             )
+    if "cpu_seconds_per_gib" not in earlier.get("summary", {}):
+        return
+    now_client, then_client = doc["bulk_client"], earlier.get("bulk_client", "aiokafka")
+    names = [n for n in doc["processes"] if n in earlier["processes"]]
+    print(
+        f"  per process, {now_client} | {then_client}"
+        " (the broker's peak RSS counts every pass so far on the same broker):"
+    )
+    print(f"  {'':<21}" + "".join(f"{n:>19}" for n in names))
+    rows = [
+        (
+            f"CPU s/GiB {step}",
+            doc["summary"]["cpu_seconds_per_gib"][step],
+            earlier["summary"]["cpu_seconds_per_gib"][step],
+            ".2f",
+        )
+        for step in ("backup", "restore")
+    ]
+    rows.append(("peak RSS, MiB", doc["peak_rss_mib"], earlier["peak_rss_mib"], ".0f"))
+    for label, now_values, then_values, spec in rows:
+        cells = (
+            f"{format(now_values.get(n, 0.0), spec)} | {format(then_values.get(n, 0.0), spec)}"
+            for n in names
+        )
+        print(f"  {label:<21}" + "".join(f"{c:>19}" for c in cells))
 
 
 def main() -> None:

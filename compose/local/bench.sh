@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # `make bench`: full backup, incremental backup and restore throughput of the mesh on a
-# generated disk image, against borg on the same image. Work dir: .blockferry/bench (the
-# image, its changed copy, repositories, logs, bench.json). Environment:
-#   BENCH_SIZE_MIB    image size in MiB (default 4096)
+# disk image, against borg and restic on the same image, and the floor (our reading,
+# digesting and compressing alone). Work dir: .blockferry/bench (the image, its changed
+# copy, repositories, logs, bench.json). Environment:
+#   BENCH_IMAGE       "generated" (default): a generated image (make_disk.py); "os": an
+#                     ext4 image of a Debian root's real files (os_image.sh; mmdebstrap,
+#                     a few minutes the first time, then kept)
+#   BENCH_SIZE_MIB    image size in MiB (default 4096; at least 3072 for "os")
 #   BENCH_ROUNDS      rounds, each a full backup + restore and incremental backups of a
 #                     changed copy of the image with both tools (default 3)
 #   BENCH_BLOCK_KIB   our repositories' block size in KiB (default 1024)
@@ -42,15 +46,21 @@ mesh_stop_on_exit
 mkdir -p "$WORK"
 # A broker left running by an interrupted bench, then everything but a reusable image.
 if [[ -d "$WORK/kafka" ]]; then bash "$HERE/kafka.sh" down --data-dir "$WORK/kafka" >/dev/null 2>&1 || true; fi
-rm -rf "$WORK/kafka" "$WORK/repos" "$WORK/borg" "$WORK/restore" "$WORK/changed" "$WORK"/*.log \
+rm -rf "$WORK/kafka" "$WORK/repos" "$WORK/borg" "$WORK/restic" "$WORK/restore" "$WORK/changed" "$WORK"/*.log \
     "$WORK"/bench*.json
 
-# -- the image: deterministic, so it is kept between runs while size and generator match
-image="$WORK/disk.img"
-image_bytes=$((SIZE_MIB * MIB + TAIL))
-stamp="$SIZE_MIB $SEED $TAIL $(sha256sum "$HERE/make_disk.py" | cut -c1-16)"
+# -- the image, kept between runs while its stamp matches: generated (deterministic) or
+# a file system of real OS files
 free_bytes() { df --output=avail -B1 "$WORK" | tail -n 1 | tr -d ' '; }
-if [[ ! -f "$image" || "$(cat "$WORK/disk.stamp" 2>/dev/null)" != "$stamp" ]]; then
+generated_image() {
+    image="$WORK/disk.img"
+    image_bytes=$((SIZE_MIB * MIB + TAIL))
+    local stamp free
+    stamp="$SIZE_MIB $SEED $TAIL $(sha256sum "$HERE/make_disk.py" | cut -c1-16)"
+    if [[ -f "$image" && "$(cat "$WORK/disk.stamp" 2>/dev/null)" == "$stamp" ]]; then
+        echo "== reusing the ${SIZE_MIB} MiB image $image"
+        return
+    fi
     rm -f "$image" "$WORK/disk.stamp"
     free="$(free_bytes)"
     ((image_bytes <= free)) || die "a ${SIZE_MIB} MiB image does not fit in $WORK:" \
@@ -58,30 +68,40 @@ if [[ ! -f "$image" || "$(cat "$WORK/disk.stamp" 2>/dev/null)" != "$stamp" ]]; t
     echo "== generating a ${SIZE_MIB} MiB image (30% zero, 30% text, 20% random, 20% repeated 1 MiB regions)"
     "$BIN/python" "$HERE/make_disk.py" "$image" "$SIZE_MIB" --seed "$SEED" --tail "$TAIL"
     echo "$stamp" >"$WORK/disk.stamp"
-else
-    echo "== reusing the ${SIZE_MIB} MiB image $image"
-fi
+}
+case "${BENCH_IMAGE:-generated}" in
+    generated) generated_image ;;
+    os)
+        image="$WORK/os.img"
+        image_bytes=$((SIZE_MIB * MIB))
+        bash "$HERE/os_image.sh" "$image" "$SIZE_MIB"
+        ;;
+    *) die "BENCH_IMAGE must be generated or os, not ${BENCH_IMAGE}" ;;
+esac
 # Per round at most: our two repositories + Kafka's copies of chunks and restore stream +
-# one restored image + borg's repository + borg's extracted image; our repositories stay;
+# one restored image + borg's repository and extracted image + restic's repository and
+# restored image (one after the other: counted once); our repositories stay;
 # one changed copy of the image. Kafka keeps every pass's chunks and restore streams
 # (BENCH_BULK_CLIENTS), so each further pass adds its share.
 read -r -a passes <<<"${BENCH_BULK_CLIENTS:-librdkafka}"
-need=$((image_bytes * (4 + 3 * ROUNDS + 2 * (ROUNDS + 1) * (${#passes[@]} - 1))))
+need=$((image_bytes * (5 + 3 * ROUNDS + 2 * (ROUNDS + 1) * (${#passes[@]} - 1))))
 free="$(free_bytes)"
 ((need <= free)) || echo "bench: warning: the bench may need up to $((need / MIB)) MiB in $WORK," \
     "only $((free / MIB)) MiB are free" >&2
 
-# -- borg
-if ! command -v borg >/dev/null; then
-    echo "== installing borgbackup (Debian package)"
-    [[ $(id -u) == 0 ]] || die "borg is missing and this is not root: install borgbackup first"
-    command -v apt-get >/dev/null || die "borg is missing and there is no apt-get: install borgbackup first"
+# -- the peers: borg and restic, Debian's packages
+for peer in borg:borgbackup restic:restic; do
+    command="${peer%%:*}" package="${peer#*:}"
+    command -v "$command" >/dev/null && continue
+    echo "== installing $package (Debian package)"
+    [[ $(id -u) == 0 ]] || die "$command is missing and this is not root: install $package first"
+    command -v apt-get >/dev/null || die "$command is missing and there is no apt-get: install $package first"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q --no-install-recommends borgbackup >/dev/null 2>&1 \
-        || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends borgbackup >/dev/null; } \
-        || die "could not install borgbackup with apt-get"
-    command -v borg >/dev/null || die "borgbackup is installed but there is no borg command"
-fi
+    apt-get install -y -q --no-install-recommends "$package" >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "$package" >/dev/null; } \
+        || die "could not install $package with apt-get"
+    command -v "$command" >/dev/null || die "$package is installed but there is no $command command"
+done
 
 # -- Kafka, one fresh repository per round, the roles
 export BLOCKFERRY_DATA_DIR="$WORK"
@@ -94,7 +114,7 @@ names="r0 $(for ((i = 1; i <= ROUNDS; i++)); do echo "r$i r${i}dc"; done)"
 previous=""
 for client in "${clients[@]}"; do
     export BLOCKFERRY_KAFKA__BULK_CLIENT="$client"
-    rm -rf "$WORK/repos" "$WORK/borg" "$WORK/restore" "$WORK/changed" "$WORK/dedupe-index"
+    rm -rf "$WORK/repos" "$WORK/borg" "$WORK/restic" "$WORK/restore" "$WORK/changed" "$WORK/dedupe-index"
     echo "== bulk records through $client: creating $((2 * ROUNDS)) repositories (block size $BLOCK_KIB KiB), two per round, and r0 for the warm-up"
     repos=""
     for name in $names; do
@@ -132,5 +152,5 @@ done
 # the reusable image, bench.json and the role logs stay. BENCH_KEEP=1 keeps everything.
 mesh_stop
 if [[ -z "${BENCH_KEEP:-}" ]]; then
-    rm -rf "$WORK/kafka" "$WORK/repos" "$WORK/borg" "$WORK/restore" "$WORK/changed" "$WORK/dedupe-index"
+    rm -rf "$WORK/kafka" "$WORK/repos" "$WORK/borg" "$WORK/restic" "$WORK/restore" "$WORK/changed" "$WORK/dedupe-index"
 fi
