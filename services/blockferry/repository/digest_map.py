@@ -27,8 +27,28 @@ class DigestMap:
         self._pack_ids: list[str] = []
         self._pack_numbers: dict[str, int] = {}
 
+    @classmethod
+    def from_table(cls, table: DigestTable, pack_ids: list[str]) -> DigestMap:
+        """The map over ``table`` as :attr:`table` and :attr:`pack_ids` gave it (a
+        snapshot read back)."""
+        entries = cls()
+        entries._table = table
+        entries._pack_ids = pack_ids
+        entries._pack_numbers = {pack_id: number for number, pack_id in enumerate(pack_ids)}
+        return entries
+
     def __len__(self) -> int:
         return self._table.count
+
+    @property
+    def table(self) -> DigestTable:
+        """The slots: digest, pack number, offset, sizes, flags (:data:`LOCATION`)."""
+        return self._table
+
+    @property
+    def pack_ids(self) -> list[str]:
+        """Pack ids by the number the slots give them."""
+        return self._pack_ids
 
     def __contains__(self, digest: bytes) -> bool:
         return self._table.find(digest)[1]

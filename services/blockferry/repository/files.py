@@ -49,7 +49,7 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
 
 
-def write_all(fd: int, data: bytes | memoryview) -> None:
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     """Write every byte of ``data`` to ``fd`` (os.write may write less than asked)."""
     view = memoryview(data)
     while view:
@@ -88,10 +88,14 @@ def make_dirs(path: Path) -> None:
 
 
 def write_atomic(
-    path: Path, data: bytes | memoryview, *, sync_dir: bool = True, mode: int = FILE_MODE
+    path: Path,
+    data: bytes | memoryview | list[bytes | bytearray],
+    *,
+    sync_dir: bool = True,
+    mode: int = FILE_MODE,
 ) -> None:
-    """Publish ``data`` as ``path`` (with ``mode``): temp file, fsync, rename, fsync the
-    directory.
+    """Publish ``data`` (or its parts one after the other) as ``path`` (with ``mode``):
+    temp file, fsync, rename, fsync the directory.
 
     An existing ``path`` is replaced atomically. On any error the temporary file
     is removed and ``path`` is left as it was.
@@ -100,7 +104,8 @@ def write_atomic(
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         try:
-            write_all(fd, data)
+            for part in data if isinstance(data, list) else [data]:
+                write_all(fd, part)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -7,6 +7,7 @@
     packs/<ab>/<pack-id>.pack              <ab> = the pack id's first two characters
     packs/<ab>/.<pack-id>.pack.tmp         a pack still being written
     index/<pack-id>.idx                    one pack index file per sealed pack
+    index/snapshot                         the loaded digest map, to start from (derived)
     restorepoints/<job>/<rp-id>/restorepoint.json, <disk>.fidx
     restorepoints/<job>/.tmp-<rp-id>-<random>/  a restore point being committed or removed
     staging/<session-id>/<disk>.fidx       fixed indexes waiting for their commit
@@ -49,6 +50,10 @@ class Layout:
     @property
     def index(self) -> Path:
         return self.root / "index"
+
+    @property
+    def index_snapshot(self) -> Path:
+        return self.index / "snapshot"
 
     @property
     def restore_points(self) -> Path:

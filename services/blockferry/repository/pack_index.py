@@ -18,6 +18,7 @@ import blake3
 
 from blockferry.core.blocks import checksum
 from blockferry.core.errors import BlockferryError, CorruptionError
+from blockferry.repository import index_snapshot
 from blockferry.repository.digest_map import DigestMap
 from blockferry.repository.files import is_temporary, list_dir, read_file, storage_error
 from blockferry.repository.ids import PACK_ID_BYTES, is_pack_id
@@ -96,6 +97,11 @@ def list_index_files(index_dir: Path) -> set[str]:
     return ids
 
 
+SNAPSHOT_AFTER_ENTRIES = 100_000
+"""Entries a load must decode from index files before it writes a snapshot: below, the
+files load in about a second."""
+
+
 def list_quarantined(quarantine_dir: Path) -> set[tuple[str, bytes]]:
     """(pack id, digest) of every quarantined chunk copy."""
     found = set()
@@ -128,16 +134,20 @@ class PackIndex:
     unreadable index file is replaced in memory by the pack's own footer (read
     through ``read_pack_entries``) and logged; :func:`check` reports it.
     A chunk copy named in ``quarantine/`` (found damaged) is left out: the digest
-    is located in another copy if there is one, else not at all. Thread-safe.
+    is located in another copy if there is one, else not at all. The first load starts
+    from the snapshot (:mod:`index_snapshot`) where it is usable, and a load that
+    decoded many entries writes a new one. Thread-safe.
     """
 
     def __init__(
         self,
         index_dir: Path,
+        snapshot: Path,
         quarantine_dir: Path,
         read_pack_entries: Callable[[str], list[PackEntry]],
     ) -> None:
         self._dir = index_dir
+        self._snapshot = snapshot
         self._quarantine_dir = quarantine_dir
         self._read_pack_entries = read_pack_entries
         self._entries = DigestMap()
@@ -193,16 +203,51 @@ class PackIndex:
         with self._lock:
             present = list_index_files(self._dir)
             quarantined = list_quarantined(self._quarantine_dir)
+            if not self._loaded and not rebuild:
+                self._start_from_snapshot(present, quarantined)
             rebuild = rebuild or bool(self._packs - present or quarantined - self._quarantined)
             entries = DigestMap() if rebuild else self._entries
             packs: set[str] = set() if rebuild else self._packs
             new = sorted(present - packs)
             entries.reserve(sum(self._entry_count(pack_id) for pack_id in new))
+            decoded = 0
             for pack_id in new:
-                _put(entries, pack_id, self._load(pack_id), quarantined)
+                pack_entries = self._load(pack_id)
+                decoded += len(pack_entries)
+                _put(entries, pack_id, pack_entries, quarantined)
                 packs.add(pack_id)
             self._entries, self._packs, self._quarantined = entries, packs, quarantined
             self._loaded = True
+            if decoded >= SNAPSHOT_AFTER_ENTRIES:
+                self._write_snapshot()
+
+    def _start_from_snapshot(self, present: set[str], quarantined: set[tuple[str, bytes]]) -> None:
+        """Take the snapshot's map if it is sound and covers only packs in ``present``
+        with the same quarantined copies; else leave the map empty."""
+        try:
+            snapshot = index_snapshot.read(self._snapshot)
+        except (index_snapshot.SnapshotUnusable, BlockferryError) as exc:
+            log.warning("ignoring the pack index snapshot %s: %s", self._snapshot, exc)
+            return
+        if snapshot is None:
+            return
+        if not snapshot.packs <= present or snapshot.quarantined != quarantined:
+            log.info(
+                "the pack index snapshot %s is out of date (packs removed or chunk copies"
+                " quarantined since it was written); loading the index files",
+                self._snapshot,
+            )
+            return
+        self._entries, self._packs = snapshot.entries, snapshot.packs
+        self._quarantined = snapshot.quarantined
+
+    def _write_snapshot(self) -> None:
+        """Publish the map as the snapshot (best effort: it is only a shortcut)."""
+        snapshot = index_snapshot.Snapshot(self._entries, self._packs, self._quarantined)
+        try:
+            index_snapshot.write(self._snapshot, snapshot)
+        except BlockferryError as exc:
+            log.warning("could not write the pack index snapshot %s: %s", self._snapshot, exc)
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:

@@ -98,7 +98,9 @@ class Repository:
         self.layout = Layout(path)
         self.hooks = Hooks()
         self.locks = RepositoryLocks(self.layout.locks, hooks=self.hooks)
-        self._index = PackIndex(self.layout.index, self.layout.quarantine, self.pack_entries)
+        self._index = PackIndex(
+            self.layout.index, self.layout.index_snapshot, self.layout.quarantine, self.pack_entries
+        )
         self._pack_files = PackFiles(self.layout)
         self.restore_point_store = RestorePointStore(self.layout, config.block_size, self.hooks)
 
@@ -374,6 +376,9 @@ class Repository:
 
     def _rebuild_index(self, missing_only: bool) -> int:
         make_dirs(self.layout.index)
+        if not missing_only:  # it may hold entries the packs no longer give
+            remove_file(self.layout.index_snapshot)
+            fsync_dir(self.layout.index)
         # Index files are listed before packs: a pack sealed meanwhile then has both.
         existing = list_index_files(self.layout.index)
         pack_ids = self.sealed_pack_ids()

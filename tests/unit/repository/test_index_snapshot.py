@@ -1,0 +1,167 @@
+"""The pack index's snapshot: a start reads it instead of every index file, and it is
+never trusted when it could name a chunk copy that is gone or damaged."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from blockferry.core.blocks import digest
+from blockferry.repository import PackEntry, Repository, index_snapshot, pack_index
+from tests.unit.repository.repo_helpers import flip_byte
+
+
+def _pack(repo: Repository, chunks: int = 20) -> list[PackEntry]:
+    writer = repo.open_pack()
+    for _ in range(chunks):
+        data = os.urandom(64)
+        writer.add(digest(data, repo.config.dedupe_key), data, False, len(data))
+    return writer.seal().entries
+
+
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Packs whose index files were decoded (a snapshot spares them); snapshots are
+    written after any load that decoded one entry."""
+    monkeypatch.setattr(pack_index, "SNAPSHOT_AFTER_ENTRIES", 1)
+    packs: list[str] = []
+    original = pack_index.decode_index_file
+
+    def counting(data: bytes, pack_id: str, source: str) -> list[PackEntry]:
+        packs.append(pack_id)
+        return original(data, pack_id, source)
+
+    monkeypatch.setattr(pack_index, "decode_index_file", counting)
+    return packs
+
+
+def _located(repo: Repository, entries: list[PackEntry]) -> list[bool]:
+    return [repo.locate(e.digest) == e for e in entries]
+
+
+def test_a_start_reads_the_snapshot_and_only_newer_index_files(
+    repo: Repository, decoded: list[str]
+) -> None:
+    entries = [e for _ in range(30) for e in _pack(repo)]
+    first = Repository.open(repo.path)
+    assert all(_located(first, entries))
+    assert len(decoded) == 30
+    assert repo.layout.index_snapshot.exists()
+    newer = _pack(repo)
+    decoded.clear()
+    second = Repository.open(repo.path)
+    assert all(_located(second, entries + newer))
+    assert decoded == [newer[0].pack_id]
+    # written again after that load (it decoded an entry): the map itself
+    snapshot = index_snapshot.read(repo.layout.index_snapshot)
+    assert snapshot is not None
+    by_digest = {e.digest: e for e in snapshot.entries.values()}
+    assert by_digest == {e.digest: e for e in entries + newer}
+    assert snapshot.packs == {e.pack_id for e in entries + newer}
+
+
+def test_a_snapshot_naming_a_removed_pack_is_ignored(repo: Repository, decoded: list[str]) -> None:
+    """A GC removed a pack after the snapshot: its chunks must not be located."""
+    kept, removed = _pack(repo), _pack(repo)
+    Repository.open(repo.path).refresh_index()
+    assert repo.layout.index_snapshot.exists()
+    (repo.path / "index" / f"{removed[0].pack_id}.idx").unlink()
+    decoded.clear()
+    fresh = Repository.open(repo.path)
+    assert all(_located(fresh, kept))
+    assert not any(fresh.locate(e.digest) for e in removed)
+    assert decoded == [kept[0].pack_id]  # loaded from the files, then written again
+    snapshot = index_snapshot.read(repo.layout.index_snapshot)
+    assert snapshot is not None and snapshot.packs == {kept[0].pack_id}
+
+
+def test_a_snapshot_from_before_a_quarantine_is_ignored(
+    repo: Repository, decoded: list[str]
+) -> None:
+    entries = _pack(repo)
+    Repository.open(repo.path).refresh_index()
+    repo.quarantine(entries[3], "test")
+    fresh = Repository.open(repo.path)
+    assert fresh.locate(entries[3].digest) is None
+    assert all(_located(fresh, entries[:3] + entries[4:]))
+    snapshot = index_snapshot.read(repo.layout.index_snapshot)
+    assert snapshot is not None
+    assert snapshot.quarantined == {(entries[3].pack_id, entries[3].digest)}
+    # and the snapshot written with it is used, the copy still left out
+    decoded.clear()
+    again = Repository.open(repo.path)
+    assert again.locate(entries[3].digest) is None
+    assert all(_located(again, entries[:3] + entries[4:]))
+    assert decoded == []
+
+
+def test_a_snapshot_from_before_a_copy_left_quarantine_is_ignored(
+    repo: Repository, decoded: list[str]
+) -> None:
+    """The operator took a copy out of quarantine (found it sound): located again."""
+    entries = _pack(repo)
+    repo.quarantine(entries[3], "test")
+    Repository.open(repo.path).refresh_index()
+    (name,) = os.listdir(repo.layout.quarantine)
+    (repo.layout.quarantine / name).unlink()
+    assert all(_located(Repository.open(repo.path), entries))
+
+
+@pytest.mark.parametrize("where", [0, 9, 20, 60, 100, -1])
+def test_a_damaged_snapshot_is_ignored(
+    repo: Repository, decoded: list[str], where: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    entries = [e for _ in range(3) for e in _pack(repo)]
+    Repository.open(repo.path).refresh_index()
+    flip_byte(repo.layout.index_snapshot, where)
+    decoded.clear()
+    fresh = Repository.open(repo.path)
+    assert all(_located(fresh, entries))
+    assert len(decoded) == 3
+    assert "ignoring the pack index snapshot" in caplog.text
+
+
+def test_a_truncated_snapshot_is_ignored(repo: Repository, decoded: list[str]) -> None:
+    entries = _pack(repo)
+    Repository.open(repo.path).refresh_index()
+    path = repo.layout.index_snapshot
+    for size in (0, 10, path.stat().st_size - 1):
+        os.truncate(path, size)
+        with pytest.raises(index_snapshot.SnapshotUnusable):
+            index_snapshot.read(path)
+        fresh = Repository.open(repo.path)
+        assert all(_located(fresh, entries))
+
+
+def test_rebuild_index_removes_the_snapshot(
+    repo: Repository, decoded: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Index files written again from the packs may hold less than before (a damaged
+    footer, chunks scanned as far as they check out): a snapshot of the old ones goes."""
+    entries = _pack(repo)
+    Repository.open(repo.path).refresh_index()
+    assert repo.layout.index_snapshot.exists()
+    monkeypatch.setattr(pack_index, "SNAPSHOT_AFTER_ENTRIES", 100_000)
+    assert repo.rebuild_index() == 1
+    assert not repo.layout.index_snapshot.exists()
+    assert all(_located(Repository.open(repo.path), entries))
+
+
+def test_a_snapshot_that_cannot_be_written_costs_nothing_but_a_warning(
+    repo: Repository, decoded: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    entries = _pack(repo)
+    repo.layout.index_snapshot.mkdir()  # the rename onto it fails
+    fresh = Repository.open(repo.path)
+    assert all(_located(fresh, entries))
+    assert "could not write the pack index snapshot" in caplog.text
+    assert not [n for n in os.listdir(repo.path / "index") if n.startswith(".")]
+    shutil.rmtree(repo.layout.index_snapshot)
+
+
+def test_a_small_load_writes_no_snapshot(repo: Repository) -> None:
+    entries = _pack(repo)
+    assert all(_located(Repository.open(repo.path), entries))
+    assert not repo.layout.index_snapshot.exists()
