@@ -294,58 +294,74 @@ class Bench:
             "repository_apparent_bytes": apparent,
         }
 
+    def peer(
+        self,
+        what: str,
+        repo: Path,
+        restore_to: Path,
+        env: Any,
+        commands: tuple[list[str], list[str], list[str]],
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
+        """A peer's round: init a fresh ``repo``, back the image up and restore it in
+        ``restore_to`` (both timed), compare, drop the copy; the two steps and the
+        repository's size. ``commands``: init, backup (run beside the image, which it
+        names relatively), restore (run in ``restore_to``)."""
+        init, backup, restore = commands
+        shutil.rmtree(repo, ignore_errors=True)
+        shutil.rmtree(restore_to, ignore_errors=True)
+        restore_to.mkdir(parents=True)
+        self.run(init, env=env)
+        backed_up = self.timed(backup, cwd=self.image.parent, env=env)
+        backed_up.pop("stdout")
+        restored = self.timed(restore, cwd=restore_to, env=env)
+        restored.pop("stdout")
+        self.compare(restore_to / self.image.name, what)
+        apparent, allocated = tree_bytes(repo)
+        shutil.rmtree(restore_to)
+        sizes = {"repository_bytes": allocated, "repository_apparent_bytes": apparent}
+        return backed_up, restored, sizes
+
+    def peer_incremental(self, repo: Path, env: Any, backup: list[str]) -> dict[str, Any]:
+        """A peer's backup of the changed copy into ``repo`` (timed, run beside the copy),
+        with the repository's growth; then the repository goes."""
+        before = tree_bytes(repo)
+        step = self.timed(backup, cwd=self.changed.parent, env=env)
+        step.pop("stdout")
+        after = tree_bytes(repo)
+        shutil.rmtree(repo)
+        step["repository_growth_bytes"] = after[0] - before[0]
+        return step
+
     def borg(self, n: int) -> dict[str, Any]:
         repo = self.borg_dir / f"repo{n}"
-        extract_to = self.restore_dir / f"borg-{n}"
-        shutil.rmtree(repo, ignore_errors=True)
-        shutil.rmtree(extract_to, ignore_errors=True)
-        extract_to.mkdir(parents=True)
-        self.run(["borg", "init", "-e", BORG_ENCRYPTION, str(repo)], env=self.borg_env)
-        create = self.timed(
-            ["borg", "create", *BORG_CREATE, f"{repo}::a", self.image.name],
-            cwd=self.image.parent,
-            env=self.borg_env,
+        create, extract, sizes = self.peer(
+            f"BORG EXTRACT (round {n})",
+            repo,
+            self.restore_dir / f"borg-{n}",
+            self.borg_env,
+            (
+                ["borg", "init", "-e", BORG_ENCRYPTION, str(repo)],
+                ["borg", "create", *BORG_CREATE, f"{repo}::a", self.image.name],
+                ["borg", "extract", f"{repo}::a"],
+            ),
         )
-        create.pop("stdout")
-        extract = self.timed(["borg", "extract", f"{repo}::a"], cwd=extract_to, env=self.borg_env)
-        extract.pop("stdout")
-        self.compare(extract_to / self.image.name, f"BORG EXTRACT (round {n})")
-        apparent, allocated = tree_bytes(repo)
-        shutil.rmtree(extract_to)
-        return {
-            "create": create,
-            "extract": extract,
-            "repository_bytes": allocated,
-            "repository_apparent_bytes": apparent,
-        }
+        return {"create": create, "extract": extract, **sizes}
 
     def restic(self, n: int) -> dict[str, Any]:
         repo = self.restic_dir / f"repo{n}"
-        restore_to = self.restore_dir / f"restic-{n}"
-        shutil.rmtree(repo, ignore_errors=True)
-        shutil.rmtree(restore_to, ignore_errors=True)
-        args = ["restic", "--quiet", "--repo", str(repo)]
-        self.run([*args, "init", "--repository-version", "2"], env=self.restic_env)
-        backup = self.timed(
-            [*args, "backup", *RESTIC_BACKUP, self.image.name],
-            cwd=self.image.parent,
-            env=self.restic_env,
+        restic = ["restic", "--quiet", "--repo", str(repo)]
+        backup, restore, sizes = self.peer(
+            f"RESTIC RESTORE (round {n})",
+            repo,
+            self.restore_dir / f"restic-{n}",
+            self.restic_env,
+            (
+                [*restic, "init", "--repository-version", "2"],
+                [*restic, "backup", *RESTIC_BACKUP, self.image.name],
+                [*restic, "restore", "latest", "--target", "."],
+            ),
         )
-        backup.pop("stdout")
-        restore = self.timed(
-            [*args, "restore", "latest", "--target", str(restore_to)], env=self.restic_env
-        )
-        restore.pop("stdout")
-        # backed up by a relative name, so restored under that name
-        self.compare(restore_to / self.image.name, f"RESTIC RESTORE (round {n})")
-        apparent, allocated = tree_bytes(repo)
-        shutil.rmtree(restore_to)
-        return {
-            "backup": backup,
-            "restore": restore,
-            "repository_bytes": allocated,
-            "repository_apparent_bytes": apparent,
-        }
+        return {"backup": backup, "restore": restore, **sizes}
 
     def floor(self) -> dict[str, Any]:
         """floor.py on the image (its own process, like the CLI calls)."""
@@ -483,32 +499,18 @@ class Bench:
     def borg_incremental(self, n: int) -> dict[str, Any]:
         """borg create of the changed copy into round ``n``'s repository (archive b)."""
         repo = self.borg_dir / f"repo{n}"
-        before = tree_bytes(repo)
-        create = self.timed(
-            ["borg", "create", *BORG_CREATE, f"{repo}::b", self.changed.name],
-            cwd=self.changed.parent,
-            env=self.borg_env,
+        return self.peer_incremental(
+            repo, self.borg_env, ["borg", "create", *BORG_CREATE, f"{repo}::b", self.changed.name]
         )
-        create.pop("stdout")
-        after = tree_bytes(repo)
-        shutil.rmtree(repo)
-        create["repository_growth_bytes"] = after[0] - before[0]
-        return create
 
     def restic_incremental(self, n: int) -> dict[str, Any]:
         """restic backup of the changed copy into round ``n``'s repository."""
         repo = self.restic_dir / f"repo{n}"
-        before = tree_bytes(repo)
-        backup = self.timed(
+        return self.peer_incremental(
+            repo,
+            self.restic_env,
             ["restic", "--quiet", "--repo", str(repo), "backup", *RESTIC_BACKUP, self.changed.name],
-            cwd=self.changed.parent,
-            env=self.restic_env,
         )
-        backup.pop("stdout")
-        after = tree_bytes(repo)
-        shutil.rmtree(repo)
-        backup["repository_growth_bytes"] = after[0] - before[0]
-        return backup
 
     # -- the whole bench ---------------------------------------------------------------
 

@@ -22,19 +22,11 @@ def _pack(repo: Repository, chunks: int = 20) -> list[PackEntry]:
 
 
 @pytest.fixture
-def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def decoded(decoded_index_files: list[str], monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Packs whose index files were decoded (a snapshot spares them); snapshots are
     written after any load that decoded one entry."""
     monkeypatch.setattr(pack_index, "SNAPSHOT_AFTER_ENTRIES", 1)
-    packs: list[str] = []
-    original = pack_index.decode_index_file
-
-    def counting(data: bytes, pack_id: str, source: str) -> list[PackEntry]:
-        packs.append(pack_id)
-        return original(data, pack_id, source)
-
-    monkeypatch.setattr(pack_index, "decode_index_file", counting)
-    return packs
+    return decoded_index_files
 
 
 def _located(repo: Repository, entries: list[PackEntry]) -> list[bool]:

@@ -10,7 +10,7 @@ import pytest
 
 from blockferry.core.blocks import digest
 from blockferry.core.errors import CorruptionError
-from blockferry.repository import PackEntry, Repository, pack_index
+from blockferry.repository import Repository
 from blockferry.repository.pack_files import PackFiles
 from blockferry.repository.pack_index import decode_index_file, encode_index_file
 from tests.unit.repository.repo_helpers import block, flip_byte
@@ -63,20 +63,14 @@ def test_other_process_sees_new_packs_after_refresh(repo: Repository) -> None:
 
 
 def test_refresh_reads_only_new_index_files(
-    repo: Repository, monkeypatch: pytest.MonkeyPatch
+    repo: Repository, decoded_index_files: list[str]
 ) -> None:
     for ch in "abc":
         _store(repo, ch)
     other = Repository.open(repo.path)
     other.refresh_index()
-    reads: list[str] = []
-    original = pack_index.decode_index_file
-
-    def counting(data: bytes, pack_id: str, source: str) -> list[PackEntry]:
-        reads.append(pack_id)
-        return original(data, pack_id, source)
-
-    monkeypatch.setattr(pack_index, "decode_index_file", counting)
+    reads = decoded_index_files
+    reads.clear()
     other.refresh_index()
     assert reads == []
     _store(repo, "d")
