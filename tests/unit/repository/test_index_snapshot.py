@@ -3,14 +3,17 @@ never trusted when it could name a chunk copy that is gone or damaged."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
 from blockferry.core.blocks import digest
 from blockferry.repository import PackEntry, Repository, index_snapshot, pack_index
-from tests.unit.repository.repo_helpers import flip_byte
+from tests.system import small_tmpfs
+from tests.unit.repository.repo_helpers import BLOCK_SIZE, flip_byte, temporary_names
 
 
 def _pack(repo: Repository, chunks: int = 20) -> list[PackEntry]:
@@ -157,3 +160,38 @@ def test_a_small_load_writes_no_snapshot(repo: Repository) -> None:
     entries = _pack(repo)
     assert all(_located(Repository.open(repo.path), entries))
     assert not repo.layout.index_snapshot.exists()
+
+
+def test_a_full_file_system_costs_the_snapshot_only(
+    tmp_path: Path, decoded: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with small_tmpfs(tmp_path / "small", "2m") as small:
+        repo = Repository.init(small / "repo", block_size=BLOCK_SIZE, shard_count=1)
+        entries = _pack(repo)
+        with (small / "filler").open("wb", buffering=0) as filler:
+            with contextlib.suppress(OSError):
+                while True:
+                    filler.write(b"\xff" * 4096)
+        fresh = Repository.open(repo.path)
+        assert all(_located(fresh, entries))
+        assert "no space left" in caplog.text
+        assert not repo.layout.index_snapshot.exists()
+        assert temporary_names(repo.path) == []
+        fresh.close()
+        repo.close()
+
+
+def test_a_writer_killed_mid_snapshot_leaves_a_temporary_that_is_reaped(
+    repo: Repository, decoded: list[str]
+) -> None:
+    entries = _pack(repo)
+    Repository.open(repo.path).refresh_index()
+    snapshot = repo.layout.index_snapshot
+    left = snapshot.with_name(f".{snapshot.name}.tmp-dead0000")  # as a SIGKILL leaves it
+    left.write_bytes(snapshot.read_bytes()[:1000])
+    decoded.clear()
+    fresh = Repository.open(repo.path)
+    assert all(_located(fresh, entries))
+    assert decoded == []  # the published snapshot, not the torn one
+    assert repo.remove_stale_temporaries(min_age=0) == 1
+    assert not left.exists() and snapshot.exists()
