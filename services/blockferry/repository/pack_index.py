@@ -152,6 +152,9 @@ class PackIndex:
         self._read_pack_entries = read_pack_entries
         self._entries = DigestMap()
         self._packs: set[str] = set()
+        self._unindexed: set[str] = set()
+        """Packs in :attr:`_packs` whose entries could not be read: a snapshot must not
+        cover them, so the next start tries again."""
         self._quarantined: set[tuple[str, bytes]] = set()
         self._lock = threading.Lock()
         self._loaded = False
@@ -208,15 +211,20 @@ class PackIndex:
             rebuild = rebuild or bool(self._packs - present or quarantined - self._quarantined)
             entries = DigestMap() if rebuild else self._entries
             packs: set[str] = set() if rebuild else self._packs
+            unindexed: set[str] = set() if rebuild else self._unindexed
             new = sorted(present - packs)
             entries.reserve(sum(self._entry_count(pack_id) for pack_id in new))
             decoded = 0
             for pack_id in new:
                 pack_entries = self._load(pack_id)
+                if pack_entries is None:
+                    unindexed.add(pack_id)
+                    pack_entries = []
                 decoded += len(pack_entries)
                 _put(entries, pack_id, pack_entries, quarantined)
                 packs.add(pack_id)
             self._entries, self._packs, self._quarantined = entries, packs, quarantined
+            self._unindexed = unindexed
             self._loaded = True
             if decoded >= SNAPSHOT_AFTER_ENTRIES:
                 self._write_snapshot()
@@ -243,7 +251,8 @@ class PackIndex:
 
     def _write_snapshot(self) -> None:
         """Publish the map as the snapshot (best effort: it is only a shortcut)."""
-        snapshot = index_snapshot.Snapshot(self._entries, self._packs, self._quarantined)
+        covered = self._packs - self._unindexed
+        snapshot = index_snapshot.Snapshot(self._entries, covered, self._quarantined)
         try:
             index_snapshot.write(self._snapshot, snapshot)
         except BlockferryError as exc:
@@ -261,7 +270,8 @@ class PackIndex:
             return 0
         return max(0, size - INDEX_HEADER.size) // FOOTER_ENTRY.size
 
-    def _load(self, pack_id: str) -> list[PackEntry]:
+    def _load(self, pack_id: str) -> list[PackEntry] | None:
+        """A pack's entries from its index file, else its footer; None if neither reads."""
         path = self._dir / f"{pack_id}{INDEX_SUFFIX}"
         try:
             return decode_index_file(read_file(path), pack_id, str(path))
@@ -273,4 +283,4 @@ class PackIndex:
             return self._read_pack_entries(pack_id)
         except BlockferryError as exc:
             log.error("pack %s cannot be indexed: %s", pack_id, exc)
-            return []
+            return None

@@ -195,3 +195,22 @@ def test_a_writer_killed_mid_snapshot_leaves_a_temporary_that_is_reaped(
     assert decoded == []  # the published snapshot, not the torn one
     assert repo.remove_stale_temporaries(min_age=0) == 1
     assert not left.exists() and snapshot.exists()
+
+
+def test_a_pack_that_could_not_be_read_is_not_covered(repo: Repository, decoded: list[str]) -> None:
+    """Its index file and footer unreadable at the load that wrote the snapshot (an I/O
+    error, say): readable again later, its chunks must be located, not missing for
+    every start to come."""
+    readable, unreadable = _pack(repo), _pack(repo)
+    pack_id = unreadable[0].pack_id
+    index_file = repo.path / "index" / f"{pack_id}.idx"
+    good = index_file.read_bytes()
+    flip_byte(index_file, -1)
+    flip_byte(repo.pack_path(pack_id), -1)
+    first = Repository.open(repo.path)
+    assert all(_located(first, readable))
+    assert not any(first.locate(e.digest) for e in unreadable)
+    snapshot = index_snapshot.read(repo.layout.index_snapshot)
+    assert snapshot is not None and snapshot.packs == {readable[0].pack_id}
+    index_file.write_bytes(good)
+    assert all(_located(Repository.open(repo.path), readable + unreadable))
