@@ -52,7 +52,7 @@ class SnapshotUnusable(Exception):
 class Snapshot:
     entries: DigestMap
     packs: set[str]
-    """Packs whose index files the map was loaded from."""
+    """Packs whose entries the map holds (from their index files or footers)."""
     quarantined: set[tuple[str, bytes]]
     """The quarantined copies left out of the map."""
 
