@@ -3,8 +3,8 @@ settings kills itself with SIGKILL, to prove that a crash at any step loses noth
 
 Production code calls :func:`reached` at each point. Unarmed and without a hit log
 (the default) that is one attribute test. A process is armed with the setting
-``failpoints`` (``BLOCKFERRY_FAILPOINTS='["pack.renamed@2"]'``): it SIGKILLs itself the
-second time it reaches ``pack.renamed`` (``@N`` defaults to 1). With ``failpoint_log``
+``failpoints`` (``BLOCKFERRY_FAILPOINTS='["pack.published@2"]'``): it SIGKILLs itself the
+second time it reaches ``pack.published`` (``@N`` defaults to 1). With ``failpoint_log``
 set, every point reached is appended to that file as a line ``<point> <pid> <hit>``,
 the fatal one as ``<point> <pid> <hit> kill`` (written and fsynced before the signal),
 so a test or ``make soak`` knows which points a run went through.
@@ -28,9 +28,9 @@ class Point(enum.StrEnum):
     """Every failpoint, in the order of the work it interrupts."""
 
     PACK_FOOTER_WRITTEN = "pack.footer-written"
-    """A pack's footer is written and fsynced under its temporary name, not renamed."""
-    PACK_RENAMED = "pack.renamed"
-    """A pack is renamed into place; its index file is not written yet."""
+    """A pack's footer is written to its writer; the pack is not published yet."""
+    PACK_PUBLISHED = "pack.published"
+    """A pack is published whole; its index file is not written yet."""
     PACK_SEALED = "pack.sealed"
     """A pack and its index file are in place; its entries are not on the changelog."""
     CHANGELOG_PUBLISHED = "changelog.published"
@@ -44,12 +44,14 @@ class Point(enum.StrEnum):
     """The dedupe index answered a batch of lookups; their offsets are not committed."""
     STAGE_WRITTEN = "stage.written"
     """A disk's fixed index is staged; the disk's end is not acknowledged yet."""
-    COMMIT_TEMP_CREATED = "commit.temp-created"
-    """A commit created its temporary restore point directory (still empty)."""
-    COMMIT_TEMP_READY = "commit.temp-ready"
-    """A commit's temporary directory is complete; it is renamed into place next."""
-    COMMIT_RENAMED = "commit.renamed"
-    """A restore point is in place; the session's staging is not removed yet."""
+    COMMIT_STARTED = "commit.started"
+    """A commit is about to write its restore point's fixed indexes (none written yet)."""
+    COMMIT_INDEXES_WRITTEN = "commit.indexes-written"
+    """A commit wrote its restore point's fixed indexes; the commit marker
+    (restorepoint.json) is written next."""
+    COMMIT_MARKED = "commit.marked"
+    """A restore point's commit marker is written; the session's staging is not removed
+    yet."""
     COMMIT_DONE = "commit.done"
     """A restore point is committed and its staging removed; nobody was told yet."""
     PRUNE_DECIDED = "prune.decided"
@@ -97,7 +99,7 @@ _armed = _Armed()
 
 
 def parse(specs: Iterable[str]) -> dict[Point, int]:
-    """``["pack.renamed@2", "commit.done"]`` → {point: the hit that kills}.
+    """``["pack.published@2", "commit.done"]`` → {point: the hit that kills}.
 
     Raises:
         ValueError: an unknown point or a hit number below 1.

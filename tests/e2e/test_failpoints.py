@@ -20,11 +20,11 @@ def test_a_target_mover_killed_in_the_middle_of_a_commit_commits_when_started_ag
     mesh.up(shards=2)
     disk = make_disk(tmp_path / "vm.img", 4, seed=41)
     mesh.kill("target-mover", signal.SIGTERM)
-    armed = mesh.start("target-mover", BLOCKFERRY_FAILPOINTS='["commit.temp-ready"]')
+    armed = mesh.start("target-mover", BLOCKFERRY_FAILPOINTS='["commit.indexes-written"]')
 
     session = mesh.cli_json("backup", str(disk), "--job", "j", "--disk", "d")["session"]
     assert armed.wait(timeout=120) == -signal.SIGKILL
-    assert "commit.temp-ready" in hits.read_text().splitlines()[-1]
+    assert "commit.indexes-written" in hits.read_text().splitlines()[-1]
     mesh.processes.pop("target-mover")
     mesh.start("target-mover")
 

@@ -11,7 +11,7 @@ from blockferry.core.blocks import digest
 from blockferry.repository import Repository
 from blockferry.repository.pack import CHUNK_HEADER
 from tests.e2e.harness import MeshProcesses, make_disk
-from tests.unit.repository.repo_helpers import flip_byte
+from tests.unit.repository.repo_helpers import flip_byte, pack_file
 
 
 def test_a_damaged_chunk_is_named_quarantined_and_healed_by_the_next_backup(
@@ -28,7 +28,7 @@ def test_a_damaged_chunk_is_named_quarantined_and_healed_by_the_next_backup(
     damaged = digest(second_block, repo.config.dedupe_key)
     entry = repo.locate(damaged)
     assert entry is not None
-    flip_byte(repo.pack_path(entry.pack_id), entry.offset + CHUNK_HEADER.size + 10)
+    flip_byte(pack_file(repo, entry.pack_id), entry.offset + CHUNK_HEADER.size + 10)
 
     found = mesh.cli("verify", "--json")
     assert found.returncode != 0

@@ -13,7 +13,14 @@ from blockferry.core.blocks import digest
 from blockferry.repository import Repository
 from blockferry.repository.pack import CHUNK_HEADER
 from tests.e2e.harness import MeshProcesses
-from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, block, flip_byte, make_image
+from tests.unit.repository.repo_helpers import (
+    BLOCK_SIZE,
+    backup,
+    block,
+    flip_byte,
+    make_image,
+    pack_file,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +35,7 @@ def test_allow_holes_restores_the_rest_and_lists_the_hole(
     rp = backup(repo, "vm", {"d0": image}).id
     entry = repo.locate(digest(block("d"), repo.config.dedupe_key))  # block 3
     assert entry is not None
-    flip_byte(repo.pack_path(entry.pack_id), entry.offset + CHUNK_HEADER.size + 7)
+    flip_byte(pack_file(repo, entry.pack_id), entry.offset + CHUNK_HEADER.size + 7)
     for role in ("target-mover", "orchestrator", "source-mover"):
         mesh.start(role, wait=False)
     for role in ("target-mover", "orchestrator", "source-mover"):

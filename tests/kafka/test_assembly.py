@@ -17,6 +17,7 @@ from blockferry.transport.kafka import Record
 from blockferry.transport.records import Chunk, DiskEnd, Extents, Message, Reply, ResumeQuery
 from tests.kafka.offsets import committed_and_end
 from tests.kafka.pipelines import REPO, running_pipeline
+from tests.unit.repository.repo_helpers import root
 
 pytestmark = pytest.mark.kafka
 
@@ -119,7 +120,7 @@ async def test_missing_blocks_resume_points_and_given_up_disks(
         )
         assert committed == end, "offsets move past both"
         staged = sorted(
-            p.relative_to(repo.path).as_posix() for p in (repo.path / "staging").rglob("*.fidx")
+            p.relative_to(root(repo)).as_posix() for p in (root(repo) / "staging").rglob("*.fidx")
         )
         assert staged == ["staging/s1/d0.fidx"]
         fidx = repo.read_fixed_index  # the staged index is read when committed

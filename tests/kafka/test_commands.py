@@ -15,7 +15,7 @@ from blockferry.transport import expiry
 from blockferry.transport.codec import Codec
 from blockferry.transport.records import Command, Reply
 from tests.kafka.pipelines import REPO, running_pipeline
-from tests.unit.repository.repo_helpers import backup, make_image
+from tests.unit.repository.repo_helpers import backup, make_image, root
 
 pytestmark = pytest.mark.kafka
 
@@ -146,7 +146,7 @@ async def test_an_expired_command_is_refused_and_not_run(
         assert isinstance(refused, Reply)
         assert (refused.ok, refused.code) == (False, "refused")
         assert "prune: expired at " in refused.error, refused
-    assert sorted(p.id for p in Repository.open(repo.path).restore_points("j")) == sorted(points)
+    assert sorted(p.id for p in Repository.open(root(repo)).restore_points("j")) == sorted(points)
 
 
 async def test_a_command_of_an_earlier_run_of_its_session_is_refused(

@@ -35,7 +35,7 @@ from blockferry.transport.records import (
     TaskKind,
 )
 from tests.kafka.pipelines import REPO, RunningPipeline, newest_records, running_pipeline
-from tests.unit.repository.repo_helpers import backup, block, flip_byte, make_image
+from tests.unit.repository.repo_helpers import backup, block, flip_byte, make_image, pack_file
 
 pytestmark = pytest.mark.kafka
 
@@ -225,7 +225,7 @@ async def test_a_damaged_chunk_is_named_or_left_as_a_listed_hole(
     rp = backup(repo, "j", {"d0": image}).id
     entry = repo.locate(digest(block("c"), repo.config.dedupe_key))  # block 2
     assert entry is not None
-    flip_byte(repo.pack_path(entry.pack_id), entry.offset + CHUNK_HEADER.size + 1)
+    flip_byte(pack_file(repo, entry.pack_id), entry.offset + CHUNK_HEADER.size + 1)
     dest = tmp_path / "restored.img"
     hole = r"1 block: block 2 \(bytes \[524288, 786432\)\)"
     async with running_pipeline(kafka_bootstrap, topic_prefix, repo, IngestConfig()) as running:

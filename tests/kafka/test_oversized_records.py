@@ -31,7 +31,7 @@ from blockferry.transport.records import (
 )
 from tests.kafka.pipelines import REPO, running_pipeline
 from tests.kafka.test_mesh_restore import IMAGE, leftovers, restore, tamper
-from tests.unit.repository.repo_helpers import backup, make_image
+from tests.unit.repository.repo_helpers import backup, make_image, root
 
 pytestmark = pytest.mark.kafka
 
@@ -156,7 +156,7 @@ async def test_the_target_side_refuses_oversized_records_and_carries_on(
         assert any("disk size 4611686018427387904 is out of range" in r for r in reasons)
         assert any("counts 2147483647 extents records" in r for r in reasons), reasons
         assert repo.locate(digest) is not None, "the good chunk after the bad ones is stored"
-        staged = sorted(p.parent.name for p in (repo.path / "staging").rglob("*.fidx"))
+        staged = sorted(p.parent.name for p in (root(repo) / "staging").rglob("*.fidx"))
         assert staged == ["good"]
     grown = peak_rss() - before
     assert grown < GROWTH_LIMIT, f"peak memory grew by {grown >> 20} MiB"

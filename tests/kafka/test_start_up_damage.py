@@ -10,12 +10,19 @@ from pathlib import Path
 import pytest
 
 from blockferry.ingest.config import IngestConfig
-from blockferry.repository import Repository
+from blockferry.repository import Repository, layout
 from blockferry.repository.retention import Policy
 from blockferry.transport import commands as cmd
 from blockferry.transport.records import Reply
 from tests.kafka.pipelines import REPO, newest_records, running_pipeline, write_pack
-from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, flip_byte, make_image
+from tests.unit.repository.repo_helpers import (
+    BLOCK_SIZE,
+    backup,
+    file_of,
+    flip_byte,
+    make_image,
+    pack_file,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -28,7 +35,7 @@ async def test_start_up_names_a_damaged_restore_point_and_gc_refuses(
     backup(repo, "b", {"sda": make_image("cd")})
     backup(repo, "b", {"sda": make_image("ef")})
     repo.prune("b", Policy(keep_last=1))  # c and d are garbage
-    path = repo.layout.restore_point_file("a", damaged.id)
+    path = file_of(repo, layout.restore_point_file("a", damaged.id))
     path.write_text(path.read_text().replace('"job": "a"', '"job": "x"'))
     packs = repo.sealed_pack_ids()
 
@@ -61,7 +68,7 @@ async def test_start_up_survives_a_pack_with_a_damaged_footer(
     repo = Repository.init(tmp_path / "repo", block_size=BLOCK_SIZE, shard_count=1)
     healthy = write_pack(repo, [1, 2])
     damaged = write_pack(repo, [3, 4])
-    flip_byte(repo.pack_path(damaged[0].pack_id), -1)
+    flip_byte(pack_file(repo, damaged[0].pack_id), -1)
 
     caplog.set_level(logging.ERROR)
     async with running_pipeline(kafka_bootstrap, topic_prefix, repo, IngestConfig()) as running:

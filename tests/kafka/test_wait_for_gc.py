@@ -28,7 +28,7 @@ async def test_a_disk_end_and_a_commit_wait_for_gc(
     async with running_pipeline(kafka_bootstrap, topic_prefix, repo, config) as running:
         mesh, replies = running.mesh, running.replies
         # another process's garbage collection
-        gc_lock = RepositoryLocks(repo.layout.locks, refresh_every=0).acquire(
+        gc_lock = RepositoryLocks(repo.storage, refresh_every=0).acquire(
             LockKind.EXCLUSIVE, purpose="gc"
         )
         topic = mesh.topics.extents(REPO)
@@ -63,7 +63,7 @@ async def test_a_disk_end_and_a_commit_wait_for_gc(
         assert (stored.name, stored.ok) == ("disk-stored", True)
 
         # a commit arriving during the next GC waits for it too
-        gc_lock = RepositoryLocks(repo.layout.locks, refresh_every=0).acquire(
+        gc_lock = RepositoryLocks(repo.storage, refresh_every=0).acquire(
             LockKind.EXCLUSIVE, purpose="gc"
         )
         committed = replies.open("commit")

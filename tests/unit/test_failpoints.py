@@ -25,7 +25,7 @@ CHILD = textwrap.dedent(
 
     failpoints.arm(sys.argv[2:], Path(sys.argv[1]))
     for _ in range(3):
-        failpoints.reached(Point.PACK_RENAMED)
+        failpoints.reached(Point.PACK_PUBLISHED)
         failpoints.reached(Point.PACK_SEALED)
     print("survived", flush=True)
     """
@@ -51,9 +51,9 @@ def test_an_armed_process_is_killed_at_the_named_hit_and_logs_what_it_reached(
     assert "survived" not in result.stdout
     lines = log.read_text().splitlines()
     assert [line.split()[0] for line in lines] == [
-        "pack.renamed",
+        "pack.published",
         "pack.sealed",
-        "pack.renamed",
+        "pack.published",
         "pack.sealed",
     ]
     assert lines[-1].endswith(" 2 kill")

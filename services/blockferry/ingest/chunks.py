@@ -77,15 +77,17 @@ class ChunkIntake:
         """The last failure to write the repository (a full disk, say), until a pack seals."""
 
     async def start(self) -> None:
-        removed = await self._ctx.in_pool(self._ctx.repo.remove_unsealed)
+        removed = await self._ctx.in_pool(self._ctx.repo.remove_leftovers)
         if removed:
             log.warning(
-                "%s: removed %d unsealed pack files left by a crash", self._ctx.name, removed
+                "%s: removed %d unsealed packs and temporaries left by a crash",
+                self._ctx.name,
+                removed,
             )
         removed = await self._ctx.in_pool(self._ctx.repo.remove_interrupted_commits)
         if removed:
             log.warning(
-                "%s: removed %d temporaries of commits cut short by a crash",
+                "%s: removed the fixed indexes of %d commits cut short by a crash",
                 self._ctx.name,
                 removed,
             )

@@ -76,10 +76,8 @@ class RepositoryServer(CommandServer):
         self._ctx = ctx
 
     def public(self, message: str) -> str:
-        """The repository's path becomes its name: callers see no server paths."""
-        for path in {str(self._ctx.repo.path), str(self._ctx.repo.path.resolve())}:
-            message = message.replace(path, f"repository {self._ctx.name}")
-        return message
+        """The repository's place becomes its name: callers see no server paths."""
+        return message.replace(self._ctx.repo.where, f"repository {self._ctx.name}")
 
     async def _forget(self, digests: set[bytes]) -> None:
         """Tell the changelog about quarantined chunks: a tombstone where no good copy is

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blockferry.core.errors import BlockferryError, CorruptionError
+from blockferry.repository import layout
 from blockferry.repository.config import RepositoryConfig
-from blockferry.repository.damaged import set_aside_paths
-from blockferry.repository.files import is_temporary, list_dir, read_file
+from blockferry.repository.damaged import set_aside_prefixes
 from blockferry.repository.fixed_index import FixedIndex
-from blockferry.repository.layout import FIXED_INDEX_SUFFIX
 from blockferry.repository.pack import PackEntry
 from blockferry.repository.pack_index import decode_index_file, list_index_files
 from blockferry.repository.repository import Repository
@@ -108,22 +107,24 @@ def check(repo: Repository, *, lock: bool = True) -> CheckReport:
         _check_restore_points(repo, report)
         _check_staging(repo, report)
         report.warnings += [
-            f"set aside (its chunks are kept; repair it and move it back, or delete it): "
-            f"{repo.layout.relative(path)}"
-            for path in set_aside_paths(repo)
+            f"set aside (its chunks are kept; repair it and move it back, or delete it): {prefix}"
+            for prefix in set_aside_prefixes(repo)
         ]
         report.warnings += [
-            f"temporary file left behind: {repo.layout.relative(path)}"
-            for path in repo.temporary_files()
+            f"fixed indexes without a commit marker (a commit killed half way; the next "
+            f"GC removes them): {prefix}"
+            for prefix in repo.restore_point_store.unmarked()
+        ]
+        report.warnings += [
+            f"temporary file left behind: {info.name}" for info in repo.storage.leftovers()
         ]
         return report
 
 
 def _check_config(repo: Repository, report: CheckReport) -> None:
-    path = repo.layout.config
     try:
-        config = RepositoryConfig.from_json(read_file(path), str(path))
-    except (BlockferryError, FileNotFoundError) as exc:
+        config = RepositoryConfig.from_json(repo.storage.get(layout.CONFIG_FILE), "config.json")
+    except BlockferryError as exc:
         report.problems.append(Problem(ProblemKind.CONFIG, "config.json", str(exc)))
         return
     if config != repo.config:
@@ -140,22 +141,20 @@ def _check_packs(repo: Repository, report: CheckReport) -> dict[str, list[PackEn
             footers[pack_id] = repo.pack_entries(pack_id)
         except BlockferryError as exc:
             footers[pack_id] = None
-            path = repo.layout.relative(repo.pack_path(pack_id))
-            report.problems.append(Problem(ProblemKind.PACK, path, str(exc)))
+            report.problems.append(Problem(ProblemKind.PACK, layout.pack(pack_id), str(exc)))
     return footers
 
 
 def _check_index_files(
     repo: Repository, footers: dict[str, list[PackEntry] | None], report: CheckReport
 ) -> None:
-    index_ids = list_index_files(repo.layout.index)
+    index_ids = list_index_files(repo.storage)
     for pack_id in sorted(index_ids):
         report.index_files_checked += 1
-        path = repo.layout.index_file(pack_id)
-        relative = repo.layout.relative(path)
+        relative = layout.index_file(pack_id)
         try:
-            entries = decode_index_file(read_file(path), pack_id, str(path))
-        except (BlockferryError, FileNotFoundError) as exc:
+            entries = decode_index_file(repo.storage.get(relative), pack_id, relative)
+        except BlockferryError as exc:
             report.problems.append(Problem(ProblemKind.INDEX, relative, str(exc)))
             continue
         report.chunks_indexed += len(entries)
@@ -167,28 +166,22 @@ def _check_index_files(
             report.problems.append(
                 Problem(ProblemKind.INDEX, relative, "does not match the pack's footer")
             )
-    for pack_id in sorted(set(footers) - index_ids):
+    for pack_id in sorted(set(footers) - index_ids.keys()):
         report.problems.append(
             Problem(
                 ProblemKind.INDEX,
-                repo.layout.relative(repo.layout.index_file(pack_id)),
+                layout.index_file(pack_id),
                 f"pack {pack_id} has no index file; run `blockferry repo rebuild-index`",
             )
         )
 
 
 def _check_staging(repo: Repository, report: CheckReport) -> None:
-    for session in sorted(list_dir(repo.layout.staging)):
-        directory = repo.layout.staging_dir(session)
-        for name in sorted(list_dir(directory)):
-            if is_temporary(name) or not name.endswith(FIXED_INDEX_SUFFIX):
-                continue
-            path = directory / name
-            try:
-                FixedIndex.decode(read_file(path), str(path))
-            except (BlockferryError, FileNotFoundError) as exc:
-                relative = repo.layout.relative(path)
-                report.problems.append(Problem(ProblemKind.STAGED_FIXED_INDEX, relative, str(exc)))
+    for name in repo.restore_point_store.staged_names():
+        try:
+            FixedIndex.decode(repo.storage.get(name), name)
+        except BlockferryError as exc:
+            report.problems.append(Problem(ProblemKind.STAGED_FIXED_INDEX, name, str(exc)))
 
 
 def _check_restore_points(repo: Repository, report: CheckReport) -> None:
@@ -198,11 +191,11 @@ def _check_restore_points(repo: Repository, report: CheckReport) -> None:
         try:
             point = repo.load_restore_point(job, rp_id)
         except CorruptionError as exc:
-            path = repo.layout.relative(repo.layout.restore_point_file(job, rp_id))
+            path = layout.restore_point_file(job, rp_id)
             report.problems.append(Problem(ProblemKind.RESTORE_POINT, path, str(exc)))
             continue
         for disk in point.disks:
-            path = repo.layout.relative(repo.fixed_index_path(point, disk.name))
+            path = repo.fixed_index_name(point, disk.name)
             try:
                 fidx = repo.read_fixed_index(point, disk.name)
             except CorruptionError as exc:

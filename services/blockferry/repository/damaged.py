@@ -13,22 +13,13 @@ they can be read (:func:`set_aside_digests`).
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 from blockferry.core.errors import CorruptionError, RepositoryError
-from blockferry.repository.files import (
-    fsync_dir,
-    is_temporary,
-    list_dir,
-    make_dirs,
-    read_file,
-    storage_error,
-)
+from blockferry.repository import layout
 from blockferry.repository.fixed_index import FixedIndex
 from blockferry.repository.ids import is_name
-from blockferry.repository.layout import FIXED_INDEX_SUFFIX
 from blockferry.repository.repository import REPAIR_HINT, Repository
+from blockferry.repository.storage import ObjectNotFound
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +36,20 @@ def check_metadata(repo: Repository) -> None:
         repo.staged_fixed_indexes()
         for point in repo.restore_points(strict=True):
             for disk in point.disks:
-                path = repo.fixed_index_path(point, disk.name)
+                name = repo.fixed_index_name(point, disk.name)
                 try:
-                    with path.open("rb") as file:
-                        FixedIndex.check_header(file.read(FixedIndex.HEADER_SIZE), str(path))
-                except FileNotFoundError as exc:
-                    raise CorruptionError(f"reading fixed index {path}: file is missing") from exc
-                except OSError as exc:
-                    raise storage_error(f"reading fixed index {path}", exc) from exc
+                    header = repo.storage.get_range(name, 0, FixedIndex.HEADER_SIZE)
+                except ObjectNotFound as exc:
+                    raise CorruptionError(f"reading fixed index {name}: file is missing") from exc
+                FixedIndex.check_header(header, name)
     except CorruptionError as exc:
         raise CorruptionError(
-            f"repository {repo.path} holds metadata this blockferry cannot read: {exc}. "
+            f"repository {repo.where} holds metadata this blockferry cannot read: {exc}. "
             f"{REPAIR_HINT}"
         ) from exc
 
 
-def set_aside(repo: Repository, ident: str, *, lock_wait: float = 0.0) -> Path:
+def set_aside(repo: Repository, ident: str, *, lock_wait: float = 0.0) -> str:
     """Move a damaged restore point (by its id) or a session's staged fixed indexes (by
     the session id) to ``damaged/``, under the exclusive lock; returns where it went.
 
@@ -69,56 +58,60 @@ def set_aside(repo: Repository, ident: str, *, lock_wait: float = 0.0) -> Path:
     indexes name, so it can still be repaired and moved back. Deleting it from
     ``damaged/`` lets those chunks go at the next GC.
 
+    Each object is copied first, then the originals are deleted, the restore point's
+    marker first: killed half way, it is set aside and maybe still a restore point too,
+    never neither.
+
     Raises:
         RepositoryError: there is no such restore point or staged session.
     """
-    layout = repo.layout
+    storage = repo.storage
     with repo.exclusive_lock(f"set aside {ident}", wait=lock_wait) as held:
-        source = target = None
+        source = target = marker = None
         for job, rp_id in repo.restore_point_ids():
             if rp_id == ident:
-                source = layout.restore_point_dir(job, rp_id)
-                target = layout.damaged_restore_point(job, rp_id)
-        if source is None and is_name(ident) and layout.staging_dir(ident).is_dir():
-            source = layout.staging_dir(ident)
-            target = layout.damaged_staging(ident)
+                source = layout.restore_point_prefix(job, rp_id)
+                target = layout.damaged_restore_point_prefix(job, rp_id)
+                marker = layout.restore_point_file(job, rp_id)
+        if (
+            source is None
+            and is_name(ident)
+            and ident in repo.restore_point_store.staged_sessions()
+        ):
+            source = layout.staging_prefix(ident)
+            target = layout.damaged_staging_prefix(ident)
         if source is None or target is None:
             raise RepositoryError(
                 f"setting {ident!r} aside: no committed restore point or staged session of "
-                f"that id in {repo.path}"
+                f"that id in {repo.where}"
             )
-        make_dirs(target.parent)
+        names = sorted(info.name for info in storage.list_objects(source))
+        for name in names:
+            storage.put(target + name[len(source) :], storage.get(name))
         held.check()
-        try:
-            os.rename(source, target)
-        except OSError as exc:
-            raise storage_error(f"setting {ident} aside to {target}", exc) from exc
-        fsync_dir(source.parent)
-        fsync_dir(target.parent)
-    log.warning("set %s aside to %s", layout.relative(source), layout.relative(target))
+        first = [marker] if marker in names else []
+        storage.delete(*first, *(name for name in names if name != marker))
+    log.warning("set %s aside to %s", source, target)
     return target
 
 
-def set_aside_paths(repo: Repository) -> list[Path]:
+def set_aside_prefixes(repo: Repository) -> list[str]:
     """The restore points and staged sessions in ``damaged/``."""
-    found = []
-    for kind in ("restorepoints", "staging"):
-        top = repo.layout.damaged / kind
-        for name in sorted(list_dir(top)):
-            entry = top / name
-            if kind == "restorepoints":
-                found += [entry / rp for rp in sorted(list_dir(entry)) if not is_temporary(rp)]
-            elif not is_temporary(name):
-                found.append(entry)
-    return found
+    found = set()
+    for info in repo.storage.list_objects(layout.DAMAGED):
+        parts = layout.parts(info.name, layout.DAMAGED)
+        if parts[0] == "restorepoints" and len(parts) == 4:
+            found.add(layout.damaged_restore_point_prefix(parts[1], parts[2]))
+        elif parts[0] == "staging" and len(parts) == 3:
+            found.add(layout.damaged_staging_prefix(parts[1]))
+    return sorted(found)
 
 
 def set_aside_digests(repo: Repository) -> set[bytes]:
     """The chunk digests the fixed indexes in ``damaged/`` name, as far as they can be
     read (see :meth:`FixedIndex.salvage`)."""
     found: set[bytes] = set()
-    for directory in set_aside_paths(repo):
-        for name in sorted(list_dir(directory)):
-            if name.endswith(FIXED_INDEX_SUFFIX) and not is_temporary(name):
-                found |= FixedIndex.salvage(read_file(directory / name))
+    for info in sorted(repo.storage.list_objects(layout.DAMAGED), key=lambda i: i.name):
+        if info.name.endswith(layout.FIXED_INDEX_SUFFIX):
+            found |= FixedIndex.salvage(repo.storage.get(info.name))
     return found

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
 import shutil
@@ -26,7 +27,7 @@ NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _DIR_FSYNC_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EBADF})
 FILE_MODE = 0o644
 SECRET_MODE = 0o600
-"""Files holding a repository's secrets (config.json holds its dedupe key)."""
+"""Files holding secrets, and every file of a repository."""
 
 
 def storage_error(action: str, exc: OSError) -> RepositoryError:
@@ -102,7 +103,7 @@ def write_atomic(
     """
     temp = temporary_path(path)
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        fd = create_locked(temp, mode)
         try:
             for part in data if isinstance(data, list) else [data]:
                 write_all(fd, part)
@@ -120,17 +121,50 @@ def write_atomic(
         fsync_dir(path.parent)
 
 
-def copy_atomic(source: Path, path: Path) -> None:
-    """Publish a copy of ``source`` as ``path``, hard-linked where the file system allows."""
+def create_locked(path: Path, mode: int = FILE_MODE) -> int:
+    """Create the temporary ``path`` and hold an exclusive flock on it while its
+    descriptor is open, so that :func:`remove_if_abandoned` leaves it alone.
+
+    The lock is taken blocking: a sweeper may be inspecting the just-created file; if
+    it removed it meanwhile, the file is created again.
+    """
+    for _ in range(3):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            remove_quietly(path)
+            raise
+        os.close(fd)
+    raise RepositoryError(f"creating {path}: removed by another process three times")
+
+
+def remove_if_abandoned(path: Path) -> bool:
+    """Remove a temporary unless a live writer holds its flock; True if removed."""
     try:
-        os.link(source, path)
-    except FileExistsError as exc:
-        raise RepositoryError(f"publishing {path}: it already exists") from exc
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
     except OSError as exc:
-        if exc.errno in NO_SPACE_ERRNOS:
-            raise storage_error(f"linking {source} to {path}", exc) from exc
-        write_atomic(path, read_file(source), sync_dir=False)
-    fsync_dir(path.parent)
+        raise storage_error(f"opening temporary {path}", exc) from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise storage_error(f"removing temporary {path}", exc) from exc
+    finally:
+        os.close(fd)
 
 
 def read_file(path: Path) -> bytes:

@@ -24,9 +24,8 @@ naming the file. Before each deletion it checks that its lock is still its own
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from blockferry.core.errors import CorruptionError
 from blockferry.failpoints import Point
@@ -38,6 +37,9 @@ from blockferry.repository.repository import REPAIR_HINT, Repository
 log = logging.getLogger(__name__)
 
 LOCK_WAIT_S = 60.0
+LEFTOVER_AGE_S = 3600.0
+"""Temporaries GC removes are at least this old, even where their writer's liveness
+cannot be told (a file system without working flock)."""
 
 
 @dataclass
@@ -100,10 +102,9 @@ def _plan(
     repo: Repository, live: set[bytes], protect_after: datetime, repack_below: float
 ) -> tuple[_Plan, GcResult]:
     plan, result = _Plan(), GcResult()
-    quarantined = list_quarantined(repo.layout.quarantine)
-    for pack_id in repo.sealed_pack_ids():
-        path = repo.pack_path(pack_id)
-        if datetime.fromtimestamp(os.stat(path).st_mtime, UTC) >= protect_after:
+    quarantined = list_quarantined(repo.storage)
+    for pack_id, info in sorted(repo.sealed_packs().items()):
+        if info.modified >= protect_after:
             result.packs_recent += 1
             continue
         entries = repo.pack_entries(pack_id)
@@ -118,7 +119,7 @@ def _plan(
         plan.to_copy += kept
         kept_digests = {e.digest for e in kept}
         plan.dead += [e for e in entries if e.digest not in kept_digests]
-        result.bytes_freed += os.stat(path).st_size
+        result.bytes_freed += info.size
     result.packs_removed = len(plan.dead_packs)
     result.packs_repacked = len(plan.repacked)
     result.chunks_removed = len(plan.dead)
@@ -162,10 +163,12 @@ def collect_garbage(
         repo.remove_packs(plan.repacked, held)
         gone = plan.dead + plan.to_copy  # a chunk GC could not copy was quarantined
         result.removed = sorted({e.digest for e in gone if repo.locate(e.digest) is None})
-        # no commit or fixed index is being written now: old temporaries are abandoned,
-        # and the staging of a session committed already is a leftover
+        # no commit or fixed index is being written now: a restore point without its
+        # marker is a killed commit's, and the staging of a session committed already
+        # is a leftover
         held.check()
-        repo.remove_stale_temporaries()
+        repo.remove_leftovers(min_age=LEFTOVER_AGE_S)
+        repo.restore_point_store.remove_unmarked()
         repo.discard_committed_staging()
     repo.hooks.reached(Point.GC_DONE)
     log.info("garbage collection: %s", result.summary())

@@ -3,7 +3,7 @@ GC, rebuild-index and set-aside. The protocol is written down in FORMAT.md ("Loc
 that a storage without flock or rename (an object store: conditional create, leases)
 can keep the same rules.
 
-A lock is a small JSON file ``locks/<kind>-<lock-id>.json`` naming its owner: a random
+A lock is a small JSON object ``locks/<kind>-<lock-id>.json`` naming its owner: a random
 id of the holding process, not its host name and pid (containers share host names and
 pids). Taking a lock is optimistic: write our lock file, then list ``locks/``; if a
 conflicting lock (an exclusive one for a shared request, any other for an exclusive
@@ -11,8 +11,8 @@ request) is there, remove ours and retry until ``wait`` runs out. Two takers tha
 both see each other and both back off, so two conflicting locks are never both held.
 
 **Heartbeat.** A held lock is refreshed every ``refresh_every`` seconds by a daemon
-thread, which sets the file's modification time to now (``utime``: it fails rather
-than recreating a file another process removed).
+thread, which touches its object (:meth:`Storage.touch`: it fails rather than
+recreating an object another process removed).
 
 **Stale.** Another process removes a lock as stale when its heartbeat is older than
 ``stale_after`` seconds, or at once when the lock's owner ran on the same kernel (boot
@@ -21,14 +21,14 @@ longer exists. The second rule is what recovers a crashed process's lock quickly
 never applies across containers or hosts, where only the heartbeat counts.
 
 **Fencing.** A holder may act on its lock only while its own last heartbeat is younger
-than half of ``stale_after`` (on its monotonic clock) and its file is still there:
+than half of ``stale_after`` (on its monotonic clock) and its object is still there:
 :meth:`HeldLock.check`, called before each destructive step. A holder that was stopped
 (SIGSTOP, a paused VM) or whose lock was taken over after a clock jump therefore stops
 before its next delete; at most the one step already under way when the takeover
 happened can still complete.
 
 **Reserve.** ``locks/reserve`` holds a few KiB that an exclusive lock gives up when its
-file cannot be written for lack of space, so that GC and prune can start on a full file
+object cannot be written for lack of space, so that GC and prune can start on a full file
 system (and free it); it is made again when a lock is released and there is room.
 """
 
@@ -46,21 +46,15 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from blockferry.core.errors import BlockferryError, LockBusy, LockLost, RepositoryFull
 from blockferry.failpoints import Point
-from blockferry.repository.files import (
-    fsync_dir,
-    is_temporary,
-    read_file,
-    remove_quietly,
-    storage_error,
-    write_atomic,
-)
+from blockferry.repository import layout
 from blockferry.repository.hooks import Hooks
 from blockferry.repository.ids import format_time, parse_time, utc_now
+from blockferry.repository.storage import ObjectNotFound, Storage
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +66,7 @@ STALE_AFTER = 600.0
 REFRESH_EVERY = 60.0
 """Seconds between refreshes of a held lock."""
 LOCK_SUFFIX = ".json"
-RESERVE_FILE = "reserve"
+RESERVE = layout.lock("reserve")
 RESERVE_BYTES = 64 * 1024
 
 
@@ -204,7 +198,7 @@ class HeldLock:
 
     def __init__(self, locks: RepositoryLocks, info: LockInfo) -> None:
         self.info = info
-        self.path = locks.directory / info.name
+        self.path = layout.lock(info.name)
         self._locks = locks
         self._lost = ""
         self._heartbeat = time.monotonic()
@@ -234,7 +228,7 @@ class HeldLock:
             silent = time.monotonic() - self._heartbeat
             if silent > self._locks.stale_after / 2:
                 self._lose(f"not refreshed for {silent:.0f} s (was this process stopped?)")
-            elif not self.path.exists():
+            elif not self._present():
                 self._lose("removed as stale by another process")
         if self._lost:
             raise LockLost(
@@ -243,17 +237,22 @@ class HeldLock:
             )
 
     def refresh(self) -> None:
-        """Set the lock file's modification time to now; notice if it was removed."""
+        """Touch the lock object; notice if it was removed."""
         if self._lost:
             return
         try:
-            os.utime(self.path)
-        except FileNotFoundError:
+            self._locks.storage.touch(self.path)
+        except ObjectNotFound:
             self._lose("removed as stale by another process")
             return
-        except OSError as exc:
-            raise storage_error(f"refreshing lock {self.path}", exc) from exc
         self._heartbeat = time.monotonic()
+
+    def _present(self) -> bool:
+        try:
+            self._locks.storage.stat(self.path)
+        except ObjectNotFound:
+            return False
+        return True
 
     def release(self) -> None:
         """Stop refreshing and remove the lock file. Safe to call twice."""
@@ -263,9 +262,8 @@ class HeldLock:
         self._thread = None
         if not self._lost:
             self._lost = "released"
-            remove_quietly(self.path)
             with contextlib.suppress(BlockferryError):
-                fsync_dir(self.path.parent)
+                self._locks.storage.delete(self.path)
             self._locks.make_reserve()
 
     def __enter__(self) -> HeldLock:
@@ -287,18 +285,18 @@ class HeldLock:
 
 
 class RepositoryLocks:
-    """The lock files of one repository (``locks/``), taken by one owner."""
+    """The lock objects of one repository (``locks/``), taken by one owner."""
 
     def __init__(
         self,
-        directory: Path,
+        storage: Storage,
         *,
         stale_after: float = STALE_AFTER,
         refresh_every: float = REFRESH_EVERY,
         host: str | None = None,
         hooks: Hooks | None = None,
     ) -> None:
-        self.directory = directory
+        self.storage = storage
         self.stale_after = stale_after
         self.refresh_every = refresh_every
         self.host = host if host is not None else socket.gethostname()
@@ -307,25 +305,21 @@ class RepositoryLocks:
         self._hooks = hooks or Hooks()
 
     def list_locks(self) -> list[LockInfo]:
-        """Every lock file present; an unreadable one is listed with its mtime as time."""
-        try:
-            names = sorted(os.listdir(self.directory))
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise storage_error(f"listing locks in {self.directory}", exc) from exc
+        """Every lock present; an unreadable one is listed with its modification time."""
         locks = []
-        for name in names:
-            if is_temporary(name) or not name.endswith(LOCK_SUFFIX):
+        for found in sorted(self.storage.list_objects(layout.LOCKS), key=lambda i: i.name):
+            name = found.name[len(layout.LOCKS) :]
+            if "/" in name or not name.endswith(LOCK_SUFFIX):
                 continue
-            path = self.directory / name
             try:
-                refreshed = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-                locks.append(LockInfo.from_json(name, read_file(path), refreshed))
-            except FileNotFoundError:
+                locks.append(LockInfo.from_json(name, self.storage.get(found.name), found.modified))
+            except ObjectNotFound:
                 continue
             except (ValueError, KeyError, TypeError, BlockferryError) as exc:
-                locks.append(self._unreadable(path, exc))
+                log.warning("lock %s is unreadable: %s", self.storage.where(found.name), exc)
+                kind = LockKind.SHARED if name.startswith("shared-") else LockKind.EXCLUSIVE
+                time = found.modified
+                locks.append(LockInfo(name, kind, "", "unknown", 0, time, "unreadable lock", time))
         return locks
 
     def is_stale(self, info: LockInfo, now: datetime | None = None) -> bool:
@@ -337,14 +331,10 @@ class RepositoryLocks:
 
     def remove_stale(self) -> list[LockInfo]:
         """Remove stale lock files; returns what was removed."""
-        removed = []
-        for info in self.list_locks():
-            if self.is_stale(info):
-                log.warning("removing stale %s", info.describe())
-                remove_quietly(self.directory / info.name)
-                removed.append(info)
-        if removed:
-            fsync_dir(self.directory)
+        removed = [info for info in self.list_locks() if self.is_stale(info)]
+        for info in removed:
+            log.warning("removing stale %s", info.describe())
+        self.storage.delete(*(layout.lock(info.name) for info in removed))
         return removed
 
     def acquire(self, kind: LockKind, *, purpose: str = "", wait: float = 0.0) -> HeldLock:
@@ -370,7 +360,7 @@ class RepositoryLocks:
                 refreshed=now,
                 process=self.process,
             )
-            path = self.directory / info.name
+            path = layout.lock(info.name)
             self._write(path, info.to_json(), may_use_reserve=kind is LockKind.EXCLUSIVE)
             conflicts = [
                 other
@@ -379,12 +369,11 @@ class RepositoryLocks:
             ]
             if not conflicts:
                 return HeldLock(self, info)
-            remove_quietly(path)
-            fsync_dir(self.directory)
+            self.storage.delete(path)
             self._hooks.reached(Point.LOCK_BUSY)
             if time.monotonic() >= deadline:
                 raise LockBusy(
-                    f"taking a {kind} lock in {self.directory}: held by "
+                    f"taking a {kind} lock in {self.storage.where(layout.LOCKS)}: held by "
                     f"{conflicts[0].describe()}; wait for it to finish (a lock not refreshed "
                     f"for {self.stale_after:.0f} s is recovered automatically)"
                 )
@@ -405,33 +394,30 @@ class RepositoryLocks:
 
     def make_reserve(self) -> None:
         """Create ``locks/reserve`` if it is missing and there is room; never fails."""
-        reserve = self.directory / RESERVE_FILE
-        if reserve.exists():
-            return
         with contextlib.suppress(BlockferryError):
-            write_atomic(reserve, bytes(RESERVE_BYTES))
+            try:
+                self.storage.stat(RESERVE)
+            except ObjectNotFound:
+                self.storage.put(RESERVE, bytes(RESERVE_BYTES))
 
-    def _write(self, path: Path, data: bytes, *, may_use_reserve: bool) -> None:
-        """Write a lock file; on a full file system an exclusive lock (GC, prune: what
+    def _write(self, name: str, data: bytes, *, may_use_reserve: bool) -> None:
+        """Write a lock object; on a full storage an exclusive lock (GC, prune: what
         frees space) gives up the reserve and tries once more."""
         try:
-            write_atomic(path, data)
+            self.storage.put_new(name, data)
         except RepositoryFull:
-            reserve = self.directory / RESERVE_FILE
-            if not may_use_reserve or not reserve.exists():
+            if not may_use_reserve:
                 raise
-            log.warning("the repository's file system is full: using the lock reserve")
-            remove_quietly(reserve)
-            write_atomic(path, data)
-
-    def _unreadable(self, path: Path, exc: Exception) -> LockInfo:
-        log.warning("lock file %s is unreadable: %s", path, exc)
-        kind = LockKind.SHARED if path.name.startswith("shared-") else LockKind.EXCLUSIVE
-        try:
-            mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-        except OSError:
-            mtime = utc_now()
-        return LockInfo(path.name, kind, "", "unknown", 0, mtime, "unreadable lock file", mtime)
+            try:
+                self.storage.stat(RESERVE)
+            except ObjectNotFound:
+                raise RepositoryFull(
+                    f"taking a lock in {self.storage.where(layout.LOCKS)}: no space left, "
+                    "and the lock reserve is used up; free space, then retry"
+                ) from None
+            log.warning("the repository's storage is full: using the lock reserve")
+            self.storage.delete(RESERVE)
+            self.storage.put_new(name, data)
 
 
 def _start_ticks(pid: int) -> int | None:

@@ -1,33 +1,26 @@
-"""Packs: append-only files of chunks followed by a footer index.
+"""Packs: objects of chunks followed by a footer index.
 
-A pack is written under a temporary name by one :class:`PackWriter`, sealed
-(footer written, fsynced, renamed into place) once, and never modified after.
+A pack is written by one :class:`PackWriter` and published whole when it is sealed
+(footer written, object committed), once; it is never modified after.
 The byte layout below is normative; ``schemas/repository/FORMAT.md`` describes
 the same bytes for readers of other languages.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
+import contextlib
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import blake3
 
 from blockferry import failpoints
 from blockferry.core.blocks import BLOCK_SIZES, DIGEST_SIZE, ZERO_DIGEST, checksum
-from blockferry.core.errors import CorruptionError, RepositoryError
+from blockferry.core.errors import BlockferryError, CorruptionError, RepositoryError
 from blockferry.failpoints import Point
-from blockferry.repository.files import (
-    FILE_MODE,
-    fsync_dir,
-    remove_quietly,
-    storage_error,
-    write_all,
-)
+from blockferry.repository import layout
+from blockferry.repository.storage import ObjectNotFound, ObjectWriter, Storage
 
 # Do not change: these values identify files written by every blockferry v1 release.
 PACK_MAGIC = blake3.blake3(b"blockferry pack v1").digest()[:8]
@@ -133,53 +126,41 @@ def encode_footer(entries: list[PackEntry]) -> bytes:
 
 
 class PackWriter:
-    """Appends chunks to a new pack under a temporary name, then seals it.
+    """Appends chunks to a new pack, then seals it: an :class:`ObjectWriter` of the
+    repository's storage, so nothing is visible until the seal publishes the pack whole.
 
-    One writer per shard at a time. The temporary file is held under an
-    exclusive ``flock`` while the writer is open, so
-    :meth:`Repository.remove_unsealed` can tell a live writer's file from a
-    crashed one's. Obtain writers with :meth:`Repository.open_pack`.
-
-    Any OS error while writing aborts the pack (the temporary file is removed)
-    and raises RepositoryFull or RepositoryError; chunks added to it are lost and
-    must be added again to a new pack.
+    One writer per shard at a time. Obtain writers with :meth:`Repository.open_pack`.
+    Any storage error while writing aborts the pack and raises RepositoryFull or
+    RepositoryError; chunks added to it are lost and must be added again to a new pack.
     """
 
     def __init__(
         self,
         *,
         pack_id: str,
-        path: Path,
-        temp_path: Path,
+        writer: ObjectWriter,
         max_plain_size: int,
         publish: Callable[[SealedPack], None],
+        unpublish: Callable[[str], None],
     ) -> None:
         self.pack_id = pack_id
-        self.path = path
-        self.temp_path = temp_path
+        self._writer: ObjectWriter | None = writer
         self._max_plain_size = max_plain_size
         self._publish = publish
+        self._unpublish = unpublish
         self._entries: list[PackEntry] = []
         self._by_digest: dict[bytes, PackEntry] = {}
-        self._fd: int | None = None
-        self._size = 0
-        try:
-            fd = _create_locked(temp_path)
-        except OSError as exc:
-            raise storage_error(f"creating pack {temp_path}", exc) from exc
-        self._fd = fd
         header = PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION, bytes.fromhex(pack_id))
         try:
-            write_all(fd, header)
-        except OSError as exc:
-            self.abort()
-            raise storage_error(f"creating pack {temp_path}", exc) from exc
-        self._size = len(header)
+            writer.write([header])
+        except BaseException:
+            self._writer = None
+            raise
 
     @property
     def size(self) -> int:
         """Bytes written so far, header included."""
-        return self._size
+        return self._writer.size if self._writer is not None else 0
 
     @property
     def count(self) -> int:
@@ -189,7 +170,7 @@ class PackWriter:
     @property
     def is_open(self) -> bool:
         """Whether chunks can still be added (not sealed, not aborted)."""
-        return self._fd is not None
+        return self._writer is not None
 
     def contains(self, digest: bytes) -> bool:
         """Whether a chunk with ``digest`` was already added to this pack."""
@@ -206,7 +187,7 @@ class PackWriter:
             RepositoryFull: no space left; the pack was aborted.
             RepositoryError: any other write error; the pack was aborted.
         """
-        fd = self._require_open()
+        writer = self._require_open()
         if digest in self._by_digest:
             return
         if len(digest) != DIGEST_SIZE or digest == ZERO_DIGEST:
@@ -217,66 +198,54 @@ class PackWriter:
             raise ValueError(f"chunk {digest.hex()}: stored plain but sizes differ")
         if len(stored) > MAX_STORED_SIZE:
             raise ValueError(f"chunk {digest.hex()}: stored size {len(stored)} too large")
-        entry = PackEntry(digest, self.pack_id, self._size, len(stored), plain_size, compressed)
+        entry = PackEntry(digest, self.pack_id, writer.size, len(stored), plain_size, compressed)
         header = CHUNK_HEADER.pack(digest, entry.flags, len(stored), plain_size, checksum(stored))
         try:
-            written = os.writev(fd, [header, stored])
-            if written < len(header) + len(stored):
-                write_all(fd, (header + stored)[written:])
-        except OSError as exc:
+            writer.write([header, stored])
+        except BaseException:
             self.abort()
-            raise storage_error(
-                f"writing chunk {digest.hex()} to pack {self.temp_path}", exc
-            ) from exc
-        self._size += len(header) + len(stored)
+            raise
         self._entries.append(entry)
         self._by_digest[digest] = entry
 
     def seal(self) -> SealedPack:
-        """Write the footer, fsync, rename into place and publish the pack index file.
+        """Write the footer, publish the pack whole and then its pack index file.
 
-        A pack without chunks is aborted and nothing is written. If publishing
-        fails the sealed file is removed again, so a pack either is complete
-        with its index file or does not exist.
+        A pack without chunks is aborted and nothing is written. If publishing the
+        index file fails the pack is removed again, so a pack either is complete with
+        its index file or does not exist.
 
         Raises:
             RepositoryFull, RepositoryError: the pack was aborted.
         """
-        fd = self._require_open()
+        writer = self._require_open()
         if not self._entries:
             self.abort()
             return SealedPack(self.pack_id, [], 0)
         footer = encode_footer(self._entries)
         try:
-            write_all(fd, footer)
-            os.fsync(fd)
+            writer.write([footer])
             failpoints.reached(Point.PACK_FOOTER_WRITTEN)
-            if self.path.exists():
-                raise RepositoryError(f"sealing pack {self.path}: a pack with this id exists")
-            os.replace(self.temp_path, self.path)
-        except OSError as exc:
-            self.abort()
-            raise storage_error(f"sealing pack {self.path}", exc) from exc
+            writer.commit()
         except BaseException:
             self.abort()
             raise
-        sealed = SealedPack(self.pack_id, list(self._entries), self._size + len(footer))
+        self._writer = None
+        sealed = SealedPack(self.pack_id, list(self._entries), writer.size)
         try:
-            fsync_dir(self.path.parent)
-            failpoints.reached(Point.PACK_RENAMED)
+            failpoints.reached(Point.PACK_PUBLISHED)
             self._publish(sealed)
         except BaseException:
-            remove_quietly(self.path)
-            self._close()
+            with contextlib.suppress(BlockferryError):
+                self._unpublish(self.pack_id)
             raise
-        self._close()
         return sealed
 
     def abort(self) -> None:
-        """Forget the pack: close and remove the temporary file. Safe to call twice."""
-        if self._fd is not None:
-            remove_quietly(self.temp_path)
-            self._close()
+        """Forget the pack. Safe to call twice."""
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
 
     def __enter__(self) -> PackWriter:
         return self
@@ -284,60 +253,10 @@ class PackWriter:
     def __exit__(self, *exc_info: object) -> None:
         self.abort()
 
-    def _close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def _require_open(self) -> int:
-        if self._fd is None:
+    def _require_open(self) -> ObjectWriter:
+        if self._writer is None:
             raise RepositoryError(f"pack {self.pack_id} is sealed or aborted")
-        return self._fd
-
-
-def _create_locked(path: Path) -> int:
-    """Create ``path`` and hold an exclusive flock on it for the writer's lifetime.
-
-    The lock is taken blocking: remove_unsealed may be inspecting the
-    just-created file; if it removed it meanwhile, the file is created again.
-    """
-    for _ in range(3):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                return fd
-        except FileNotFoundError:
-            pass
-        except BaseException:
-            os.close(fd)
-            remove_quietly(path)
-            raise
-        os.close(fd)
-    raise RepositoryError(f"creating pack {path}: removed by another process three times")
-
-
-def remove_if_abandoned(path: Path) -> bool:
-    """Remove a temporary pack unless a live writer holds its flock; True if removed."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise storage_error(f"opening unsealed pack {path}", exc) from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        os.unlink(path)
-        return True
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise storage_error(f"removing unsealed pack {path}", exc) from exc
-    finally:
-        os.close(fd)
+        return self._writer
 
 
 def check_header(data: bytes, pack_id: str, source: str) -> None:
@@ -353,46 +272,43 @@ def check_header(data: bytes, pack_id: str, source: str) -> None:
         raise CorruptionError(f"reading pack {source}: header names pack {raw_id.hex()}")
 
 
-def read_footer(path: Path, pack_id: str) -> list[PackEntry]:
-    """The entries of a sealed pack, from its footer, checked against the file.
+def read_footer(storage: Storage, pack_id: str) -> list[PackEntry]:
+    """The entries of a sealed pack, from its footer, checked against the object.
 
     Raises:
-        CorruptionError: bad magic, truncated file, bad footer checksum or layout.
-        RepositoryError: the file cannot be read.
+        CorruptionError: missing, bad magic, truncated, bad footer checksum or layout.
+        RepositoryError: the pack cannot be read.
     """
+    name = layout.pack(pack_id)
+    source = storage.where(name)
     try:
-        with open(path, "rb") as file:
-            fd = file.fileno()
-            size = os.fstat(fd).st_size
-            minimum = PACK_HEADER.size + FOOTER_TRAILER.size
-            if size < minimum:
-                raise CorruptionError(
-                    f"reading pack {path}: truncated to {size} bytes (a sealed pack has at "
-                    f"least {minimum})"
-                )
-            check_header(os.pread(fd, PACK_HEADER.size, 0), pack_id, str(path))
-            trailer = os.pread(fd, FOOTER_TRAILER.size, size - FOOTER_TRAILER.size)
-            count, entries_checksum, footer_length, magic = FOOTER_TRAILER.unpack(trailer)
-            if magic != PACK_FOOTER_MAGIC:
-                raise CorruptionError(
-                    f"reading pack {path}: no footer magic at the end (file truncated or "
-                    "footer damaged)"
-                )
-            expected_length = count * FOOTER_ENTRY.size + FOOTER_TRAILER.size
-            if footer_length != expected_length or footer_length > size - PACK_HEADER.size:
-                raise CorruptionError(
-                    f"reading pack {path}: footer length {footer_length} does not fit "
-                    f"{count} entries in a {size}-byte file"
-                )
-            body = os.pread(fd, count * FOOTER_ENTRY.size, size - footer_length)
-    except FileNotFoundError as exc:
-        raise CorruptionError(f"reading pack {path}: file is missing") from exc
-    except OSError as exc:
-        raise storage_error(f"reading pack {path}", exc) from exc
+        size = storage.stat(name).size
+    except ObjectNotFound as exc:
+        raise CorruptionError(f"reading pack {source}: file is missing") from exc
+    minimum = PACK_HEADER.size + FOOTER_TRAILER.size
+    if size < minimum:
+        raise CorruptionError(
+            f"reading pack {source}: truncated to {size} bytes (a sealed pack has at "
+            f"least {minimum})"
+        )
+    check_header(storage.get_range(name, 0, PACK_HEADER.size), pack_id, source)
+    trailer = storage.get_range(name, size - FOOTER_TRAILER.size, FOOTER_TRAILER.size)
+    count, entries_checksum, footer_length, magic = FOOTER_TRAILER.unpack(trailer)
+    if magic != PACK_FOOTER_MAGIC:
+        raise CorruptionError(
+            f"reading pack {source}: no footer magic at the end (file truncated or footer damaged)"
+        )
+    expected_length = count * FOOTER_ENTRY.size + FOOTER_TRAILER.size
+    if footer_length != expected_length or footer_length > size - PACK_HEADER.size:
+        raise CorruptionError(
+            f"reading pack {source}: footer length {footer_length} does not fit "
+            f"{count} entries in a {size}-byte file"
+        )
+    body = storage.get_range(name, size - footer_length, count * FOOTER_ENTRY.size)
     if checksum(body) != entries_checksum:
-        raise CorruptionError(f"reading pack {path}: footer checksum mismatch")
-    entries = decode_entries(body, pack_id, f"pack {path}")
-    _check_layout(entries, size - footer_length, str(path))
+        raise CorruptionError(f"reading pack {source}: footer checksum mismatch")
+    entries = decode_entries(body, pack_id, f"pack {source}")
+    _check_layout(entries, size - footer_length, source)
     return entries
 
 
@@ -412,7 +328,7 @@ def _check_layout(entries: list[PackEntry], chunks_end: int, source: str) -> Non
         )
 
 
-def scan_chunks(path: Path, pack_id: str) -> tuple[list[PackEntry], str]:
+def scan_chunks(storage: Storage, pack_id: str) -> tuple[list[PackEntry], str]:
     """Salvage the entries of a pack whose footer is damaged by walking chunk headers.
 
     Stops at the first chunk header or body that does not check out (in an
@@ -422,50 +338,51 @@ def scan_chunks(path: Path, pack_id: str) -> tuple[list[PackEntry], str]:
         The entries found and why the scan stopped.
 
     Raises:
-        CorruptionError: the pack header itself is damaged.
+        CorruptionError: the pack is missing or its header is damaged.
     """
+    name = layout.pack(pack_id)
+    source = storage.where(name)
     entries: list[PackEntry] = []
     try:
-        with open(path, "rb") as file:
-            fd = file.fileno()
-            size = os.fstat(fd).st_size
-            check_header(os.pread(fd, PACK_HEADER.size, 0), pack_id, str(path))
-            offset = PACK_HEADER.size
-            while True:
-                header = os.pread(fd, CHUNK_HEADER.size, offset)
-                if len(header) < CHUNK_HEADER.size:
-                    return entries, f"end of file at offset {offset}"
-                digest, flags, stored, plain, stored_checksum = CHUNK_HEADER.unpack(header)
-                compressed = bool(flags & FLAG_COMPRESSED)
-                if (
-                    flags & ~KNOWN_FLAGS
-                    or plain == 0
-                    or stored > MAX_STORED_SIZE
-                    or (not compressed and stored != plain)
-                    or offset + CHUNK_HEADER.size + stored > size
-                ):
-                    return entries, f"no valid chunk header at offset {offset}"
-                body = os.pread(fd, stored, offset + CHUNK_HEADER.size)
-                if checksum(body) != stored_checksum:
-                    return entries, f"chunk at offset {offset} fails its checksum"
-                entries.append(PackEntry(digest, pack_id, offset, stored, plain, compressed))
-                offset += CHUNK_HEADER.size + stored
-    except OSError as exc:
-        raise storage_error(f"scanning pack {path}", exc) from exc
+        size = storage.stat(name).size
+    except ObjectNotFound as exc:
+        raise CorruptionError(f"scanning pack {source}: file is missing") from exc
+    check_header(storage.get_range(name, 0, PACK_HEADER.size), pack_id, source)
+    offset = PACK_HEADER.size
+    while True:
+        header = storage.get_range(name, offset, CHUNK_HEADER.size)
+        if len(header) < CHUNK_HEADER.size:
+            return entries, f"end of file at offset {offset}"
+        digest, flags, stored, plain, stored_checksum = CHUNK_HEADER.unpack(header)
+        compressed = bool(flags & FLAG_COMPRESSED)
+        if (
+            flags & ~KNOWN_FLAGS
+            or plain == 0
+            or stored > MAX_STORED_SIZE
+            or (not compressed and stored != plain)
+            or offset + CHUNK_HEADER.size + stored > size
+        ):
+            return entries, f"no valid chunk header at offset {offset}"
+        body = storage.get_range(name, offset + CHUNK_HEADER.size, stored)
+        if checksum(body) != stored_checksum:
+            return entries, f"chunk at offset {offset} fails its checksum"
+        entries.append(PackEntry(digest, pack_id, offset, stored, plain, compressed))
+        offset += CHUNK_HEADER.size + stored
 
 
-def read_chunk(fd: int, entry: PackEntry, source: str) -> bytes:
-    """A chunk's stored bytes read from an open pack, header and checksum verified.
+def read_chunk(storage: Storage, entry: PackEntry) -> bytes:
+    """A chunk's stored bytes, header and checksum verified.
 
     Raises:
         CorruptionError: naming the pack and the digest.
     """
+    name = layout.pack(entry.pack_id)
     length = CHUNK_HEADER.size + entry.stored_size
-    subject = f"chunk {entry.digest.hex()} in pack {entry.pack_id} ({source})"
+    subject = f"chunk {entry.digest.hex()} in pack {entry.pack_id} ({name})"
     try:
-        data = os.pread(fd, length, entry.offset)
-    except OSError as exc:
-        raise storage_error(f"reading {subject}", exc) from exc
+        data = storage.get_range(name, entry.offset, length)
+    except ObjectNotFound as exc:
+        raise CorruptionError(f"reading {subject}: the pack is missing") from exc
     if len(data) != length:
         raise CorruptionError(
             f"reading {subject}: pack is truncated (wanted {length} bytes at offset "

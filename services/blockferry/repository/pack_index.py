@@ -8,21 +8,18 @@ derived data: :meth:`Repository.rebuild_index` writes it again from the packs.
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import threading
 from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Set as AbstractSet
 
 import blake3
 
 from blockferry.core.blocks import checksum
 from blockferry.core.errors import BlockferryError, CorruptionError
-from blockferry.repository import index_snapshot
+from blockferry.repository import index_snapshot, layout
 from blockferry.repository.digest_map import DigestMap
-from blockferry.repository.files import is_temporary, list_dir, read_file, storage_error
 from blockferry.repository.ids import PACK_ID_BYTES, is_pack_id
-from blockferry.repository.layout import INDEX_SUFFIX, parse_quarantine_name
 from blockferry.repository.pack import (
     FOOTER_ENTRY,
     PackEntry,
@@ -30,6 +27,7 @@ from blockferry.repository.pack import (
     decode_entries,
     encode_entries,
 )
+from blockferry.repository.storage import ObjectNotFound, Storage
 
 log = logging.getLogger(__name__)
 
@@ -79,21 +77,16 @@ def decode_index_file(data: bytes, pack_id: str, source: str) -> list[PackEntry]
     return decode_entries(body, pack_id, source)
 
 
-def list_index_files(index_dir: Path) -> set[str]:
-    """Pack ids that have an index file (temporary files skipped)."""
-    try:
-        names = os.listdir(index_dir)
-    except FileNotFoundError:
-        return set()
-    except OSError as exc:
-        raise storage_error(f"listing {index_dir}", exc) from exc
-    ids = set()
-    for name in names:
-        if is_temporary(name) or not name.endswith(INDEX_SUFFIX):
+def list_index_files(storage: Storage) -> dict[str, int]:
+    """Pack id -> size of every pack index file."""
+    ids = {}
+    for info in storage.list_objects(layout.INDEX):
+        name = info.name[len(layout.INDEX) :]
+        if not name.endswith(layout.INDEX_SUFFIX):
             continue
-        pack_id = name[: -len(INDEX_SUFFIX)]
+        pack_id = name[: -len(layout.INDEX_SUFFIX)]
         if len(pack_id) == 2 * PACK_ID_BYTES and is_pack_id(pack_id):
-            ids.add(pack_id)
+            ids[pack_id] = info.size
     return ids
 
 
@@ -102,11 +95,11 @@ SNAPSHOT_AFTER_ENTRIES = 100_000
 files load in about a second."""
 
 
-def list_quarantined(quarantine_dir: Path) -> set[tuple[str, bytes]]:
+def list_quarantined(storage: Storage) -> set[tuple[str, bytes]]:
     """(pack id, digest) of every quarantined chunk copy."""
     found = set()
-    for name in list_dir(quarantine_dir):
-        parsed = None if is_temporary(name) else parse_quarantine_name(name)
+    for info in storage.list_objects(layout.QUARANTINE):
+        parsed = layout.parse_quarantine_name(info.name[len(layout.QUARANTINE) :])
         if parsed is not None:
             found.add(parsed)
     return found
@@ -140,15 +133,9 @@ class PackIndex:
     """
 
     def __init__(
-        self,
-        index_dir: Path,
-        snapshot: Path,
-        quarantine_dir: Path,
-        read_pack_entries: Callable[[str], list[PackEntry]],
+        self, storage: Storage, read_pack_entries: Callable[[str], list[PackEntry]]
     ) -> None:
-        self._dir = index_dir
-        self._snapshot = snapshot
-        self._quarantine_dir = quarantine_dir
+        self._storage = storage
         self._read_pack_entries = read_pack_entries
         self._entries = DigestMap()
         self._packs: set[str] = set()
@@ -204,16 +191,18 @@ class PackIndex:
         was quarantined or ``rebuild``, a new map is built aside and then put in place,
         so a lookup meanwhile (no lock) finds every chunk in the old map or the new."""
         with self._lock:
-            present = list_index_files(self._dir)
-            quarantined = list_quarantined(self._quarantine_dir)
+            present = list_index_files(self._storage)
+            quarantined = list_quarantined(self._storage)
             if not self._loaded and not rebuild:
-                self._start_from_snapshot(present, quarantined)
-            rebuild = rebuild or bool(self._packs - present or quarantined - self._quarantined)
+                self._start_from_snapshot(present.keys(), quarantined)
+            rebuild = rebuild or bool(
+                self._packs - present.keys() or quarantined - self._quarantined
+            )
             entries = DigestMap() if rebuild else self._entries
             packs: set[str] = set() if rebuild else self._packs
             unindexed: set[str] = set() if rebuild else self._unindexed
-            new = sorted(present - packs)
-            entries.reserve(sum(self._entry_count(pack_id) for pack_id in new))
+            new = sorted(present.keys() - packs)
+            entries.reserve(sum(_entry_count(present[pack_id]) for pack_id in new))
             decoded = 0
             for pack_id in new:
                 pack_entries = self._load(pack_id)
@@ -229,13 +218,16 @@ class PackIndex:
             if decoded >= SNAPSHOT_AFTER_ENTRIES:
                 self._write_snapshot()
 
-    def _start_from_snapshot(self, present: set[str], quarantined: set[tuple[str, bytes]]) -> None:
+    def _start_from_snapshot(
+        self, present: AbstractSet[str], quarantined: set[tuple[str, bytes]]
+    ) -> None:
         """Take the snapshot's map if it is sound and covers only packs in ``present``
         with the same quarantined copies; else leave the map empty."""
         try:
-            snapshot = index_snapshot.read(self._snapshot)
+            snapshot = index_snapshot.read(self._storage)
         except (index_snapshot.SnapshotUnusable, BlockferryError) as exc:
-            log.warning("ignoring the pack index snapshot %s: %s", self._snapshot, exc)
+            where = self._storage.where(layout.INDEX_SNAPSHOT)
+            log.warning("ignoring the pack index snapshot %s: %s", where, exc)
             return
         if snapshot is None:
             return
@@ -243,7 +235,7 @@ class PackIndex:
             log.info(
                 "the pack index snapshot %s is out of date (packs removed or chunk copies"
                 " quarantined since it was written); loading the index files",
-                self._snapshot,
+                self._storage.where(layout.INDEX_SNAPSHOT),
             )
             return
         self._entries, self._packs = snapshot.entries, snapshot.packs
@@ -254,28 +246,21 @@ class PackIndex:
         covered = self._packs - self._unindexed
         snapshot = index_snapshot.Snapshot(self._entries, covered, self._quarantined)
         try:
-            index_snapshot.write(self._snapshot, snapshot)
+            index_snapshot.write(self._storage, snapshot)
         except BlockferryError as exc:
-            log.warning("could not write the pack index snapshot %s: %s", self._snapshot, exc)
+            where = self._storage.where(layout.INDEX_SNAPSHOT)
+            log.warning("could not write the pack index snapshot %s: %s", where, exc)
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:
             self.refresh()
 
-    def _entry_count(self, pack_id: str) -> int:
-        """How many entries a pack's index file holds, by its size (0 if unknown)."""
-        try:
-            size = (self._dir / f"{pack_id}{INDEX_SUFFIX}").stat().st_size
-        except OSError:
-            return 0
-        return max(0, size - INDEX_HEADER.size) // FOOTER_ENTRY.size
-
     def _load(self, pack_id: str) -> list[PackEntry] | None:
         """A pack's entries from its index file, else its footer; None if neither reads."""
-        path = self._dir / f"{pack_id}{INDEX_SUFFIX}"
+        name = layout.index_file(pack_id)
         try:
-            return decode_index_file(read_file(path), pack_id, str(path))
-        except FileNotFoundError:
+            return decode_index_file(self._storage.get(name), pack_id, name)
+        except ObjectNotFound:
             return []
         except BlockferryError as exc:
             log.warning("%s; using the pack's footer instead", exc)
@@ -284,3 +269,8 @@ class PackIndex:
         except BlockferryError as exc:
             log.error("pack %s cannot be indexed: %s", pack_id, exc)
             return None
+
+
+def _entry_count(size: int) -> int:
+    """How many entries a pack index file of ``size`` bytes holds."""
+    return max(0, size - INDEX_HEADER.size) // FOOTER_ENTRY.size

@@ -1,17 +1,15 @@
-"""The repository facade: one directory holding packs, indexes and restore points.
+"""The repository facade: packs, indexes and restore points on one storage.
 
 Only the target side writes a repository (chunk intake, fixed indexes,
 commits); restore, verify and check only read it. Several processes may write
-different shards at once: every file is published by rename, packs get random
-ids, and index files are per pack, so writers never touch the same file.
+different shards at once: every object is published whole, packs get random
+ids, and index files are per pack, so writers never touch the same object.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,30 +18,12 @@ from typing import Any
 from blockferry.core.blocks import DEFAULT_BLOCK_SIZE, decompress, digest
 from blockferry.core.errors import CorruptionError, LockBusy, RepositoryError, RepositoryNotFound
 from blockferry.failpoints import Point
+from blockferry.repository import layout
 from blockferry.repository.config import RepositoryConfig
-from blockferry.repository.files import (
-    SECRET_MODE,
-    fsync_dir,
-    is_temporary,
-    list_dir,
-    make_dirs,
-    read_file,
-    remove_file,
-    remove_quietly,
-    remove_tree_quietly,
-    storage_error,
-    write_atomic,
-)
 from blockferry.repository.fixed_index import FixedIndex
 from blockferry.repository.hooks import Hooks
 from blockferry.repository.ids import is_pack_id, new_pack_id
-from blockferry.repository.layout import (
-    COMMIT_TEMP_PREFIX,
-    PACK_SUFFIX,
-    PACK_TEMP_SUFFIX,
-    SUBDIRECTORIES,
-    Layout,
-)
+from blockferry.repository.local_storage import LocalStorage
 from blockferry.repository.locks import HeldLock, RepositoryLocks
 from blockferry.repository.pack import (
     PackEntry,
@@ -51,10 +31,8 @@ from blockferry.repository.pack import (
     SealedPack,
     read_chunk,
     read_footer,
-    remove_if_abandoned,
     scan_chunks,
 )
-from blockferry.repository.pack_files import PackFiles
 from blockferry.repository.pack_index import (
     PackIndex,
     encode_index_file,
@@ -64,6 +42,7 @@ from blockferry.repository.pack_index import (
 from blockferry.repository.restore_point import RestorePoint
 from blockferry.repository.restore_points import RestorePointStore
 from blockferry.repository.retention import Policy, kept
+from blockferry.repository.storage import ObjectExists, ObjectInfo, ObjectNotFound, Storage
 
 log = logging.getLogger(__name__)
 
@@ -84,86 +63,81 @@ class PruneResult:
     removed: list[str]
 
 
-# Entries an empty-looking directory may hold and still receive a new repository:
-# the skeleton of an init that crashed before config.json, and a file system's own.
-_INIT_TOLERATED = frozenset(SUBDIRECTORIES) | {"lost+found"}
-
-
 class Repository:
-    """A blockferry repository (format v1) at ``path``; create with :meth:`init`, :meth:`open`."""
+    """A blockferry repository on ``storage``; create with :meth:`init`, :meth:`open`."""
 
-    def __init__(self, path: Path, config: RepositoryConfig) -> None:
-        self.path = path
+    def __init__(self, storage: Storage, config: RepositoryConfig) -> None:
+        self.storage = storage
         self.config = config
-        self.layout = Layout(path)
         self.hooks = Hooks()
-        self.locks = RepositoryLocks(self.layout.locks, hooks=self.hooks)
-        self._index = PackIndex(
-            self.layout.index, self.layout.index_snapshot, self.layout.quarantine, self.pack_entries
-        )
-        self._pack_files = PackFiles(self.layout)
-        self.restore_point_store = RestorePointStore(self.layout, config.block_size, self.hooks)
+        self.locks = RepositoryLocks(storage, hooks=self.hooks)
+        self._index = PackIndex(storage, self.pack_entries)
+        self.restore_point_store = RestorePointStore(storage, config.block_size, self.hooks)
 
     def __repr__(self) -> str:
-        return f"Repository({str(self.path)!r}, id={self.config.id})"
+        return f"Repository({self.where!r}, id={self.config.id})"
+
+    @property
+    def where(self) -> str:
+        """The repository as an operator finds it (a path, a URL), for messages."""
+        return self.storage.where()
 
     # -- creation -------------------------------------------------------------------------
 
     @classmethod
     def init(
-        cls, path: Path, *, block_size: int = DEFAULT_BLOCK_SIZE, shard_count: int = 8
+        cls,
+        place: Path | Storage,
+        *,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        shard_count: int = 8,
     ) -> Repository:
-        """Create a repository in a new or empty directory.
+        """Create a repository on an empty storage (a path is a local directory).
 
         Raises:
             ConfigError: invalid block size or shard count.
-            RepositoryError: ``path`` exists and is not an empty directory.
+            RepositoryError: a repository, or anything else, is there already.
         """
-        path = Path(path)
+        storage = _storage(place)
         config = RepositoryConfig.new(block_size=block_size, shard_count=shard_count)
-        if path.exists() or path.is_symlink():
-            if not path.is_dir():
-                raise RepositoryError(f"creating repository at {path}: not a directory")
-            if (path / "config.json").exists():
-                raise RepositoryError(
-                    f"creating repository at {path}: a repository already exists there"
-                )
+        if storage.list_objects(""):
             try:
-                empty = _is_empty_skeleton(path)
-            except OSError as exc:
-                raise storage_error(f"creating repository at {path}", exc) from exc
-            if not empty:
-                raise RepositoryError(f"creating repository at {path}: directory is not empty")
-        layout = Layout(path)
-        make_dirs(path)
-        for name in SUBDIRECTORIES:
-            make_dirs(path / name)
-        write_atomic(layout.config, config.to_json(), mode=SECRET_MODE)
-        log.info("created repository %s at %s", config.id, path)
-        return cls(path, config)
+                storage.stat(layout.CONFIG_FILE)
+                why = "a repository already exists there"
+            except ObjectNotFound:
+                why = "it is not empty"
+            raise RepositoryError(f"creating repository at {storage.where()}: {why}")
+        try:
+            storage.put_new(layout.CONFIG_FILE, config.to_json())
+        except ObjectExists as exc:
+            raise RepositoryError(
+                f"creating repository at {storage.where()}: a repository already exists there"
+            ) from exc
+        log.info("created repository %s at %s", config.id, storage.where())
+        return cls(storage, config)
 
     @classmethod
-    def open(cls, path: Path) -> Repository:
-        """Open an existing repository.
+    def open(cls, place: Path | Storage) -> Repository:
+        """Open an existing repository (a path is a local directory).
 
         Raises:
-            RepositoryNotFound: no config.json at ``path``.
+            RepositoryNotFound: no config.json there.
             CorruptionError, RepositoryError: config.json is damaged or unsupported.
         """
-        path = Path(path)
-        layout = Layout(path)
-        if not path.is_dir() or not layout.config.is_file():
+        storage = _storage(place)
+        try:
+            data = storage.get(layout.CONFIG_FILE)
+        except ObjectNotFound as exc:
             raise RepositoryNotFound(
-                f"no blockferry repository at {path}: run `blockferry repo init {path}` "
-                "to create one"
-            )
-        config = RepositoryConfig.from_json(read_file(layout.config), str(layout.config))
-        _keep_private(layout.config)
-        return cls(path, config)
+                f"no blockferry repository at {storage.where()}: run `blockferry repo init "
+                f"{storage.where()}` to create one"
+            ) from exc
+        config = RepositoryConfig.from_json(data, storage.where(layout.CONFIG_FILE))
+        return cls(storage, config)
 
     def close(self) -> None:
-        """Close cached pack file handles; the object stays usable."""
-        self._pack_files.close()
+        """Close cached storage handles; the object stays usable."""
+        self.storage.close()
 
     def __enter__(self) -> Repository:
         return self
@@ -180,64 +154,47 @@ class Repository:
         object's index, so :meth:`locate` finds them at once.
         """
         pack_id = new_pack_id()
-        make_dirs(self.layout.pack_dir(pack_id))
-        make_dirs(self.layout.index)
         return PackWriter(
             pack_id=pack_id,
-            path=self.layout.pack(pack_id),
-            temp_path=self.layout.pack_temp(pack_id),
+            writer=self.storage.writer(layout.pack(pack_id)),
             max_plain_size=self.config.block_size,
             publish=self._publish,
+            unpublish=lambda gone: self.storage.delete(layout.pack(gone)),
         )
 
     def _publish(self, sealed: SealedPack) -> None:
-        write_atomic(
-            self.layout.index_file(sealed.pack_id),
-            encode_index_file(sealed.pack_id, sealed.entries),
+        self.storage.put(
+            layout.index_file(sealed.pack_id), encode_index_file(sealed.pack_id, sealed.entries)
         )
         self._index.add(sealed)
 
-    def remove_unsealed(self) -> int:
-        """Delete temporary pack files left by crashed writers; returns how many.
+    def remove_leftovers(self, min_age: float = 0.0) -> int:
+        """Delete what killed writers left (a pack never sealed, an object half put);
+        returns how many. A live writer's (in any process) is left alone, and so is
+        everything published."""
+        return self.storage.remove_leftovers(min_age)
 
-        A temporary pack held open by a live writer (in any process) is locked
-        with ``flock`` and left alone. Sealed packs are never touched.
-        """
-        removed = 0
-        for directory in self._pack_dirs():
-            removed_here = 0
-            for name in list_dir(directory):
-                if not (is_temporary(name) and name.endswith(PACK_TEMP_SUFFIX)):
-                    continue
-                if remove_if_abandoned(directory / name):
-                    log.info("removed unsealed pack %s", directory / name)
-                    removed_here += 1
-            if removed_here:
-                fsync_dir(directory)
-            removed += removed_here
-        return removed
+    def sealed_packs(self) -> dict[str, ObjectInfo]:
+        """Every sealed pack, by id."""
+        packs = {}
+        for info in self.storage.list_objects(layout.PACKS):
+            parts = layout.parts(info.name, layout.PACKS)
+            if len(parts) != 2 or not parts[1].endswith(layout.PACK_SUFFIX):
+                continue
+            pack_id = parts[1][: -len(layout.PACK_SUFFIX)]
+            if is_pack_id(pack_id) and pack_id.startswith(parts[0]):
+                packs[pack_id] = info
+        return packs
 
     def sealed_pack_ids(self) -> list[str]:
         """Ids of every sealed pack, sorted."""
-        ids = []
-        for directory in self._pack_dirs():
-            for name in list_dir(directory):
-                if is_temporary(name) or not name.endswith(PACK_SUFFIX):
-                    continue
-                pack_id = name[: -len(PACK_SUFFIX)]
-                if is_pack_id(pack_id) and pack_id.startswith(directory.name):
-                    ids.append(pack_id)
-        return sorted(ids)
-
-    def pack_path(self, pack_id: str) -> Path:
-        """Where a sealed pack lives."""
-        return self.layout.pack(pack_id)
+        return sorted(self.sealed_packs())
 
     def pack_entries(self, pack_id: str) -> list[PackEntry]:
         """A sealed pack's entries, from its footer; raises CorruptionError if damaged."""
         if not is_pack_id(pack_id):
             raise RepositoryError(f"invalid pack id {pack_id!r}")
-        return read_footer(self.layout.pack(pack_id), pack_id)
+        return read_footer(self.storage, pack_id)
 
     def remove_packs(self, pack_ids: Sequence[str], held: HeldLock) -> None:
         """Delete sealed packs (garbage collection only, under the exclusive lock
@@ -247,24 +204,19 @@ class Repository:
             return
         for pack_id in pack_ids:
             held.check()
-            remove_file(self.layout.index_file(pack_id))
-        fsync_dir(self.layout.index)
+            self.storage.delete(layout.index_file(pack_id))
         self._index.refresh()
         for pack_id in pack_ids:
             held.check()
-            remove_file(self.layout.pack(pack_id))
-        for quarantined_pack, chunk in list_quarantined(self.layout.quarantine):
-            if quarantined_pack in pack_ids:  # the damaged copy went with its pack
-                remove_file(self.layout.quarantined(quarantined_pack, chunk))
-        for directory in {self.layout.pack_dir(pack_id) for pack_id in pack_ids}:
-            fsync_dir(directory)
-
-    def _pack_dirs(self) -> list[Path]:
-        return [
-            self.layout.packs / name
-            for name in sorted(list_dir(self.layout.packs))
-            if not is_temporary(name) and len(name) == 2
-        ]
+            self.storage.delete(layout.pack(pack_id))
+        going = set(pack_ids)
+        self.storage.delete(  # a damaged copy went with its pack
+            *(
+                layout.quarantined(pack_id, chunk)
+                for pack_id, chunk in sorted(list_quarantined(self.storage))
+                if pack_id in going
+            )
+        )
 
     # -- pack index -----------------------------------------------------------------------
 
@@ -273,14 +225,9 @@ class Repository:
         is then found in another copy, or is missing, so the next backup that has the
         block sends it again and its good copy heals every restore point naming it.
         The copy stays in its pack until GC, which counts it as dead."""
-        make_dirs(self.layout.quarantine)
-        write_atomic(self.layout.quarantined(entry.pack_id, entry.digest), reason.encode())
+        self.storage.put(layout.quarantined(entry.pack_id, entry.digest), reason.encode())
         log.error("quarantined chunk %s in pack %s: %s", entry.digest.hex(), entry.pack_id, reason)
         self._index.refresh()
-
-    def is_quarantined(self, entry: PackEntry) -> bool:
-        """Whether this copy of a chunk was found damaged."""
-        return self.layout.quarantined(entry.pack_id, entry.digest).exists()
 
     def refresh_index(self) -> None:
         """Pick up pack index files written by other processes since the last load."""
@@ -301,8 +248,7 @@ class Repository:
 
     def read_stored(self, entry: PackEntry) -> bytes:
         """A chunk's stored bytes, checksum verified; CorruptionError names pack and digest."""
-        with self._pack_files.borrow(entry.pack_id) as fd:
-            return read_chunk(fd, entry, self.layout.relative(self.layout.pack(entry.pack_id)))
+        return read_chunk(self.storage, entry)
 
     def read_entry(self, entry: PackEntry) -> bytes:
         """A chunk's plaintext, checksum, size and keyed digest verified.
@@ -311,8 +257,7 @@ class Repository:
             CorruptionError: naming the chunk's digest and pack.
         """
         stored = self.read_stored(entry)
-        pack = self.layout.relative(self.layout.pack(entry.pack_id))
-        subject = f"chunk {entry.digest.hex()} in pack {entry.pack_id} ({pack})"
+        subject = f"chunk {entry.digest.hex()} in {layout.pack(entry.pack_id)}"
         try:
             plain = decompress(stored, entry.plain_size) if entry.compressed else stored
         except CorruptionError as exc:
@@ -341,7 +286,7 @@ class Repository:
             entry = self.locate(digest)
             if entry is None:
                 raise CorruptionError(
-                    f"chunk {digest.hex()} is missing from repository {self.path}"
+                    f"chunk {digest.hex()} is missing from repository {self.where}"
                 )
         try:
             return self.read_entry(entry)
@@ -375,36 +320,30 @@ class Repository:
             return self._rebuild_index(missing_only)
 
     def _rebuild_index(self, missing_only: bool) -> int:
-        make_dirs(self.layout.index)
         if not missing_only:  # it may hold entries the packs no longer give
-            remove_file(self.layout.index_snapshot)
-            fsync_dir(self.layout.index)
+            self.storage.delete(layout.INDEX_SNAPSHOT)
         # Index files are listed before packs: a pack sealed meanwhile then has both.
-        existing = list_index_files(self.layout.index)
+        existing = list_index_files(self.storage)
         pack_ids = self.sealed_pack_ids()
         indexed = 0
         for pack_id in pack_ids:
             if missing_only and pack_id in existing:
                 continue
-            path = self.layout.pack(pack_id)
             try:
-                entries = read_footer(path, pack_id)
+                entries = read_footer(self.storage, pack_id)
             except CorruptionError as exc:
                 try:
-                    entries, reason = scan_chunks(path, pack_id)
+                    entries, reason = scan_chunks(self.storage, pack_id)
                 except CorruptionError as header_exc:
                     log.error("cannot index pack %s: %s", pack_id, header_exc)
                     continue
                 log.warning("%s; indexed %d chunks by scanning (%s)", exc, len(entries), reason)
-            write_atomic(
-                self.layout.index_file(pack_id), encode_index_file(pack_id, entries), sync_dir=False
-            )
+            self.storage.put(layout.index_file(pack_id), encode_index_file(pack_id, entries))
             indexed += 1
         if not missing_only:
-            for pack_id in existing - set(pack_ids):
+            for pack_id in sorted(existing.keys() - set(pack_ids)):
                 log.info("removing index file of missing pack %s", pack_id)
-                remove_quietly(self.layout.index_file(pack_id))
-        fsync_dir(self.layout.index)
+                self.storage.delete(layout.index_file(pack_id))
         self._index.reload()
         return indexed
 
@@ -422,7 +361,7 @@ class Repository:
 
     def is_staged(self, session_id: str, disk: str) -> bool:
         """Whether the disk's fixed index for the session is staged (written, not committed)."""
-        return self.layout.staged_fixed_index(session_id, disk).is_file()
+        return self.restore_point_store.is_staged(session_id, disk)
 
     def committed_as(self, job: str, session_id: str) -> RestorePoint | None:
         """The restore point session ``session_id`` of ``job`` was committed as, if it
@@ -518,9 +457,9 @@ class Repository:
         """Read one restorepoint.json; raises CorruptionError if damaged (for verify, check)."""
         return self.restore_point_store.load_restore_point(job, rp_id)
 
-    def fixed_index_path(self, point: RestorePoint, disk: str) -> Path:
-        """Where a restore point's fixed index of ``disk`` lives."""
-        return self.restore_point_store.fixed_index_path(point, disk)
+    def fixed_index_name(self, point: RestorePoint, disk: str) -> str:
+        """The object of a restore point's fixed index of ``disk``."""
+        return self.restore_point_store.fixed_index_name(point, disk)
 
     def read_fixed_index(self, point: RestorePoint, disk: str) -> FixedIndex:
         """A disk's fixed index in a restore point, checked against restorepoint.json."""
@@ -532,101 +471,27 @@ class Repository:
         self, purpose: str = "", *, wait: float = 0.0
     ) -> contextlib.AbstractContextManager[HeldLock]:
         """Hold a shared lock (backup, restore, verify) for a ``with`` block."""
-        make_dirs(self.layout.locks)
         return self.locks.shared(purpose, wait=wait)
 
     def exclusive_lock(
         self, purpose: str = "", *, wait: float = 0.0
     ) -> contextlib.AbstractContextManager[HeldLock]:
         """Hold an exclusive lock (prune, GC) for a ``with`` block."""
-        make_dirs(self.layout.locks)
         return self.locks.exclusive(purpose, wait=wait)
 
     # -- housekeeping ---------------------------------------------------------------------
 
-    def temporary_files(self) -> list[Path]:
-        """Temporary files and directories left anywhere in the repository."""
-        found: list[Path] = []
-        for directory in (self.path, self.layout.index, self.layout.locks, self.layout.staging):
-            found += [directory / n for n in list_dir(directory) if is_temporary(n)]
-        for session in list_dir(self.layout.staging):
-            if not is_temporary(session):
-                session_dir = self.layout.staging_dir(session)
-                found += [session_dir / n for n in list_dir(session_dir) if is_temporary(n)]
-        for job in self.jobs():
-            job_dir = self.layout.job_dir(job)
-            found += [job_dir / n for n in list_dir(job_dir) if is_temporary(n)]
-        for directory in self._pack_dirs():
-            found += [directory / n for n in list_dir(directory) if is_temporary(n)]
-        return sorted(found)
-
     def remove_interrupted_commits(self) -> int:
-        """Remove the temporary restore point directories and staged fixed indexes that
-        crashed commits and disk ends left; returns how many. Both are written only under
-        a shared lock, so while this holds the exclusive lock no writer of them is at
-        work anywhere. If the lock is busy nothing is removed: GC reaps them later."""
+        """Remove the fixed indexes of restore points whose commit marker was never
+        written; returns how many restore points' worth. Commits run under a shared
+        lock, so while this holds the exclusive lock no commit is at work anywhere. If
+        the lock is busy nothing is removed: GC reaps them later."""
         try:
             with self.exclusive_lock("removing what crashed commits left"):
-                interrupted = [
-                    path
-                    for path in self.temporary_files()
-                    if path.name.startswith(COMMIT_TEMP_PREFIX)
-                    or path.parent.parent == self.layout.staging
-                ]
-                for path in interrupted:
-                    log.info("removing %s, left by a crashed commit", self.layout.relative(path))
-                    if path.is_dir():
-                        remove_tree_quietly(path)
-                    else:
-                        remove_quietly(path)
-                return len(interrupted)
+                return self.restore_point_store.remove_unmarked()
         except LockBusy:
             return 0
 
-    def remove_stale_temporaries(self, min_age: float = 3600.0) -> int:
-        """Remove temporary files and commit directories older than ``min_age`` seconds.
 
-        Temporary packs are left to :meth:`remove_unsealed`, which knows
-        whether their writer is alive. Returns how many entries were removed.
-        """
-        removed = 0
-        cutoff = time.time() - min_age
-        for path in self.temporary_files():
-            # Only names blockferry gives its temporaries; other dot-files are not ours.
-            if path.name.endswith(PACK_TEMP_SUFFIX) or ".tmp" not in path.name:
-                continue
-            try:
-                if path.lstat().st_mtime > cutoff:
-                    continue
-                if path.is_dir() and path.name.startswith(COMMIT_TEMP_PREFIX):
-                    remove_tree_quietly(path)
-                else:
-                    path.unlink()
-            except OSError as exc:
-                log.warning("removing temporary %s: %s", path, exc)
-                continue
-            removed += 1
-        return removed
-
-
-def _is_empty_skeleton(path: Path) -> bool:
-    """Whether ``path`` is empty but for empty skeleton directories (a crashed init)."""
-    for name in os.listdir(path):
-        child = path / name
-        if name.startswith(".config.json.tmp"):
-            continue
-        if name not in _INIT_TOLERATED or not child.is_dir() or os.listdir(child):
-            return False
-    return True
-
-
-def _keep_private(path: Path) -> None:
-    """config.json holds the dedupe key: readable by its owner only. One an older release
-    made readable by all is made private (or, where this process may not, named)."""
-    try:
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            os.chmod(path, SECRET_MODE)
-            log.warning("%s was readable by others (mode %o): made owner-only", path, mode)
-    except OSError as exc:
-        log.warning("%s is readable by others and stays so: %s", path, exc.strerror)
+def _storage(place: Path | Storage) -> Storage:
+    return LocalStorage(place) if isinstance(place, str | Path) else place

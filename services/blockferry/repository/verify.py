@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blockferry.core.errors import CorruptionError, RestorePointNotFound
+from blockferry.repository import layout
 from blockferry.repository.pack import PackEntry
 from blockferry.repository.repository import Repository
 
@@ -140,21 +141,21 @@ def _verify(
     if rp_id is not None:
         points = [(job, point) for job, point in points if point == rp_id]
         if not points:
-            raise RestorePointNotFound(f"no committed restore point {rp_id!r} in {repo.path}")
+            raise RestorePointNotFound(f"no committed restore point {rp_id!r} in {repo.where}")
     users: dict[bytes, set[str]] = {}
     for job, point_id in points:
         report.restore_points.append(point_id)
         try:
             point = repo.load_restore_point(job, point_id)
         except CorruptionError as exc:
-            path = repo.layout.relative(repo.layout.restore_point_file(job, point_id))
+            path = layout.restore_point_file(job, point_id)
             report.damage.append(Damage(DamageKind.RESTORE_POINT, path, str(exc), (point_id,)))
             continue
         for disk in point.disks:
             try:
                 fidx = repo.read_fixed_index(point, disk.name)
             except CorruptionError as exc:
-                path = repo.layout.relative(repo.fixed_index_path(point, disk.name))
+                path = repo.fixed_index_name(point, disk.name)
                 report.damage.append(Damage(DamageKind.FIXED_INDEX, path, str(exc), (point_id,)))
                 continue
             for chunk_digest in fidx.chunk_digests():
@@ -179,10 +180,10 @@ def _verify(
 
     total = sum(len(entries) for entries in by_pack.values())
     done = 0
+    packs = repo.sealed_packs()
     for pack_id, entries in sorted(by_pack.items()):
-        pack_path = repo.pack_path(pack_id)
-        relative = repo.layout.relative(pack_path)
-        if not pack_path.is_file():
+        relative = layout.pack(pack_id)
+        if pack_id not in packs:
             affected = {rp for entry in entries for rp in users[entry.digest]}
             report.damage.append(
                 Damage(

@@ -9,12 +9,15 @@ the committed bytes, and reads the committed bytes back.
 from __future__ import annotations
 
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from blockferry.core.blocks import ZERO_DIGEST, checksum, digest
+from blockferry.repository import layout
 from blockferry.repository.config import RepositoryConfig
 from blockferry.repository.fixed_index import DigestArray, FixedIndex
+from blockferry.repository.local_storage import LocalStorage
 from blockferry.repository.pack import PackWriter, SealedPack
 from blockferry.repository.pack_index import encode_index_file
 from blockferry.repository.restore_point import RestorePoint, RestorePointDisk
@@ -61,18 +64,19 @@ def build(directory: Path) -> None:
     def publish(sealed: SealedPack) -> None:
         (directory / "pack-v1.idx").write_bytes(encode_index_file(sealed.pack_id, sealed.entries))
 
-    pack = directory / "pack-v1.pack"
-    pack.unlink(missing_ok=True)
-    writer = PackWriter(
-        pack_id=PACK_ID,
-        path=pack,
-        temp_path=directory / ".pack-v1.pack.tmp",
-        max_plain_size=BLOCK_SIZE,
-        publish=publish,
-    )
-    writer.add(plain_digest(), PLAIN_BLOCK, False, len(PLAIN_BLOCK))
-    writer.add(compressed_digest(), COMPRESSED_FRAME, True, len(COMPRESSED_BLOCK))
-    writer.seal()
+    with tempfile.TemporaryDirectory() as scratch:
+        storage = LocalStorage(Path(scratch))
+        writer = PackWriter(
+            pack_id=PACK_ID,
+            writer=storage.writer(layout.pack(PACK_ID)),
+            max_plain_size=BLOCK_SIZE,
+            publish=publish,
+            unpublish=storage.delete,
+        )
+        writer.add(plain_digest(), PLAIN_BLOCK, False, len(PLAIN_BLOCK))
+        writer.add(compressed_digest(), COMPRESSED_FRAME, True, len(COMPRESSED_BLOCK))
+        writer.seal()
+        (directory / "pack-v1.pack").write_bytes(storage.get(layout.pack(PACK_ID)))
 
     fidx = fixed_index().encode()
     (directory / "fixed-index-v1.fidx").write_bytes(fidx)
@@ -96,6 +100,13 @@ def build(directory: Path) -> None:
         stats={"blocks_read": 3, "bytes_sent": 1536, "guest": {"frozen": True}},
     )
     (directory / "restorepoint-v1.json").write_bytes(point.to_json())
+
+
+def pack_storage(directory: Path) -> LocalStorage:
+    """A storage in ``directory`` holding the golden pack under its name."""
+    storage = LocalStorage(directory)
+    storage.put(layout.pack(PACK_ID), (GOLDEN_DIR / "pack-v1.pack").read_bytes())
+    return storage
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ import uuid
 from pathlib import Path
 
 from blockferry.core.blocks import ZERO_DIGEST, compress, digest, is_zero
-from blockferry.repository import Repository, RestorePoint
+from blockferry.repository import Repository, RestorePoint, layout
+from blockferry.repository.local_storage import LocalStorage
 
 BLOCK_SIZE = 256 * 1024
 
@@ -75,3 +76,25 @@ def flip_byte(path: Path, offset: int) -> None:
 def temporary_names(root: Path) -> list[Path]:
     """Every dot-name below ``root``: temporary files a failed write must not leave."""
     return sorted(p for p in root.rglob(".*"))
+
+
+def root(repo: Repository) -> Path:
+    """The directory of a repository on the local backend (what its tests damage)."""
+    storage = repo.storage
+    assert isinstance(storage, LocalStorage), storage
+    return storage.root
+
+
+def file_of(repo: Repository, name: str) -> Path:
+    """The file of object ``name`` of a repository on the local backend."""
+    return root(repo) / name
+
+
+def pack_file(repo: Repository, pack_id: str) -> Path:
+    """The file of a sealed pack."""
+    return file_of(repo, layout.pack(pack_id))
+
+
+def fixed_index_file(repo: Repository, point: RestorePoint, disk: str) -> Path:
+    """The file of a restore point's fixed index of ``disk``."""
+    return file_of(repo, repo.fixed_index_name(point, disk))

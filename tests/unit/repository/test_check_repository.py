@@ -10,7 +10,15 @@ from blockferry.core.blocks import digest
 from blockferry.repository import ProblemKind, Repository, check
 from blockferry.repository.pack import CHUNK_HEADER
 from blockferry.repository.pack_index import encode_index_file
-from tests.unit.repository.repo_helpers import backup, block, flip_byte, make_image
+from tests.unit.repository.repo_helpers import (
+    backup,
+    block,
+    fixed_index_file,
+    flip_byte,
+    make_image,
+    pack_file,
+    root,
+)
 
 
 @pytest.fixture
@@ -39,16 +47,16 @@ def test_healthy_repository(populated: Repository) -> None:
 def test_chunk_bodies_are_not_read(populated: Repository) -> None:
     entry = populated.locate(digest(block("a"), populated.config.dedupe_key))
     assert entry is not None
-    flip_byte(populated.pack_path(entry.pack_id), entry.offset + CHUNK_HEADER.size + 1)
+    flip_byte(pack_file(populated, entry.pack_id), entry.offset + CHUNK_HEADER.size + 1)
     assert check(populated).ok
 
 
 def test_index_file_problems(populated: Repository) -> None:
     web, db = _pack_of(populated, "a"), _pack_of(populated, "c")
-    (populated.path / "index" / f"{web}.idx").unlink()
+    (root(populated) / "index" / f"{web}.idx").unlink()
     orphan = "e" * 32
-    (populated.path / "index" / f"{orphan}.idx").write_bytes(encode_index_file(orphan, []))
-    damaged = populated.path / "index" / f"{db}.idx"
+    (root(populated) / "index" / f"{orphan}.idx").write_bytes(encode_index_file(orphan, []))
+    damaged = root(populated) / "index" / f"{db}.idx"
     damaged.write_bytes(damaged.read_bytes()[:-1])
     report = check(populated)
     details = sorted(p.detail for p in report.problems if p.kind is ProblemKind.INDEX)
@@ -61,14 +69,14 @@ def test_index_file_problems(populated: Repository) -> None:
 
 def test_damaged_footer_and_missing_chunks(populated: Repository) -> None:
     pack_id = _pack_of(populated, "c")
-    flip_byte(populated.pack_path(pack_id), -1)
+    flip_byte(pack_file(populated, pack_id), -1)
     report = check(populated)
     assert [p.kind for p in report.problems] == [ProblemKind.PACK]
     assert "no footer magic" in report.problems[0].detail
 
-    populated.pack_path(pack_id).unlink()
-    (populated.path / "index" / f"{pack_id}.idx").unlink()
-    report = check(Repository.open(populated.path))
+    pack_file(populated, pack_id).unlink()
+    (root(populated) / "index" / f"{pack_id}.idx").unlink()
+    report = check(Repository.open(root(populated)))
     assert [p.kind for p in report.problems] == [ProblemKind.MISSING_CHUNK]
     assert report.to_dict()["problems"][0]["kind"] == "missing-chunk"
     assert "1 problems" in report.summary()
@@ -77,17 +85,17 @@ def test_damaged_footer_and_missing_chunks(populated: Repository) -> None:
 
 
 def test_config_and_restore_point_damage(populated: Repository) -> None:
-    config = populated.path / "config.json"
+    config = root(populated) / "config.json"
     document = json.loads(config.read_text())
     config.write_text(json.dumps(document | {"shard_count": 9}))
     point = populated.restore_points("web")[0]
-    flip_byte(populated.fixed_index_path(point, "sda"), 0)
+    flip_byte(fixed_index_file(populated, point, "sda"), 0)
     kinds = sorted(p.kind for p in check(populated).problems)
     assert kinds == sorted([ProblemKind.CONFIG, ProblemKind.FIXED_INDEX])
 
 
 def test_temporary_files_are_warnings(populated: Repository) -> None:
-    (populated.path / "index" / ".x.idx.tmp-1234").write_bytes(b"")
+    (root(populated) / "index" / ".x.idx.tmp-1234").write_bytes(b"")
     report = check(populated)
     assert report.ok
     assert report.warnings == ["temporary file left behind: index/.x.idx.tmp-1234"]

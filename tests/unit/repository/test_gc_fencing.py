@@ -20,7 +20,7 @@ from blockferry.failpoints import Point
 from blockferry.repository import LockKind, Repository, RepositoryLocks, verify
 from blockferry.repository.gc import collect_garbage
 from blockferry.repository.retention import Policy
-from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, make_image
+from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, make_image, root
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -35,9 +35,7 @@ def _garbage(repo: Repository) -> list[str]:
 
 def test_gc_stops_before_deleting_when_its_lock_was_taken_over(repo: Repository) -> None:
     packs = _garbage(repo)
-    repo.locks = RepositoryLocks(
-        repo.layout.locks, stale_after=2, refresh_every=0, hooks=repo.hooks
-    )
+    repo.locks = RepositoryLocks(repo.storage, stale_after=2, refresh_every=0, hooks=repo.hooks)
     scanned, go_on = threading.Event(), threading.Event()
 
     def pause() -> None:
@@ -58,9 +56,9 @@ def test_gc_stops_before_deleting_when_its_lock_was_taken_over(repo: Repository)
     collector.start()
     assert scanned.wait(20)
     # No heartbeat for longer than the stale time: another process takes the lock over.
-    (held,) = repo.layout.locks.glob("exclusive-*.json")
+    (held,) = (root(repo) / "locks").glob("exclusive-*.json")
     os.utime(held, (time.time() - 3, time.time() - 3))
-    other = RepositoryLocks(repo.layout.locks, stale_after=2, refresh_every=0)
+    other = RepositoryLocks(repo.storage, stale_after=2, refresh_every=0)
     with other.exclusive("gc elsewhere"):
         go_on.set()
         collector.join(20)
@@ -80,8 +78,7 @@ CHILD = textwrap.dedent(
     from blockferry.failpoints import Point
 
     repo = Repository.open(sys.argv[1])
-    repo.locks = RepositoryLocks(
-        repo.layout.locks, stale_after=2, refresh_every=0.2, hooks=repo.hooks
+    repo.locks = RepositoryLocks(repo.storage, stale_after=2, refresh_every=0.2, hooks=repo.hooks
     )
     def scanned():
         print("scanned", flush=True)
@@ -101,7 +98,7 @@ CHILD = textwrap.dedent(
 def test_a_stopped_gc_whose_lock_went_stale_stops_before_deleting(repo: Repository) -> None:
     packs = _garbage(repo)
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(repo.path)],
+        [sys.executable, "-c", CHILD, str(root(repo))],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": f"{REPO_ROOT / 'services'}{os.pathsep}{REPO_ROOT}"},
@@ -111,7 +108,7 @@ def test_a_stopped_gc_whose_lock_went_stale_stops_before_deleting(repo: Reposito
         assert child.stdout.readline().strip() == "scanned"
         os.kill(child.pid, signal.SIGSTOP)
         time.sleep(2.5)  # longer than the stale time: no heartbeat meanwhile
-        other = RepositoryLocks(repo.layout.locks, stale_after=2, refresh_every=0)
+        other = RepositoryLocks(repo.storage, stale_after=2, refresh_every=0)
         with other.exclusive("gc elsewhere"):
             os.kill(child.pid, signal.SIGCONT)
             rest = child.stdout.read()
@@ -133,7 +130,7 @@ def test_rebuild_index_waits_for_no_one_and_is_refused_under_gc(
     """A full rebuild removes index files of packs it does not see: never beside a GC or
     a backup. The start-up variant (missing index files only) runs beside backups."""
     _garbage(repo)
-    other = RepositoryLocks(repo.layout.locks, refresh_every=0)
+    other = RepositoryLocks(repo.storage, refresh_every=0)
     with other.acquire(kind, purpose="someone"):
         with pytest.raises(Exception, match="someone"):
             repo.rebuild_index()

@@ -35,8 +35,8 @@ PAUSES = [
     Point.GC_HALF_SCANNED,
     Point.GC_SCANNED,
     Point.GC_DEAD_PACKS_REMOVED,
-    Point.COMMIT_TEMP_CREATED,
-    Point.COMMIT_TEMP_READY,
+    Point.COMMIT_STARTED,
+    Point.COMMIT_INDEXES_WRITTEN,
     Point.PRUNE_DECIDED,
 ]
 
@@ -218,7 +218,7 @@ def _invariant(world: World) -> None:
 @example(
     [
         ("alone", ("stage", "s0", "j", "AB")),
-        ("paused", ("commit", "s0"), Point.COMMIT_TEMP_READY, ("commit", "s0")),
+        ("paused", ("commit", "s0"), Point.COMMIT_INDEXES_WRITTEN, ("commit", "s0")),
         ("alone", ("gc",)),
     ]
 )

@@ -15,12 +15,21 @@ import pytest
 from blockferry.core.blocks import digest
 from blockferry.core.errors import CorruptionError, RepositoryError
 from blockferry.failpoints import Point
-from blockferry.repository import Repository, RestorePoint, restore_disk, verify
+from blockferry.repository import Repository, RestorePoint, layout, restore_disk, verify
 from blockferry.repository.check import check
 from blockferry.repository.damaged import check_metadata, set_aside
 from blockferry.repository.gc import GcResult, collect_garbage
 from blockferry.repository.retention import Policy
-from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, block, flip_byte, make_image
+from tests.unit.repository.repo_helpers import (
+    BLOCK_SIZE,
+    backup,
+    block,
+    file_of,
+    fixed_index_file,
+    flip_byte,
+    make_image,
+    root,
+)
 
 WAIT_S = 20.0
 
@@ -143,8 +152,8 @@ def test_two_commits_of_one_session_racing_leave_it_whole(repo: Repository, tmp_
             restore_point_id=rp_id,
         )  # fmt: skip
 
-    a_ready = Pause(repo, Point.COMMIT_TEMP_READY, thread="a")
-    b_created = Pause(repo, Point.COMMIT_TEMP_CREATED, thread="b")
+    a_ready = Pause(repo, Point.COMMIT_INDEXES_WRITTEN, thread="a")
+    b_created = Pause(repo, Point.COMMIT_STARTED, thread="b")
     a, b = Worker("a", commit), Worker("b", commit)
     a.start()
     assert a_ready.reached.wait(WAIT_S)
@@ -159,8 +168,8 @@ def test_two_commits_of_one_session_racing_leave_it_whole(repo: Repository, tmp_
     assert [p.id for p in repo.restore_points()] == [first.id, rp_id]
     assert restores(repo, repo.restore_point(rp_id), image, tmp_path)
     assert verify(repo).ok
-    assert list((repo.path / "staging").iterdir()) == []
-    assert not [p for p in (repo.path / "restorepoints" / "j").iterdir() if p.name[0] == "."]
+    assert list((root(repo) / "staging").iterdir()) == []
+    assert not [p for p in (root(repo) / "restorepoints" / "j").iterdir() if p.name[0] == "."]
 
 
 def test_a_commit_that_finds_its_session_committed_meanwhile_succeeds(repo: Repository) -> None:
@@ -172,7 +181,7 @@ def test_a_commit_that_finds_its_session_committed_meanwhile_succeeds(repo: Repo
     rp_id = "20261201T000000Z-0000abcd"
     args = {"job": "j", "session_id": "s2", "disks": ["sda"], "parent": first.id, "stats": {}}
 
-    b_created = Pause(repo, Point.COMMIT_TEMP_CREATED, thread="b")
+    b_created = Pause(repo, Point.COMMIT_STARTED, thread="b")
     b = Worker("b", lambda: repo.commit_restore_point(**args, restore_point_id=rp_id))
     b.start()
     assert b_created.reached.wait(WAIT_S)
@@ -198,12 +207,12 @@ def test_gc_removes_the_staging_a_disk_end_handled_again_left_after_the_commit(
     repo.stage_fixed_index("running", "sda", len(image), digests)
     assert repo.committed_as("j", "s2") is None
     gc(repo)
-    assert not repo.layout.staging_dir("s1").exists()
+    assert not (root(repo) / "staging" / "s1").exists()
     assert repo.is_staged("running", "sda")
     assert verify(repo).ok
     repo.stage_fixed_index("s1", "sda", len(image), digests)
     assert repo.committed_as("j", "s1") == point
-    assert not repo.layout.staging_dir("s1").exists(), "asking removes it too"
+    assert not (root(repo) / "staging" / "s1").exists(), "asking removes it too"
 
 
 # -- 2. unreadable is never unused -----------------------------------------------------------
@@ -218,7 +227,7 @@ def _two_points(repo: Repository) -> tuple[RestorePoint, RestorePoint]:
 
 def _damage_rp_json(repo: Repository, point: RestorePoint) -> Path:
     """One byte changed: a stats counter 1 becomes 3."""
-    path = repo.layout.restore_point_file(point.job, point.id)
+    path = file_of(repo, layout.restore_point_file(point.job, point.id))
     text = path.read_text()
     assert text.count('"disks": 1') == 1
     path.write_text(text.replace('"disks": 1', '"disks": 3'))
@@ -226,7 +235,7 @@ def _damage_rp_json(repo: Repository, point: RestorePoint) -> Path:
 
 
 def _newer_version(repo: Repository, point: RestorePoint) -> Path:
-    path = repo.layout.restore_point_file(point.job, point.id)
+    path = file_of(repo, layout.restore_point_file(point.job, point.id))
     document = json.loads(path.read_bytes())
     document["version"] = 2  # a newer blockferry's restore point (its checksum still fits)
     body = {k: v for k, v in document.items() if k != "checksum"}
@@ -238,7 +247,7 @@ def _newer_version(repo: Repository, point: RestorePoint) -> Path:
 
 
 def _damage_fidx(repo: Repository, point: RestorePoint) -> Path:
-    path = repo.fixed_index_path(point, "sda")
+    path = fixed_index_file(repo, point, "sda")
     flip_byte(path, -1)
     return path
 
@@ -261,7 +270,7 @@ def test_gc_stops_at_metadata_it_cannot_read_and_deletes_nothing(
     with pytest.raises(CorruptionError, match=says) as stopped:
         gc(repo)
     message = str(stopped.value)
-    assert repo.layout.relative(path) in message
+    assert path.relative_to(root(repo)).as_posix() in message
     assert "nothing was deleted" in message and "set-aside" in message
     assert repo.sealed_pack_ids() == packs
     assert repo.locate(d(repo, "a")) is not None
@@ -270,7 +279,7 @@ def test_gc_stops_at_metadata_it_cannot_read_and_deletes_nothing(
 def test_gc_stops_at_a_damaged_staged_fixed_index(repo: Repository) -> None:
     _two_points(repo)
     repo.stage_fixed_index("s9", "sda", BLOCK_SIZE, [d(repo, "a")])
-    path = repo.layout.staged_fixed_index("s9", "sda")
+    path = file_of(repo, layout.staged_fixed_index("s9", "sda"))
     flip_byte(path, -1)
     repo.prune("j", Policy(keep_last=1))
     packs = repo.sealed_pack_ids()
@@ -285,7 +294,7 @@ def test_prune_stops_at_a_restore_point_it_cannot_read(repo: Repository) -> None
     path = _damage_rp_json(repo, new)
     with pytest.raises(CorruptionError, match="nothing was removed") as stopped:
         repo.prune("j", Policy(keep_last=1))
-    assert repo.layout.relative(path) in str(stopped.value)
+    assert path.relative_to(root(repo)).as_posix() in str(stopped.value)
     assert {p.id for p in repo.restore_points()} == {old.id, newest.id}
 
 
@@ -305,7 +314,7 @@ def test_a_damaged_restore_point_set_aside_keeps_its_chunks_and_lets_gc_run(
         gc(repo)
 
     aside = set_aside(repo, kept.id)
-    assert aside == repo.path / "damaged" / "restorepoints" / "k" / kept.id
+    assert aside == f"damaged/restorepoints/k/{kept.id}/"
     assert [p.id for p in repo.restore_points()] == [gone.id]
     result = gc(repo)
     assert result.chunks_removed == 2  # c and d
@@ -313,9 +322,9 @@ def test_a_damaged_restore_point_set_aside_keeps_its_chunks_and_lets_gc_run(
     assert repo.locate(d(repo, "c")) is None
 
     # repaired and put back, it restores
-    rp_json = aside / "restorepoint.json"
+    rp_json = root(repo) / aside / "restorepoint.json"
     rp_json.write_text(rp_json.read_text().replace('"disks": 3', '"disks": 1'))
-    (aside).rename(repo.layout.restore_point_dir("k", kept.id))
+    (root(repo) / aside).rename(root(repo) / layout.restore_point_prefix("k", kept.id))
     assert restores(repo, kept, make_image("ab"), tmp_path)
     with pytest.raises(RepositoryError, match="no committed restore point or staged session"):
         set_aside(repo, "20260101T000000Z-00000000")
@@ -327,7 +336,7 @@ def test_a_damaged_restore_point_set_aside_keeps_its_chunks_and_lets_gc_run(
     [
         (_damage_rp_json, "checksum mismatch"),
         (_newer_version, "newer"),
-        (lambda repo, point: _truncate(repo.fixed_index_path(point, "sda")), "truncated"),
+        (lambda repo, point: _truncate(fixed_index_file(repo, point, "sda")), "truncated"),
         (lambda repo, point: _staged_and_damaged(repo), "staging"),
     ],
 )
@@ -339,10 +348,12 @@ def test_start_up_refuses_metadata_it_cannot_read_and_check_names_it(
     path = damage(repo, old)
     with pytest.raises(CorruptionError, match=says) as refused:
         check_metadata(repo)
-    assert repo.layout.relative(path) in str(refused.value)
+    assert path.relative_to(root(repo)).as_posix() in str(refused.value)
     assert "set-aside" in str(refused.value)
     report = check(repo)
-    assert [problem.path for problem in report.problems] == [repo.layout.relative(path)]
+    assert [problem.path for problem in report.problems] == [
+        path.relative_to(root(repo)).as_posix()
+    ]
 
 
 def _truncate(path: Path) -> Path:
@@ -352,7 +363,7 @@ def _truncate(path: Path) -> Path:
 
 def _staged_and_damaged(repo: Repository) -> Path:
     repo.stage_fixed_index("s9", "sda", BLOCK_SIZE, [d(repo, "a")])
-    path = repo.layout.staged_fixed_index("s9", "sda")
+    path = file_of(repo, layout.staged_fixed_index("s9", "sda"))
     flip_byte(path, -1)
     return path
 
@@ -365,7 +376,6 @@ def test_check_lists_what_was_set_aside(repo: Repository) -> None:
     report = check(repo)
     assert report.ok
     assert report.warnings == [
-        "set aside (its chunks are kept; repair it and move it back, or delete it): "
-        f"{repo.layout.relative(aside)}"
+        f"set aside (its chunks are kept; repair it and move it back, or delete it): {aside}"
     ]
     check_metadata(repo)

@@ -32,24 +32,23 @@ def test_code_writes_the_golden_bytes(written: Path, name: str) -> None:
     assert (written / name).read_bytes() == committed, f"format of {name} changed"
 
 
-def test_golden_pack_reads_back() -> None:
-    path = golden.GOLDEN_DIR / "pack-v1.pack"
-    entries = read_footer(path, golden.PACK_ID)
+def test_golden_pack_reads_back(tmp_path: Path) -> None:
+    storage = golden.pack_storage(tmp_path)
+    entries = read_footer(storage, golden.PACK_ID)
     assert [e.digest for e in entries] == [golden.plain_digest(), golden.compressed_digest()]
     assert [e.compressed for e in entries] == [False, True]
-    with path.open("rb") as file:
-        plain = read_chunk(file.fileno(), entries[0], str(path))
-        frame = read_chunk(file.fileno(), entries[1], str(path))
+    plain = read_chunk(storage, entries[0])
+    frame = read_chunk(storage, entries[1])
     assert plain == golden.PLAIN_BLOCK
     block = decompress(frame, entries[1].plain_size)
     assert block == golden.COMPRESSED_BLOCK
     assert digest(block, golden.KEY) == entries[1].digest
 
 
-def test_golden_index_file_matches_pack_footer() -> None:
+def test_golden_index_file_matches_pack_footer(tmp_path: Path) -> None:
     index = (golden.GOLDEN_DIR / "pack-v1.idx").read_bytes()
     entries = decode_index_file(index, golden.PACK_ID, "pack-v1.idx")
-    assert entries == read_footer(golden.GOLDEN_DIR / "pack-v1.pack", golden.PACK_ID)
+    assert entries == read_footer(golden.pack_storage(tmp_path), golden.PACK_ID)
 
 
 def test_golden_fixed_index_reads_back() -> None:

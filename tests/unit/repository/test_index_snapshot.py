@@ -11,9 +11,17 @@ from pathlib import Path
 import pytest
 
 from blockferry.core.blocks import digest
-from blockferry.repository import PackEntry, Repository, index_snapshot, pack_index
+from blockferry.repository import PackEntry, Repository, index_snapshot, layout, pack_index
+from blockferry.repository.local_storage import LocalStorage
 from tests.system import small_tmpfs
-from tests.unit.repository.repo_helpers import BLOCK_SIZE, flip_byte, temporary_names
+from tests.unit.repository.repo_helpers import (
+    BLOCK_SIZE,
+    file_of,
+    flip_byte,
+    pack_file,
+    root,
+    temporary_names,
+)
 
 
 def _pack(repo: Repository, chunks: int = 20) -> list[PackEntry]:
@@ -40,17 +48,17 @@ def test_a_start_reads_the_snapshot_and_only_newer_index_files(
     repo: Repository, decoded: list[str]
 ) -> None:
     entries = [e for _ in range(30) for e in _pack(repo)]
-    first = Repository.open(repo.path)
+    first = Repository.open(root(repo))
     assert all(_located(first, entries))
     assert len(decoded) == 30
-    assert repo.layout.index_snapshot.exists()
+    assert file_of(repo, layout.INDEX_SNAPSHOT).exists()
     newer = _pack(repo)
     decoded.clear()
-    second = Repository.open(repo.path)
+    second = Repository.open(root(repo))
     assert all(_located(second, entries + newer))
     assert decoded == [newer[0].pack_id]
     # written again after that load (it decoded an entry): the map itself
-    snapshot = index_snapshot.read(repo.layout.index_snapshot)
+    snapshot = index_snapshot.read(repo.storage)
     assert snapshot is not None
     by_digest = {e.digest: e for e in snapshot.entries.values()}
     assert by_digest == {e.digest: e for e in entries + newer}
@@ -60,15 +68,15 @@ def test_a_start_reads_the_snapshot_and_only_newer_index_files(
 def test_a_snapshot_naming_a_removed_pack_is_ignored(repo: Repository, decoded: list[str]) -> None:
     """A GC removed a pack after the snapshot: its chunks must not be located."""
     kept, removed = _pack(repo), _pack(repo)
-    Repository.open(repo.path).refresh_index()
-    assert repo.layout.index_snapshot.exists()
-    (repo.path / "index" / f"{removed[0].pack_id}.idx").unlink()
+    Repository.open(root(repo)).refresh_index()
+    assert file_of(repo, layout.INDEX_SNAPSHOT).exists()
+    (root(repo) / "index" / f"{removed[0].pack_id}.idx").unlink()
     decoded.clear()
-    fresh = Repository.open(repo.path)
+    fresh = Repository.open(root(repo))
     assert all(_located(fresh, kept))
     assert not any(fresh.locate(e.digest) for e in removed)
     assert decoded == [kept[0].pack_id]  # loaded from the files, then written again
-    snapshot = index_snapshot.read(repo.layout.index_snapshot)
+    snapshot = index_snapshot.read(repo.storage)
     assert snapshot is not None and snapshot.packs == {kept[0].pack_id}
 
 
@@ -76,17 +84,17 @@ def test_a_snapshot_from_before_a_quarantine_is_ignored(
     repo: Repository, decoded: list[str]
 ) -> None:
     entries = _pack(repo)
-    Repository.open(repo.path).refresh_index()
+    Repository.open(root(repo)).refresh_index()
     repo.quarantine(entries[3], "test")
-    fresh = Repository.open(repo.path)
+    fresh = Repository.open(root(repo))
     assert fresh.locate(entries[3].digest) is None
     assert all(_located(fresh, entries[:3] + entries[4:]))
-    snapshot = index_snapshot.read(repo.layout.index_snapshot)
+    snapshot = index_snapshot.read(repo.storage)
     assert snapshot is not None
     assert snapshot.quarantined == {(entries[3].pack_id, entries[3].digest)}
     # and the snapshot written with it is used, the copy still left out
     decoded.clear()
-    again = Repository.open(repo.path)
+    again = Repository.open(root(repo))
     assert again.locate(entries[3].digest) is None
     assert all(_located(again, entries[:3] + entries[4:]))
     assert decoded == []
@@ -98,10 +106,10 @@ def test_a_snapshot_from_before_a_copy_left_quarantine_is_ignored(
     """The operator took a copy out of quarantine (found it sound): located again."""
     entries = _pack(repo)
     repo.quarantine(entries[3], "test")
-    Repository.open(repo.path).refresh_index()
-    (name,) = os.listdir(repo.layout.quarantine)
-    (repo.layout.quarantine / name).unlink()
-    assert all(_located(Repository.open(repo.path), entries))
+    Repository.open(root(repo)).refresh_index()
+    (name,) = os.listdir(file_of(repo, "quarantine"))
+    (file_of(repo, "quarantine") / name).unlink()
+    assert all(_located(Repository.open(root(repo)), entries))
 
 
 @pytest.mark.parametrize("where", [0, 9, 20, 60, 100, -1])
@@ -109,10 +117,10 @@ def test_a_damaged_snapshot_is_ignored(
     repo: Repository, decoded: list[str], where: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     entries = [e for _ in range(3) for e in _pack(repo)]
-    Repository.open(repo.path).refresh_index()
-    flip_byte(repo.layout.index_snapshot, where)
+    Repository.open(root(repo)).refresh_index()
+    flip_byte(file_of(repo, layout.INDEX_SNAPSHOT), where)
     decoded.clear()
-    fresh = Repository.open(repo.path)
+    fresh = Repository.open(root(repo))
     assert all(_located(fresh, entries))
     assert len(decoded) == 3
     assert "ignoring the pack index snapshot" in caplog.text
@@ -120,13 +128,13 @@ def test_a_damaged_snapshot_is_ignored(
 
 def test_a_truncated_snapshot_is_ignored(repo: Repository, decoded: list[str]) -> None:
     entries = _pack(repo)
-    Repository.open(repo.path).refresh_index()
-    path = repo.layout.index_snapshot
+    Repository.open(root(repo)).refresh_index()
+    path = file_of(repo, layout.INDEX_SNAPSHOT)
     for size in (0, 10, path.stat().st_size - 1):
         os.truncate(path, size)
         with pytest.raises(index_snapshot.SnapshotUnusable):
-            index_snapshot.read(path)
-        fresh = Repository.open(repo.path)
+            index_snapshot.read(LocalStorage(root(repo)))
+        fresh = Repository.open(root(repo))
         assert all(_located(fresh, entries))
 
 
@@ -136,30 +144,30 @@ def test_rebuild_index_removes_the_snapshot(
     """Index files written again from the packs may hold less than before (a damaged
     footer, chunks scanned as far as they check out): a snapshot of the old ones goes."""
     entries = _pack(repo)
-    Repository.open(repo.path).refresh_index()
-    assert repo.layout.index_snapshot.exists()
+    Repository.open(root(repo)).refresh_index()
+    assert file_of(repo, layout.INDEX_SNAPSHOT).exists()
     monkeypatch.setattr(pack_index, "SNAPSHOT_AFTER_ENTRIES", 100_000)
     assert repo.rebuild_index() == 1
-    assert not repo.layout.index_snapshot.exists()
-    assert all(_located(Repository.open(repo.path), entries))
+    assert not file_of(repo, layout.INDEX_SNAPSHOT).exists()
+    assert all(_located(Repository.open(root(repo)), entries))
 
 
 def test_a_snapshot_that_cannot_be_written_costs_nothing_but_a_warning(
     repo: Repository, decoded: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     entries = _pack(repo)
-    repo.layout.index_snapshot.mkdir()  # the rename onto it fails
-    fresh = Repository.open(repo.path)
+    file_of(repo, layout.INDEX_SNAPSHOT).mkdir()  # the rename onto it fails
+    fresh = Repository.open(root(repo))
     assert all(_located(fresh, entries))
     assert "could not write the pack index snapshot" in caplog.text
-    assert not [n for n in os.listdir(repo.path / "index") if n.startswith(".")]
-    shutil.rmtree(repo.layout.index_snapshot)
+    assert not [n for n in os.listdir(root(repo) / "index") if n.startswith(".")]
+    shutil.rmtree(file_of(repo, layout.INDEX_SNAPSHOT))
 
 
 def test_a_small_load_writes_no_snapshot(repo: Repository) -> None:
     entries = _pack(repo)
-    assert all(_located(Repository.open(repo.path), entries))
-    assert not repo.layout.index_snapshot.exists()
+    assert all(_located(Repository.open(root(repo)), entries))
+    assert not file_of(repo, layout.INDEX_SNAPSHOT).exists()
 
 
 def test_a_full_file_system_costs_the_snapshot_only(
@@ -172,11 +180,11 @@ def test_a_full_file_system_costs_the_snapshot_only(
             with contextlib.suppress(OSError):
                 while True:
                     filler.write(b"\xff" * 4096)
-        fresh = Repository.open(repo.path)
+        fresh = Repository.open(root(repo))
         assert all(_located(fresh, entries))
         assert "no space left" in caplog.text
-        assert not repo.layout.index_snapshot.exists()
-        assert temporary_names(repo.path) == []
+        assert not file_of(repo, layout.INDEX_SNAPSHOT).exists()
+        assert temporary_names(root(repo)) == []
         fresh.close()
         repo.close()
 
@@ -185,15 +193,15 @@ def test_a_writer_killed_mid_snapshot_leaves_a_temporary_that_is_reaped(
     repo: Repository, decoded: list[str]
 ) -> None:
     entries = _pack(repo)
-    Repository.open(repo.path).refresh_index()
-    snapshot = repo.layout.index_snapshot
+    Repository.open(root(repo)).refresh_index()
+    snapshot = file_of(repo, layout.INDEX_SNAPSHOT)
     left = snapshot.with_name(f".{snapshot.name}.tmp-dead0000")  # as a SIGKILL leaves it
     left.write_bytes(snapshot.read_bytes()[:1000])
     decoded.clear()
-    fresh = Repository.open(repo.path)
+    fresh = Repository.open(root(repo))
     assert all(_located(fresh, entries))
     assert decoded == []  # the published snapshot, not the torn one
-    assert repo.remove_stale_temporaries(min_age=0) == 1
+    assert repo.remove_leftovers() == 1
     assert not left.exists() and snapshot.exists()
 
 
@@ -203,14 +211,14 @@ def test_a_pack_that_could_not_be_read_is_not_covered(repo: Repository, decoded:
     every start to come."""
     readable, unreadable = _pack(repo), _pack(repo)
     pack_id = unreadable[0].pack_id
-    index_file = repo.path / "index" / f"{pack_id}.idx"
+    index_file = root(repo) / "index" / f"{pack_id}.idx"
     good = index_file.read_bytes()
     flip_byte(index_file, -1)
-    flip_byte(repo.pack_path(pack_id), -1)
-    first = Repository.open(repo.path)
+    flip_byte(pack_file(repo, pack_id), -1)
+    first = Repository.open(root(repo))
     assert all(_located(first, readable))
     assert not any(first.locate(e.digest) for e in unreadable)
-    snapshot = index_snapshot.read(repo.layout.index_snapshot)
+    snapshot = index_snapshot.read(repo.storage)
     assert snapshot is not None and snapshot.packs == {readable[0].pack_id}
     index_file.write_bytes(good)
-    assert all(_located(Repository.open(repo.path), readable + unreadable))
+    assert all(_located(Repository.open(root(repo)), readable + unreadable))

@@ -13,7 +13,14 @@ from blockferry.core.blocks import ZERO_DIGEST, compress, digest
 from blockferry.core.errors import CorruptionError, RepositoryError
 from blockferry.repository import PackEntry, Repository
 from blockferry.repository.pack import CHUNK_HEADER, FOOTER_TRAILER, PACK_HEADER
-from tests.unit.repository.repo_helpers import BLOCK_SIZE, block, flip_byte, make_image
+from tests.unit.repository.repo_helpers import (
+    BLOCK_SIZE,
+    block,
+    flip_byte,
+    make_image,
+    pack_file,
+    root,
+)
 
 
 def _add(repo: Repository, writer_blocks: list[bytes], *, level: int = 1) -> list[bytes]:
@@ -45,8 +52,8 @@ def test_round_trip_plain_and_compressed(repo: Repository) -> None:
     sealed = writer.seal()
 
     assert repo.sealed_pack_ids() == [sealed.pack_id]
-    assert (repo.path / "index" / f"{sealed.pack_id}.idx").is_file()
-    assert repo.pack_path(sealed.pack_id).parent.name == sealed.pack_id[:2]
+    assert (root(repo) / "index" / f"{sealed.pack_id}.idx").is_file()
+    assert pack_file(repo, sealed.pack_id).parent.name == sealed.pack_id[:2]
     assert repo.pack_entries(sealed.pack_id) == sealed.entries
     assert [e.compressed for e in sealed.entries] == [False, True, False]
     for data, block_digest in zip(blocks, digests, strict=True):
@@ -89,16 +96,16 @@ def test_abort_removes_the_temporary_file_and_seal_of_empty_pack_writes_nothing(
     repo: Repository,
 ) -> None:
     writer = repo.open_pack()
-    assert writer.temp_path.exists()
+    assert len(repo.storage.leftovers()) == 1
     writer.abort()
     writer.abort()
-    assert not writer.temp_path.exists()
+    assert repo.storage.leftovers() == []
     with pytest.raises(RepositoryError, match="sealed or aborted"):
         writer.add(b"d" * 32, b"x", False, 1)
     empty = repo.open_pack()
     assert empty.seal().entries == []
     assert repo.sealed_pack_ids() == []
-    assert repo.temporary_files() == []
+    assert repo.storage.leftovers() == []
 
 
 def test_publish_failure_removes_the_sealed_pack(
@@ -114,7 +121,7 @@ def test_publish_failure_removes_the_sealed_pack(
     with pytest.raises(RepositoryError, match="index file"):
         writer.seal()
     assert repo.sealed_pack_ids() == []
-    assert repo.temporary_files() == []
+    assert repo.storage.leftovers() == []
 
 
 def _sealed_pack(repo: Repository) -> tuple[Path, list[PackEntry]]:
@@ -122,7 +129,7 @@ def _sealed_pack(repo: Repository) -> tuple[Path, list[PackEntry]]:
     entries = [repo.locate(d) for d in digests]
     assert all(entries)
     pack_id = entries[0].pack_id if entries[0] else ""
-    return repo.pack_path(pack_id), [e for e in entries if e]
+    return pack_file(repo, pack_id), [e for e in entries if e]
 
 
 def test_flipped_byte_in_a_chunk_names_pack_and_digest(repo: Repository) -> None:
@@ -177,25 +184,24 @@ def test_remove_unsealed_deletes_only_crashed_temporary_packs(repo: Repository) 
         "repo = Repository.open(sys.argv[1])\n"
         "writer = repo.open_pack()\n"
         "writer.add(b'd' * 32, b'partial', False, 7)\n"
-        "print(writer.temp_path)\n"
         "os._exit(1)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", script, str(repo.path)], capture_output=True, text=True, check=False
+        [sys.executable, "-c", script, str(root(repo))], capture_output=True, text=True, check=False
     )
-    crashed = Path(result.stdout.strip())
-    assert crashed.exists(), result.stderr
+    [crashed] = repo.storage.leftovers()
+    assert crashed.name.startswith("packs/"), result.stderr
     live = repo.open_pack()
 
-    assert repo.remove_unsealed() == 1
-    assert not crashed.exists()
-    assert live.temp_path.exists()
+    assert repo.remove_leftovers() == 1
+    assert [info.name for info in repo.storage.leftovers()] != [crashed.name]
+    assert len(repo.storage.leftovers()) == 1, "the live writer's"
     assert repo.sealed_pack_ids() == sealed
     data = make_image("c")
     live.add(digest(data, repo.config.dedupe_key), data, False, len(data))
     live.seal()
     assert len(repo.sealed_pack_ids()) == 2
-    assert repo.remove_unsealed() == 0
+    assert repo.remove_leftovers() == 0
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,8 @@ import pytest
 from blockferry.core.blocks import digest
 from blockferry.core.errors import CorruptionError
 from blockferry.repository import Repository
-from blockferry.repository.pack_files import PackFiles
 from blockferry.repository.pack_index import decode_index_file, encode_index_file
-from tests.unit.repository.repo_helpers import block, flip_byte
+from tests.unit.repository.repo_helpers import block, flip_byte, pack_file, root
 
 
 def _store(repo: Repository, names: str) -> list[bytes]:
@@ -52,7 +51,7 @@ def test_index_file_damage_is_detected(repo: Repository, offset: int, message: s
 
 
 def test_other_process_sees_new_packs_after_refresh(repo: Repository) -> None:
-    other = Repository.open(repo.path)
+    other = Repository.open(root(repo))
     first = _store(repo, "a")
     assert other.locate(first[0]) is not None  # first use loads the index
     second = _store(repo, "b")
@@ -67,7 +66,7 @@ def test_refresh_reads_only_new_index_files(
 ) -> None:
     for ch in "abc":
         _store(repo, ch)
-    other = Repository.open(repo.path)
+    other = Repository.open(root(repo))
     other.refresh_index()
     reads = decoded_index_files
     reads.clear()
@@ -80,7 +79,7 @@ def test_refresh_reads_only_new_index_files(
 
 
 def test_read_block_refreshes_once_on_a_miss(repo: Repository) -> None:
-    other = Repository.open(repo.path)
+    other = Repository.open(root(repo))
     other.refresh_index()
     (new,) = _store(repo, "a")
     assert other.read_block(new) == block("a")
@@ -90,8 +89,8 @@ def test_read_block_refreshes_once_on_a_miss(repo: Repository) -> None:
 
 def test_deleted_index_is_rebuilt_from_packs(repo: Repository) -> None:
     digests = _store(repo, "ab") + _store(repo, "c")
-    shutil.rmtree(repo.path / "index")
-    fresh = Repository.open(repo.path)
+    shutil.rmtree(root(repo) / "index")
+    fresh = Repository.open(root(repo))
     assert all(fresh.locate(d) is None for d in digests)
     assert fresh.rebuild_index() == 2
     assert all(fresh.locate(d) is not None for d in digests)
@@ -101,9 +100,9 @@ def test_deleted_index_is_rebuilt_from_packs(repo: Repository) -> None:
 def test_rebuild_scans_chunks_when_a_footer_is_damaged(repo: Repository) -> None:
     digests = _store(repo, "abc")
     (pack_id,) = repo.sealed_pack_ids()
-    flip_byte(repo.pack_path(pack_id), -1)
+    flip_byte(pack_file(repo, pack_id), -1)
     assert repo.rebuild_index() == 1
-    fresh = Repository.open(repo.path)
+    fresh = Repository.open(root(repo))
     assert all(fresh.read_block(d) == block(ch) for d, ch in zip(digests, "abc", strict=True))
     with pytest.raises(CorruptionError, match="footer"):
         fresh.pack_entries(pack_id)
@@ -114,8 +113,8 @@ def test_rebuild_missing_only_and_orphans(repo: Repository) -> None:
     (kept,) = _store(repo, "b")
     entry = repo.locate(kept)
     assert entry is not None
-    (repo.path / "index" / f"{entry.pack_id}.idx").unlink()
-    orphan = repo.path / "index" / ("f" * 32 + ".idx")
+    (root(repo) / "index" / f"{entry.pack_id}.idx").unlink()
+    orphan = root(repo) / "index" / ("f" * 32 + ".idx")
     orphan.write_bytes(b"junk")
     assert repo.rebuild_index(missing_only=True) == 1
     assert orphan.exists()
@@ -127,8 +126,8 @@ def test_damaged_index_file_falls_back_to_the_pack_footer(repo: Repository) -> N
     (only,) = _store(repo, "a")
     entry = repo.locate(only)
     assert entry is not None
-    flip_byte(repo.path / "index" / f"{entry.pack_id}.idx", -1)
-    fresh = Repository.open(repo.path)
+    flip_byte(root(repo) / "index" / f"{entry.pack_id}.idx", -1)
+    fresh = Repository.open(root(repo))
     assert fresh.locate(only) == entry
 
 
@@ -142,22 +141,8 @@ def test_shards_write_packs_concurrently(repo: Repository) -> None:
     for thread in threads:
         thread.join()
     assert len(repo.sealed_pack_ids()) == 3
-    fresh = Repository.open(repo.path)
+    fresh = Repository.open(root(repo))
     assert all(fresh.read_block(digest(block(ch), repo.config.dedupe_key)) for ch in "abcdefghi")
-
-
-def test_pack_descriptors_in_use_are_not_closed_by_eviction(repo: Repository) -> None:
-    first, second = _store(repo, "a")[0], _store(repo, "b")[0]
-    files = PackFiles(repo.layout, limit=1)
-    entries = [repo.locate(first), repo.locate(second)]
-    assert entries[0] is not None and entries[1] is not None
-    with files.borrow(entries[0].pack_id) as fd_a:
-        with files.borrow(entries[1].pack_id) as fd_b:
-            assert os.pread(fd_a, 8, 0) == os.pread(fd_b, 8, 0)  # both still open
-        assert os.pread(fd_a, 8, 0)
-    files.close()
-    with pytest.raises(OSError):
-        os.fstat(fd_a)
 
 
 def test_a_chunk_stays_located_while_another_is_quarantined(repo: Repository) -> None:

@@ -14,7 +14,15 @@ from blockferry.repository import DamageKind, Repository, restore_disk, verify
 from blockferry.repository.gc import collect_garbage
 from blockferry.repository.pack import CHUNK_HEADER
 from blockferry.repository.retention import Policy
-from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, block, flip_byte, make_image
+from tests.unit.repository.repo_helpers import (
+    BLOCK_SIZE,
+    backup,
+    block,
+    flip_byte,
+    make_image,
+    pack_file,
+    root,
+)
 
 
 def d(repo: Repository, ch: str) -> bytes:
@@ -25,7 +33,7 @@ def damage_chunk(repo: Repository, ch: str) -> None:
     """Flip one byte inside the stored bytes of the chunk of block ``ch``."""
     entry = repo.locate(d(repo, ch))
     assert entry is not None
-    flip_byte(repo.pack_path(entry.pack_id), entry.offset + CHUNK_HEADER.size + 100)
+    flip_byte(pack_file(repo, entry.pack_id), entry.offset + CHUNK_HEADER.size + 100)
 
 
 def restores(repo: Repository, rp_id: str, image: bytes, tmp_path: Path) -> bool:
@@ -62,7 +70,7 @@ def test_a_damaged_chunk_is_quarantined_and_the_next_backup_heals_it(
     later = datetime.now(UTC) + timedelta(minutes=5)
     result = collect_garbage(repo, protect_after=later, pack_size=64 * BLOCK_SIZE)
     assert result.packs_removed == 2  # a with the damaged b, and the good b
-    assert list((repo.path / "quarantine").iterdir()) == []
+    assert list((root(repo) / "quarantine").iterdir()) == []
     assert verify(repo).ok
 
 

@@ -15,8 +15,9 @@ from blockferry.core.errors import (
     RepositoryError,
     RepositoryNotFound,
 )
-from blockferry.repository import Repository
+from blockferry.repository import Repository, layout
 from blockferry.repository.config import RepositoryConfig
+from tests.unit.repository.repo_helpers import backup, file_of, make_image, root
 
 
 def test_init_then_open_round_trip(tmp_path: Path) -> None:
@@ -27,8 +28,7 @@ def test_init_then_open_round_trip(tmp_path: Path) -> None:
     assert opened.config.shard_count == 4
     assert len(opened.config.dedupe_key) == 32
     assert "dedupe_key" not in repr(opened.config)
-    for name in ("keys", "packs", "index", "restorepoints", "staging", "locks"):
-        assert (tmp_path / "r" / name).is_dir()
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["config.json"]
     document = json.loads((tmp_path / "r" / "config.json").read_text())
     assert document["encryption"] == {"mode": "none", "kdf": None, "wrapped_key": None}
 
@@ -55,7 +55,7 @@ def test_init_refuses_existing_repository_and_non_empty_directory(tmp_path: Path
     with pytest.raises(RepositoryError, match="not empty"):
         Repository.init(tmp_path / "other")
     (tmp_path / "plain-file").write_text("x")
-    with pytest.raises(RepositoryError, match="not a directory"):
+    with pytest.raises(RepositoryError, match="Not a directory"):
         Repository.init(tmp_path / "plain-file")
 
 
@@ -121,13 +121,10 @@ def test_config_rejects_malformed_json(data: bytes) -> None:
         RepositoryConfig.from_json(data, "config.json")
 
 
-def test_config_json_holding_the_dedupe_key_is_its_owners_only(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_every_file_of_a_repository_is_its_owners_only(tmp_path: Path) -> None:
+    """config.json holds the dedupe key; the rest is backed-up data."""
     repo = Repository.init(tmp_path / "repo", block_size=256 * 1024, shard_count=1)
-    config = repo.layout.config
-    assert stat.S_IMODE(config.stat().st_mode) == 0o600, "a new repository's"
-    config.chmod(0o644)  # as an older release made it
-    Repository.open(repo.path)
-    assert stat.S_IMODE(config.stat().st_mode) == 0o600, "made private when opened"
-    assert "was readable by others (mode 644): made owner-only" in caplog.text
+    backup(repo, "vm", {"sda": make_image("aB")})
+    files = [path for path in root(repo).rglob("*") if path.is_file()]
+    assert file_of(repo, layout.CONFIG_FILE) in files and len(files) > 3
+    assert {stat.S_IMODE(path.stat().st_mode) for path in files} == {0o600}

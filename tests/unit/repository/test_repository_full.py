@@ -18,7 +18,7 @@ from blockferry.repository import Repository, restore_disk, verify
 from blockferry.repository.gc import collect_garbage
 from blockferry.repository.retention import Policy
 from tests.system import small_tmpfs
-from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, make_image, temporary_names
+from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, make_image, root, temporary_names
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_full_file_system(small_fs: Path, tmp_path: Path) -> None:
             writer.add(digest(data, repo.config.dedupe_key), data, False, len(data))
     assert str(small_fs) in str(caught.value)
     assert not writer.is_open
-    assert temporary_names(repo.path) == []
+    assert temporary_names(root(repo)) == []
 
     repo.stage_fixed_index("s2", "sda", len(image), repo.read_fixed_index(first, "sda").digests)
     _fill(small_fs / "filler")
@@ -72,7 +72,7 @@ def test_full_file_system(small_fs: Path, tmp_path: Path) -> None:
         pack = repo.open_pack()
         data = rng.randbytes(BLOCK_SIZE)
         pack.add(digest(data, repo.config.dedupe_key), data, False, len(data))
-    assert temporary_names(repo.path) == []
+    assert temporary_names(root(repo)) == []
     assert repo.restore_points() == [first]
     assert verify(repo, lock=False).ok
     restored = tmp_path / "sda.img"
@@ -113,4 +113,4 @@ def test_prune_and_gc_free_a_full_file_system(tmp_path: Path) -> None:
         restored = tmp_path / "sda.img"
         restore_disk(repo, newest.id, "sda", restored, force=False)
         assert restored.read_bytes() == make_image("aef")
-        assert temporary_names(repo.path) == []
+        assert temporary_names(root(repo)) == []

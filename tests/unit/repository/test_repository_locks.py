@@ -16,10 +16,11 @@ from blockferry.core.errors import LockError
 from blockferry.repository import LockInfo, LockKind, Repository, RepositoryLocks
 from blockferry.repository.ids import utc_now
 from blockferry.repository.locks import Process
+from tests.unit.repository.repo_helpers import root
 
 
 def _locks(repo: Repository, **kwargs: float | str) -> RepositoryLocks:
-    return RepositoryLocks(repo.path / "locks", **kwargs)  # type: ignore[arg-type]
+    return RepositoryLocks(repo.storage, **kwargs)  # type: ignore[arg-type]
 
 
 def _plant(
@@ -35,7 +36,8 @@ def _plant(
     info = LockInfo(
         f"{kind}-planted.json", kind, "planted", host, pid, taken, "planted", taken, process
     )
-    path = repo.path / "locks" / info.name
+    path = root(repo) / "locks" / info.name
+    path.parent.mkdir(exist_ok=True)
     path.write_bytes(info.to_json())
     os.utime(path, (taken.timestamp(), taken.timestamp()))
     return path
@@ -69,7 +71,7 @@ def test_repository_context_managers(repo: Repository) -> None:
         with pytest.raises(LockError):
             repo.exclusive_lock("gc").__enter__()
     with repo.exclusive_lock("gc") as held:
-        assert held.path.exists()
+        assert (root(repo) / held.path).exists()
     assert repo.locks.list_locks() == []
 
 
@@ -143,7 +145,8 @@ def test_lock_of_another_host_is_stale_only_after_the_timeout(repo: Repository) 
 
 def test_unreadable_lock_file_counts_as_held_until_old(repo: Repository) -> None:
     locks = _locks(repo, refresh_every=0, stale_after=60)
-    junk = repo.path / "locks" / "exclusive-junk.json"
+    junk = root(repo) / "locks" / "exclusive-junk.json"
+    junk.parent.mkdir(exist_ok=True)
     junk.write_text("{not json")
     with pytest.raises(LockError, match="unreadable"):
         locks.acquire(LockKind.SHARED)
@@ -167,13 +170,13 @@ def test_refresh_keeps_a_lock_fresh_and_notices_when_it_is_lost(repo: Repository
     locks = _locks(repo, refresh_every=0.05, stale_after=60)
     with locks.shared("backup") as held:
         taken = held.info.time
-        os.utime(held.path, (0, 0))
+        os.utime(root(repo) / held.path, (0, 0))
         deadline = time.monotonic() + 5
         while locks.list_locks()[0].refreshed < taken and time.monotonic() < deadline:
             time.sleep(0.01)
         assert locks.list_locks()[0].refreshed >= taken
         assert locks.list_locks()[0].time == taken
-        held.path.unlink()  # what another process does to a stale lock
+        (root(repo) / held.path).unlink()  # what another process does to a stale lock
         while not held.lost and time.monotonic() < deadline:
             time.sleep(0.01)
         with pytest.raises(LockError, match="removed as stale"):

@@ -13,7 +13,14 @@ from blockferry.repository import Repository, RestorePoint, restore_disk
 from blockferry.repository.pack import CHUNK_HEADER
 from blockferry.restore_target import DiskWriter
 from tests import system
-from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, block, flip_byte, make_image
+from tests.unit.repository.repo_helpers import (
+    BLOCK_SIZE,
+    backup,
+    block,
+    flip_byte,
+    make_image,
+    pack_file,
+)
 
 SPARSE_IMAGE = make_image("a" + "0" * 14 + "B", tail=1000)
 
@@ -74,7 +81,7 @@ def test_damaged_chunk_aborts_and_leaves_the_destination_untouched(
 ) -> None:
     entry = repo.locate(digest(block("B"), repo.config.dedupe_key))
     assert entry is not None
-    flip_byte(repo.pack_path(entry.pack_id), entry.offset + CHUNK_HEADER.size + 3)
+    flip_byte(pack_file(repo, entry.pack_id), entry.offset + CHUNK_HEADER.size + 3)
     dest = tmp_path / "sda.img"
     dest.write_bytes(b"old")
     with pytest.raises(CorruptionError, match=entry.digest.hex()):

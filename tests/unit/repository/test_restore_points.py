@@ -17,7 +17,7 @@ from blockferry.core.errors import (
 )
 from blockferry.repository import Repository, RestorePoint
 from blockferry.repository.ids import is_restore_point_id
-from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, block, make_image
+from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, block, make_image, root
 
 DIGEST = b"\x07" * 32
 
@@ -41,11 +41,11 @@ def test_commit_lists_and_reads_back(repo: Repository) -> None:
     assert repo.read_block(fidx.digests[1]) == block("B")
     assert fidx.digests[0] == fidx.digests[3]
     stored = json.loads(
-        (repo.path / "restorepoints" / "web-01" / point.id / "restorepoint.json").read_text()
+        (root(repo) / "restorepoints" / "web-01" / point.id / "restorepoint.json").read_text()
     )
     assert stored["session_id"] == point.session_id and stored["stats"] == {"disks": 2}
     assert point.to_dict() == {k: v for k, v in stored.items() if k != "checksum"}
-    assert not (repo.path / "staging" / point.session_id).exists()
+    assert not (root(repo) / "staging" / point.session_id).exists()
 
 
 def test_restore_points_are_oldest_first_with_parents(repo: Repository) -> None:
@@ -72,7 +72,7 @@ def test_commit_is_idempotent_per_session(repo: Repository) -> None:
         job="j", session_id="s1", disks=["sda"], parent=None, stats={}
     )
     assert again == first
-    assert not (repo.path / "staging" / "s1").exists()
+    assert not (root(repo) / "staging" / "s1").exists()
     assert len(repo.restore_points()) == 1
 
 
@@ -82,18 +82,25 @@ def test_commit_is_atomic_when_it_fails_midway(
     _stage(repo, "s1", "sda")
     _stage(repo, "s1", "sdb")
 
-    def fail(src: object, dst: object) -> None:
-        raise OSError(5, "Input/output error")
+    put_new = repo.storage.put_new
 
-    monkeypatch.setattr(os, "rename", fail)
+    def fail(name: str, data: bytes) -> None:
+        if name.endswith("restorepoint.json"):  # the commit marker
+            raise RepositoryError(f"writing {name}: Input/output error")
+        put_new(name, data)
+
+    monkeypatch.setattr(repo.storage, "put_new", fail)
     with pytest.raises(RepositoryError, match="Input/output error"):
         repo.commit_restore_point(
             job="j", session_id="s1", disks=["sda", "sdb"], parent=None, stats={}
         )
     monkeypatch.undo()
-    assert repo.restore_points() == []
-    assert list((repo.path / "restorepoints" / "j").iterdir()) == []
-    assert (repo.path / "staging" / "s1" / "sdb.fidx").exists()
+    assert repo.restore_points() == [] and repo.restore_point_ids() == []
+    [unmarked] = repo.restore_point_store.unmarked()
+    assert sorted(p.name for p in (root(repo) / unmarked).iterdir()) == ["sda.fidx", "sdb.fidx"]
+    assert (root(repo) / "staging" / "s1" / "sdb.fidx").exists()
+    assert repo.remove_interrupted_commits() == 1
+    assert repo.restore_point_store.unmarked() == []
     point = repo.commit_restore_point(
         job="j", session_id="s1", disks=["sda", "sdb"], parent=None, stats={}
     )
@@ -102,7 +109,7 @@ def test_commit_is_atomic_when_it_fails_midway(
 
 def test_commit_takes_the_id_the_session_chose(repo: Repository) -> None:
     chosen = "20261127T010203Z-0badcafe"
-    crashed = repo.path / "restorepoints" / "j" / f".tmp-{chosen}"
+    crashed = root(repo) / "restorepoints" / "j" / f".tmp-{chosen}"
     crashed.mkdir(parents=True)  # an earlier attempt killed half-way through
     (crashed / "restorepoint.json").write_text("{")
     _stage(repo, "s1", "sda")
@@ -113,7 +120,7 @@ def test_commit_takes_the_id_the_session_chose(repo: Repository) -> None:
     assert repo.restore_point(chosen) == point
     # another attempt's directory is not this one's to remove: housekeeping's, once old
     assert crashed.exists()
-    assert repo.remove_stale_temporaries(min_age=0) == 1
+    assert repo.remove_leftovers() == 1
     assert not crashed.exists()
     _stage(repo, "s2", "sda")
     with pytest.raises(ConfigError, match="not a restore point id"):
@@ -122,17 +129,20 @@ def test_commit_takes_the_id_the_session_chose(repo: Repository) -> None:
         )
 
 
-def test_half_built_commit_directory_is_invisible(repo: Repository) -> None:
-    crashed = repo.path / "restorepoints" / "j" / ".tmp-20261126T231500Z-1a2b3c4d"
+def test_half_built_commit_directory_of_format_v1_is_invisible(repo: Repository) -> None:
+    crashed = root(repo) / "restorepoints" / "j" / ".tmp-20261126T231500Z-1a2b3c4d"
     crashed.mkdir(parents=True)
     (crashed / "restorepoint.json").write_text("{")
     assert repo.restore_points() == []
     with pytest.raises(RestorePointNotFound):
         repo.restore_point("20261126T231500Z-1a2b3c4d")
-    assert repo.temporary_files() == [crashed]
+    assert [info.name for info in repo.storage.leftovers()] == [
+        "restorepoints/j/.tmp-20261126T231500Z-1a2b3c4d"
+    ]
+    assert repo.remove_leftovers(min_age=3600) == 0, "too young"
     old = 0
     os.utime(crashed, (old, old))
-    assert repo.remove_stale_temporaries() == 1
+    assert repo.remove_leftovers(min_age=3600) == 1
     assert not crashed.exists()
 
 
@@ -192,7 +202,7 @@ def test_unknown_restore_point(repo: Repository) -> None:
 
 
 def _point_dir(repo: Repository, point: RestorePoint) -> Path:
-    return repo.path / "restorepoints" / point.job / point.id
+    return root(repo) / "restorepoints" / point.job / point.id
 
 
 def test_damaged_restorepoint_json_is_detected_and_skipped_in_listings(repo: Repository) -> None:

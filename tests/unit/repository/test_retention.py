@@ -75,4 +75,4 @@ def test_prune_removes_what_is_not_kept_and_a_dry_run_nothing(repo: Repository) 
     done = repo.prune("j", Policy(keep_last=1))
     assert done.removed == dry.removed
     assert repo.restore_points("j") == points[3:]
-    assert repo.temporary_files() == []
+    assert repo.storage.leftovers() == []

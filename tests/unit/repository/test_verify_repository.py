@@ -11,7 +11,15 @@ from blockferry.core.blocks import digest
 from blockferry.core.errors import RestorePointNotFound
 from blockferry.repository import DamageKind, Repository, RestorePoint, verify
 from blockferry.repository.pack import CHUNK_HEADER
-from tests.unit.repository.repo_helpers import backup, block, flip_byte, make_image
+from tests.unit.repository.repo_helpers import (
+    backup,
+    block,
+    fixed_index_file,
+    flip_byte,
+    make_image,
+    pack_file,
+    root,
+)
 
 
 def _three_points(repo: Repository) -> tuple[RestorePoint, RestorePoint, RestorePoint]:
@@ -45,7 +53,7 @@ def test_flipped_chunk_byte_names_pack_digest_and_affected_points(repo: Reposito
     shared = digest(block("a"), repo.config.dedupe_key)
     entry = repo.locate(shared)
     assert entry is not None
-    pack = repo.pack_path(entry.pack_id)
+    pack = pack_file(repo, entry.pack_id)
     flip_byte(pack, entry.offset + CHUNK_HEADER.size + 1000)
 
     report = verify(repo)
@@ -70,7 +78,7 @@ def test_truncated_pack_damages_the_chunks_past_the_cut(repo: Repository) -> Non
     first, _, other = _three_points(repo)
     entry = repo.locate(digest(block("Y"), repo.config.dedupe_key))
     assert entry is not None
-    os.truncate(repo.pack_path(entry.pack_id), entry.offset + 10)
+    os.truncate(pack_file(repo, entry.pack_id), entry.offset + 10)
     repo.close()
     report = verify(repo)
     assert [d.kind for d in report.damage] == [DamageKind.CHUNK]
@@ -83,14 +91,14 @@ def test_missing_pack_and_missing_chunk(repo: Repository) -> None:
     _, _, other = _three_points(repo)
     entry = repo.locate(digest(block("x"), repo.config.dedupe_key))
     assert entry is not None
-    repo.pack_path(entry.pack_id).unlink()
+    pack_file(repo, entry.pack_id).unlink()
     repo.close()
     report = verify(repo)
     assert {d.kind for d in report.damage} == {DamageKind.PACK}
     assert report.damaged_restore_points == [other.id]
 
-    (repo.path / "index" / f"{entry.pack_id}.idx").unlink()
-    fresh = Repository.open(repo.path)
+    (root(repo) / "index" / f"{entry.pack_id}.idx").unlink()
+    fresh = Repository.open(root(repo))
     report = verify(fresh)
     assert {d.kind for d in report.damage} == {DamageKind.MISSING_CHUNK}
     assert {d.digest for d in report.damage} == {
@@ -100,8 +108,8 @@ def test_missing_pack_and_missing_chunk(repo: Repository) -> None:
 
 def test_damaged_fixed_index_and_restore_point_file(repo: Repository) -> None:
     first, second, other = _three_points(repo)
-    flip_byte(repo.fixed_index_path(first, "sda"), -3)
-    json_path = repo.path / "restorepoints" / "db" / other.id / "restorepoint.json"
+    flip_byte(fixed_index_file(repo, first, "sda"), -3)
+    json_path = root(repo) / "restorepoints" / "db" / other.id / "restorepoint.json"
     json_path.write_text(json_path.read_text().replace("vda", "vdb"))
     report = verify(repo)
     kinds = {d.kind: d for d in report.damage}

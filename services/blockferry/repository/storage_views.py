@@ -1,0 +1,236 @@
+"""Wrappers over a :class:`~blockferry.repository.storage.Storage`: the same contract,
+one concern each.
+
+* :class:`ReadOnlyStorage`: what restore, verify and check open; every write raises
+  :class:`~blockferry.repository.storage.StorageReadOnly` before reaching the backend.
+* :class:`MeteredStorage`: requests, bytes, errors and latency per operation as
+  Prometheus metrics, on a registry the caller gives.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from blockferry.repository.storage import (
+    Data,
+    ObjectInfo,
+    ObjectWriter,
+    Parts,
+    Storage,
+    StorageReadOnly,
+    parts_of,
+)
+
+T = TypeVar("T")
+
+OPERATIONS = (
+    "get",
+    "get_range",
+    "stat",
+    "list",
+    "put",
+    "put_new",
+    "write",
+    "commit",
+    "touch",
+    "delete",
+)
+"""Operation label values of :class:`StorageMetrics`."""
+
+
+class ReadOnlyStorage:
+    """``base`` with every write refused."""
+
+    def __init__(self, base: Storage) -> None:
+        self.base = base
+
+    def __repr__(self) -> str:
+        return f"ReadOnlyStorage({self.base!r})"
+
+    def where(self, name: str = "") -> str:
+        return self.base.where(name)
+
+    def get(self, name: str) -> bytes:
+        return self.base.get(name)
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        return self.base.get_range(name, offset, length)
+
+    def stat(self, name: str) -> ObjectInfo:
+        return self.base.stat(name)
+
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        return self.base.list_objects(prefix)
+
+    def leftovers(self) -> list[ObjectInfo]:
+        return self.base.leftovers()
+
+    def close(self) -> None:
+        self.base.close()
+
+    def put(self, name: str, data: Parts) -> None:
+        raise self._refused("writing", name)
+
+    def put_new(self, name: str, data: Parts) -> None:
+        raise self._refused("writing", name)
+
+    def writer(self, name: str) -> ObjectWriter:
+        raise self._refused("writing", name)
+
+    def touch(self, name: str) -> None:
+        raise self._refused("touching", name)
+
+    def delete(self, *names: str) -> None:
+        raise self._refused("removing", names[0] if names else "")
+
+    def remove_leftovers(self, min_age: float = 0.0) -> int:
+        raise self._refused("removing leftovers in", "")
+
+    def _refused(self, action: str, name: str) -> StorageReadOnly:
+        return StorageReadOnly(
+            f"{action} {self.where(name)}: the repository is open read-only here"
+        )
+
+
+class StorageMetrics:
+    """The collectors of :class:`MeteredStorage`, registered once per registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "blockferry_repository_storage_requests_total",
+            "Requests made to the repository's storage, by operation.",
+            ["operation"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "blockferry_repository_storage_errors_total",
+            "Requests to the repository's storage that failed, by operation.",
+            ["operation"],
+            registry=registry,
+        )
+        self.bytes = Counter(
+            "blockferry_repository_storage_bytes_total",
+            "Bytes read from or written to the repository's storage, by operation.",
+            ["operation"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "blockferry_repository_storage_request_seconds",
+            "Time each request to the repository's storage took, by operation.",
+            ["operation"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=registry,
+        )
+        for operation in OPERATIONS:
+            for family in (self.requests, self.errors, self.bytes, self.seconds):
+                family.labels(operation)
+
+
+class MeteredStorage:
+    """``base`` with each request counted and timed in ``metrics``."""
+
+    def __init__(self, base: Storage, metrics: StorageMetrics) -> None:
+        self.base = base
+        self.metrics = metrics
+
+    def __repr__(self) -> str:
+        return f"MeteredStorage({self.base!r})"
+
+    def where(self, name: str = "") -> str:
+        return self.base.where(name)
+
+    def get(self, name: str) -> bytes:
+        with self._request("get"):
+            data = self.base.get(name)
+        self.metrics.bytes.labels("get").inc(len(data))
+        return data
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        with self._request("get_range"):
+            data = self.base.get_range(name, offset, length)
+        self.metrics.bytes.labels("get_range").inc(len(data))
+        return data
+
+    def stat(self, name: str) -> ObjectInfo:
+        return self._call("stat", self.base.stat, name)
+
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        return self._call("list", self.base.list_objects, prefix)
+
+    def put(self, name: str, data: Parts) -> None:
+        self._call("put", self.base.put, name, data)
+        self.metrics.bytes.labels("put").inc(_length(data))
+
+    def put_new(self, name: str, data: Parts) -> None:
+        self._call("put_new", self.base.put_new, name, data)
+        self.metrics.bytes.labels("put_new").inc(_length(data))
+
+    def writer(self, name: str) -> ObjectWriter:
+        return _MeteredWriter(self.base.writer(name), self)
+
+    def touch(self, name: str) -> None:
+        self._call("touch", self.base.touch, name)
+
+    def delete(self, *names: str) -> None:
+        with self._request("delete"):
+            self.base.delete(*names)
+
+    def leftovers(self) -> list[ObjectInfo]:
+        return self.base.leftovers()
+
+    def remove_leftovers(self, min_age: float = 0.0) -> int:
+        return self.base.remove_leftovers(min_age)
+
+    def close(self) -> None:
+        self.base.close()
+
+    def _call(self, operation: str, method: Callable[..., T], *args: object) -> T:
+        with self._request(operation):
+            return method(*args)
+
+    @contextmanager
+    def _request(self, operation: str) -> Iterator[None]:
+        self.metrics.requests.labels(operation).inc()
+        start = time.perf_counter()
+        try:
+            yield
+        except BaseException:
+            self.metrics.errors.labels(operation).inc()
+            raise
+        finally:
+            self.metrics.seconds.labels(operation).observe(time.perf_counter() - start)
+
+
+class _MeteredWriter:
+    def __init__(self, base: ObjectWriter, storage: MeteredStorage) -> None:
+        self._base = base
+        self._storage = storage
+
+    @property
+    def name(self) -> str:
+        return self._base.name
+
+    @property
+    def size(self) -> int:
+        return self._base.size
+
+    def write(self, parts: Sequence[Data]) -> None:
+        with self._storage._request("write"):
+            self._base.write(parts)
+        self._storage.metrics.bytes.labels("write").inc(sum(len(part) for part in parts))
+
+    def commit(self) -> None:
+        with self._storage._request("commit"):
+            self._base.commit()
+
+    def abort(self) -> None:
+        self._base.abort()
+
+
+def _length(data: Parts) -> int:
+    return sum(len(part) for part in parts_of(data))
