@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -47,9 +48,17 @@ def test_full_backup_restore_identical(mesh_processes: MeshProcesses, tmp_path: 
     digests = packed_digests(mesh.repository)
     assert len(digests) == len(set(digests)), "a digest is stored once"
     assert "blockferry_source_mover_blocks_total" in mesh.metrics("source-mover")
+    target_metrics = mesh.metrics("target-mover")
     assert 'blockferry_target_mover_chunks_total{outcome="stored",repository="default"}' in (
-        mesh.metrics("target-mover")
+        target_metrics
     )
+    commits = re.search(
+        r'^blockferry_target_mover_storage_requests_total\{operation="commit",'
+        r'repository="default"\} (\S+)$',
+        target_metrics,
+        re.M,
+    )
+    assert commits is not None and float(commits.group(1)) >= 1, "packs were published"
 
 
 def test_restore_refuses_an_existing_file_without_force_and_replaces_it_with(

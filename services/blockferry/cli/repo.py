@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -15,6 +15,9 @@ from blockferry.cli.client import destination_option
 from blockferry.cli.output import console, emit, fail
 from blockferry.core.blocks import BLOCK_SIZES, DEFAULT_BLOCK_SIZE
 from blockferry.core.errors import BlockferryError
+
+if TYPE_CHECKING:
+    from blockferry.repository import Repository
 
 REPO_LOCK_WAIT_S = 60.0
 """How long ``repo`` commands wait for a backup's or a GC's lock."""
@@ -64,17 +67,33 @@ def repo_init(path: Path, block_size: str, shards: int, as_json: bool) -> None:
     )
 
 
+READ_ONLY_HELP = (
+    "Write nothing to the repository: take no lock (so a GC elsewhere is not held off) "
+    "and quarantine no damaged chunk."
+)
+
+
+def _open(path: Path, read_only: bool) -> Repository:
+    from blockferry.repository import Repository
+    from blockferry.repository.local_storage import LocalStorage
+    from blockferry.repository.storage_views import ReadOnlyStorage
+
+    return Repository.open(ReadOnlyStorage(LocalStorage(path)) if read_only else path)
+
+
 @repo.command("check")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--read-data", is_flag=True, help="Also read and verify every chunk.")
+@click.option("--read-only", is_flag=True, help=READ_ONLY_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def repo_check(path: Path, read_data: bool, as_json: bool) -> None:
+def repo_check(path: Path, read_data: bool, read_only: bool, as_json: bool) -> None:
     """Check a repository's consistency."""
-    from blockferry.repository import Repository, check, verify
+    from blockferry.repository import check, verify
 
     try:
-        opened = Repository.open(path)
-        report = verify(opened) if read_data else check(opened)
+        opened = _open(path, read_only)
+        lock = not read_only
+        report = verify(opened, lock=lock) if read_data else check(opened, lock=lock)
     except BlockferryError as exc:
         fail(str(exc))
     document = report.to_dict()
@@ -150,16 +169,23 @@ def repo_set_aside(path: Path, ident: str, as_json: bool) -> None:
 @destination_option
 @click.option("--disk", help="The disk to restore, when the restore point has several.")
 @click.option("--force", is_flag=True, help="Replace an existing destination file.")
+@click.option("--read-only", is_flag=True, help=READ_ONLY_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def repo_restore(
-    path: Path, restore_point: str, destination: Path, disk: str | None, force: bool, as_json: bool
+    path: Path,
+    restore_point: str,
+    destination: Path,
+    disk: str | None,
+    force: bool,
+    read_only: bool,
+    as_json: bool,
 ) -> None:
     """Restore a disk straight from the repository at PATH, with no Kafka."""
-    from blockferry.repository import Repository, restore_disk
+    from blockferry.repository import restore_disk
 
     started = time.monotonic()
     try:
-        opened = Repository.open(path)
+        opened = _open(path, read_only)
         rp = opened.restore_point(restore_point)
         disks = [d.name for d in rp.disks]
         name = disk or (disks[0] if len(disks) == 1 else None)
@@ -168,7 +194,13 @@ def repo_restore(
         size = next(d.size for d in rp.disks if d.name == name)
         with _progress(as_json, f"restoring {name}", size) as advance:
             result = restore_disk(
-                opened, restore_point, name, destination, force=force, progress=advance
+                opened,
+                restore_point,
+                name,
+                destination,
+                force=force,
+                progress=advance,
+                lock=not read_only,
             )
     except BlockferryError as exc:
         fail(str(exc))

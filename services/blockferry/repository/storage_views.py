@@ -3,8 +3,8 @@ one concern each.
 
 * :class:`ReadOnlyStorage`: what restore, verify and check open; every write raises
   :class:`~blockferry.repository.storage.StorageReadOnly` before reaching the backend.
-* :class:`MeteredStorage`: requests, bytes, errors and latency per operation as
-  Prometheus metrics, on a registry the caller gives.
+* :class:`MeteredStorage`: requests, bytes, errors and latency per repository and
+  operation as Prometheus metrics, on a registry the caller gives.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -98,45 +98,49 @@ class ReadOnlyStorage:
 
 
 class StorageMetrics:
-    """The collectors of :class:`MeteredStorage`, registered once per registry."""
+    """The collectors of :class:`MeteredStorage`, named after the role that serves the
+    repositories (``blockferry_target_mover_storage_requests_total``)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, role: str) -> None:
+        prefix = f"blockferry_{role.replace('-', '_')}_storage"
+        labels = ["repository", "operation"]
         self.requests = Counter(
-            "blockferry_repository_storage_requests_total",
-            "Requests made to the repository's storage, by operation.",
-            ["operation"],
+            f"{prefix}_requests_total",
+            "Requests made to a repository's storage, by operation.",
+            labels,
             registry=registry,
         )
         self.errors = Counter(
-            "blockferry_repository_storage_errors_total",
-            "Requests to the repository's storage that failed, by operation.",
-            ["operation"],
+            f"{prefix}_errors_total",
+            "Requests to a repository's storage that failed, by operation.",
+            labels,
             registry=registry,
         )
         self.bytes = Counter(
-            "blockferry_repository_storage_bytes_total",
-            "Bytes read from or written to the repository's storage, by operation.",
-            ["operation"],
+            f"{prefix}_bytes_total",
+            "Bytes read from or written to a repository's storage, by operation.",
+            labels,
             registry=registry,
         )
         self.seconds = Histogram(
-            "blockferry_repository_storage_request_seconds",
-            "Time each request to the repository's storage took, by operation.",
-            ["operation"],
+            f"{prefix}_request_seconds",
+            "Time each request to a repository's storage took, by operation.",
+            labels,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
             registry=registry,
         )
-        for operation in OPERATIONS:
-            for family in (self.requests, self.errors, self.bytes, self.seconds):
-                family.labels(operation)
 
 
 class MeteredStorage:
-    """``base`` with each request counted and timed in ``metrics``."""
+    """``base``, the storage of repository ``repository``, with each request counted and
+    timed in ``metrics``."""
 
-    def __init__(self, base: Storage, metrics: StorageMetrics) -> None:
+    def __init__(self, base: Storage, metrics: StorageMetrics, repository: str) -> None:
         self.base = base
-        self.metrics = metrics
+        self._requests = _Family(metrics.requests, repository)
+        self._errors = _Family(metrics.errors, repository)
+        self.bytes = _Family(metrics.bytes, repository)
+        self._seconds = _Family(metrics.seconds, repository)
 
     def __repr__(self) -> str:
         return f"MeteredStorage({self.base!r})"
@@ -147,13 +151,13 @@ class MeteredStorage:
     def get(self, name: str) -> bytes:
         with self._request("get"):
             data = self.base.get(name)
-        self.metrics.bytes.labels("get").inc(len(data))
+        self.bytes.labels("get").inc(len(data))
         return data
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
         with self._request("get_range"):
             data = self.base.get_range(name, offset, length)
-        self.metrics.bytes.labels("get_range").inc(len(data))
+        self.bytes.labels("get_range").inc(len(data))
         return data
 
     def stat(self, name: str) -> ObjectInfo:
@@ -164,11 +168,11 @@ class MeteredStorage:
 
     def put(self, name: str, data: Parts) -> None:
         self._call("put", self.base.put, name, data)
-        self.metrics.bytes.labels("put").inc(_length(data))
+        self.bytes.labels("put").inc(_length(data))
 
     def put_new(self, name: str, data: Parts) -> None:
         self._call("put_new", self.base.put_new, name, data)
-        self.metrics.bytes.labels("put_new").inc(_length(data))
+        self.bytes.labels("put_new").inc(_length(data))
 
     def writer(self, name: str) -> ObjectWriter:
         return _MeteredWriter(self.base.writer(name), self)
@@ -195,15 +199,15 @@ class MeteredStorage:
 
     @contextmanager
     def _request(self, operation: str) -> Iterator[None]:
-        self.metrics.requests.labels(operation).inc()
+        self._requests.labels(operation).inc()
         start = time.perf_counter()
         try:
             yield
         except BaseException:
-            self.metrics.errors.labels(operation).inc()
+            self._errors.labels(operation).inc()
             raise
         finally:
-            self.metrics.seconds.labels(operation).observe(time.perf_counter() - start)
+            self._seconds.labels(operation).observe(time.perf_counter() - start)
 
 
 class _MeteredWriter:
@@ -222,7 +226,7 @@ class _MeteredWriter:
     def write(self, parts: Sequence[Data]) -> None:
         with self._storage._request("write"):
             self._base.write(parts)
-        self._storage.metrics.bytes.labels("write").inc(sum(len(part) for part in parts))
+        self._storage.bytes.labels("write").inc(sum(len(part) for part in parts))
 
     def commit(self) -> None:
         with self._storage._request("commit"):
@@ -230,6 +234,18 @@ class _MeteredWriter:
 
     def abort(self) -> None:
         self._base.abort()
+
+
+class _Family:
+    """One repository's children of a metric family, every operation's made at once."""
+
+    def __init__(self, family: Counter | Histogram, repository: str) -> None:
+        self._children = {
+            operation: family.labels(repository, operation) for operation in OPERATIONS
+        }
+
+    def labels(self, operation: str) -> Any:
+        return self._children[operation]
 
 
 def _length(data: Parts) -> int:

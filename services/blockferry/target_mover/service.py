@@ -11,6 +11,8 @@ from blockferry.ingest.metrics import IngestMetrics
 from blockferry.ingest.pipeline import RepositoryPipeline
 from blockferry.mesh import Mesh
 from blockferry.repository import Repository
+from blockferry.repository.local_storage import LocalStorage
+from blockferry.repository.storage_views import MeteredStorage, StorageMetrics
 from blockferry.target_mover.settings import TargetMoverSettings
 
 
@@ -21,6 +23,7 @@ class TargetMover:
         self._settings = settings
         self._mesh = Mesh(settings, self.name)
         self._metrics = IngestMetrics(registry, self.name)
+        self._storage_metrics = StorageMetrics(registry, self.name)
         self._pool = ThreadPoolExecutor(
             settings.target_mover.workers, thread_name_prefix="target-mover"
         )
@@ -33,7 +36,7 @@ class TargetMover:
     async def start(self) -> None:
         await self._mesh.start()
         for name, path in sorted(self._settings.repositories().items()):
-            repo = Repository.open(path)
+            repo = Repository.open(MeteredStorage(LocalStorage(path), self._storage_metrics, name))
             pipeline = RepositoryPipeline(
                 self._mesh,
                 repo,
