@@ -50,6 +50,10 @@ class LockLost(LockError):
     """A held lock was taken over by another process; its holder must stop writing."""
 
 
+class WrongKey(RepositoryError):
+    """No key slot of an encrypted repository opens with the passphrase or key file given."""
+
+
 class RestorePointNotFound(RepositoryError):
     """No committed restore point has the given id."""
 
