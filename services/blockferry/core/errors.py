@@ -51,7 +51,8 @@ class LockLost(LockError):
 
 
 class WrongKey(RepositoryError):
-    """No key slot of an encrypted repository opens with the passphrase or key file given."""
+    """An encrypted repository cannot be opened with what was given: nothing, or a
+    passphrase, key file or recovery key that is not its."""
 
 
 class RestorePointNotFound(RepositoryError):

@@ -302,7 +302,7 @@ class MoverRequests(RepositoryServer):
         await producer.send_and_wait(topic, end, key=session)
 
     async def _read(self, digest: bytes) -> tuple[Any, bytes]:
-        """A chunk's stored bytes, checksum verified (a chunk damaged on disk is never
+        """A chunk's payload, checksum verified (a chunk damaged on disk is never
         streamed, and is quarantined so that the next backup of the block heals it; the
         mover checks size and digest of the plaintext, so they are not computed twice).
 
@@ -316,7 +316,7 @@ class MoverRequests(RepositoryServer):
             if entry is None:
                 raise BlockferryError(f"chunk {digest.hex()} is not in the repository")
             try:
-                stored = repo.read_stored(entry)
+                stored = repo.read_payload(entry)
             except CorruptionError as exc:
                 repo.quarantine(entry, str(exc))
                 raise

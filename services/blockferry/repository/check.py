@@ -127,7 +127,7 @@ def _check_config(repo: Repository, report: CheckReport) -> None:
     except BlockferryError as exc:
         report.problems.append(Problem(ProblemKind.CONFIG, "config.json", str(exc)))
         return
-    if config != repo.config:
+    if config.to_json() != repo.config.to_json():
         report.problems.append(
             Problem(ProblemKind.CONFIG, "config.json", "changed since the repository was opened")
         )

@@ -12,10 +12,11 @@ import struct
 from collections.abc import Iterator
 
 from blockferry.core.digest_table import DigestTable
-from blockferry.repository.pack import PackEntry
+from blockferry.repository.pack import FLAG_COMPRESSED, FLAG_ENCRYPTED, PackEntry
 
-LOCATION = struct.Struct("<IQII?")
-"""A slot's value: pack number, offset, stored size, plain size, compressed."""
+LOCATION = struct.Struct("<IQIIB")
+"""A slot's value: pack number, offset, stored size, plain size, flags (the pack's
+FLAG_* bits; snapshots written before encryption hold the compressed bit alone)."""
 
 
 class DigestMap:
@@ -77,7 +78,7 @@ class DigestMap:
             number = self._pack_numbers[entry.pack_id] = len(self._pack_ids)
             self._pack_ids.append(entry.pack_id)
         location = LOCATION.pack(
-            number, entry.offset, entry.stored_size, entry.plain_size, entry.compressed
+            number, entry.offset, entry.stored_size, entry.plain_size, entry.flags
         )
         table.put(i, entry.digest, location)
 
@@ -93,8 +94,16 @@ class DigestMap:
             yield self._entry(table, i)
 
     def _entry(self, table: DigestTable, i: int) -> PackEntry:
-        number, offset, stored, plain, compressed = LOCATION.unpack_from(
+        number, offset, stored, plain, flags = LOCATION.unpack_from(
             table.slots, table.value_offset(i)
         )
         digest = table.digest(i)
-        return PackEntry(digest, self._pack_ids[number], offset, stored, plain, compressed)
+        return PackEntry(
+            digest,
+            self._pack_ids[number],
+            offset,
+            stored,
+            plain,
+            bool(flags & FLAG_COMPRESSED),
+            bool(flags & FLAG_ENCRYPTED),
+        )

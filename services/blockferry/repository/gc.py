@@ -189,7 +189,7 @@ def _copy(repo: Repository, entries: list[PackEntry], pack_size: int) -> list[Se
                 continue
             if writer is None:
                 writer = repo.open_pack()
-            writer.add(entry.digest, stored, entry.compressed, entry.plain_size)
+            writer.copy(entry, stored)
             if writer.size >= pack_size:
                 sealed.append(writer.seal())
                 writer = None

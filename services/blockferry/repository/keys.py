@@ -48,7 +48,9 @@ SLOT_VERSION = 1
 SALT_SIZE = 16
 PASSPHRASE = "passphrase"
 KEY_FILE = "key-file"
+RECOVERY_KEY = "recovery-key"
 KINDS = (PASSPHRASE, KEY_FILE)
+"""The kinds of key slot; a recovery key is the master key itself and needs none."""
 # Do not change: the first line of every key file, and the wrapping's bound data.
 KEY_FILE_HEADER = "blockferry key file v1"
 WRAP_CONTEXT = b"blockferry key slot v1"
@@ -81,6 +83,10 @@ class Secret:
     @classmethod
     def key_file(cls, path: Path) -> Secret:
         return cls(KEY_FILE, read_key_file(path))
+
+    @classmethod
+    def recovery_key(cls, text: str) -> Secret:
+        return cls(RECOVERY_KEY, parse_recovery_key(text))
 
     def __repr__(self) -> str:  # never the material
         return f"Secret({self.kind})"
@@ -242,6 +248,8 @@ class Keyring:
         Raises:
             WrongKey: no slot opens with ``secret`` (a wrong passphrase or key file).
         """
+        if secret.kind == RECOVERY_KEY:
+            raise ConfigError("a recovery key is the master key: it opens no key slot")
         slots, damaged = self._read()
         for slot in slots:
             master_key = unwrap(slot, self._repository_id, secret)

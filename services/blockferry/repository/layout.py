@@ -89,6 +89,12 @@ def parts(name: str, prefix: str) -> list[str]:
     return name[len(prefix) :].split("/")
 
 
+def is_sealed(name: str) -> bool:
+    """Whether an encrypted repository seals this object whole: pack index files, fixed
+    indexes and restore points' metadata (chunks are sealed one by one inside packs)."""
+    return name.endswith((INDEX_SUFFIX, FIXED_INDEX_SUFFIX, RESTORE_POINT_FILE))
+
+
 def quarantine_name(pack_id: str, digest: bytes) -> str:
     """The file name that quarantines the copy of chunk ``digest`` in pack ``pack_id``."""
     return f"{pack_id}-{digest.hex()}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import blake3
 
@@ -20,6 +20,7 @@ from blockferry.core.blocks import BLOCK_SIZES, DIGEST_SIZE, ZERO_DIGEST, checks
 from blockferry.core.errors import BlockferryError, CorruptionError, RepositoryError
 from blockferry.failpoints import Point
 from blockferry.repository import layout
+from blockferry.repository.sealing import OVERHEAD, Sealer
 from blockferry.repository.storage import ObjectNotFound, ObjectWriter, Storage
 
 # Do not change: these values identify files written by every blockferry v1 release.
@@ -60,9 +61,10 @@ FOOTER_ENTRY = struct.Struct("<32sQIIB3x")
 #  24  magic          8 bytes  PACK_FOOTER_MAGIC
 FOOTER_TRAILER = struct.Struct("<I4xQQ8s")
 
-FLAG_COMPRESSED = 0x01  # stored bytes are one zstd frame; clear = stored plain
-# Bits 1-7 are reserved (bit 1 for AES-256-GCM encryption); zero in v1.
-KNOWN_FLAGS = FLAG_COMPRESSED
+FLAG_COMPRESSED = 0x01  # the payload is one zstd frame; clear = the plaintext itself
+FLAG_ENCRYPTED = 0x02  # stored bytes are the payload sealed (sealing.py), bound to the digest
+# Bits 2-7 are reserved; zero.
+KNOWN_FLAGS = FLAG_COMPRESSED | FLAG_ENCRYPTED
 # No stored chunk is larger than this, even a badly compressing 4 MiB block.
 MAX_STORED_SIZE = 2 * max(BLOCK_SIZES)
 
@@ -77,11 +79,19 @@ class PackEntry:
     stored_size: int
     plain_size: int
     compressed: bool
+    encrypted: bool = False
 
     @property
     def flags(self) -> int:
         """The chunk's flag byte."""
-        return FLAG_COMPRESSED if self.compressed else 0
+        return (FLAG_COMPRESSED if self.compressed else 0) | (
+            FLAG_ENCRYPTED if self.encrypted else 0
+        )
+
+    @property
+    def payload_size(self) -> int:
+        """Bytes of the payload (compressed or plain) once opened."""
+        return self.stored_size - OVERHEAD if self.encrypted else self.stored_size
 
 
 @dataclass(frozen=True)
@@ -108,14 +118,34 @@ def decode_entries(data: bytes, pack_id: str, source: str) -> list[PackEntry]:
             raise CorruptionError(
                 f"reading {source}: chunk {digest.hex()} has unknown flags {flags:#04x}"
             )
-        compressed = bool(flags & FLAG_COMPRESSED)
-        if plain == 0 or (not compressed and stored != plain):
+        entry = _entry(digest, pack_id, offset, stored, plain, flags)
+        if entry is None:
             raise CorruptionError(
                 f"reading {source}: chunk {digest.hex()} has inconsistent sizes "
                 f"(stored {stored}, plain {plain})"
             )
-        entries.append(PackEntry(digest, pack_id, offset, stored, plain, compressed))
+        entries.append(entry)
     return entries
+
+
+def _entry(
+    digest: bytes, pack_id: str, offset: int, stored: int, plain: int, flags: int
+) -> PackEntry | None:
+    """The entry these fields describe, or None if its sizes cannot be a chunk's."""
+    entry = PackEntry(
+        digest,
+        pack_id,
+        offset,
+        stored,
+        plain,
+        bool(flags & FLAG_COMPRESSED),
+        bool(flags & FLAG_ENCRYPTED),
+    )
+    if plain == 0 or entry.payload_size < 0 or stored > MAX_STORED_SIZE:
+        return None
+    if not entry.compressed and entry.payload_size != plain:
+        return None
+    return entry
 
 
 def encode_footer(entries: list[PackEntry]) -> bytes:
@@ -142,8 +172,10 @@ class PackWriter:
         max_plain_size: int,
         publish: Callable[[SealedPack], None],
         unpublish: Callable[[str], None],
+        sealer: Sealer | None = None,
     ) -> None:
         self.pack_id = pack_id
+        self._sealer = sealer
         self._writer: ObjectWriter | None = writer
         self._max_plain_size = max_plain_size
         self._publish = publish
@@ -177,7 +209,9 @@ class PackWriter:
         return digest in self._by_digest
 
     def add(self, digest: bytes, stored: bytes, compressed: bool, plain_size: int) -> None:
-        """Append a chunk; a digest already in this pack is not written again.
+        """Append a chunk whose payload (a zstd frame if ``compressed``, else the
+        plaintext) is ``stored``, sealed first in an encrypted repository; a digest
+        already in this pack is not written again.
 
         The caller has verified ``digest`` against the plaintext and checked
         :meth:`Repository.locate` so that a chunk stored elsewhere is not added.
@@ -196,12 +230,32 @@ class PackWriter:
             raise ValueError(f"chunk {digest.hex()}: plain size {plain_size} out of range")
         if not compressed and len(stored) != plain_size:
             raise ValueError(f"chunk {digest.hex()}: stored plain but sizes differ")
-        if len(stored) > MAX_STORED_SIZE:
+        if len(stored) > MAX_STORED_SIZE - OVERHEAD:
             raise ValueError(f"chunk {digest.hex()}: stored size {len(stored)} too large")
-        entry = PackEntry(digest, self.pack_id, writer.size, len(stored), plain_size, compressed)
-        header = CHUNK_HEADER.pack(digest, entry.flags, len(stored), plain_size, checksum(stored))
+        encrypted = self._sealer is not None
+        if self._sealer is not None:
+            stored = self._sealer.seal(stored, digest)
+        self._append(
+            PackEntry(
+                digest, self.pack_id, writer.size, len(stored), plain_size, compressed, encrypted
+            ),
+            stored,
+        )
+
+    def copy(self, entry: PackEntry, stored: bytes) -> None:
+        """Append a chunk read from another pack, its stored bytes as they are (sealed
+        or not, as the entry says): garbage collection's repacking."""
+        writer = self._require_open()
+        if entry.digest not in self._by_digest:
+            self._append(replace(entry, pack_id=self.pack_id, offset=writer.size), stored)
+
+    def _append(self, entry: PackEntry, stored: bytes) -> None:
+        digest = entry.digest
+        header = CHUNK_HEADER.pack(
+            digest, entry.flags, len(stored), entry.plain_size, checksum(stored)
+        )
         try:
-            writer.write([header, stored])
+            self._require_open().write([header, stored])
         except BaseException:
             self.abort()
             raise
@@ -354,19 +408,13 @@ def scan_chunks(storage: Storage, pack_id: str) -> tuple[list[PackEntry], str]:
         if len(header) < CHUNK_HEADER.size:
             return entries, f"end of file at offset {offset}"
         digest, flags, stored, plain, stored_checksum = CHUNK_HEADER.unpack(header)
-        compressed = bool(flags & FLAG_COMPRESSED)
-        if (
-            flags & ~KNOWN_FLAGS
-            or plain == 0
-            or stored > MAX_STORED_SIZE
-            or (not compressed and stored != plain)
-            or offset + CHUNK_HEADER.size + stored > size
-        ):
+        entry = _entry(digest, pack_id, offset, stored, plain, flags)
+        if flags & ~KNOWN_FLAGS or entry is None or offset + CHUNK_HEADER.size + stored > size:
             return entries, f"no valid chunk header at offset {offset}"
         body = storage.get_range(name, offset + CHUNK_HEADER.size, stored)
         if checksum(body) != stored_checksum:
             return entries, f"chunk at offset {offset} fails its checksum"
-        entries.append(PackEntry(digest, pack_id, offset, stored, plain, compressed))
+        entries.append(entry)
         offset += CHUNK_HEADER.size + stored
 
 

@@ -16,13 +16,30 @@ from pathlib import Path
 from typing import Any
 
 from blockferry.core.blocks import DEFAULT_BLOCK_SIZE, decompress, digest
-from blockferry.core.errors import CorruptionError, LockBusy, RepositoryError, RepositoryNotFound
+from blockferry.core.errors import (
+    ConfigError,
+    CorruptionError,
+    LockBusy,
+    RepositoryError,
+    RepositoryNotFound,
+    WrongKey,
+)
 from blockferry.failpoints import Point
 from blockferry.repository import layout
 from blockferry.repository.config import RepositoryConfig
 from blockferry.repository.fixed_index import FixedIndex
 from blockferry.repository.hooks import Hooks
 from blockferry.repository.ids import is_pack_id, new_pack_id
+from blockferry.repository.keys import (
+    KEYS,
+    RECOVERY_KEY,
+    Argon2Params,
+    Keyring,
+    KeySlot,
+    Secret,
+    new_master_key,
+    recovery_key,
+)
 from blockferry.repository.local_storage import LocalStorage
 from blockferry.repository.locks import HeldLock, RepositoryLocks
 from blockferry.repository.pack import (
@@ -42,7 +59,9 @@ from blockferry.repository.pack_index import (
 from blockferry.repository.restore_point import RestorePoint
 from blockferry.repository.restore_points import RestorePointStore
 from blockferry.repository.retention import Policy, kept
+from blockferry.repository.sealing import Sealer, derive_data_key
 from blockferry.repository.storage import ObjectExists, ObjectInfo, ObjectNotFound, Storage
+from blockferry.repository.storage_views import SealedStorage
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +85,18 @@ class PruneResult:
 class Repository:
     """A blockferry repository on ``storage``; create with :meth:`init`, :meth:`open`."""
 
-    def __init__(self, storage: Storage, config: RepositoryConfig) -> None:
+    def __init__(
+        self, storage: Storage, config: RepositoryConfig, master_key: bytes | None = None
+    ) -> None:
+        """Use :meth:`init` or :meth:`open`; ``master_key`` is an encrypted repository's,
+        unlocked."""
+        self._master_key = master_key
+        self._sealer = (
+            None if master_key is None else Sealer(derive_data_key(master_key, config.id))
+        )
+        self.keyring = Keyring(storage, config.id)
+        if self._sealer is not None:
+            storage = SealedStorage(storage, self._sealer)
         self.storage = storage
         self.config = config
         self.hooks = Hooks()
@@ -91,8 +121,12 @@ class Repository:
         *,
         block_size: int = DEFAULT_BLOCK_SIZE,
         shard_count: int = 8,
+        secret: Secret | None = None,
+        argon2: Argon2Params | None = None,
     ) -> Repository:
-        """Create a repository on an empty storage (a path is a local directory).
+        """Create a repository on an empty storage (a path is a local directory),
+        encrypted at rest with a new master key that ``secret`` unlocks, or without
+        encryption if ``secret`` is None.
 
         Raises:
             ConfigError: invalid block size or shard count.
@@ -100,28 +134,42 @@ class Repository:
         """
         storage = _storage(place)
         config = RepositoryConfig.new(block_size=block_size, shard_count=shard_count)
-        if storage.list_objects(""):
+        leftovers = storage.list_objects("")
+        if any(not info.name.startswith(KEYS) for info in leftovers):
             try:
                 storage.stat(layout.CONFIG_FILE)
                 why = "a repository already exists there"
             except ObjectNotFound:
                 why = "it is not empty"
             raise RepositoryError(f"creating repository at {storage.where()}: {why}")
+        storage.delete(*(info.name for info in leftovers))  # key slots of a killed init
+        master_key = None
+        if secret is not None:
+            master_key = new_master_key()
+            config = config.sealed(Sealer(derive_data_key(master_key, config.id)))
+            Keyring(storage, config.id).add(master_key, secret, label="initial", argon2=argon2)
         try:
             storage.put_new(layout.CONFIG_FILE, config.to_json())
         except ObjectExists as exc:
             raise RepositoryError(
                 f"creating repository at {storage.where()}: a repository already exists there"
             ) from exc
-        log.info("created repository %s at %s", config.id, storage.where())
-        return cls(storage, config)
+        log.info(
+            "created repository %s at %s (%s)",
+            config.id,
+            storage.where(),
+            "encrypted" if config.encrypted else "not encrypted",
+        )
+        return cls(storage, config, master_key)
 
     @classmethod
-    def open(cls, place: Path | Storage) -> Repository:
-        """Open an existing repository (a path is a local directory).
+    def open(cls, place: Path | Storage, *, secret: Secret | None = None) -> Repository:
+        """Open an existing repository (a path is a local directory); an encrypted one
+        with the passphrase, key file or recovery key in ``secret``.
 
         Raises:
             RepositoryNotFound: no config.json there.
+            WrongKey: the repository is encrypted and ``secret`` does not open it.
             CorruptionError, RepositoryError: config.json is damaged or unsupported.
         """
         storage = _storage(place)
@@ -132,8 +180,45 @@ class Repository:
                 f"no blockferry repository at {storage.where()}: run `blockferry repo init "
                 f"{storage.where()}` to create one"
             ) from exc
-        config = RepositoryConfig.from_json(data, storage.where(layout.CONFIG_FILE))
-        return cls(storage, config)
+        source = storage.where(layout.CONFIG_FILE)
+        config = RepositoryConfig.from_json(data, source)
+        if not config.encrypted:
+            return cls(storage, config)
+        if secret is None:
+            raise WrongKey(
+                f"repository {storage.where()} is encrypted: give its key file or passphrase"
+            )
+        if secret.kind == RECOVERY_KEY:
+            master_key = secret.material
+        else:
+            master_key, _ = Keyring(storage, config.id).unlock(secret)
+        sealer = Sealer(derive_data_key(master_key, config.id))
+        try:
+            config = config.unsealed(sealer, source)
+        except CorruptionError as exc:
+            if secret.kind == RECOVERY_KEY:
+                raise WrongKey(
+                    f"opening repository {storage.where()}: the recovery key is not its"
+                ) from exc
+            raise
+        return cls(storage, config, master_key)
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def add_key(
+        self, secret: Secret, *, label: str = "", argon2: Argon2Params | None = None
+    ) -> KeySlot:
+        """Let ``secret`` open this encrypted repository too."""
+        return self.keyring.add(self._unlocked(), secret, label=label, argon2=argon2)
+
+    def recovery_key(self) -> str:
+        """The master key as a printable recovery key."""
+        return recovery_key(self._unlocked())
+
+    def _unlocked(self) -> bytes:
+        if self._master_key is None:
+            raise ConfigError(f"repository {self.where} is not encrypted: it has no keys")
+        return self._master_key
 
     def close(self) -> None:
         """Close cached storage handles; the object stays usable."""
@@ -160,6 +245,7 @@ class Repository:
             max_plain_size=self.config.block_size,
             publish=self._publish,
             unpublish=lambda gone: self.storage.delete(layout.pack(gone)),
+            sealer=self._sealer,
         )
 
     def _publish(self, sealed: SealedPack) -> None:
@@ -247,8 +333,25 @@ class Repository:
         return len(self._index)
 
     def read_stored(self, entry: PackEntry) -> bytes:
-        """A chunk's stored bytes, checksum verified; CorruptionError names pack and digest."""
+        """A chunk's stored bytes (sealed, in an encrypted repository), checksum verified;
+        CorruptionError names pack and digest."""
         return read_chunk(self.storage, entry)
+
+    def read_payload(self, entry: PackEntry) -> bytes:
+        """A chunk's payload (a zstd frame if it is compressed, else the plaintext),
+        checksum verified and, in an encrypted repository, opened: authenticated as the
+        chunk of its digest. CorruptionError names pack and digest."""
+        stored = self.read_stored(entry)
+        if not entry.encrypted:
+            return stored
+        if self._sealer is None:
+            raise CorruptionError(
+                f"reading chunk {entry.digest.hex()} in {layout.pack(entry.pack_id)}: it is "
+                "encrypted, but the repository is not"
+            )
+        return self._sealer.open(
+            stored, entry.digest, f"chunk {entry.digest.hex()} in {layout.pack(entry.pack_id)}"
+        )
 
     def read_entry(self, entry: PackEntry) -> bytes:
         """A chunk's plaintext, checksum, size and keyed digest verified.
@@ -256,7 +359,7 @@ class Repository:
         Raises:
             CorruptionError: naming the chunk's digest and pack.
         """
-        stored = self.read_stored(entry)
+        stored = self.read_payload(entry)
         subject = f"chunk {entry.digest.hex()} in {layout.pack(entry.pack_id)}"
         try:
             plain = decompress(stored, entry.plain_size) if entry.compressed else stored

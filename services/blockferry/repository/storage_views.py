@@ -5,6 +5,8 @@ one concern each.
   :class:`~blockferry.repository.storage.StorageReadOnly` before reaching the backend.
 * :class:`MeteredStorage`: requests, bytes, errors and latency per repository and
   operation as Prometheus metrics, on a registry the caller gives.
+* :class:`SealedStorage`: an encrypted repository's metadata objects sealed on put and
+  opened on get, each bound to its name (:mod:`sealing`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from blockferry.core.errors import RepositoryError
+from blockferry.repository import layout
+from blockferry.repository.sealing import Sealer
 from blockferry.repository.storage import (
     Data,
     ObjectInfo,
@@ -27,6 +32,8 @@ from blockferry.repository.storage import (
 )
 
 T = TypeVar("T")
+# Do not change: bound to every sealed metadata object, before its name.
+SEALED_OBJECT_BINDING = b"blockferry object "
 
 OPERATIONS = (
     "get",
@@ -95,6 +102,73 @@ class ReadOnlyStorage:
         return StorageReadOnly(
             f"{action} {self.where(name)}: the repository is open read-only here"
         )
+
+
+class SealedStorage:
+    """``base`` with the objects :func:`layout.is_sealed` names sealed by ``sealer``,
+    bound to their names: such an object moved to another name does not open."""
+
+    def __init__(self, base: Storage, sealer: Sealer) -> None:
+        self.base = base
+        self._sealer = sealer
+
+    def __repr__(self) -> str:
+        return f"SealedStorage({self.base!r})"
+
+    def where(self, name: str = "") -> str:
+        return self.base.where(name)
+
+    def get(self, name: str) -> bytes:
+        data = self.base.get(name)
+        if not layout.is_sealed(name):
+            return data
+        return self._sealer.open(data, _binding(name), self.base.where(name))
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        if layout.is_sealed(name):
+            raise RepositoryError(f"reading part of {self.where(name)}: it is sealed whole")
+        return self.base.get_range(name, offset, length)
+
+    def stat(self, name: str) -> ObjectInfo:
+        return self.base.stat(name)
+
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        return self.base.list_objects(prefix)
+
+    def put(self, name: str, data: Parts) -> None:
+        self.base.put(name, self._seal(name, data))
+
+    def put_new(self, name: str, data: Parts) -> None:
+        self.base.put_new(name, self._seal(name, data))
+
+    def writer(self, name: str) -> ObjectWriter:
+        if layout.is_sealed(name):
+            raise RepositoryError(f"writing {self.where(name)} in parts: it is sealed whole")
+        return self.base.writer(name)
+
+    def touch(self, name: str) -> None:
+        self.base.touch(name)
+
+    def delete(self, *names: str) -> None:
+        self.base.delete(*names)
+
+    def leftovers(self) -> list[ObjectInfo]:
+        return self.base.leftovers()
+
+    def remove_leftovers(self, min_age: float = 0.0) -> int:
+        return self.base.remove_leftovers(min_age)
+
+    def close(self) -> None:
+        self.base.close()
+
+    def _seal(self, name: str, data: Parts) -> Parts:
+        if not layout.is_sealed(name):
+            return data
+        return self._sealer.seal(b"".join(parts_of(data)), _binding(name))
+
+
+def _binding(name: str) -> bytes:
+    return SEALED_OBJECT_BINDING + name.encode()
 
 
 class StorageMetrics:

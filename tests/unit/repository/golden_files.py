@@ -1,4 +1,4 @@
-"""Build the golden files of repository format v1, deterministically.
+"""Build the golden files of the repository format, deterministically.
 
 ``python tests/unit/repository/golden_files.py`` rewrites ``golden/``; do that
 only for a deliberate format change (a new version), never to make a failing
@@ -40,6 +40,7 @@ FILES = (
     "pack-v1.idx",
     "fixed-index-v1.fidx",
     "config-v1.json",
+    "config-v2.json",
     "restorepoint-v1.json",
 )
 
@@ -81,14 +82,16 @@ def build(directory: Path) -> None:
     fidx = fixed_index().encode()
     (directory / "fixed-index-v1.fidx").write_bytes(fidx)
 
-    config = RepositoryConfig(
-        id="0123456789abcdef0123456789abcdef",
-        created=CREATED,
-        block_size=1024 * 1024,
-        shard_count=8,
-        dedupe_key=KEY,
-    )
-    (directory / "config-v1.json").write_bytes(config.to_json())
+    for version in (1, 2):
+        config = RepositoryConfig(
+            id="0123456789abcdef0123456789abcdef",
+            created=CREATED,
+            block_size=1024 * 1024,
+            shard_count=8,
+            dedupe_key=KEY,
+            version=version,
+        )
+        (directory / f"config-v{version}.json").write_bytes(config.to_json())
 
     point = RestorePoint(
         id="20261126T231500Z-1a2b3c4d",

@@ -81,7 +81,8 @@ def temporary_names(root: Path) -> list[Path]:
 def root(repo: Repository) -> Path:
     """The directory of a repository on the local backend (what its tests damage)."""
     storage = repo.storage
-    assert isinstance(storage, LocalStorage), storage
+    while not isinstance(storage, LocalStorage):
+        storage = storage.base  # type: ignore[attr-defined]  # a view over it
     return storage.root
 
 

@@ -1,4 +1,4 @@
-"""Golden files: the bytes of every v1 structure are frozen.
+"""Golden files: the bytes of every structure are frozen.
 
 A failure here means the on-disk format changed. That needs a new format
 version and readers for the old one, not new golden files.
@@ -61,8 +61,11 @@ def test_golden_fixed_index_reads_back() -> None:
     assert list(fidx.digests) == [golden.plain_digest(), ZERO_DIGEST, golden.compressed_digest()]
 
 
-def test_golden_config_reads_back() -> None:
-    config = RepositoryConfig.from_json((golden.GOLDEN_DIR / "config-v1.json").read_bytes(), "g")
+@pytest.mark.parametrize("version", [1, 2])
+def test_golden_config_reads_back(version: int) -> None:
+    data = (golden.GOLDEN_DIR / f"config-v{version}.json").read_bytes()
+    config = RepositoryConfig.from_json(data, "g")
+    assert (config.version, config.encrypted) == (version, False)
     assert config.block_size == 1024 * 1024
     assert config.shard_count == 8
     assert config.dedupe_key == golden.KEY

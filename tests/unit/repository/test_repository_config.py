@@ -30,7 +30,7 @@ def test_init_then_open_round_trip(tmp_path: Path) -> None:
     assert "dedupe_key" not in repr(opened.config)
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["config.json"]
     document = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert document["encryption"] == {"mode": "none", "kdf": None, "wrapped_key": None}
+    assert document["version"] == 2 and document["encryption"] == {"mode": "none"}
 
 
 def test_init_defaults(tmp_path: Path) -> None:
@@ -98,8 +98,15 @@ def _config_document() -> dict[str, object]:
 @pytest.mark.parametrize(
     ("change", "error", "message"),
     [
-        ({"version": 2}, RepositoryError, "version 2 is not supported"),
-        ({"encryption": {"mode": "aes-256-gcm"}}, RepositoryError, "encryption mode"),
+        ({"version": 3}, RepositoryError, "version 3 is not supported"),
+        ({"version": 1, "encryption": {"mode": "aes-256-gcm"}}, RepositoryError, "encryption mode"),
+        ({"encryption": {"mode": "rot13"}}, RepositoryError, "encryption mode"),
+        (
+            {"encryption": {"mode": "aes-256-gcm", "key_derivation": "md5"}},
+            RepositoryError,
+            "key derivation",
+        ),
+        ({"encryption": {"mode": "aes-256-gcm"}}, CorruptionError, "malformed"),
         ({"digest": "sha256"}, RepositoryError, "digest algorithm"),
         ({"block_size": 1000}, CorruptionError, "invalid block size"),
         ({"shard_count": 0}, CorruptionError, "invalid shard count"),
