@@ -118,8 +118,8 @@ for client in "${clients[@]}"; do
     echo "== bulk records through $client: creating $((2 * ROUNDS)) repositories (block size $BLOCK_KIB KiB), two per round, and r0 for the warm-up"
     repos=""
     for name in $names; do
-        "$BIN/blockferry" --log-level WARNING repo init "$WORK/repos/$name" --block-size "$BLOCK_KIB" >/dev/null
-        "$BIN/blockferry" repo export-dedupe-key "$WORK/repos/$name" "$WORK/keys/$name.key" 2>/dev/null
+        "$BIN/blockferry" --log-level WARNING repo init "$WORK/repos/$name" --key-file "$WORK/repository-keys/$name.key" --block-size "$BLOCK_KIB" >/dev/null
+        "$BIN/blockferry" repo export-dedupe-key --key-file "$WORK/repository-keys/$name.key" "$WORK/repos/$name" "$WORK/keys/$name.key" 2>/dev/null
         repos+="${repos:+, }\"$name\": \"$WORK/repos/$name\""
     done
     export BLOCKFERRY_TARGET_MOVER__REPOSITORIES="{$repos}"

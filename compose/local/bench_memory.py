@@ -31,8 +31,9 @@ from typing import Any
 
 from bench import BenchError, cpu_seconds, drop_caches, peak_rss_mib, tree_bytes
 
+from blockferry.repository import Repository, layout
 from blockferry.repository.ids import new_pack_id
-from blockferry.repository.layout import Layout
+from blockferry.repository.keys import Secret
 from blockferry.repository.pack import PackEntry
 from blockferry.repository.pack_index import encode_index_file
 
@@ -49,12 +50,18 @@ restore's own digest check before they are written)."""
 # -- the big repository's pack index ---------------------------------------------------
 
 
+def open_repository(repo: Path) -> Repository:
+    """A bench repository, opened with the key file its init made
+    (``<work>/repository-keys/<name>.key``, where the target mover finds it too)."""
+    key_file = repo.parent.parent / "repository-keys" / f"{repo.name}.key"
+    return Repository.open(repo, secret=Secret.key_file(key_file))
+
+
 def seed_index(repo: Path, chunks: int) -> None:
     """Write index files holding ``chunks`` entries of random digests. Their packs do not
     exist: this repository serves only to load a pack index of that size (a check of it
     would report every pack missing)."""
-    index_dir = Layout(repo).index
-    index_dir.mkdir(parents=True, exist_ok=True)
+    storage = open_repository(repo).storage
     rng = random.Random(5)
     started = time.perf_counter()
     written = 0
@@ -66,7 +73,7 @@ def seed_index(repo: Path, chunks: int) -> None:
         for _ in range(count):
             entries.append(PackEntry(rng.randbytes(32), pack_id, offset, 524288, 1048576, True))
             offset += 524288 + 64
-        (index_dir / f"{pack_id}.idx").write_bytes(encode_index_file(pack_id, entries))
+        storage.put(layout.index_file(pack_id), encode_index_file(pack_id, entries))
         written += count
     files = -(-chunks // ENTRIES_PER_PACK)
     print(
@@ -280,10 +287,8 @@ def load_index(repo: Path, from_files: bool) -> None:
     """Load a repository's pack index in this fresh process (``from_files``: with its
     snapshot removed first, so every index file is decoded and the snapshot written);
     print the resident memory it added and the seconds it took, as JSON."""
-    from blockferry.repository.repository import Repository
-
     if from_files:
-        Layout(repo).index_snapshot.unlink(missing_ok=True)
+        (repo / layout.INDEX_SNAPSHOT).unlink(missing_ok=True)
 
     def rss() -> int:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -291,7 +296,7 @@ def load_index(repo: Path, from_files: bool) -> None:
                 return int(line.split()[1]) * 1024
         raise BenchError("no VmRSS")
 
-    repository = Repository.open(repo)
+    repository = open_repository(repo)
     before = rss()
     started = time.perf_counter()
     entries = repository.indexed_chunk_count()

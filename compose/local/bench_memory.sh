@@ -51,8 +51,8 @@ mesh_up() {
     local name repos="" f node
     for name in "$@"; do
         [[ -d "$WORK/repos/$name" ]] || {
-            "$BIN/blockferry" --log-level WARNING repo init "$WORK/repos/$name" >/dev/null
-            "$BIN/blockferry" repo export-dedupe-key "$WORK/repos/$name" "$WORK/keys/$name.key" 2>/dev/null
+            "$BIN/blockferry" --log-level WARNING repo init "$WORK/repos/$name" --key-file "$WORK/repository-keys/$name.key" >/dev/null
+            "$BIN/blockferry" repo export-dedupe-key --key-file "$WORK/repository-keys/$name.key" "$WORK/repos/$name" "$WORK/keys/$name.key" 2>/dev/null
         }
         repos+="${repos:+, }\"$name\": \"$WORK/repos/$name\""
     done
@@ -78,8 +78,8 @@ mesh_roles_down
 
 if ((INDEX_CHUNKS > 0)); then
     echo "== writing $INDEX_CHUNKS pack index entries into repository big"
-    "$BIN/blockferry" --log-level WARNING repo init "$WORK/repos/big" >/dev/null
-    "$BIN/blockferry" repo export-dedupe-key "$WORK/repos/big" "$WORK/keys/big.key" 2>/dev/null
+    "$BIN/blockferry" --log-level WARNING repo init "$WORK/repos/big" --key-file "$WORK/repository-keys/big.key" >/dev/null
+    "$BIN/blockferry" repo export-dedupe-key --key-file "$WORK/repository-keys/big.key" "$WORK/repos/big" "$WORK/keys/big.key" 2>/dev/null
     "$BIN/python" "$HERE/bench_memory.py" seed-index "$WORK/repos/big" "$INDEX_CHUNKS"
     mesh_up big
     "$BIN/python" "$HERE/bench_memory.py" big --work "$WORK" --chunks "$INDEX_CHUNKS" "${pids[@]}"

@@ -52,8 +52,8 @@ names=(warmup)
 for config in "${configs[@]}"; do names+=("s$config"); done
 repos=""
 for name in "${names[@]}"; do
-    "$BIN/blockferry" --log-level WARNING repo init "$WORK/repos/$name" >/dev/null
-    "$BIN/blockferry" repo export-dedupe-key "$WORK/repos/$name" "$WORK/keys/$name.key" 2>/dev/null
+    "$BIN/blockferry" --log-level WARNING repo init "$WORK/repos/$name" --key-file "$WORK/repository-keys/$name.key" >/dev/null
+    "$BIN/blockferry" repo export-dedupe-key --key-file "$WORK/repository-keys/$name.key" "$WORK/repos/$name" "$WORK/keys/$name.key" 2>/dev/null
     repos+="${repos:+, }\"$name\": \"$WORK/repos/$name\""
 done
 export BLOCKFERRY_TARGET_MOVER__REPOSITORIES="{$repos}"

@@ -23,8 +23,8 @@ export BLOCKFERRY_GUEST_PROXY__RUN_LOCAL_COMMANDS=true
 mesh_kafka_up "$DEMO/kafka" 19092
 
 echo "== creating a repository and a ${SIZE_MIB} MiB demo disk"
-"$BIN/blockferry" repo init "$DEMO/repository" >/dev/null
-"$BIN/blockferry" repo export-dedupe-key "$DEMO/repository" "$DEMO/keys/default.key" 2>/dev/null
+"$BIN/blockferry" repo init "$DEMO/repository" --key-file "$DEMO/repository-keys/default.key" >/dev/null
+"$BIN/blockferry" repo export-dedupe-key --key-file "$DEMO/repository-keys/default.key" "$DEMO/repository" "$DEMO/keys/default.key" 2>/dev/null
 mesh_acls default
 "$BIN/python" "$HERE/make_disk.py" "$DEMO/disk.img" "$SIZE_MIB" --seed 7
 

@@ -38,10 +38,10 @@ up() {
         fi
     fi
     if [[ ! -f "$DATA/repository/config.json" ]]; then
-        "$BIN/blockferry" repo init "$DATA/repository"
+        "$BIN/blockferry" repo init "$DATA/repository" --key-file "$DATA/repository-keys/default.key"
     fi
     if [[ ! -f "$DATA/keys/default.key" ]]; then
-        "$BIN/blockferry" repo export-dedupe-key "$DATA/repository" "$DATA/keys/default.key"
+        "$BIN/blockferry" repo export-dedupe-key --key-file "$DATA/repository-keys/default.key" "$DATA/repository" "$DATA/keys/default.key"
     fi
     if [[ -f "$PID" ]] && kill -0 "$(cat "$PID")" 2>/dev/null; then
         echo "the mesh already runs (pid $(cat "$PID"))"

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import httpx
 
 from blockferry.repository import Repository
+from blockferry.repository.keys import Secret
 from blockferry.transport.codec import Codec
 from blockferry.transport.kafka import Record, RecordConsumer, RecordProducer
 from blockferry.transport.records import Message, SessionEvent
@@ -29,9 +30,8 @@ ROLES = ("target-mover", "dedupe-index", "source-mover", "orchestrator")
 T = TypeVar("T")
 
 
-def packed_digests(repository: Path) -> list[bytes]:
+def packed_digests(repo: Repository) -> list[bytes]:
     """The digest of every chunk in the repository's sealed packs (duplicates kept)."""
-    repo = Repository.open(repository)
     return [e.digest for pack in repo.sealed_pack_ids() for e in repo.pack_entries(pack)]
 
 
@@ -73,15 +73,36 @@ class MeshProcesses:
             "BLOCKFERRY_API_URL": f"http://127.0.0.1:{self.ports['orchestrator']}",
             "BLOCKFERRY_TARGET_MOVER__REPOSITORIES": json.dumps({"default": str(self.repository)}),
             "BLOCKFERRY_ORCHESTRATOR__LEASE_SECONDS": "15",
+            "BLOCKFERRY_REPO_KEY_FILE": str(workdir / "repository-keys" / "default.key"),
             **env,
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def init_repository(self, *args: str) -> None:
-        """A new repository ``default``, its dedupe key given to the source movers."""
-        self.cli("repo", "init", str(self.repository), *args, check=True)
+        """A new repository ``default``, encrypted with a new key file where the target
+        mover (and this harness's ``repo`` commands) find it, its dedupe key given to
+        the source movers."""
+        self.key_file.unlink(missing_ok=True)
+        self.cli(
+            "repo",
+            "init",
+            str(self.repository),
+            "--key-file",
+            str(self.key_file),
+            *args,
+            check=True,
+        )
         key = self.workdir / "keys" / "default.key"
         self.cli("repo", "export-dedupe-key", str(self.repository), str(key), check=True)
+
+    @property
+    def key_file(self) -> Path:
+        """The key file of repository ``default``."""
+        return self.workdir / "repository-keys" / "default.key"
+
+    def open_repository(self) -> Repository:
+        """Repository ``default``, opened with its key file."""
+        return Repository.open(self.repository, secret=Secret.key_file(self.key_file))
 
     def up(self, shards: int, block_kib: int = 256) -> None:
         """A fresh repository, then every role."""

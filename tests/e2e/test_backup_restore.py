@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from blockferry.repository import Repository, verify
+from blockferry.repository import verify
 from tests.e2e.harness import MeshProcesses, make_disk, packed_digests
 
 pytestmark = pytest.mark.e2e
@@ -45,7 +45,7 @@ def test_full_backup_restore_identical(mesh_processes: MeshProcesses, tmp_path: 
     report = mesh.cli_json("verify", rp)
     assert report["ok"] is True
 
-    digests = packed_digests(mesh.repository)
+    digests = packed_digests(mesh.open_repository())
     assert len(digests) == len(set(digests)), "a digest is stored once"
     assert "blockferry_source_mover_blocks_total" in mesh.metrics("source-mover")
     target_metrics = mesh.metrics("target-mover")
@@ -105,9 +105,9 @@ def test_target_mover_killed_mid_backup(mesh_processes: MeshProcesses, tmp_path:
     restored = tmp_path / "restored.img"
     mesh.cli_json("restore", backup["restore_point"], "--to", str(restored))
     assert restored.read_bytes() == disk.read_bytes()
-    digests = packed_digests(mesh.repository)
+    digests = packed_digests(mesh.open_repository())
     assert len(digests) == len(set(digests)), "no digest is stored twice"
-    assert verify(Repository.open(mesh.repository)).ok
+    assert verify(mesh.open_repository()).ok
 
 
 def test_source_mover_killed_mid_backup_resumes_elsewhere(

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from blockferry.repository import Repository
 from tests.e2e.harness import BLOCKFERRY, MeshProcesses, make_disk
 from tests.system import loop_device, small_tmpfs
 
@@ -291,7 +290,7 @@ def test_repository_disk_full_fails_cleanly_and_keeps_earlier_restore_points(
             assert mesh.cli_json("verify", rp)["ok"] is True
             restore_identical(mesh, rp, small, tmp_path / "restored-again.img")
             assert list((mesh.repository / "staging").iterdir()) == []
-            repo = Repository.open(mesh.repository)
+            repo = mesh.open_repository()
             assert [p.id for p in repo.restore_points()] == [rp]
         finally:
             mesh.close()

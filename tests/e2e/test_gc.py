@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from blockferry.repository import Repository, verify
+from blockferry.repository import verify
 from tests.e2e.harness import MeshProcesses, make_disk
 
 
@@ -63,7 +63,7 @@ def test_gc_during_a_backup_that_deduplicated_against_the_chunks_it_removes(
     restored = tmp_path / "restored.img"
     mesh.cli_json("restore", outcome["restore_point"], "--to", str(restored))
     assert restored.read_bytes() == shared.read_bytes()
-    assert verify(Repository.open(mesh.repository)).ok
+    assert verify(mesh.open_repository()).ok
 
     # with nothing running, a second GC finds nothing to do; the space stays freed
     again = mesh.cli_json("gc")
@@ -117,4 +117,4 @@ def test_gc_meets_a_damaged_restore_point_stops_and_the_operator_recovers(
     restored = tmp_path / "restored.img"
     mesh.cli_json("restore", kept["restore_point"], "--to", str(restored))
     assert restored.read_bytes() == disk.read_bytes()
-    assert verify(Repository.open(mesh.repository)).ok
+    assert verify(mesh.open_repository()).ok

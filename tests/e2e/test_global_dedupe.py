@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from blockferry.repository import Repository, verify
+from blockferry.repository import verify
 from tests.e2e.harness import ROLES, MeshProcesses, make_disk, packed_digests
 
 pytestmark = pytest.mark.e2e
@@ -60,7 +60,7 @@ def test_dedupe_index_killed_mid_backup(mesh_processes: MeshProcesses, tmp_path:
     third = mesh.cli_json("backup", str(disk), "--job", "c", "--wait")
     c = third["counters"]
     assert c["blocks_sent"] <= c["blocks_deduplicated_global"] // 20, c
-    repo = Repository.open(mesh.repository)
+    repo = mesh.open_repository()
     assert verify(repo).ok
 
 
@@ -83,7 +83,7 @@ def test_two_sessions_sending_the_same_new_blocks_at_once_store_them_once(
     for thread in threads:
         thread.join()
     assert [results[job]["state"] for job in ("vm-a", "vm-b")] == ["success", "success"]
-    digests = packed_digests(mesh.repository)
+    digests = packed_digests(mesh.open_repository())
     assert len(digests) == len(set(digests)), "a block sent by both sessions is stored once"
     sent = [results[job]["counters"]["blocks_sent"] for job in ("vm-a", "vm-b")]
     assert sent == [len(digests), len(digests)], "each session sent every block"

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 from blockferry.core.blocks import digest
-from blockferry.repository import Repository
 from blockferry.repository.pack import CHUNK_HEADER
 from tests.e2e.harness import MeshProcesses, make_disk
 from tests.unit.repository.repo_helpers import flip_byte, pack_file
@@ -22,7 +21,7 @@ def test_a_damaged_chunk_is_named_quarantined_and_healed_by_the_next_backup(
     disk = make_disk(tmp_path / "disk.img", 4, seed=60)
     old = mesh.cli_json("backup", str(disk), "--job", "j", "--disk", "d", "--wait")
 
-    repo = Repository.open(mesh.repository)
+    repo = mesh.open_repository()
     block_size = repo.config.block_size
     second_block = disk.read_bytes()[block_size : 2 * block_size]
     damaged = digest(second_block, repo.config.dedupe_key)

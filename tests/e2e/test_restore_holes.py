@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from blockferry.core.blocks import digest
-from blockferry.repository import Repository
 from blockferry.repository.pack import CHUNK_HEADER
 from tests.e2e.harness import MeshProcesses
 from tests.unit.repository.repo_helpers import (
@@ -30,7 +29,7 @@ def test_allow_holes_restores_the_rest_and_lists_the_hole(
 ) -> None:
     mesh = mesh_processes
     mesh.init_repository("--block-size", "256", "--shards", "1")
-    repo = Repository.open(mesh.repository)
+    repo = mesh.open_repository()
     image = make_image("abcdAB0ef", tail=777)
     rp = backup(repo, "vm", {"d0": image}).id
     entry = repo.locate(digest(block("d"), repo.config.dedupe_key))  # block 3

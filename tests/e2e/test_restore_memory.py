@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from blockferry.repository import Repository
 from tests.e2e.harness import MeshProcesses
 from tests.unit.repository.repo_helpers import backup
 
@@ -36,7 +35,7 @@ def test_restore_to_a_slow_destination_keeps_the_movers_memory_bounded(
     mesh = mesh_processes
     mesh.init_repository("--block-size", "1024", "--shards", "1")
     image = random.Random(7).randbytes(DISK_MIB * 1024 * 1024)  # incompressible
-    rp = backup(Repository.open(mesh.repository), "big", {"d0": image}).id
+    rp = backup(mesh.open_repository(), "big", {"d0": image}).id
     mesh.start("target-mover")
     mesh.start("orchestrator")
     mover = mesh.start(

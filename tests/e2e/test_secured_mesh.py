@@ -17,7 +17,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from blockferry.core.errors import TransportError
-from blockferry.repository import Repository
 from blockferry.settings import KafkaSecurity
 from blockferry.transport.kafka import client_options, ensure_topics
 from blockferry.transport.topics import Topics, TopicSpec
@@ -73,7 +72,7 @@ def _secrets(cluster: KafkaCluster, mesh: MeshProcesses) -> dict[str, list[bytes
         found[f"TLS private key {pem.name}"] = der
     found["API token of admin"] = (mesh.workdir / "api-token").read_bytes().strip()
     found["API token of otto"] = (mesh.workdir / "operator.token").read_bytes().strip()
-    found["dedupe key"] = Repository.open(mesh.repository).config.dedupe_key
+    found["dedupe key"] = mesh.open_repository().config.dedupe_key
     forms = {what: _forms(secret) for what, secret in found.items()}
     for pem in security.glob("*.key"):  # a PEM's own lines, as a log would quote it
         forms[f"TLS private key {pem.name}"] += [

@@ -33,7 +33,6 @@ import httpx
 
 from blockferry.failpoints import Point
 from blockferry.orchestrator.models import ENDED
-from blockferry.repository import Repository
 from tests.e2e.harness import BLOCKFERRY, MeshProcesses, make_disk
 
 STUCK_S = 240.0
@@ -229,7 +228,7 @@ class MatrixRun:
         """A backup while another holds the repository exclusively (a GC elsewhere): the
         target mover dies waiting for the lock, which is let go once it died."""
         self._change_disk()
-        repo = Repository.open(self.mesh.repository)
+        repo = self.mesh.open_repository()
         with contextlib.ExitStack() as held:
             held.enter_context(repo.exclusive_lock("soak: another host's garbage collection"))
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,8 @@ from blockferry.core.errors import BlockferryError
 
 if TYPE_CHECKING:
     from blockferry.repository import Repository
+    from blockferry.repository.keys import Secret
+    from blockferry.repository.storage import Storage
 
 REPO_LOCK_WAIT_S = 60.0
 """How long ``repo`` commands wait for a backup's or a GC's lock."""
@@ -26,6 +30,95 @@ REPO_LOCK_WAIT_S = 60.0
 @main.group()
 def repo() -> None:
     """Work on a repository path directly (creation, checks, disaster recovery)."""
+
+
+def unlock_options(function: Callable[..., None]) -> Callable[..., None]:
+    """Add the options that unlock an encrypted repository; the command gets ``secret``
+    (None when none was given: a passphrase is then asked for on a terminal)."""
+
+    @click.option(
+        "--key-file",
+        type=click.Path(path_type=Path),
+        envvar="BLOCKFERRY_REPO_KEY_FILE",
+        help="A key file of the repository (env BLOCKFERRY_REPO_KEY_FILE).",
+    )
+    @click.option(
+        "--passphrase-file",
+        type=click.Path(path_type=Path),
+        envvar="BLOCKFERRY_REPO_PASSPHRASE_FILE",
+        help="A file whose first line is a passphrase of the repository"
+        " (env BLOCKFERRY_REPO_PASSPHRASE_FILE).",
+    )
+    @click.option(
+        "--recovery-key-file",
+        type=click.Path(path_type=Path),
+        help="A file holding the repository's recovery key (blockferry repo key recovery).",
+    )
+    @functools.wraps(function)
+    def wrapper(
+        *args: Any,
+        key_file: Path | None,
+        passphrase_file: Path | None,
+        recovery_key_file: Path | None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            kwargs["secret"] = _secret(key_file, passphrase_file, recovery_key_file)
+        except BlockferryError as exc:
+            fail(str(exc))
+        function(*args, **kwargs)
+
+    return wrapper
+
+
+def _secret(
+    key_file: Path | None, passphrase_file: Path | None, recovery_key_file: Path | None
+) -> Secret | None:
+    from blockferry.core.errors import ConfigError
+    from blockferry.repository.keys import Secret
+
+    given = [option for option in (key_file, passphrase_file, recovery_key_file) if option]
+    if len(given) > 1:
+        raise ConfigError("give one of --key-file, --passphrase-file and --recovery-key-file")
+    if key_file is not None:
+        return Secret.key_file(key_file)
+    if passphrase_file is not None:
+        return Secret.passphrase(_first_line(passphrase_file))
+    if recovery_key_file is not None:
+        return Secret.recovery_key(_first_line(recovery_key_file))
+    return None
+
+
+def _first_line(path: Path) -> str:
+    from blockferry.core.errors import ConfigError
+
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"reading {path}: {exc}") from exc
+    return lines[0] if lines else ""
+
+
+def _open(path: Path, secret: Secret | None, *, read_only: bool = False) -> Repository:
+    """The repository at ``path``, unlocked with ``secret``, or with a passphrase asked
+    for on a terminal when it is encrypted and nothing was given."""
+    from blockferry.core.errors import WrongKey
+    from blockferry.repository import Repository
+    from blockferry.repository.keys import Secret
+    from blockferry.repository.local_storage import LocalStorage
+    from blockferry.repository.storage_views import ReadOnlyStorage
+
+    def storage() -> Storage:
+        local = LocalStorage(path)
+        return ReadOnlyStorage(local) if read_only else local
+
+    try:
+        return Repository.open(storage(), secret=secret)
+    except WrongKey:
+        if secret is not None or not sys.stdin.isatty():
+            raise
+    passphrase = click.prompt(f"passphrase of {path}", hide_input=True, err=True)
+    return Repository.open(storage(), secret=Secret.passphrase(passphrase))
 
 
 @repo.command("init")
@@ -44,15 +137,72 @@ def repo() -> None:
     show_default=True,
     help="Shard count: partitions of the chunk topic.",
 )
+@click.option(
+    "--key-file",
+    type=click.Path(path_type=Path),
+    help="Encrypt with a key file: FILE is created (mode 0600) unless it exists."
+    " Keep a copy away from the repository: without a key nothing can be restored.",
+)
+@click.option(
+    "--passphrase-file",
+    type=click.Path(path_type=Path),
+    help="Encrypt with the passphrase on the first line of FILE (with --key-file: both open it).",
+)
+@click.option(
+    "--insecure-no-encryption",
+    is_flag=True,
+    help="Store everything in the clear: anyone who reads the repository reads the disks.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def repo_init(path: Path, block_size: str, shards: int, as_json: bool) -> None:
-    """Create a repository at PATH."""
+def repo_init(
+    path: Path,
+    block_size: str,
+    shards: int,
+    key_file: Path | None,
+    passphrase_file: Path | None,
+    insecure_no_encryption: bool,
+    as_json: bool,
+) -> None:
+    """Create a repository at PATH, encrypted at rest unless told otherwise."""
+    from blockferry.core.errors import ConfigError
     from blockferry.repository import Repository
+    from blockferry.repository.keys import Secret, write_key_file
 
     try:
-        created = Repository.init(path, block_size=int(block_size) * 1024, shard_count=shards)
+        secrets: list[Secret] = []
+        if insecure_no_encryption:
+            if key_file or passphrase_file:
+                raise ConfigError("--insecure-no-encryption takes no key file or passphrase")
+        else:
+            if key_file is not None:
+                if not key_file.exists():
+                    key_file.parent.mkdir(parents=True, exist_ok=True)
+                    write_key_file(key_file)
+                secrets.append(Secret.key_file(key_file))
+            if passphrase_file is not None:
+                secrets.append(Secret.passphrase(_first_line(passphrase_file)))
+            if not secrets:
+                if not sys.stdin.isatty():
+                    raise ConfigError(
+                        "choose how the repository is encrypted: --key-file FILE (created if"
+                        " missing), --passphrase-file FILE, or --insecure-no-encryption"
+                    )
+                passphrase = click.prompt(
+                    f"passphrase for {path}", hide_input=True, confirmation_prompt=True, err=True
+                )
+                secrets.append(Secret.passphrase(passphrase))
+        created = Repository.init(
+            path,
+            block_size=int(block_size) * 1024,
+            shard_count=shards,
+            secret=secrets[0] if secrets else None,
+        )
+        for more in secrets[1:]:
+            created.add_key(more, label="initial")
     except BlockferryError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"creating {key_file}: {exc.strerror}")
     config = created.config
     emit(
         as_json,
@@ -61,10 +211,17 @@ def repo_init(path: Path, block_size: str, shards: int, as_json: bool) -> None:
             "id": config.id,
             "block_size": config.block_size,
             "shard_count": config.shard_count,
+            "encryption": config.encryption_mode,
         },
         f"created repository {config.id} at {path} (block size {config.block_size // 1024} KiB,"
-        f" {config.shard_count} shards)",
+        f" {config.shard_count} shards, encryption {config.encryption_mode})",
     )
+    if key_file is not None and not as_json:
+        click.echo(
+            f"keep a copy of {key_file} away from the repository (or print `blockferry repo key"
+            " recovery`): without it nothing in the repository can be restored",
+            err=True,
+        )
 
 
 READ_ONLY_HELP = (
@@ -73,25 +230,20 @@ READ_ONLY_HELP = (
 )
 
 
-def _open(path: Path, read_only: bool) -> Repository:
-    from blockferry.repository import Repository
-    from blockferry.repository.local_storage import LocalStorage
-    from blockferry.repository.storage_views import ReadOnlyStorage
-
-    return Repository.open(ReadOnlyStorage(LocalStorage(path)) if read_only else path)
-
-
 @repo.command("check")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--read-data", is_flag=True, help="Also read and verify every chunk.")
 @click.option("--read-only", is_flag=True, help=READ_ONLY_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def repo_check(path: Path, read_data: bool, read_only: bool, as_json: bool) -> None:
+@unlock_options
+def repo_check(
+    path: Path, read_data: bool, read_only: bool, as_json: bool, secret: Secret | None
+) -> None:
     """Check a repository's consistency."""
     from blockferry.repository import check, verify
 
     try:
-        opened = _open(path, read_only)
+        opened = _open(path, secret, read_only=read_only)
         lock = not read_only
         report = verify(opened, lock=lock) if read_data else check(opened, lock=lock)
     except BlockferryError as exc:
@@ -105,16 +257,16 @@ def repo_check(path: Path, read_data: bool, read_only: bool, as_json: bool) -> N
 @repo.command("export-dedupe-key")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("file", type=click.Path(path_type=Path))
-def repo_export_dedupe_key(path: Path, file: Path) -> None:
+@unlock_options
+def repo_export_dedupe_key(path: Path, file: Path, secret: Secret | None) -> None:
     """Write the dedupe key of the repository at PATH to FILE (mode 0600): the secret a
     source mover needs, as <its dedupe_keys_dir>/<repository name>.key, to back up to
     the repository and restore from it. The key never travels over Kafka."""
     from blockferry.core.blocks import key_fingerprint
-    from blockferry.repository import Repository
     from blockferry.source_mover.dedupe_keys import write_key_file
 
     try:
-        key = Repository.open(path).config.dedupe_key
+        key = _open(path, secret).config.dedupe_key
         write_key_file(file, key)
     except BlockferryError as exc:
         fail(str(exc))
@@ -126,12 +278,11 @@ def repo_export_dedupe_key(path: Path, file: Path) -> None:
 @repo.command("rebuild-index")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def repo_rebuild_index(path: Path, as_json: bool) -> None:
+@unlock_options
+def repo_rebuild_index(path: Path, as_json: bool, secret: Secret | None) -> None:
     """Rebuild the pack index from the packs alone."""
-    from blockferry.repository import Repository
-
     try:
-        packs = Repository.open(path).rebuild_index(lock_wait=REPO_LOCK_WAIT_S)
+        packs = _open(path, secret).rebuild_index(lock_wait=REPO_LOCK_WAIT_S)
     except BlockferryError as exc:
         fail(str(exc))
     emit(as_json, {"packs": packs}, f"rebuilt the index from {packs} packs")
@@ -141,7 +292,8 @@ def repo_rebuild_index(path: Path, as_json: bool) -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("ident", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def repo_set_aside(path: Path, ident: str, as_json: bool) -> None:
+@unlock_options
+def repo_set_aside(path: Path, ident: str, as_json: bool, secret: Secret | None) -> None:
     """Set a damaged restore point (or a session's staged fixed indexes) aside.
 
     ID is a restore point id or a session id. It moves to PATH/damaged/, where it is
@@ -149,11 +301,10 @@ def repo_set_aside(path: Path, ident: str, as_json: bool) -> None:
     and prune run again. Its files are kept, and so are the chunks its fixed indexes
     name: repair it and move it back, or delete it from damaged/ to let them go.
     """
-    from blockferry.repository import Repository
     from blockferry.repository.damaged import set_aside
 
     try:
-        target = set_aside(Repository.open(path), ident, lock_wait=REPO_LOCK_WAIT_S)
+        target = set_aside(_open(path, secret), ident, lock_wait=REPO_LOCK_WAIT_S)
     except BlockferryError as exc:
         fail(str(exc))
     emit(
@@ -171,6 +322,7 @@ def repo_set_aside(path: Path, ident: str, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing destination file.")
 @click.option("--read-only", is_flag=True, help=READ_ONLY_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@unlock_options
 def repo_restore(
     path: Path,
     restore_point: str,
@@ -179,13 +331,14 @@ def repo_restore(
     force: bool,
     read_only: bool,
     as_json: bool,
+    secret: Secret | None,
 ) -> None:
     """Restore a disk straight from the repository at PATH, with no Kafka."""
     from blockferry.repository import restore_disk
 
     started = time.monotonic()
     try:
-        opened = _open(path, read_only)
+        opened = _open(path, secret, read_only=read_only)
         rp = opened.restore_point(restore_point)
         disks = [d.name for d in rp.disks]
         name = disk or (disks[0] if len(disks) == 1 else None)
@@ -249,3 +402,96 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+@repo.group("key")
+def repo_key() -> None:
+    """The keys of an encrypted repository: each opens it; change them without sealing
+    anything again."""
+
+
+@repo_key.command("list")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@unlock_options
+def repo_key_list(path: Path, as_json: bool, secret: Secret | None) -> None:
+    """List the key slots of the repository at PATH."""
+    try:
+        slots = _open(path, secret).keyring.slots()
+    except BlockferryError as exc:
+        fail(str(exc))
+    rows = [
+        {"id": slot.id, "kind": slot.kind, "label": slot.label, "created": str(slot.created)}
+        for slot in slots
+    ]
+    lines = [f"{row['id']}  {row['kind']:<10}  {row['created']}  {row['label']}" for row in rows]
+    emit(as_json, {"keys": rows}, "\n".join(lines) or "no keys: the repository is not encrypted")
+
+
+@repo_key.command("add")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--new-key-file",
+    type=click.Path(path_type=Path),
+    help="A key file to open the repository with too; created (mode 0600) unless it exists.",
+)
+@click.option(
+    "--new-passphrase-file",
+    type=click.Path(path_type=Path),
+    help="A file whose first line is a passphrase to open the repository with too.",
+)
+@click.option("--label", default="", help="What the key is for, for people.")
+@unlock_options
+def repo_key_add(
+    path: Path,
+    new_key_file: Path | None,
+    new_passphrase_file: Path | None,
+    label: str,
+    secret: Secret | None,
+) -> None:
+    """Let one more key file or passphrase open the repository at PATH."""
+    from blockferry.core.errors import ConfigError
+    from blockferry.repository.keys import Secret, write_key_file
+
+    try:
+        if (new_key_file is None) == (new_passphrase_file is None):
+            raise ConfigError("give one of --new-key-file and --new-passphrase-file")
+        repository = _open(path, secret)
+        if new_key_file is not None:
+            if not new_key_file.exists():
+                write_key_file(new_key_file)
+            added = Secret.key_file(new_key_file)
+        else:
+            assert new_passphrase_file is not None
+            added = Secret.passphrase(_first_line(new_passphrase_file))
+        slot = repository.add_key(added, label=label)
+    except BlockferryError as exc:
+        fail(str(exc))
+    click.echo(f"added {slot.kind} key {slot.id}")
+
+
+@repo_key.command("remove")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("key_id", metavar="ID")
+@unlock_options
+def repo_key_remove(path: Path, key_id: str, secret: Secret | None) -> None:
+    """Remove key ID from the repository at PATH (never the last one)."""
+    try:
+        _open(path, secret).keyring.remove(key_id)
+    except BlockferryError as exc:
+        fail(str(exc))
+    click.echo(f"removed key {key_id}")
+
+
+@repo_key.command("recovery")
+@click.argument("path", type=click.Path(path_type=Path))
+@unlock_options
+def repo_key_recovery(path: Path, secret: Secret | None) -> None:
+    """Print the repository's master key as a recovery key, to keep on paper: with it
+    (--recovery-key-file) the repository opens when every key file and passphrase is
+    lost. Whoever holds it reads every backup in the repository."""
+    try:
+        text = _open(path, secret).recovery_key()
+    except BlockferryError as exc:
+        fail(str(exc))
+    click.echo(text)
