@@ -585,6 +585,7 @@ class Bench:
             "kafka": os.environ.get("BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS", ""),
             "kafka_security": os.environ.get("BLOCKFERRY_KAFKA__SECURITY__PROTOCOL", "PLAINTEXT"),
             "bulk_client": os.environ.get("BLOCKFERRY_KAFKA__BULK_CLIENT", "librdkafka"),
+            "encryption": os.environ.get("BENCH_REPO_ENCRYPTION", "aes-256-gcm"),
             "block_size": block_size,
             "compression": f"{COMPRESSION} (zstd level 3)",
             "borg": {"version": borg_version, "encryption": BORG_ENCRYPTION, "create": BORG_CREATE},
@@ -696,7 +697,8 @@ def summarise(doc: dict[str, Any]) -> None:
         f"  mesh        {doc['mesh']}; Kafka {doc['kafka']} ({doc['kafka_security']});"
         f" bulk records through {doc['bulk_client']}",
         f"  ours        full backup into a fresh repository per round, block size {bs_kib} KiB,"
-        f" compression {doc['compression']}; restore through the mesh",
+        f" compression {doc['compression']}, encryption {doc.get('encryption', 'none')};"
+        " restore through the mesh",
         f"  borg        {doc['borg']['version']}, init -e {doc['borg']['encryption']},"
         f" create {' '.join(doc['borg']['create'])}, fresh repository per round; extract",
         f"  restic      {doc['restic']['version']}, repository version 2, backup"
@@ -923,6 +925,7 @@ def compare(doc: dict[str, Any], earlier_file: Path) -> None:
     print(
         f"\n  against {earlier_file} (Kafka {earlier.get('kafka_security', 'PLAINTEXT')},"
         f" bulk records through {earlier.get('bulk_client', 'aiokafka')},"
+        f" encryption {earlier.get('encryption', 'none')},"
         f" {earlier['image']['bytes'] // MIB} MiB image, {len(earlier['rounds'])} rounds):"
     )
     for step in ("backup", "restore"):
@@ -938,7 +941,8 @@ def compare(doc: dict[str, Any], earlier_file: Path) -> None:
             )
     if "cpu_seconds_per_gib" not in earlier.get("summary", {}):
         return
-    now_client, then_client = doc["bulk_client"], earlier.get("bulk_client", "aiokafka")
+    now_client = f"{doc['bulk_client']}/{doc.get('encryption', 'none')}"
+    then_client = f"{earlier.get('bulk_client', 'aiokafka')}/{earlier.get('encryption', 'none')}"
     names = [n for n in doc["processes"] if n in earlier["processes"]]
     print(
         f"  per process, {now_client} | {then_client}"

@@ -17,6 +17,8 @@
 #   BENCH_BULK_CLIENTS  the Kafka clients to carry bulk records, one pass of the rounds
 #                     each on the same broker and image (default "librdkafka"; e.g.
 #                     "librdkafka aiokafka" compares both in one run)
+#   BENCH_ENCRYPTION  our repositories' encryption at rest, one pass of the rounds each
+#                     (default "aes-256-gcm"; "aes-256-gcm none" measures what it costs)
 #   BENCH_COMPARE     an earlier run's bench.json (keep a copy): print this run's times
 #                     relative to its (e.g. SASL_SSL against plaintext)
 # Each round backs up into its own fresh repository (r1, r2, ...), so no round
@@ -83,8 +85,13 @@ esac
 # restored image (one after the other: counted once); our repositories stay;
 # one changed copy of the image. Kafka keeps every pass's chunks and restore streams
 # (BENCH_BULK_CLIENTS), so each further pass adds its share.
-read -r -a passes <<<"${BENCH_BULK_CLIENTS:-librdkafka}"
-need=$((image_bytes * (5 + 3 * ROUNDS + 2 * (ROUNDS + 1) * (${#passes[@]} - 1))))
+read -r -a clients <<<"${BENCH_BULK_CLIENTS:-librdkafka}"
+read -r -a encryptions <<<"${BENCH_ENCRYPTION:-aes-256-gcm}"
+for encryption in "${encryptions[@]}"; do
+    [[ "$encryption" == aes-256-gcm || "$encryption" == none ]] || die "BENCH_ENCRYPTION: aes-256-gcm or none, not $encryption"
+done
+passes=$((${#clients[@]} * ${#encryptions[@]}))
+need=$((image_bytes * (5 + 3 * ROUNDS + 2 * (ROUNDS + 1) * (passes - 1))))
 free="$(free_bytes)"
 ((need <= free)) || echo "bench: warning: the bench may need up to $((need / MIB)) MiB in $WORK," \
     "only $((free / MIB)) MiB are free" >&2
@@ -109,17 +116,23 @@ BLOCKFERRY_KAFKA__TOPIC_PREFIX="bench$(date +%s)"
 export BLOCKFERRY_KAFKA__TOPIC_PREFIX
 mesh_kafka_up "$WORK/kafka" 19192
 
-read -r -a clients <<<"${BENCH_BULK_CLIENTS:-librdkafka}"
 names="r0 $(for ((i = 1; i <= ROUNDS; i++)); do echo "r$i r${i}dc"; done)"
 previous=""
-for client in "${clients[@]}"; do
-    export BLOCKFERRY_KAFKA__BULK_CLIENT="$client"
-    rm -rf "$WORK/repos" "$WORK/borg" "$WORK/restic" "$WORK/restore" "$WORK/changed" "$WORK/dedupe-index"
-    echo "== bulk records through $client: creating $((2 * ROUNDS)) repositories (block size $BLOCK_KIB KiB), two per round, and r0 for the warm-up"
+for pass in $(for e in "${encryptions[@]}"; do for c in "${clients[@]}"; do echo "$c/$e"; done; done); do
+    client="${pass%/*}" encryption="${pass#*/}"
+    export BLOCKFERRY_KAFKA__BULK_CLIENT="$client" BENCH_REPO_ENCRYPTION="$encryption"
+    rm -rf "$WORK/repos" "$WORK/repository-keys" "$WORK/borg" "$WORK/restic" "$WORK/restore" "$WORK/changed" "$WORK/dedupe-index"
+    echo "== bulk records through $client, encryption $encryption: creating $((2 * ROUNDS)) repositories (block size $BLOCK_KIB KiB), two per round, and r0 for the warm-up"
     repos=""
     for name in $names; do
-        "$BIN/blockferry" --log-level WARNING repo init "$WORK/repos/$name" --key-file "$WORK/repository-keys/$name.key" --block-size "$BLOCK_KIB" >/dev/null
-        "$BIN/blockferry" repo export-dedupe-key --key-file "$WORK/repository-keys/$name.key" "$WORK/repos/$name" "$WORK/keys/$name.key" 2>/dev/null
+        key=(--key-file "$WORK/repository-keys/$name.key")
+        if [[ "$encryption" == none ]]; then
+            "$BIN/blockferry" --log-level WARNING repo init "$WORK/repos/$name" --insecure-no-encryption --block-size "$BLOCK_KIB" >/dev/null
+            key=()
+        else
+            "$BIN/blockferry" --log-level WARNING repo init "$WORK/repos/$name" "${key[@]}" --block-size "$BLOCK_KIB" >/dev/null
+        fi
+        "$BIN/blockferry" repo export-dedupe-key "${key[@]}" "$WORK/repos/$name" "$WORK/keys/$name.key" 2>/dev/null
         repos+="${repos:+, }\"$name\": \"$WORK/repos/$name\""
     done
     export BLOCKFERRY_TARGET_MOVER__REPOSITORIES="{$repos}"
@@ -140,9 +153,9 @@ for client in "${clients[@]}"; do
     BENCH_COMPARE="${previous:-${BENCH_COMPARE:-}}" "$BIN/python" "$HERE/bench.py" --work "$WORK" \
         --image "$image" --rounds "$ROUNDS" --mesh "each role its own process (blockferry run ROLE)" "${pids[@]}"
     mesh_roles_down
-    if ((${#clients[@]} > 1)); then
-        cp "$WORK/bench.json" "$WORK/bench-$client.json"
-        previous="$WORK/bench-$client.json"
+    if ((passes > 1)); then
+        cp "$WORK/bench.json" "$WORK/bench-$client-$encryption.json"
+        previous="$WORK/bench-$client-$encryption.json"
     fi
     # the next pass's topics, so its broker starts as empty as this one's did
     BLOCKFERRY_KAFKA__TOPIC_PREFIX="bench$(date +%s)"
@@ -152,5 +165,5 @@ done
 # the reusable image, bench.json and the role logs stay. BENCH_KEEP=1 keeps everything.
 mesh_stop
 if [[ -z "${BENCH_KEEP:-}" ]]; then
-    rm -rf "$WORK/kafka" "$WORK/repos" "$WORK/borg" "$WORK/restic" "$WORK/restore" "$WORK/changed" "$WORK/dedupe-index"
+    rm -rf "$WORK/kafka" "$WORK/repos" "$WORK/repository-keys" "$WORK/borg" "$WORK/restic" "$WORK/restore" "$WORK/changed" "$WORK/dedupe-index"
 fi

@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from blockferry.core.errors import TransportError
+from blockferry.repository.keys import parse_recovery_key, read_key_file
 from blockferry.settings import KafkaSecurity
 from blockferry.transport.kafka import client_options, ensure_topics
 from blockferry.transport.topics import Topics, TopicSpec
@@ -72,7 +73,10 @@ def _secrets(cluster: KafkaCluster, mesh: MeshProcesses) -> dict[str, list[bytes
         found[f"TLS private key {pem.name}"] = der
     found["API token of admin"] = (mesh.workdir / "api-token").read_bytes().strip()
     found["API token of otto"] = (mesh.workdir / "operator.token").read_bytes().strip()
-    found["dedupe key"] = mesh.open_repository().config.dedupe_key
+    repository = mesh.open_repository()
+    found["dedupe key"] = repository.config.dedupe_key
+    found["repository key file"] = read_key_file(mesh.key_file)
+    found["repository master key"] = parse_recovery_key(repository.recovery_key())
     forms = {what: _forms(secret) for what, secret in found.items()}
     for pem in security.glob("*.key"):  # a PEM's own lines, as a log would quote it
         forms[f"TLS private key {pem.name}"] += [

@@ -85,7 +85,7 @@ def key_fingerprint(key: bytes) -> str:
     return blake3.blake3(key, derive_key_context=KEY_FINGERPRINT_CONTEXT).hexdigest(length=16)
 
 
-def checksum(data: bytes | memoryview) -> int:
+def checksum(data: bytes | bytearray | memoryview) -> int:
     """xxh3-64 of ``data``."""
     return xxhash.xxh3_64_intdigest(data)
 

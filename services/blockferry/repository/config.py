@@ -59,7 +59,7 @@ class RepositoryConfig:
         return replace(
             self,
             encryption_mode=ALGORITHM,
-            sealed_dedupe_key=sealer.seal(self.dedupe_key, DEDUPE_KEY_BINDING),
+            sealed_dedupe_key=bytes(sealer.seal(self.dedupe_key, DEDUPE_KEY_BINDING)),
         )
 
     def unsealed(self, sealer: Sealer, source: str) -> RepositoryConfig:

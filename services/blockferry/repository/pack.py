@@ -232,14 +232,13 @@ class PackWriter:
             raise ValueError(f"chunk {digest.hex()}: stored plain but sizes differ")
         if len(stored) > MAX_STORED_SIZE - OVERHEAD:
             raise ValueError(f"chunk {digest.hex()}: stored size {len(stored)} too large")
+        body = stored if self._sealer is None else self._sealer.seal(stored, digest)
         encrypted = self._sealer is not None
-        if self._sealer is not None:
-            stored = self._sealer.seal(stored, digest)
         self._append(
             PackEntry(
-                digest, self.pack_id, writer.size, len(stored), plain_size, compressed, encrypted
+                digest, self.pack_id, writer.size, len(body), plain_size, compressed, encrypted
             ),
-            stored,
+            body,
         )
 
     def copy(self, entry: PackEntry, stored: bytes) -> None:
@@ -249,7 +248,7 @@ class PackWriter:
         if entry.digest not in self._by_digest:
             self._append(replace(entry, pack_id=self.pack_id, offset=writer.size), stored)
 
-    def _append(self, entry: PackEntry, stored: bytes) -> None:
+    def _append(self, entry: PackEntry, stored: bytes | bytearray) -> None:
         digest = entry.digest
         header = CHUNK_HEADER.pack(
             digest, entry.flags, len(stored), entry.plain_size, checksum(stored)

@@ -50,17 +50,23 @@ def derive_data_key(master_key: bytes, repository_id: str) -> bytes:
 
 
 class Sealer:
-    """Seals and opens objects with one key; thread-safe (AESGCM keeps no state)."""
+    """Seals and opens objects with one key; thread-safe (AESGCM keeps no state). Each
+    call writes into one new buffer: a chunk is not copied on its way through."""
 
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
 
-    def seal(self, data: bytes | memoryview, associated: bytes) -> bytes:
+    def seal(self, data: bytes | bytearray | memoryview, associated: bytes) -> bytearray:
         """``data`` sealed, bound to ``associated``."""
         nonce = os.urandom(NONCE_SIZE)
-        return nonce + self._aead.encrypt(nonce, bytes(data), associated)
+        sealed = bytearray(NONCE_SIZE + len(data) + TAG_SIZE)
+        sealed[:NONCE_SIZE] = nonce
+        self._aead.encrypt_into(nonce, data, associated, memoryview(sealed)[NONCE_SIZE:])
+        return sealed
 
-    def open(self, sealed: bytes | memoryview, associated: bytes, subject: str) -> bytes:
+    def open(
+        self, sealed: bytes | bytearray | memoryview, associated: bytes, subject: str
+    ) -> bytes:
         """The plaintext of a sealed object.
 
         Raises:
@@ -73,12 +79,12 @@ class Sealer:
                 f"reading {subject}: {len(sealed)} bytes, too short to be a sealed object"
             )
         view = memoryview(sealed)
+        plain = bytearray(len(sealed) - OVERHEAD)
         try:
-            return self._aead.decrypt(
-                bytes(view[:NONCE_SIZE]), bytes(view[NONCE_SIZE:]), associated
-            )
+            self._aead.decrypt_into(view[:NONCE_SIZE], view[NONCE_SIZE:], associated, plain)
         except InvalidTag:
             raise CorruptionError(
                 f"reading {subject}: it fails authentication (damaged, written with another "
                 "key, or an object moved here from another name)"
             ) from None
+        return bytes(plain)

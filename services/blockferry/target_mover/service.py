@@ -7,10 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import CollectorRegistry
 
+from blockferry.core.errors import WrongKey
 from blockferry.ingest.metrics import IngestMetrics
 from blockferry.ingest.pipeline import RepositoryPipeline
 from blockferry.mesh import Mesh
 from blockferry.repository import Repository
+from blockferry.repository.keys import Secret
 from blockferry.repository.local_storage import LocalStorage
 from blockferry.repository.storage_views import MeteredStorage, StorageMetrics
 from blockferry.target_mover.settings import TargetMoverSettings
@@ -36,7 +38,13 @@ class TargetMover:
     async def start(self) -> None:
         await self._mesh.start()
         for name, path in sorted(self._settings.repositories().items()):
-            repo = Repository.open(MeteredStorage(LocalStorage(path), self._storage_metrics, name))
+            storage = MeteredStorage(LocalStorage(path), self._storage_metrics, name)
+            key_file = self._settings.repository_key_file(name)
+            secret = Secret.key_file(key_file) if key_file.exists() else None
+            try:
+                repo = Repository.open(storage, secret=secret)
+            except WrongKey as exc:
+                raise WrongKey(f"{exc} (the target mover reads {key_file})") from exc
             pipeline = RepositoryPipeline(
                 self._mesh,
                 repo,
