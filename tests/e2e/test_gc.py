@@ -74,9 +74,10 @@ def test_gc_during_a_backup_that_deduplicated_against_the_chunks_it_removes(
 def test_gc_meets_a_damaged_restore_point_stops_and_the_operator_recovers(
     mesh_processes: MeshProcesses, tmp_path: Path
 ) -> None:
-    """The operator's story: one byte of a restore point's restorepoint.json is damaged;
+    """The operator's story: one bit of a restore point's restorepoint.json is flipped;
     `blockferry gc` fails naming the file and deletes nothing; `repo check` names it;
-    `repo set-aside` lets GC run; the repaired restore point, moved back, restores."""
+    `repo set-aside` lets GC run; the repaired restore point (its file copied back from
+    where it was kept), moved back, restores."""
     mesh = mesh_processes
     mesh.env["BLOCKFERRY_TARGET_MOVER__GC_GRACE_S"] = "0"
     mesh.up(shards=1)
@@ -91,12 +92,16 @@ def test_gc_meets_a_damaged_restore_point_stops_and_the_operator_recovers(
 
     rp_json = mesh.repository / "restorepoints" / "a" / kept["restore_point"] / "restorepoint.json"
     original = rp_json.read_bytes()
-    rp_json.write_bytes(original.replace(b'"job": "a"', b'"job": "A"'))
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 1
+    rp_json.write_bytes(flipped)
     refused = mesh.cli("gc")
     assert refused.returncode != 0
     said = "".join(refused.stderr.split())  # the terminal's line breaks left out
     assert "garbagecollectionstopped,nothingwasdeleted" in said, refused.stderr
-    assert f"restorepoints/a/{kept['restore_point']}/restorepoint.json:checksum" in said
+    assert (
+        f"restorepoints/a/{kept['restore_point']}/restorepoint.json:itfailsauthentication" in said
+    )
     assert "`blockferryreposet-asidePATHID`" in said
     assert sorted((mesh.repository / "packs").rglob("*.pack")) == packs
 

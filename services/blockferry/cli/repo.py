@@ -6,6 +6,7 @@ import functools
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +34,9 @@ def repo() -> None:
 
 
 def unlock_options(function: Callable[..., None]) -> Callable[..., None]:
-    """Add the options that unlock an encrypted repository; the command gets ``secret``
-    (None when none was given: a passphrase is then asked for on a terminal)."""
+    """Add the options that unlock an encrypted repository; the command gets ``unlock``
+    (read only when the repository turns out to be encrypted; with none given, a
+    passphrase is asked for on a terminal)."""
 
     @click.option(
         "--key-file",
@@ -62,31 +64,34 @@ def unlock_options(function: Callable[..., None]) -> Callable[..., None]:
         recovery_key_file: Path | None,
         **kwargs: Any,
     ) -> None:
-        try:
-            kwargs["secret"] = _secret(key_file, passphrase_file, recovery_key_file)
-        except BlockferryError as exc:
-            fail(str(exc))
+        given = [option for option in (key_file, passphrase_file, recovery_key_file) if option]
+        if len(given) > 1:
+            fail("give one of --key-file, --passphrase-file and --recovery-key-file")
+        kwargs["unlock"] = Unlock(key_file, passphrase_file, recovery_key_file)
         function(*args, **kwargs)
 
     return wrapper
 
 
-def _secret(
-    key_file: Path | None, passphrase_file: Path | None, recovery_key_file: Path | None
-) -> Secret | None:
-    from blockferry.core.errors import ConfigError
-    from blockferry.repository.keys import Secret
+@dataclass(frozen=True)
+class Unlock:
+    """The unlock option given (at most one): read when the repository is encrypted, so
+    a command on a directory with no repository says so, whatever key it was given."""
 
-    given = [option for option in (key_file, passphrase_file, recovery_key_file) if option]
-    if len(given) > 1:
-        raise ConfigError("give one of --key-file, --passphrase-file and --recovery-key-file")
-    if key_file is not None:
-        return Secret.key_file(key_file)
-    if passphrase_file is not None:
-        return Secret.passphrase(_first_line(passphrase_file))
-    if recovery_key_file is not None:
-        return Secret.recovery_key(_first_line(recovery_key_file))
-    return None
+    key_file: Path | None
+    passphrase_file: Path | None
+    recovery_key_file: Path | None
+
+    def secret(self) -> Secret | None:
+        from blockferry.repository.keys import Secret
+
+        if self.key_file is not None:
+            return Secret.key_file(self.key_file)
+        if self.passphrase_file is not None:
+            return Secret.passphrase(_first_line(self.passphrase_file))
+        if self.recovery_key_file is not None:
+            return Secret.recovery_key(_first_line(self.recovery_key_file))
+        return None
 
 
 def _first_line(path: Path) -> str:
@@ -99,9 +104,9 @@ def _first_line(path: Path) -> str:
     return lines[0] if lines else ""
 
 
-def _open(path: Path, secret: Secret | None, *, read_only: bool = False) -> Repository:
-    """The repository at ``path``, unlocked with ``secret``, or with a passphrase asked
-    for on a terminal when it is encrypted and nothing was given."""
+def _open(path: Path, unlock: Unlock, *, read_only: bool = False) -> Repository:
+    """The repository at ``path``; an encrypted one unlocked with the secret ``unlock``
+    names, or with a passphrase asked for on a terminal when it names none."""
     from blockferry.core.errors import WrongKey
     from blockferry.repository import Repository
     from blockferry.repository.keys import Secret
@@ -113,12 +118,14 @@ def _open(path: Path, secret: Secret | None, *, read_only: bool = False) -> Repo
         return ReadOnlyStorage(local) if read_only else local
 
     try:
-        return Repository.open(storage(), secret=secret)
+        return Repository.open(storage())
     except WrongKey:
-        if secret is not None or not sys.stdin.isatty():
+        secret = unlock.secret()
+        if secret is None and not sys.stdin.isatty():
             raise
-    passphrase = click.prompt(f"passphrase of {path}", hide_input=True, err=True)
-    return Repository.open(storage(), secret=Secret.passphrase(passphrase))
+    if secret is None:
+        secret = Secret.passphrase(click.prompt(f"passphrase of {path}", hide_input=True, err=True))
+    return Repository.open(storage(), secret=secret)
 
 
 @repo.command("init")
@@ -236,14 +243,12 @@ READ_ONLY_HELP = (
 @click.option("--read-only", is_flag=True, help=READ_ONLY_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @unlock_options
-def repo_check(
-    path: Path, read_data: bool, read_only: bool, as_json: bool, secret: Secret | None
-) -> None:
+def repo_check(path: Path, read_data: bool, read_only: bool, as_json: bool, unlock: Unlock) -> None:
     """Check a repository's consistency."""
     from blockferry.repository import check, verify
 
     try:
-        opened = _open(path, secret, read_only=read_only)
+        opened = _open(path, unlock, read_only=read_only)
         lock = not read_only
         report = verify(opened, lock=lock) if read_data else check(opened, lock=lock)
     except BlockferryError as exc:
@@ -258,7 +263,7 @@ def repo_check(
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("file", type=click.Path(path_type=Path))
 @unlock_options
-def repo_export_dedupe_key(path: Path, file: Path, secret: Secret | None) -> None:
+def repo_export_dedupe_key(path: Path, file: Path, unlock: Unlock) -> None:
     """Write the dedupe key of the repository at PATH to FILE (mode 0600): the secret a
     source mover needs, as <its dedupe_keys_dir>/<repository name>.key, to back up to
     the repository and restore from it. The key never travels over Kafka."""
@@ -266,7 +271,7 @@ def repo_export_dedupe_key(path: Path, file: Path, secret: Secret | None) -> Non
     from blockferry.source_mover.dedupe_keys import write_key_file
 
     try:
-        key = _open(path, secret).config.dedupe_key
+        key = _open(path, unlock).config.dedupe_key
         write_key_file(file, key)
     except BlockferryError as exc:
         fail(str(exc))
@@ -279,10 +284,10 @@ def repo_export_dedupe_key(path: Path, file: Path, secret: Secret | None) -> Non
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @unlock_options
-def repo_rebuild_index(path: Path, as_json: bool, secret: Secret | None) -> None:
+def repo_rebuild_index(path: Path, as_json: bool, unlock: Unlock) -> None:
     """Rebuild the pack index from the packs alone."""
     try:
-        packs = _open(path, secret).rebuild_index(lock_wait=REPO_LOCK_WAIT_S)
+        packs = _open(path, unlock).rebuild_index(lock_wait=REPO_LOCK_WAIT_S)
     except BlockferryError as exc:
         fail(str(exc))
     emit(as_json, {"packs": packs}, f"rebuilt the index from {packs} packs")
@@ -293,7 +298,7 @@ def repo_rebuild_index(path: Path, as_json: bool, secret: Secret | None) -> None
 @click.argument("ident", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @unlock_options
-def repo_set_aside(path: Path, ident: str, as_json: bool, secret: Secret | None) -> None:
+def repo_set_aside(path: Path, ident: str, as_json: bool, unlock: Unlock) -> None:
     """Set a damaged restore point (or a session's staged fixed indexes) aside.
 
     ID is a restore point id or a session id. It moves to PATH/damaged/, where it is
@@ -304,7 +309,8 @@ def repo_set_aside(path: Path, ident: str, as_json: bool, secret: Secret | None)
     from blockferry.repository.damaged import set_aside
 
     try:
-        target = set_aside(_open(path, secret), ident, lock_wait=REPO_LOCK_WAIT_S)
+        opened = _open(path, unlock)
+        target = opened.storage.where(set_aside(opened, ident, lock_wait=REPO_LOCK_WAIT_S))
     except BlockferryError as exc:
         fail(str(exc))
     emit(
@@ -331,14 +337,14 @@ def repo_restore(
     force: bool,
     read_only: bool,
     as_json: bool,
-    secret: Secret | None,
+    unlock: Unlock,
 ) -> None:
     """Restore a disk straight from the repository at PATH, with no Kafka."""
     from blockferry.repository import restore_disk
 
     started = time.monotonic()
     try:
-        opened = _open(path, secret, read_only=read_only)
+        opened = _open(path, unlock, read_only=read_only)
         rp = opened.restore_point(restore_point)
         disks = [d.name for d in rp.disks]
         name = disk or (disks[0] if len(disks) == 1 else None)
@@ -414,10 +420,10 @@ def repo_key() -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @unlock_options
-def repo_key_list(path: Path, as_json: bool, secret: Secret | None) -> None:
+def repo_key_list(path: Path, as_json: bool, unlock: Unlock) -> None:
     """List the key slots of the repository at PATH."""
     try:
-        slots = _open(path, secret).keyring.slots()
+        slots = _open(path, unlock).keyring.slots()
     except BlockferryError as exc:
         fail(str(exc))
     rows = [
@@ -447,7 +453,7 @@ def repo_key_add(
     new_key_file: Path | None,
     new_passphrase_file: Path | None,
     label: str,
-    secret: Secret | None,
+    unlock: Unlock,
 ) -> None:
     """Let one more key file or passphrase open the repository at PATH."""
     from blockferry.core.errors import ConfigError
@@ -456,7 +462,7 @@ def repo_key_add(
     try:
         if (new_key_file is None) == (new_passphrase_file is None):
             raise ConfigError("give one of --new-key-file and --new-passphrase-file")
-        repository = _open(path, secret)
+        repository = _open(path, unlock)
         if new_key_file is not None:
             if not new_key_file.exists():
                 write_key_file(new_key_file)
@@ -474,10 +480,10 @@ def repo_key_add(
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("key_id", metavar="ID")
 @unlock_options
-def repo_key_remove(path: Path, key_id: str, secret: Secret | None) -> None:
+def repo_key_remove(path: Path, key_id: str, unlock: Unlock) -> None:
     """Remove key ID from the repository at PATH (never the last one)."""
     try:
-        _open(path, secret).keyring.remove(key_id)
+        _open(path, unlock).keyring.remove(key_id)
     except BlockferryError as exc:
         fail(str(exc))
     click.echo(f"removed key {key_id}")
@@ -486,12 +492,12 @@ def repo_key_remove(path: Path, key_id: str, secret: Secret | None) -> None:
 @repo_key.command("recovery")
 @click.argument("path", type=click.Path(path_type=Path))
 @unlock_options
-def repo_key_recovery(path: Path, secret: Secret | None) -> None:
+def repo_key_recovery(path: Path, unlock: Unlock) -> None:
     """Print the repository's master key as a recovery key, to keep on paper: with it
     (--recovery-key-file) the repository opens when every key file and passphrase is
     lost. Whoever holds it reads every backup in the repository."""
     try:
-        text = _open(path, secret).recovery_key()
+        text = _open(path, unlock).recovery_key()
     except BlockferryError as exc:
         fail(str(exc))
     click.echo(text)

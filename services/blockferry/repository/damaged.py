@@ -58,14 +58,15 @@ def set_aside(repo: Repository, ident: str, *, lock_wait: float = 0.0) -> str:
     indexes name, so it can still be repaired and moved back. Deleting it from
     ``damaged/`` lets those chunks go at the next GC.
 
-    Each object is copied first, then the originals are deleted, the restore point's
-    marker first: killed half way, it is set aside and maybe still a restore point too,
-    never neither.
+    Each object is copied as stored (a damaged one cannot be opened; a sealed one opens
+    set aside, see :class:`SealedStorage`), then the originals are deleted, the restore
+    point's marker first: killed half way, it is set aside and maybe still a restore
+    point too, never neither.
 
     Raises:
         RepositoryError: there is no such restore point or staged session.
     """
-    storage = repo.storage
+    storage = repo.stored
     with repo.exclusive_lock(f"set aside {ident}", wait=lock_wait) as held:
         source = target = marker = None
         for job, rp_id in repo.restore_point_ids():

@@ -95,6 +95,8 @@ class Repository:
             None if master_key is None else Sealer(derive_data_key(master_key, config.id))
         )
         self.keyring = Keyring(storage, config.id)
+        self.stored = storage
+        """The objects as stored: sealed ones are not opened (to move them as they are)."""
         if self._sealer is not None:
             storage = SealedStorage(storage, self._sealer)
         self.storage = storage

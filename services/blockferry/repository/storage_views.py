@@ -106,7 +106,9 @@ class ReadOnlyStorage:
 
 class SealedStorage:
     """``base`` with the objects :func:`layout.is_sealed` names sealed by ``sealer``,
-    bound to their names: such an object moved to another name does not open."""
+    bound to their names: such an object moved to another name does not open. Set
+    aside to ``damaged/`` it is bound to the name it had, so it opens there and, moved
+    back, where it was."""
 
     def __init__(self, base: Storage, sealer: Sealer) -> None:
         self.base = base
@@ -125,8 +127,8 @@ class SealedStorage:
         return self._sealer.open(data, _binding(name), self.base.where(name))
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
-        if layout.is_sealed(name):
-            raise RepositoryError(f"reading part of {self.where(name)}: it is sealed whole")
+        if layout.is_sealed(name):  # opened whole: a part costs the whole object
+            return self.get(name)[offset : offset + length]
         return self.base.get_range(name, offset, length)
 
     def stat(self, name: str) -> ObjectInfo:
@@ -168,7 +170,7 @@ class SealedStorage:
 
 
 def _binding(name: str) -> bytes:
-    return SEALED_OBJECT_BINDING + name.encode()
+    return SEALED_OBJECT_BINDING + name.removeprefix(layout.DAMAGED).encode()
 
 
 class StorageMetrics:

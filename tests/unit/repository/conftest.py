@@ -8,13 +8,22 @@ from pathlib import Path
 import pytest
 
 from blockferry.repository import PackEntry, Repository, pack_index
+from blockferry.repository.keys import Secret, write_key_file
 from tests.unit.repository.repo_helpers import BLOCK_SIZE
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Iterator[Repository]:
-    """An empty repository with the smallest block size, so tests stay fast."""
-    repository = Repository.init(tmp_path / "repo", block_size=BLOCK_SIZE, shard_count=2)
+@pytest.fixture(params=["encrypted", "plain"])
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repository]:
+    """An empty repository with the smallest block size, so tests stay fast: each test
+    runs on an encrypted one and on one without encryption."""
+    secret = None
+    if request.param == "encrypted":
+        key_file = tmp_path / "repo.key"
+        write_key_file(key_file)
+        secret = Secret.key_file(key_file)
+    repository = Repository.init(
+        tmp_path / "repo", block_size=BLOCK_SIZE, shard_count=2, secret=secret
+    )
     yield repository
     repository.close()
 

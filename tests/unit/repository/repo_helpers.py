@@ -8,7 +8,9 @@ from pathlib import Path
 
 from blockferry.core.blocks import ZERO_DIGEST, compress, digest, is_zero
 from blockferry.repository import Repository, RestorePoint, layout
+from blockferry.repository.keys import Secret
 from blockferry.repository.local_storage import LocalStorage
+from blockferry.repository.storage import Storage
 
 BLOCK_SIZE = 256 * 1024
 
@@ -84,6 +86,29 @@ def root(repo: Repository) -> Path:
     while not isinstance(storage, LocalStorage):
         storage = storage.base  # type: ignore[attr-defined]  # a view over it
     return storage.root
+
+
+def reopen(repo: Repository, storage: Storage | None = None) -> Repository:
+    """``repo`` opened once more, as another process would (with its recovery key), on
+    ``storage`` (by default its directory)."""
+    place = storage or LocalStorage(root(repo))
+    return Repository.open(place, secret=secret_of(repo))
+
+
+def child_args(repo: Repository) -> list[str]:
+    """The arguments a child process opens ``repo`` from (see :func:`open_from_args`)."""
+    return [str(root(repo)), repo.recovery_key() if repo.config.encrypted else ""]
+
+
+def open_from_args(argv: list[str]) -> Repository:
+    """In a child process: the repository :func:`child_args` names."""
+    secret = Secret.recovery_key(argv[1]) if argv[1] else None
+    return Repository.open(Path(argv[0]), secret=secret)
+
+
+def secret_of(repo: Repository) -> Secret | None:
+    """What opens ``repo``: its recovery key, or nothing when it is not encrypted."""
+    return Secret.recovery_key(repo.recovery_key()) if repo.config.encrypted else None
 
 
 def file_of(repo: Repository, name: str) -> Path:

@@ -20,7 +20,7 @@ from blockferry.failpoints import Point
 from blockferry.repository import LockKind, Repository, RepositoryLocks, verify
 from blockferry.repository.gc import collect_garbage
 from blockferry.repository.retention import Policy
-from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, make_image, root
+from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, child_args, make_image, root
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -73,11 +73,13 @@ CHILD = textwrap.dedent(
     import sys, time
     from datetime import UTC, datetime, timedelta
     from blockferry.core.errors import LockLost
-    from blockferry.repository import Repository, RepositoryLocks
+    from blockferry.repository import RepositoryLocks
     from blockferry.repository.gc import collect_garbage
     from blockferry.failpoints import Point
 
-    repo = Repository.open(sys.argv[1])
+    from tests.unit.repository.repo_helpers import open_from_args
+
+    repo = open_from_args(sys.argv[1:])
     repo.locks = RepositoryLocks(repo.storage, stale_after=2, refresh_every=0.2, hooks=repo.hooks
     )
     def scanned():
@@ -98,7 +100,7 @@ CHILD = textwrap.dedent(
 def test_a_stopped_gc_whose_lock_went_stale_stops_before_deleting(repo: Repository) -> None:
     packs = _garbage(repo)
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(root(repo))],
+        [sys.executable, "-c", CHILD, *child_args(repo)],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": f"{REPO_ROOT / 'services'}{os.pathsep}{REPO_ROOT}"},

@@ -32,6 +32,9 @@ from tests.unit.repository.repo_helpers import (
 )
 
 WAIT_S = 20.0
+UNREADABLE = "checksum|malformed|not UTF-8|fails authentication"
+"""What a flipped bit makes of a file: plain, a checksum or parse error; sealed, an
+authentication failure."""
 
 
 def gc(repo: Repository, dry_run: bool = False) -> GcResult:
@@ -226,24 +229,32 @@ def _two_points(repo: Repository) -> tuple[RestorePoint, RestorePoint]:
 
 
 def _damage_rp_json(repo: Repository, point: RestorePoint) -> Path:
-    """One byte changed: a stats counter 1 becomes 3."""
-    path = file_of(repo, layout.restore_point_file(point.job, point.id))
-    text = path.read_text()
+    """One byte of the document changed, a stats counter 1 becoming 3, and written back
+    as the repository writes it (sealed, in an encrypted one): its checksum fails."""
+    name = layout.restore_point_file(point.job, point.id)
+    text = repo.storage.get(name).decode()
     assert text.count('"disks": 1') == 1
-    path.write_text(text.replace('"disks": 1', '"disks": 3'))
+    repo.storage.put(name, text.replace('"disks": 1', '"disks": 3').encode())
+    return file_of(repo, name)
+
+
+def _flip_rp_json(repo: Repository, point: RestorePoint) -> Path:
+    """One bit of the file flipped, as a disk does."""
+    path = file_of(repo, layout.restore_point_file(point.job, point.id))
+    flip_byte(path, len(path.read_bytes()) // 2)
     return path
 
 
 def _newer_version(repo: Repository, point: RestorePoint) -> Path:
-    path = file_of(repo, layout.restore_point_file(point.job, point.id))
-    document = json.loads(path.read_bytes())
+    name = layout.restore_point_file(point.job, point.id)
+    document = json.loads(repo.storage.get(name))
     document["version"] = 2  # a newer blockferry's restore point (its checksum still fits)
     body = {k: v for k, v in document.items() if k != "checksum"}
     from blockferry.repository.restore_point import body_checksum
 
     document["checksum"] = f"{body_checksum(body):016x}"
-    path.write_text(json.dumps(document))
-    return path
+    repo.storage.put(name, json.dumps(document).encode())
+    return file_of(repo, name)
 
 
 def _damage_fidx(repo: Repository, point: RestorePoint) -> Path:
@@ -256,8 +267,9 @@ def _damage_fidx(repo: Repository, point: RestorePoint) -> Path:
     ("damage", "says"),
     [
         (_damage_rp_json, "checksum mismatch"),
+        (_flip_rp_json, UNREADABLE),
         (_newer_version, "newer"),
-        (_damage_fidx, "checksum"),
+        (_damage_fidx, UNREADABLE),
     ],
 )
 def test_gc_stops_at_metadata_it_cannot_read_and_deletes_nothing(
@@ -309,7 +321,8 @@ def test_a_damaged_restore_point_set_aside_keeps_its_chunks_and_lets_gc_run(
     repo.prune("j", Policy(keep_last=1))  # removes old and new (newest: gone)
     assert [p.id for p in repo.restore_points()] == [gone.id]
     kept = backup(repo, "k", {"sda": make_image("ab")})  # a and b live in job k
-    path = _damage_rp_json(repo, kept)
+    original = file_of(repo, layout.restore_point_file("k", kept.id)).read_bytes()
+    path = _flip_rp_json(repo, kept)
     with pytest.raises(CorruptionError):
         gc(repo)
 
@@ -321,9 +334,8 @@ def test_a_damaged_restore_point_set_aside_keeps_its_chunks_and_lets_gc_run(
     assert repo.locate(d(repo, "a")) is not None and repo.locate(d(repo, "b")) is not None
     assert repo.locate(d(repo, "c")) is None
 
-    # repaired and put back, it restores
-    rp_json = root(repo) / aside / "restorepoint.json"
-    rp_json.write_text(rp_json.read_text().replace('"disks": 3', '"disks": 1'))
+    # repaired (the file copied back from where it was kept) and put back, it restores
+    (root(repo) / aside / "restorepoint.json").write_bytes(original)
     (root(repo) / aside).rename(root(repo) / layout.restore_point_prefix("k", kept.id))
     assert restores(repo, kept, make_image("ab"), tmp_path)
     with pytest.raises(RepositoryError, match="no committed restore point or staged session"):
@@ -335,8 +347,12 @@ def test_a_damaged_restore_point_set_aside_keeps_its_chunks_and_lets_gc_run(
     ("damage", "says"),
     [
         (_damage_rp_json, "checksum mismatch"),
+        (_flip_rp_json, UNREADABLE),
         (_newer_version, "newer"),
-        (lambda repo, point: _truncate(fixed_index_file(repo, point, "sda")), "truncated"),
+        (
+            lambda repo, point: _truncate(fixed_index_file(repo, point, "sda")),
+            "truncated|fails authentication",
+        ),
         (lambda repo, point: _staged_and_damaged(repo), "staging"),
     ],
 )

@@ -19,6 +19,7 @@ from tests.unit.repository.repo_helpers import (
     file_of,
     flip_byte,
     pack_file,
+    reopen,
     root,
     temporary_names,
 )
@@ -48,13 +49,13 @@ def test_a_start_reads_the_snapshot_and_only_newer_index_files(
     repo: Repository, decoded: list[str]
 ) -> None:
     entries = [e for _ in range(30) for e in _pack(repo)]
-    first = Repository.open(root(repo))
+    first = reopen(repo)
     assert all(_located(first, entries))
     assert len(decoded) == 30
     assert file_of(repo, layout.INDEX_SNAPSHOT).exists()
     newer = _pack(repo)
     decoded.clear()
-    second = Repository.open(root(repo))
+    second = reopen(repo)
     assert all(_located(second, entries + newer))
     assert decoded == [newer[0].pack_id]
     # written again after that load (it decoded an entry): the map itself
@@ -68,11 +69,11 @@ def test_a_start_reads_the_snapshot_and_only_newer_index_files(
 def test_a_snapshot_naming_a_removed_pack_is_ignored(repo: Repository, decoded: list[str]) -> None:
     """A GC removed a pack after the snapshot: its chunks must not be located."""
     kept, removed = _pack(repo), _pack(repo)
-    Repository.open(root(repo)).refresh_index()
+    reopen(repo).refresh_index()
     assert file_of(repo, layout.INDEX_SNAPSHOT).exists()
     (root(repo) / "index" / f"{removed[0].pack_id}.idx").unlink()
     decoded.clear()
-    fresh = Repository.open(root(repo))
+    fresh = reopen(repo)
     assert all(_located(fresh, kept))
     assert not any(fresh.locate(e.digest) for e in removed)
     assert decoded == [kept[0].pack_id]  # loaded from the files, then written again
@@ -84,9 +85,9 @@ def test_a_snapshot_from_before_a_quarantine_is_ignored(
     repo: Repository, decoded: list[str]
 ) -> None:
     entries = _pack(repo)
-    Repository.open(root(repo)).refresh_index()
+    reopen(repo).refresh_index()
     repo.quarantine(entries[3], "test")
-    fresh = Repository.open(root(repo))
+    fresh = reopen(repo)
     assert fresh.locate(entries[3].digest) is None
     assert all(_located(fresh, entries[:3] + entries[4:]))
     snapshot = index_snapshot.read(repo.storage)
@@ -94,7 +95,7 @@ def test_a_snapshot_from_before_a_quarantine_is_ignored(
     assert snapshot.quarantined == {(entries[3].pack_id, entries[3].digest)}
     # and the snapshot written with it is used, the copy still left out
     decoded.clear()
-    again = Repository.open(root(repo))
+    again = reopen(repo)
     assert again.locate(entries[3].digest) is None
     assert all(_located(again, entries[:3] + entries[4:]))
     assert decoded == []
@@ -106,10 +107,10 @@ def test_a_snapshot_from_before_a_copy_left_quarantine_is_ignored(
     """The operator took a copy out of quarantine (found it sound): located again."""
     entries = _pack(repo)
     repo.quarantine(entries[3], "test")
-    Repository.open(root(repo)).refresh_index()
+    reopen(repo).refresh_index()
     (name,) = os.listdir(file_of(repo, "quarantine"))
     (file_of(repo, "quarantine") / name).unlink()
-    assert all(_located(Repository.open(root(repo)), entries))
+    assert all(_located(reopen(repo), entries))
 
 
 @pytest.mark.parametrize("where", [0, 9, 20, 60, 100, -1])
@@ -117,10 +118,10 @@ def test_a_damaged_snapshot_is_ignored(
     repo: Repository, decoded: list[str], where: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     entries = [e for _ in range(3) for e in _pack(repo)]
-    Repository.open(root(repo)).refresh_index()
+    reopen(repo).refresh_index()
     flip_byte(file_of(repo, layout.INDEX_SNAPSHOT), where)
     decoded.clear()
-    fresh = Repository.open(root(repo))
+    fresh = reopen(repo)
     assert all(_located(fresh, entries))
     assert len(decoded) == 3
     assert "ignoring the pack index snapshot" in caplog.text
@@ -128,13 +129,13 @@ def test_a_damaged_snapshot_is_ignored(
 
 def test_a_truncated_snapshot_is_ignored(repo: Repository, decoded: list[str]) -> None:
     entries = _pack(repo)
-    Repository.open(root(repo)).refresh_index()
+    reopen(repo).refresh_index()
     path = file_of(repo, layout.INDEX_SNAPSHOT)
     for size in (0, 10, path.stat().st_size - 1):
         os.truncate(path, size)
         with pytest.raises(index_snapshot.SnapshotUnusable):
             index_snapshot.read(LocalStorage(root(repo)))
-        fresh = Repository.open(root(repo))
+        fresh = reopen(repo)
         assert all(_located(fresh, entries))
 
 
@@ -144,12 +145,12 @@ def test_rebuild_index_removes_the_snapshot(
     """Index files written again from the packs may hold less than before (a damaged
     footer, chunks scanned as far as they check out): a snapshot of the old ones goes."""
     entries = _pack(repo)
-    Repository.open(root(repo)).refresh_index()
+    reopen(repo).refresh_index()
     assert file_of(repo, layout.INDEX_SNAPSHOT).exists()
     monkeypatch.setattr(pack_index, "SNAPSHOT_AFTER_ENTRIES", 100_000)
     assert repo.rebuild_index() == 1
     assert not file_of(repo, layout.INDEX_SNAPSHOT).exists()
-    assert all(_located(Repository.open(root(repo)), entries))
+    assert all(_located(reopen(repo), entries))
 
 
 def test_a_snapshot_that_cannot_be_written_costs_nothing_but_a_warning(
@@ -157,7 +158,7 @@ def test_a_snapshot_that_cannot_be_written_costs_nothing_but_a_warning(
 ) -> None:
     entries = _pack(repo)
     file_of(repo, layout.INDEX_SNAPSHOT).mkdir()  # the rename onto it fails
-    fresh = Repository.open(root(repo))
+    fresh = reopen(repo)
     assert all(_located(fresh, entries))
     assert "could not write the pack index snapshot" in caplog.text
     assert not [n for n in os.listdir(root(repo) / "index") if n.startswith(".")]
@@ -166,7 +167,7 @@ def test_a_snapshot_that_cannot_be_written_costs_nothing_but_a_warning(
 
 def test_a_small_load_writes_no_snapshot(repo: Repository) -> None:
     entries = _pack(repo)
-    assert all(_located(Repository.open(root(repo)), entries))
+    assert all(_located(reopen(repo), entries))
     assert not file_of(repo, layout.INDEX_SNAPSHOT).exists()
 
 
@@ -180,7 +181,7 @@ def test_a_full_file_system_costs_the_snapshot_only(
             with contextlib.suppress(OSError):
                 while True:
                     filler.write(b"\xff" * 4096)
-        fresh = Repository.open(root(repo))
+        fresh = reopen(repo)
         assert all(_located(fresh, entries))
         assert "no space left" in caplog.text
         assert not file_of(repo, layout.INDEX_SNAPSHOT).exists()
@@ -193,12 +194,12 @@ def test_a_writer_killed_mid_snapshot_leaves_a_temporary_that_is_reaped(
     repo: Repository, decoded: list[str]
 ) -> None:
     entries = _pack(repo)
-    Repository.open(root(repo)).refresh_index()
+    reopen(repo).refresh_index()
     snapshot = file_of(repo, layout.INDEX_SNAPSHOT)
     left = snapshot.with_name(f".{snapshot.name}.tmp-dead0000")  # as a SIGKILL leaves it
     left.write_bytes(snapshot.read_bytes()[:1000])
     decoded.clear()
-    fresh = Repository.open(root(repo))
+    fresh = reopen(repo)
     assert all(_located(fresh, entries))
     assert decoded == []  # the published snapshot, not the torn one
     assert repo.remove_leftovers() == 1
@@ -215,10 +216,10 @@ def test_a_pack_that_could_not_be_read_is_not_covered(repo: Repository, decoded:
     good = index_file.read_bytes()
     flip_byte(index_file, -1)
     flip_byte(pack_file(repo, pack_id), -1)
-    first = Repository.open(root(repo))
+    first = reopen(repo)
     assert all(_located(first, readable))
     assert not any(first.locate(e.digest) for e in unreadable)
     snapshot = index_snapshot.read(repo.storage)
     assert snapshot is not None and snapshot.packs == {readable[0].pack_id}
     index_file.write_bytes(good)
-    assert all(_located(Repository.open(root(repo)), readable + unreadable))
+    assert all(_located(reopen(repo), readable + unreadable))

@@ -13,9 +13,11 @@ from blockferry.core.blocks import ZERO_DIGEST, compress, digest
 from blockferry.core.errors import CorruptionError, RepositoryError
 from blockferry.repository import PackEntry, Repository
 from blockferry.repository.pack import CHUNK_HEADER, FOOTER_TRAILER, PACK_HEADER
+from blockferry.repository.sealing import OVERHEAD
 from tests.unit.repository.repo_helpers import (
     BLOCK_SIZE,
     block,
+    child_args,
     flip_byte,
     make_image,
     pack_file,
@@ -46,8 +48,13 @@ def test_round_trip_plain_and_compressed(repo: Repository) -> None:
     writer.add(digests[2], blocks[2], False, len(blocks[2]))
     assert writer.count == 3
     assert writer.contains(digests[1]) and not writer.contains(ZERO_DIGEST)
+    sealing = OVERHEAD if repo.config.encrypted else 0  # nonce and tag of each chunk
     assert writer.size == (
-        PACK_HEADER.size + 3 * CHUNK_HEADER.size + len(blocks[0]) + len(frame) + len(blocks[2])
+        PACK_HEADER.size
+        + 3 * (CHUNK_HEADER.size + sealing)
+        + len(blocks[0])
+        + len(frame)
+        + len(blocks[2])
     )
     sealed = writer.seal()
 
@@ -61,7 +68,7 @@ def test_round_trip_plain_and_compressed(repo: Repository) -> None:
         assert entry is not None and entry.pack_id == sealed.pack_id
         assert repo.read_block(block_digest) == data
     entry = repo.locate(digests[1])
-    assert entry is not None and repo.read_stored(entry) == frame
+    assert entry is not None and repo.read_payload(entry) == frame
 
 
 def test_a_digest_is_written_once_per_pack(repo: Repository) -> None:
@@ -180,14 +187,17 @@ def test_remove_unsealed_deletes_only_crashed_temporary_packs(repo: Repository) 
     # A writer that crashes: its process exits without sealing.
     script = (
         "import os, sys\n"
-        "from blockferry.repository import Repository\n"
-        "repo = Repository.open(sys.argv[1])\n"
+        "from tests.unit.repository.repo_helpers import open_from_args\n"
+        "repo = open_from_args(sys.argv[1:])\n"
         "writer = repo.open_pack()\n"
         "writer.add(b'd' * 32, b'partial', False, 7)\n"
         "os._exit(1)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", script, str(root(repo))], capture_output=True, text=True, check=False
+        [sys.executable, "-c", script, *child_args(repo)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     [crashed] = repo.storage.leftovers()
     assert crashed.name.startswith("packs/"), result.stderr

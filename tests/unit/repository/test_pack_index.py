@@ -12,7 +12,7 @@ from blockferry.core.blocks import digest
 from blockferry.core.errors import CorruptionError
 from blockferry.repository import Repository
 from blockferry.repository.pack_index import decode_index_file, encode_index_file
-from tests.unit.repository.repo_helpers import block, flip_byte, pack_file, root
+from tests.unit.repository.repo_helpers import block, flip_byte, pack_file, reopen, root
 
 
 def _store(repo: Repository, names: str) -> list[bytes]:
@@ -51,7 +51,7 @@ def test_index_file_damage_is_detected(repo: Repository, offset: int, message: s
 
 
 def test_other_process_sees_new_packs_after_refresh(repo: Repository) -> None:
-    other = Repository.open(root(repo))
+    other = reopen(repo)
     first = _store(repo, "a")
     assert other.locate(first[0]) is not None  # first use loads the index
     second = _store(repo, "b")
@@ -66,7 +66,7 @@ def test_refresh_reads_only_new_index_files(
 ) -> None:
     for ch in "abc":
         _store(repo, ch)
-    other = Repository.open(root(repo))
+    other = reopen(repo)
     other.refresh_index()
     reads = decoded_index_files
     reads.clear()
@@ -79,7 +79,7 @@ def test_refresh_reads_only_new_index_files(
 
 
 def test_read_block_refreshes_once_on_a_miss(repo: Repository) -> None:
-    other = Repository.open(root(repo))
+    other = reopen(repo)
     other.refresh_index()
     (new,) = _store(repo, "a")
     assert other.read_block(new) == block("a")
@@ -90,7 +90,7 @@ def test_read_block_refreshes_once_on_a_miss(repo: Repository) -> None:
 def test_deleted_index_is_rebuilt_from_packs(repo: Repository) -> None:
     digests = _store(repo, "ab") + _store(repo, "c")
     shutil.rmtree(root(repo) / "index")
-    fresh = Repository.open(root(repo))
+    fresh = reopen(repo)
     assert all(fresh.locate(d) is None for d in digests)
     assert fresh.rebuild_index() == 2
     assert all(fresh.locate(d) is not None for d in digests)
@@ -102,7 +102,7 @@ def test_rebuild_scans_chunks_when_a_footer_is_damaged(repo: Repository) -> None
     (pack_id,) = repo.sealed_pack_ids()
     flip_byte(pack_file(repo, pack_id), -1)
     assert repo.rebuild_index() == 1
-    fresh = Repository.open(root(repo))
+    fresh = reopen(repo)
     assert all(fresh.read_block(d) == block(ch) for d, ch in zip(digests, "abc", strict=True))
     with pytest.raises(CorruptionError, match="footer"):
         fresh.pack_entries(pack_id)
@@ -127,7 +127,7 @@ def test_damaged_index_file_falls_back_to_the_pack_footer(repo: Repository) -> N
     entry = repo.locate(only)
     assert entry is not None
     flip_byte(root(repo) / "index" / f"{entry.pack_id}.idx", -1)
-    fresh = Repository.open(root(repo))
+    fresh = reopen(repo)
     assert fresh.locate(only) == entry
 
 
@@ -141,7 +141,7 @@ def test_shards_write_packs_concurrently(repo: Repository) -> None:
     for thread in threads:
         thread.join()
     assert len(repo.sealed_pack_ids()) == 3
-    fresh = Repository.open(root(repo))
+    fresh = reopen(repo)
     assert all(fresh.read_block(digest(block(ch), repo.config.dedupe_key)) for ch in "abcdefghi")
 
 

@@ -27,6 +27,7 @@ from tests.unit.repository.repo_helpers import (
     flip_byte,
     make_image,
     pack_file,
+    reopen,
     root,
 )
 
@@ -53,7 +54,7 @@ def damaged(repo: Repository) -> Repository:
 
 def test_reads_work_and_write_nothing(damaged: Repository, tmp_path: Path) -> None:
     before = tree(root(damaged))
-    repo = Repository.open(ReadOnlyStorage(LocalStorage(root(damaged))))
+    repo = reopen(damaged, ReadOnlyStorage(LocalStorage(root(damaged))))
     healthy, hurt = repo.restore_points()
     report = verify(repo, lock=False)
     assert not report.ok and report.quarantined == []
@@ -83,7 +84,7 @@ WRITES: dict[str, Callable[[Repository], object]] = {
 @pytest.mark.parametrize("write", sorted(WRITES))
 def test_every_write_is_refused(damaged: Repository, write: str) -> None:
     before = tree(root(damaged))
-    repo = Repository.open(ReadOnlyStorage(LocalStorage(root(damaged))))
+    repo = reopen(damaged, ReadOnlyStorage(LocalStorage(root(damaged))))
     with pytest.raises(StorageReadOnly, match="open read-only"):
         WRITES[write](repo)
     assert tree(root(damaged)) == before
@@ -91,9 +92,15 @@ def test_every_write_is_refused(damaged: Repository, write: str) -> None:
 
 def test_cli_check_and_restore_read_only(damaged: Repository, tmp_path: Path) -> None:
     before = tree(root(damaged))
+    unlock = []
+    if damaged.config.encrypted:
+        recovery = tmp_path / "recovery-key"
+        recovery.write_text(damaged.recovery_key())
+        unlock = ["--recovery-key-file", str(recovery)]
     runner = CliRunner()
     checked = runner.invoke(
-        main, ["repo", "check", str(root(damaged)), "--read-data", "--read-only", "--json"]
+        main,
+        ["repo", "check", str(root(damaged)), "--read-data", "--read-only", "--json", *unlock],
     )
     assert checked.exit_code == 1, checked.output
     report = json.loads(checked.output)
@@ -102,7 +109,16 @@ def test_cli_check_and_restore_read_only(damaged: Repository, tmp_path: Path) ->
     out = tmp_path / "out.img"
     restored = runner.invoke(
         main,
-        ["repo", "restore", str(root(damaged)), healthy.id, "--to", str(out), "--read-only"],
+        [
+            "repo",
+            "restore",
+            str(root(damaged)),
+            healthy.id,
+            "--to",
+            str(out),
+            "--read-only",
+            *unlock,
+        ],
     )
     assert restored.exit_code == 0, restored.output
     assert out.read_bytes() == make_image("ab")

@@ -15,7 +15,7 @@ from blockferry.core.errors import (
     RepositoryError,
     RestorePointNotFound,
 )
-from blockferry.repository import Repository, RestorePoint
+from blockferry.repository import Repository, RestorePoint, layout
 from blockferry.repository.ids import is_restore_point_id
 from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, block, make_image, root
 
@@ -40,9 +40,7 @@ def test_commit_lists_and_reads_back(repo: Repository) -> None:
     assert fidx.digests[2] == ZERO_DIGEST
     assert repo.read_block(fidx.digests[1]) == block("B")
     assert fidx.digests[0] == fidx.digests[3]
-    stored = json.loads(
-        (root(repo) / "restorepoints" / "web-01" / point.id / "restorepoint.json").read_text()
-    )
+    stored = json.loads(repo.storage.get(f"restorepoints/web-01/{point.id}/restorepoint.json"))
     assert stored["session_id"] == point.session_id and stored["stats"] == {"disks": 2}
     assert point.to_dict() == {k: v for k, v in stored.items() if k != "checksum"}
     assert not (root(repo) / "staging" / point.session_id).exists()
@@ -207,8 +205,9 @@ def _point_dir(repo: Repository, point: RestorePoint) -> Path:
 
 def test_damaged_restorepoint_json_is_detected_and_skipped_in_listings(repo: Repository) -> None:
     point = backup(repo, "j", {"sda": make_image("a")})
-    path = _point_dir(repo, point) / "restorepoint.json"
-    path.write_text(path.read_text().replace('"disks": 1', '"disks": 2'))
+    name = layout.restore_point_file(point.job, point.id)
+    text = repo.storage.get(name).decode()
+    repo.storage.put(name, text.replace('"disks": 1', '"disks": 2').encode())
     with pytest.raises(CorruptionError, match="checksum mismatch"):
         repo.restore_point(point.id)
     assert repo.restore_points() == []
@@ -218,11 +217,20 @@ def test_truncated_or_replaced_fixed_index_is_detected(repo: Repository) -> None
     point = backup(repo, "j", {"sda": make_image("ab"), "sdb": make_image("ab")})
     sda = _point_dir(repo, point) / "sda.fidx"
     os.truncate(sda, sda.stat().st_size - 1)
-    with pytest.raises(CorruptionError, match="truncated"):
+    with pytest.raises(CorruptionError, match=r"truncated|fails authentication"):
         repo.read_fixed_index(point, "sda")
     other = backup(repo, "j", {"sdb": make_image("ba")})
+    # the file copied over: sealed, it is bound to the other name
     (_point_dir(repo, point) / "sdb.fidx").write_bytes(
         (_point_dir(repo, other) / "sdb.fidx").read_bytes()
+    )
+    with pytest.raises(
+        CorruptionError, match=r"does not match restorepoint\.json|fails authentication"
+    ):
+        repo.read_fixed_index(point, "sdb")
+    # the object copied over, sealed under this name: the restore point's checksum tells
+    repo.storage.put(
+        repo.fixed_index_name(point, "sdb"), repo.storage.get(repo.fixed_index_name(other, "sdb"))
     )
     with pytest.raises(CorruptionError, match=r"does not match restorepoint\.json"):
         repo.read_fixed_index(point, "sdb")
