@@ -18,6 +18,7 @@ import fcntl
 import os
 import secrets
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from blockferry.core.errors import BlockferryError, RepositoryError, RepositoryFull
@@ -90,35 +91,36 @@ def make_dirs(path: Path) -> None:
 
 def write_atomic(
     path: Path,
-    data: bytes | memoryview | list[bytes | bytearray],
+    data: bytes | bytearray | memoryview | Sequence[bytes | bytearray | memoryview],
     *,
-    sync_dir: bool = True,
     mode: int = FILE_MODE,
+    create: Callable[[Path], int] | None = None,
+    publish: Callable[[Path, Path], None] = os.replace,
 ) -> None:
     """Publish ``data`` (or its parts one after the other) as ``path`` (with ``mode``):
-    temp file, fsync, rename, fsync the directory.
+    temp file, fsync, ``publish`` (a rename: an existing ``path`` is replaced
+    atomically), fsync the directory. ``create`` makes the locked temporary file
+    (by default :func:`create_locked`) and returns its descriptor.
 
-    An existing ``path`` is replaced atomically. On any error the temporary file
-    is removed and ``path`` is left as it was.
+    On any error the temporary file is removed and ``path`` is left as it was.
     """
     temp = temporary_path(path)
     try:
-        fd = create_locked(temp, mode)
+        fd = create(temp) if create is not None else create_locked(temp, mode)
         try:
-            for part in data if isinstance(data, list) else [data]:
+            for part in [data] if isinstance(data, bytes | bytearray | memoryview) else data:
                 write_all(fd, part)
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(temp, path)
+        publish(temp, path)
     except OSError as exc:
         remove_quietly(temp)
         raise storage_error(f"writing {path}", exc) from exc
     except BaseException:
         remove_quietly(temp)
         raise
-    if sync_dir:
-        fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def create_locked(path: Path, mode: int = FILE_MODE) -> int:

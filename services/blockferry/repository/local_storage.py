@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import shutil
 import threading
@@ -34,6 +35,7 @@ from blockferry.repository.files import (
     storage_error,
     temporary_path,
     write_all,
+    write_atomic,
 )
 from blockferry.repository.storage import (
     Data,
@@ -41,7 +43,6 @@ from blockferry.repository.storage import (
     ObjectInfo,
     ObjectNotFound,
     Parts,
-    parts_of,
 )
 
 # File systems without hard links (some shares) refuse os.link with these; a
@@ -180,24 +181,12 @@ class LocalStorage:
     # -- internals ------------------------------------------------------------------------
 
     def _put(self, name: str, data: Parts, *, replace: bool) -> None:
-        path = self.path(name)
-        temp = temporary_path(path)
-        fd = _create_temporary(temp)
-        try:
-            try:
-                for part in parts_of(data):
-                    write_all(fd, part)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._publish(temp, path, replace=replace)
-        except OSError as exc:
-            remove_quietly(temp)
-            raise storage_error(f"writing {path}", exc) from exc
-        except BaseException:
-            remove_quietly(temp)
-            raise
-        fsync_dir(path.parent)
+        write_atomic(
+            self.path(name),
+            data,
+            create=_create_temporary,
+            publish=functools.partial(self._publish, replace=replace),
+        )
 
     def _publish(self, temp: Path, path: Path, *, replace: bool) -> None:
         """Give ``temp`` its final name (``temp`` is gone afterwards unless this raises)."""

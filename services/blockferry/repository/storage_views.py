@@ -1,5 +1,5 @@
 """Wrappers over a :class:`~blockferry.repository.storage.Storage`: the same contract,
-one concern each.
+one concern each, each a :class:`StorageView` that overrides what it changes.
 
 * :class:`ReadOnlyStorage`: what restore, verify and check open; every write raises
   :class:`~blockferry.repository.storage.StorageReadOnly` before reaching the backend.
@@ -50,14 +50,15 @@ OPERATIONS = (
 """Operation label values of :class:`StorageMetrics`."""
 
 
-class ReadOnlyStorage:
-    """``base`` with every write refused."""
+class StorageView:
+    """``base`` as it is: every operation passed through. A view overrides the ones
+    it changes."""
 
     def __init__(self, base: Storage) -> None:
         self.base = base
 
     def __repr__(self) -> str:
-        return f"ReadOnlyStorage({self.base!r})"
+        return f"{type(self).__name__}({self.base!r})"
 
     def where(self, name: str = "") -> str:
         return self.base.where(name)
@@ -74,11 +75,33 @@ class ReadOnlyStorage:
     def list_objects(self, prefix: str) -> list[ObjectInfo]:
         return self.base.list_objects(prefix)
 
+    def put(self, name: str, data: Parts) -> None:
+        self.base.put(name, data)
+
+    def put_new(self, name: str, data: Parts) -> None:
+        self.base.put_new(name, data)
+
+    def writer(self, name: str) -> ObjectWriter:
+        return self.base.writer(name)
+
+    def touch(self, name: str) -> None:
+        self.base.touch(name)
+
+    def delete(self, *names: str) -> None:
+        self.base.delete(*names)
+
     def leftovers(self) -> list[ObjectInfo]:
         return self.base.leftovers()
 
+    def remove_leftovers(self, min_age: float = 0.0) -> int:
+        return self.base.remove_leftovers(min_age)
+
     def close(self) -> None:
         self.base.close()
+
+
+class ReadOnlyStorage(StorageView):
+    """``base`` with every write refused."""
 
     def put(self, name: str, data: Parts) -> None:
         raise self._refused("writing", name)
@@ -104,21 +127,15 @@ class ReadOnlyStorage:
         )
 
 
-class SealedStorage:
+class SealedStorage(StorageView):
     """``base`` with the objects :func:`layout.is_sealed` names sealed by ``sealer``,
     bound to their names: such an object moved to another name does not open. Set
     aside to ``damaged/`` it is bound to the name it had, so it opens there and, moved
     back, where it was."""
 
     def __init__(self, base: Storage, sealer: Sealer) -> None:
-        self.base = base
+        super().__init__(base)
         self._sealer = sealer
-
-    def __repr__(self) -> str:
-        return f"SealedStorage({self.base!r})"
-
-    def where(self, name: str = "") -> str:
-        return self.base.where(name)
 
     def get(self, name: str) -> bytes:
         data = self.base.get(name)
@@ -131,12 +148,6 @@ class SealedStorage:
             return self.get(name)[offset : offset + length]
         return self.base.get_range(name, offset, length)
 
-    def stat(self, name: str) -> ObjectInfo:
-        return self.base.stat(name)
-
-    def list_objects(self, prefix: str) -> list[ObjectInfo]:
-        return self.base.list_objects(prefix)
-
     def put(self, name: str, data: Parts) -> None:
         self.base.put(name, self._seal(name, data))
 
@@ -147,21 +158,6 @@ class SealedStorage:
         if layout.is_sealed(name):
             raise RepositoryError(f"writing {self.where(name)} in parts: it is sealed whole")
         return self.base.writer(name)
-
-    def touch(self, name: str) -> None:
-        self.base.touch(name)
-
-    def delete(self, *names: str) -> None:
-        self.base.delete(*names)
-
-    def leftovers(self) -> list[ObjectInfo]:
-        return self.base.leftovers()
-
-    def remove_leftovers(self, min_age: float = 0.0) -> int:
-        return self.base.remove_leftovers(min_age)
-
-    def close(self) -> None:
-        self.base.close()
 
     def _seal(self, name: str, data: Parts) -> Parts:
         if not layout.is_sealed(name):
@@ -207,22 +203,16 @@ class StorageMetrics:
         )
 
 
-class MeteredStorage:
+class MeteredStorage(StorageView):
     """``base``, the storage of repository ``repository``, with each request counted and
     timed in ``metrics``."""
 
     def __init__(self, base: Storage, metrics: StorageMetrics, repository: str) -> None:
-        self.base = base
+        super().__init__(base)
         self._requests = _Family(metrics.requests, repository)
         self._errors = _Family(metrics.errors, repository)
         self.bytes = _Family(metrics.bytes, repository)
         self._seconds = _Family(metrics.seconds, repository)
-
-    def __repr__(self) -> str:
-        return f"MeteredStorage({self.base!r})"
-
-    def where(self, name: str = "") -> str:
-        return self.base.where(name)
 
     def get(self, name: str) -> bytes:
         with self._request("get"):
@@ -259,15 +249,6 @@ class MeteredStorage:
     def delete(self, *names: str) -> None:
         with self._request("delete"):
             self.base.delete(*names)
-
-    def leftovers(self) -> list[ObjectInfo]:
-        return self.base.leftovers()
-
-    def remove_leftovers(self, min_age: float = 0.0) -> int:
-        return self.base.remove_leftovers(min_age)
-
-    def close(self) -> None:
-        self.base.close()
 
     def _call(self, operation: str, method: Callable[..., T], *args: object) -> T:
         with self._request(operation):
