@@ -77,6 +77,10 @@ class Point(enum.StrEnum):
     SESSION_COMMITTING = "session.committing"
     """The orchestrator recorded a session as committing; it has not asked the repository
     to commit it yet."""
+    UPGRADE_STARTED = "upgrade.started"
+    """``repo upgrade`` holds the exclusive lock; config.json is not rewritten yet."""
+    UPGRADE_CONFIG_WRITTEN = "upgrade.config-written"
+    """``repo upgrade`` wrote config.json of version 2; its lock is not released yet."""
     LOCK_BUSY = "lock.busy"
     """A lock could not be taken because a conflicting one is held; it will retry."""
 

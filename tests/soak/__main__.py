@@ -18,7 +18,7 @@ from pathlib import Path
 
 from blockferry.failpoints import Point
 from tests.kafka_cluster import running_kafka
-from tests.soak.matrix import MatrixRun, Tally
+from tests.soak.matrix import ROLE_OF, MatrixRun, Tally
 from tests.soak.report import print_report
 
 
@@ -32,11 +32,12 @@ def main() -> int:
     parser.add_argument(
         "--points",
         default=os.environ.get("SOAK_POINTS", ""),
-        help="Comma-separated failpoints (default: all).",
+        help="Comma-separated failpoints (default: every one the roles reach).",
     )
     args = parser.parse_args()
     seed = args.seed or random.SystemRandom().randrange(1, 2**31)
-    points = [Point(name) for name in args.points.split(",") if name] or list(Point)
+    # every point a role reaches; repo upgrade's are the CLI's, killed in its unit tests
+    points = [Point(name) for name in args.points.split(",") if name] or list(ROLE_OF)
     print(f"soak: seed {seed} (SOAK_SEED={seed} repeats it), {args.runs} runs", flush=True)
     rng = random.Random(seed)
     tallies: dict[str, Tally] = {}

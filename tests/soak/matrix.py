@@ -46,7 +46,7 @@ BLOCK_KIB = 256
 JOB = "soak"
 DISK = "d"
 
-ROLE_OF: dict[Point, str] = {
+ROLE_OF: dict[Point, str] = {  # the role that reaches each point of the mesh
     Point.PACK_FOOTER_WRITTEN: "target-mover",
     Point.PACK_PUBLISHED: "target-mover",
     Point.PACK_SEALED: "target-mover",

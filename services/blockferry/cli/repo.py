@@ -293,6 +293,36 @@ def repo_rebuild_index(path: Path, as_json: bool, unlock: Unlock) -> None:
     emit(as_json, {"packs": packs}, f"rebuilt the index from {packs} packs")
 
 
+@repo.command("upgrade")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def repo_upgrade(path: Path, as_json: bool) -> None:
+    """Convert the repository at PATH from format version 1 to version 2, in place.
+
+    One atomic write of config.json under the exclusive lock: interrupted, run it
+    again. The repository stays unencrypted: version 1 has no encryption, and its
+    chunks are not rewritten.
+    """
+    from blockferry.core.errors import WrongKey
+    from blockferry.repository import Repository
+    from blockferry.repository.config import CONFIG_VERSION
+    from blockferry.repository.local_storage import LocalStorage
+
+    try:
+        upgraded = Repository.open(LocalStorage(path)).upgrade(lock_wait=REPO_LOCK_WAIT_S)
+    except WrongKey:
+        upgraded = False  # encrypted: only version 2 is
+    except BlockferryError as exc:
+        fail(str(exc))
+    emit(
+        as_json,
+        {"upgraded": upgraded, "version": CONFIG_VERSION},
+        f"upgraded {path} to format version {CONFIG_VERSION}"
+        if upgraded
+        else f"{path} is format version {CONFIG_VERSION} already: nothing to do",
+    )
+
+
 @repo.command("set-aside")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("ident", metavar="ID")

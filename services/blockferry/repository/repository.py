@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from blockferry.core.errors import (
 )
 from blockferry.failpoints import Point
 from blockferry.repository import layout
-from blockferry.repository.config import RepositoryConfig
+from blockferry.repository.config import CONFIG_VERSION, RepositoryConfig
 from blockferry.repository.fixed_index import FixedIndex
 from blockferry.repository.hooks import Hooks
 from blockferry.repository.ids import is_pack_id, new_pack_id
@@ -583,6 +583,35 @@ class Repository:
     ) -> contextlib.AbstractContextManager[HeldLock]:
         """Hold an exclusive lock (prune, GC) for a ``with`` block."""
         return self.locks.exclusive(purpose, wait=wait)
+
+    # -- format -------------------------------------------------------------------------
+
+    def upgrade(self, *, lock_wait: float = 0.0) -> bool:
+        """Convert a version 1 repository to version 2 in place; False if it is version
+        2 already.
+
+        Version 2 reads every object of version 1 as it is (see FORMAT.md), so the
+        conversion is one atomic put of config.json under the exclusive lock: killed
+        before it, the repository is version 1; after it, version 2; either way every
+        restore point restores, and running it again finishes it. Nothing is encrypted
+        by it: a version 1 repository stays unencrypted.
+        """
+        if self.config.version == CONFIG_VERSION:
+            return False
+        with self.exclusive_lock("upgrade to format version 2", wait=lock_wait) as held:
+            self.hooks.reached(Point.UPGRADE_STARTED)
+            current = RepositoryConfig.from_json(
+                self.storage.get(layout.CONFIG_FILE), self.storage.where(layout.CONFIG_FILE)
+            )
+            if current.version != CONFIG_VERSION:
+                held.check()
+                self.storage.put(
+                    layout.CONFIG_FILE, replace(current, version=CONFIG_VERSION).to_json()
+                )
+                self.hooks.reached(Point.UPGRADE_CONFIG_WRITTEN)
+            self.config = replace(self.config, version=CONFIG_VERSION)
+        log.info("upgraded repository %s to format version %d", self.where, CONFIG_VERSION)
+        return True
 
     # -- housekeeping ---------------------------------------------------------------------
 

@@ -9,13 +9,14 @@ import pytest
 
 from blockferry.repository import PackEntry, Repository, pack_index
 from blockferry.repository.keys import Secret, write_key_file
-from tests.unit.repository.repo_helpers import BLOCK_SIZE
+from tests.unit.repository.repo_helpers import BLOCK_SIZE, as_version_1
 
 
-@pytest.fixture(params=["encrypted", "plain"])
+@pytest.fixture(params=["encrypted", "plain", "v1-upgraded"])
 def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repository]:
     """An empty repository with the smallest block size, so tests stay fast: each test
-    runs on an encrypted one and on one without encryption."""
+    runs on an encrypted one, on one without encryption, and on a version 1 repository
+    upgraded in place."""
     secret = None
     if request.param == "encrypted":
         key_file = tmp_path / "repo.key"
@@ -24,6 +25,9 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repository]
     repository = Repository.init(
         tmp_path / "repo", block_size=BLOCK_SIZE, shard_count=2, secret=secret
     )
+    if request.param == "v1-upgraded":
+        repository = as_version_1(repository)
+        assert repository.upgrade()
     yield repository
     repository.close()
 

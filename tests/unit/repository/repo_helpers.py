@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from blockferry.core.blocks import ZERO_DIGEST, compress, digest, is_zero
@@ -86,6 +87,15 @@ def root(repo: Repository) -> Path:
     while not isinstance(storage, LocalStorage):
         storage = storage.base  # type: ignore[attr-defined]  # a view over it
     return storage.root
+
+
+def as_version_1(repo: Repository) -> Repository:
+    """``repo`` (unencrypted) turned into what version 1 wrote: its config.json of
+    version 1, which is all that tells the two apart (FORMAT.md); opened again."""
+    config = replace(repo.config, version=1)
+    (root(repo) / layout.CONFIG_FILE).write_bytes(config.to_json())
+    repo.close()
+    return reopen(repo)
 
 
 def reopen(repo: Repository, storage: Storage | None = None) -> Repository:
