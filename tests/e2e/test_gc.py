@@ -21,7 +21,7 @@ def test_gc_during_a_backup_that_deduplicated_against_the_chunks_it_removes(
     mesh_processes: MeshProcesses, tmp_path: Path
 ) -> None:
     mesh = mesh_processes
-    mesh.env["BLOCKFERRY_TARGET_MOVER__GC_GRACE_S"] = "0"
+    mesh.env["BLOCKFERRY_TARGET_MOVER__GC_GRACE"] = "0"
     # a block counted on but removed is asked for again once its wait is over
     mesh.env["BLOCKFERRY_TARGET_MOVER__STORED_WAIT_S"] = "5"
     mesh.up(shards=2)
@@ -55,6 +55,10 @@ def test_gc_during_a_backup_that_deduplicated_against_the_chunks_it_removes(
     collected = mesh.cli_json("gc")
     backing_up.join(timeout=120)
 
+    # each backup began a generation (the third is the running one's), and GC began
+    # the fourth: it kept the packs of the third on
+    assert sessions[0]["generation"] == 3, sessions[0]
+    assert (collected["generation"], collected["protected_from"]) == (4, 3), collected
     assert collected["chunks_removed"] > 0, collected
     assert collected["bytes_freed"] > 0, collected
     assert outcome["state"] == "success", outcome
@@ -79,7 +83,7 @@ def test_gc_meets_a_damaged_restore_point_stops_and_the_operator_recovers(
     `repo set-aside` lets GC run; the repaired restore point (its file copied back from
     where it was kept), moved back, restores."""
     mesh = mesh_processes
-    mesh.env["BLOCKFERRY_TARGET_MOVER__GC_GRACE_S"] = "0"
+    mesh.env["BLOCKFERRY_TARGET_MOVER__GC_GRACE"] = "0"
     mesh.up(shards=1)
     disk = make_disk(tmp_path / "disk.img", 4, seed=50)
     other = make_disk(tmp_path / "other.img", 4, seed=51)

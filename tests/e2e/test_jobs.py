@@ -141,7 +141,7 @@ def test_a_scheduled_job_runs_twice_while_retention_and_gc_remove_the_oldest_res
     retention removes the first restore point, and GC frees its chunks while a new
     backup (sharing most of its data) is being written; everything kept restores."""
     mesh = mesh_processes
-    mesh.env["BLOCKFERRY_TARGET_MOVER__GC_GRACE_S"] = "0"
+    mesh.env["BLOCKFERRY_TARGET_MOVER__GC_GRACE"] = "0"
     # a block counted on but removed is asked for again once its wait is over
     mesh.env["BLOCKFERRY_TARGET_MOVER__STORED_WAIT_S"] = "5"
     # slow enough (12 s a run, progress every 1 MiB) that GC runs while the last backup reads

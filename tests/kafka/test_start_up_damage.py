@@ -40,7 +40,7 @@ async def test_start_up_names_a_damaged_restore_point_and_gc_refuses(
     packs = repo.sealed_pack_ids()
 
     caplog.set_level(logging.ERROR)
-    config = IngestConfig(gc_grace_s=0)
+    config = IngestConfig(gc_grace=0)
     async with running_pipeline(kafka_bootstrap, topic_prefix, repo, config) as running:
         assert f"restorepoints/a/{damaged.id}/restorepoint.json" in caplog.text
         assert "set-aside" in caplog.text

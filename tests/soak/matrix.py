@@ -140,7 +140,7 @@ class MatrixRun:
             f"soak{rng.getrandbits(32):08x}",
             workdir,
             BLOCKFERRY_TARGET_MOVER__IDLE_SEAL_S="0.3",
-            BLOCKFERRY_TARGET_MOVER__GC_GRACE_S="0",
+            BLOCKFERRY_TARGET_MOVER__GC_GRACE="0",
             BLOCKFERRY_FAILPOINT_LOG=str(self.hits_log),
         )
         self.disk = workdir / "disk.img"

@@ -78,5 +78,7 @@ def gc(repository: str, dry_run: bool, api_url: str, as_json: bool) -> None:
         result,
         f"{verb} {result['bytes_freed']} bytes: {result['chunks_removed']} chunks,"
         f" {result['packs_removed']} packs removed, {result['packs_repacked']} repacked"
-        f" ({result['chunks_moved']} chunks moved); {result['packs_recent']} recent packs kept",
+        f" ({result['chunks_moved']} chunks moved); {result['packs_recent']} recent packs kept"
+        f" (generation {result['protected_from']} and later; this GC began"
+        f" {result['generation']})",
     )

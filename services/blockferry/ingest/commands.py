@@ -8,7 +8,6 @@ import contextlib
 import functools
 import logging
 from collections import deque
-from datetime import datetime, timedelta
 from typing import Any
 
 from blockferry.command_server import CommandServer, Handler
@@ -18,7 +17,6 @@ from blockferry.ingest.changelog import publish_entries, publish_tombstones
 from blockferry.ingest.context import IngestContext
 from blockferry.repository import RestorePoint, verify
 from blockferry.repository.gc import collect_garbage
-from blockferry.repository.ids import format_time, utc_now
 from blockferry.repository.retention import Policy
 from blockferry.transport import commands as cmd
 from blockferry.transport.codec import signed64
@@ -105,6 +103,7 @@ class OwnerCommands(RepositoryServer):
             Handler(cmd.VERIFY, self._verify),
             Handler(cmd.LATEST_RESTORE_POINT, self._latest_restore_point),
             Handler(cmd.DESCRIBE, self._describe),
+            Handler(cmd.START_GENERATION, self._start_generation),
         ]
 
     async def _commit(self, args: cmd.CommitArguments, _: str) -> cmd.RestorePointInfo:
@@ -129,21 +128,19 @@ class OwnerCommands(RepositoryServer):
     async def _gc(self, args: cmd.GcArguments, _: str) -> cmd.GcResult:
         """Garbage collection, then the changelog told: moved chunks' new places and
         tombstones for the removed ones (so dedupe lookups stop finding them)."""
-        protect_after = utc_now() - timedelta(seconds=self._ctx.config.gc_grace_s)
-        if args.protect_since:
-            protect_after = min(protect_after, datetime.fromisoformat(args.protect_since))
         result = await self._ctx.in_maintenance(
             functools.partial(
                 collect_garbage,
                 self._ctx.repo,
-                protect_after=protect_after,
                 pack_size=self._ctx.config.pack_size,
+                grace=self._ctx.config.gc_grace,
+                keep_since=args.keep_since,
                 dry_run=args.dry_run,
             )
         )
         await publish_entries(self._ctx, result.moved)
         await publish_tombstones(self._ctx, result.removed)
-        return cmd.GcResult(**result.summary(), protected_after=format_time(protect_after))
+        return cmd.GcResult(**result.summary())
 
     async def _prune(self, args: cmd.PruneArguments, _: str) -> cmd.PruneResult:
         policy = Policy(**args.policy.model_dump())
@@ -181,6 +178,12 @@ class OwnerCommands(RepositoryServer):
         return cmd.RepositoryDescription(
             id=config.id, block_size=config.block_size, shard_count=config.shard_count
         )
+
+    async def _start_generation(
+        self, _args: cmd.StartGenerationArguments, _: str
+    ) -> cmd.Generation:
+        generation = await self._ctx.in_pool(self._ctx.repo.start_generation)
+        return cmd.Generation(generation=generation)
 
 
 class MoverRequests(RepositoryServer):

@@ -29,9 +29,10 @@ class IngestConfig(BaseModel):
         description="How long a disk's end or a commit waits for a garbage collection or"
         " prune that holds the repository's exclusive lock.",
     )
-    gc_grace_s: float = Field(
-        3600.0,
+    gc_grace: int = Field(
+        1,
         ge=0,
-        description="Garbage collection leaves packs sealed this recently whole (besides"
-        " those sealed since the oldest running session began).",
+        description="Garbage collection leaves whole the packs of this many repository"
+        " generations before its own (each GC and each backup's start begins one), besides"
+        " those sealed since the oldest running backup began; 0: only those.",
     )

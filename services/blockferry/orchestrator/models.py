@@ -146,6 +146,11 @@ class Session(_Stored):
     repository: str
     job: str
     created: datetime
+    generation: int | None = Field(
+        None,
+        description="A backup: the repository's generation when it began (garbage"
+        " collection keeps the packs sealed since).",
+    )
     finished: datetime | None = None
     seconds: float = 0.0
     restore_point: str | None = None

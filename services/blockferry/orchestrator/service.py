@@ -143,7 +143,10 @@ class Orchestrator:
             task = SessionTask(disk=request.disk, path=request.source)
             if not request.full:
                 task.parent = await self._latest(request.repository, request.job, request.disk)
-            session = self._sessions.new("backup", request.repository, request.job, [task])
+            generation = await self._generation(request.repository)
+            session = self._sessions.new(
+                "backup", request.repository, request.job, [task], generation
+            )
             ranges = request.changed_ranges_map()
             bitmaps = {request.disk: request.dirty_bitmap} if request.dirty_bitmap else {}
             self._spawn(self._sessions.backup(session, request.compression, ranges, bitmaps))
@@ -297,9 +300,9 @@ class Orchestrator:
             """Garbage collection on the repository's owner: deletes the chunks no restore
             point references, keeping whatever a running backup may still reference."""
             await self._known_repository(request.repository)
-            since = self._sessions.oldest_running(request.repository)
             args = cmd.GcArguments(
-                protect_since=since.isoformat() if since else None, dry_run=request.dry_run
+                keep_since=self._sessions.oldest_running_generation(request.repository),
+                dry_run=request.dry_run,
             )
             timeout = self._config.verify_timeout_s
             return await self._command(request.repository, cmd.GC, args, timeout)
@@ -395,7 +398,8 @@ class Orchestrator:
         for disk_name, disk in job.disks():
             parent = None if full else await self._latest(job.repository, job.name, disk_name)
             tasks.append(SessionTask(disk=disk_name, path=disk.source, parent=parent))
-        session = self._sessions.new("backup", job.repository, job.name, tasks)
+        generation = await self._generation(job.repository)
+        session = self._sessions.new("backup", job.repository, job.name, tasks, generation)
         session.scheduled_for = scheduled_for
         self._spawn(self._run_job(job, session))
         return session
@@ -412,6 +416,12 @@ class Orchestrator:
         """The newest restore point of ``job`` with ``disk``: the parent of its next backup."""
         args = cmd.LatestRestorePointArguments(job=job, disk=disk)
         return (await self._command(repository, cmd.LATEST_RESTORE_POINT, args)).restore_point
+
+    async def _generation(self, repository: str) -> int:
+        """A new generation of the repository, for a backup beginning: GC keeps the packs
+        sealed in it and later while the backup runs."""
+        args = cmd.StartGenerationArguments()
+        return (await self._command(repository, cmd.START_GENERATION, args)).generation
 
     def _spawn(self, coroutine: Any) -> None:
         assert self._group is not None

@@ -195,6 +195,7 @@ class Sessions:
         repository: str,
         job: str,
         tasks: list[SessionTask],
+        generation: int | None = None,
     ) -> Session:
         session = Session(
             id=uuid.uuid4().hex,
@@ -202,6 +203,7 @@ class Sessions:
             repository=repository,
             job=job,
             created=datetime.now(UTC),
+            generation=generation,
             tasks=tasks,
         )
         self._sessions[session.id] = session
@@ -221,10 +223,11 @@ class Sessions:
                     return session
         return None
 
-    def oldest_running(self, repository: str) -> datetime | None:
-        """When the oldest backup into ``repository`` that has not ended began."""
+    def oldest_running_generation(self, repository: str) -> int | None:
+        """The repository generation the oldest backup into ``repository`` that has not
+        ended began in (0 for one that did not record it: keep everything)."""
         begun = [
-            s.created
+            s.generation or 0
             for s in self._sessions.values()
             if (s.kind, s.repository) == ("backup", repository) and not s.ended
         ]

@@ -3,9 +3,11 @@
 Runs under the repository's exclusive lock, so no fixed index is staged and no
 restore reads meanwhile. A chunk is live when a committed restore point's fixed index
 or a staged one (a session between its disk's end marker and its commit) names it.
-Packs sealed after ``protect_after`` are left whole: they may hold chunks a running
-session sent but has not referenced yet (the orchestrator passes the start of the
-oldest running session, and there is a grace period besides). A session that counted
+GC first begins a generation of the repository (:mod:`generations`). Packs sealed in
+recent generations are left whole: they may hold chunks a running session sent but
+has not referenced yet. Recent means sealed in the generation the oldest running
+session began (the orchestrator passes it) or later, and in any case within the last
+``grace`` generations before this GC's. No clock is compared. A session that counted
 on a chunk GC removed (deduplicated against the index before GC ran) finds it missing
 at its disk's end marker and sends it again, so nothing is ever committed without its
 chunks.
@@ -25,11 +27,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from blockferry.core.errors import CorruptionError
 from blockferry.failpoints import Point
+from blockferry.repository import generations
 from blockferry.repository.damaged import set_aside_digests
+from blockferry.repository.locks import HeldLock
 from blockferry.repository.pack import PackEntry, PackWriter, SealedPack
 from blockferry.repository.pack_index import list_quarantined
 from blockferry.repository.repository import REPAIR_HINT, Repository
@@ -47,7 +50,11 @@ class GcResult:
     packs_removed: int = 0
     packs_repacked: int = 0
     packs_recent: int = 0
-    """Packs left whole because they were sealed after ``protect_after``."""
+    """Packs left whole because they were sealed in a recent generation."""
+    generation: int = 0
+    """The generation this GC began (a dry run: would begin)."""
+    protected_from: int = 0
+    """Packs of this generation and later were left whole."""
     chunks_removed: int = 0
     bytes_freed: int = 0
     removed: list[bytes] = field(default_factory=list)
@@ -63,6 +70,8 @@ class GcResult:
             "chunks_removed": self.chunks_removed,
             "chunks_moved": len(self.moved),
             "bytes_freed": self.bytes_freed,
+            "generation": self.generation,
+            "protected_from": self.protected_from,
         }
 
 
@@ -99,15 +108,16 @@ class _Plan:
 
 
 def _plan(
-    repo: Repository, live: set[bytes], protect_after: datetime, repack_below: float
+    repo: Repository, live: set[bytes], protected_from: int, repack_below: float
 ) -> tuple[_Plan, GcResult]:
     plan, result = _Plan(), GcResult()
     quarantined = list_quarantined(repo.storage)
     for pack_id, info in sorted(repo.sealed_packs().items()):
-        if info.modified >= protect_after:
+        footer = repo.pack_footer(pack_id)
+        if footer.generation >= protected_from:
             result.packs_recent += 1
             continue
-        entries = repo.pack_entries(pack_id)
+        entries = footer.entries
         # a quarantined copy failed its checksum or digest: it can never serve a restore
         kept = [e for e in entries if e.digest in live and (pack_id, e.digest) not in quarantined]
         if len(kept) == len(entries):
@@ -129,12 +139,18 @@ def _plan(
 def collect_garbage(
     repo: Repository,
     *,
-    protect_after: datetime,
     pack_size: int,
+    grace: int = 1,
+    keep_since: int | None = None,
     repack_below: float = 0.5,
     dry_run: bool = False,
 ) -> GcResult:
     """Delete what no restore point references; see the module's docstring.
+
+    The packs of the ``grace`` generations before this GC's are left whole (0: only
+    those sealed while it runs), and those of generation ``keep_since`` (the one the
+    oldest running session began) and later. A dry run begins no generation; it
+    reports what a GC would do now.
 
     Raises:
         CorruptionError: a restore point, fixed index, staged fixed index or pack
@@ -143,14 +159,19 @@ def collect_garbage(
             stopped there.
     """
     with repo.exclusive_lock("gc", wait=LOCK_WAIT_S) as held:
-        repo.refresh_index()
         try:
+            generation = repo.generation() + 1 if dry_run else _start_generation(repo, held)
+            protected_from = generation - grace
+            if keep_since is not None:
+                protected_from = min(protected_from, keep_since)
+            repo.refresh_index()
             live = live_digests(repo)
-            plan, result = _plan(repo, live, protect_after, repack_below)
+            plan, result = _plan(repo, live, protected_from, repack_below)
         except CorruptionError as exc:
             raise CorruptionError(
                 f"garbage collection stopped, nothing was deleted: {exc}. {REPAIR_HINT}"
             ) from exc
+        result.generation, result.protected_from = generation, protected_from
         repo.hooks.reached(Point.GC_SCANNED)
         if dry_run:
             return result
@@ -173,6 +194,13 @@ def collect_garbage(
     repo.hooks.reached(Point.GC_DONE)
     log.info("garbage collection: %s", result.summary())
     return result
+
+
+def _start_generation(repo: Repository, held: HeldLock) -> int:
+    held.check()
+    generation = repo.start_generation()
+    generations.forget_before(repo.storage, generation)
+    return generation
 
 
 def _copy(repo: Repository, entries: list[PackEntry], pack_size: int) -> list[SealedPack]:

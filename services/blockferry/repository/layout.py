@@ -3,6 +3,7 @@
 ::
 
     config.json
+    generations/<n>                        the repository's generation: the highest n
     keys/                                  reserved for the wrapped master key
     packs/<ab>/<pack-id>.pack              <ab> = the pack id's first two characters
     index/<pack-id>.idx                    one pack index file per sealed pack
@@ -33,6 +34,7 @@ STAGING = "staging/"
 LOCKS = "locks/"
 DAMAGED = "damaged/"
 QUARANTINE = "quarantine/"
+GENERATIONS = "generations/"
 
 
 def pack(pack_id: str) -> str:

@@ -18,7 +18,10 @@ recreating an object another process removed).
 ``stale_after`` seconds, or at once when the lock's owner ran on the same kernel (boot
 id) in the same pid namespace as the observer and that process (pid and start time) no
 longer exists. The second rule is what recovers a crashed process's lock quickly; it
-never applies across containers or hosts, where only the heartbeat counts.
+never applies across containers or hosts, where only the heartbeat counts. A heartbeat's
+age is measured on the storage's clock alone: the difference between the lock's
+modification time and that of the lock the observer has just written, so no host's
+clock is compared with the storage's or with another host's.
 
 **Fencing.** A holder may act on its lock only while its own last heartbeat is younger
 than half of ``stale_after`` (on its monotonic clock) and its object is still there:
@@ -322,20 +325,26 @@ class RepositoryLocks:
                 locks.append(LockInfo(name, kind, "", "unknown", 0, time, "unreadable lock", time))
         return locks
 
-    def is_stale(self, info: LockInfo, now: datetime | None = None) -> bool:
-        """Whether ``info``'s heartbeat is too old or its owner has certainly died."""
-        now = now or utc_now()
-        if (now - info.refreshed).total_seconds() > self.stale_after:
+    def is_stale(self, info: LockInfo, now: datetime | None) -> bool:
+        """Whether ``info``'s heartbeat is older than ``stale_after`` at ``now`` (the
+        storage's time; None: unknown) or its owner has certainly died."""
+        if now is not None and (now - info.refreshed).total_seconds() > self.stale_after:
             return True
         return info.process is not None and info.process.is_gone(self.process)
 
-    def remove_stale(self) -> list[LockInfo]:
-        """Remove stale lock files; returns what was removed."""
-        removed = [info for info in self.list_locks() if self.is_stale(info)]
-        for info in removed:
+    def _others(self, ours: str) -> list[LockInfo]:
+        """Every lock but ``ours`` (just written), the stale ones removed."""
+        present = self.list_locks()
+        now = next((info.refreshed for info in present if info.name == ours), None)
+        others: list[LockInfo] = []
+        stale: list[LockInfo] = []
+        for info in present:
+            if info.name != ours:
+                (stale if self.is_stale(info, now) else others).append(info)
+        for info in stale:
             log.warning("removing stale %s", info.describe())
-        self.storage.delete(*(layout.lock(info.name) for info in removed))
-        return removed
+        self.storage.delete(*(layout.lock(info.name) for info in stale))
+        return others
 
     def acquire(self, kind: LockKind, *, purpose: str = "", wait: float = 0.0) -> HeldLock:
         """Take a lock, retrying for up to ``wait`` seconds while a conflicting one is held.
@@ -347,7 +356,6 @@ class RepositoryLocks:
         deadline = time.monotonic() + wait
         delay = 0.05
         while True:
-            self.remove_stale()
             now = utc_now()
             info = LockInfo(
                 name=f"{kind}-{secrets.token_hex(8)}{LOCK_SUFFIX}",
@@ -363,9 +371,7 @@ class RepositoryLocks:
             path = layout.lock(info.name)
             self._write(path, info.to_json(), may_use_reserve=kind is LockKind.EXCLUSIVE)
             conflicts = [
-                other
-                for other in self.list_locks()
-                if other.name != info.name and kind.conflicts_with(other.kind)
+                other for other in self._others(info.name) if kind.conflicts_with(other.kind)
             ]
             if not conflicts:
                 return HeldLock(self, info)

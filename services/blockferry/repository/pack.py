@@ -55,11 +55,11 @@ FOOTER_ENTRY = struct.Struct("<32sQIIB3x")
 
 # Footer trailer, 32 bytes, the last bytes of a sealed pack.
 #   0  entry count    u32
-#   4  reserved       4 bytes  zero
+#   4  generation     u32      the repository's generation at sealing (0 in version 1)
 #   8  checksum       u64      xxh3-64 of all footer entries' bytes
 #  16  footer length  u64      entries + trailer, so the entries start at file size - this
 #  24  magic          8 bytes  PACK_FOOTER_MAGIC
-FOOTER_TRAILER = struct.Struct("<I4xQQ8s")
+FOOTER_TRAILER = struct.Struct("<IIQQ8s")
 
 FLAG_COMPRESSED = 0x01  # the payload is one zstd frame; clear = the plaintext itself
 FLAG_ENCRYPTED = 0x02  # stored bytes are the payload sealed (sealing.py), bound to the digest
@@ -101,6 +101,15 @@ class SealedPack:
     pack_id: str
     entries: list[PackEntry]
     size: int = 0
+
+
+@dataclass(frozen=True)
+class PackFooter:
+    """What a sealed pack's footer says."""
+
+    entries: list[PackEntry]
+    generation: int
+    """The repository's generation when the pack was sealed (:mod:`generations`)."""
 
 
 def encode_entries(entries: list[PackEntry]) -> bytes:
@@ -148,11 +157,14 @@ def _entry(
     return entry
 
 
-def encode_footer(entries: list[PackEntry]) -> bytes:
-    """The footer of a pack holding ``entries``: entries then trailer."""
+def encode_footer(entries: list[PackEntry], generation: int) -> bytes:
+    """The footer of a pack holding ``entries``, sealed in ``generation``: entries then
+    trailer."""
     body = encode_entries(entries)
     length = len(body) + FOOTER_TRAILER.size
-    return body + FOOTER_TRAILER.pack(len(entries), checksum(body), length, PACK_FOOTER_MAGIC)
+    return body + FOOTER_TRAILER.pack(
+        len(entries), generation, checksum(body), length, PACK_FOOTER_MAGIC
+    )
 
 
 class PackWriter:
@@ -172,9 +184,11 @@ class PackWriter:
         max_plain_size: int,
         publish: Callable[[SealedPack], None],
         unpublish: Callable[[str], None],
+        generation: Callable[[], int],
         sealer: Sealer | None = None,
     ) -> None:
         self.pack_id = pack_id
+        self._generation = generation
         self._sealer = sealer
         self._writer: ObjectWriter | None = writer
         self._max_plain_size = max_plain_size
@@ -264,6 +278,10 @@ class PackWriter:
     def seal(self) -> SealedPack:
         """Write the footer, publish the pack whole and then its pack index file.
 
+        The footer records the repository's generation as it is now, after every chunk
+        was added: a chunk of a session that began in generation *g* is in a pack of
+        generation *g* or later.
+
         A pack without chunks is aborted and nothing is written. If publishing the
         index file fails the pack is removed again, so a pack either is complete with
         its index file or does not exist.
@@ -275,8 +293,8 @@ class PackWriter:
         if not self._entries:
             self.abort()
             return SealedPack(self.pack_id, [], 0)
-        footer = encode_footer(self._entries)
         try:
+            footer = encode_footer(self._entries, self._generation())
             writer.write([footer])
             failpoints.reached(Point.PACK_FOOTER_WRITTEN)
             writer.commit()
@@ -325,8 +343,8 @@ def check_header(data: bytes, pack_id: str, source: str) -> None:
         raise CorruptionError(f"reading pack {source}: header names pack {raw_id.hex()}")
 
 
-def read_footer(storage: Storage, pack_id: str) -> list[PackEntry]:
-    """The entries of a sealed pack, from its footer, checked against the object.
+def read_footer(storage: Storage, pack_id: str) -> PackFooter:
+    """A sealed pack's footer, checked against the object.
 
     Raises:
         CorruptionError: missing, bad magic, truncated, bad footer checksum or layout.
@@ -346,7 +364,7 @@ def read_footer(storage: Storage, pack_id: str) -> list[PackEntry]:
         )
     check_header(storage.get_range(name, 0, PACK_HEADER.size), pack_id, source)
     trailer = storage.get_range(name, size - FOOTER_TRAILER.size, FOOTER_TRAILER.size)
-    count, entries_checksum, footer_length, magic = FOOTER_TRAILER.unpack(trailer)
+    count, generation, entries_checksum, footer_length, magic = FOOTER_TRAILER.unpack(trailer)
     if magic != PACK_FOOTER_MAGIC:
         raise CorruptionError(
             f"reading pack {source}: no footer magic at the end (file truncated or footer damaged)"
@@ -362,7 +380,7 @@ def read_footer(storage: Storage, pack_id: str) -> list[PackEntry]:
         raise CorruptionError(f"reading pack {source}: footer checksum mismatch")
     entries = decode_entries(body, pack_id, f"pack {source}")
     _check_layout(entries, size - footer_length, source)
-    return entries
+    return PackFooter(entries, generation)
 
 
 def _check_layout(entries: list[PackEntry], chunks_end: int, source: str) -> None:

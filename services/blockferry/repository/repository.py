@@ -25,7 +25,7 @@ from blockferry.core.errors import (
     WrongKey,
 )
 from blockferry.failpoints import Point
-from blockferry.repository import layout
+from blockferry.repository import generations, layout
 from blockferry.repository.config import CONFIG_VERSION, RepositoryConfig
 from blockferry.repository.fixed_index import FixedIndex
 from blockferry.repository.hooks import Hooks
@@ -44,6 +44,7 @@ from blockferry.repository.local_storage import LocalStorage
 from blockferry.repository.locks import HeldLock, RepositoryLocks
 from blockferry.repository.pack import (
     PackEntry,
+    PackFooter,
     PackWriter,
     SealedPack,
     read_chunk,
@@ -247,6 +248,7 @@ class Repository:
             max_plain_size=self.config.block_size,
             publish=self._publish,
             unpublish=lambda gone: self.storage.delete(layout.pack(gone)),
+            generation=self.generation,
             sealer=self._sealer,
         )
 
@@ -280,9 +282,21 @@ class Repository:
 
     def pack_entries(self, pack_id: str) -> list[PackEntry]:
         """A sealed pack's entries, from its footer; raises CorruptionError if damaged."""
+        return self.pack_footer(pack_id).entries
+
+    def pack_footer(self, pack_id: str) -> PackFooter:
+        """A sealed pack's footer; raises CorruptionError if damaged."""
         if not is_pack_id(pack_id):
             raise RepositoryError(f"invalid pack id {pack_id!r}")
         return read_footer(self.storage, pack_id)
+
+    def generation(self) -> int:
+        """The repository's generation now (:mod:`generations`)."""
+        return generations.current(self.storage)
+
+    def start_generation(self) -> int:
+        """Begin the next generation (a GC, a backup) and return it."""
+        return generations.start(self.storage)
 
     def remove_packs(self, pack_ids: Sequence[str], held: HeldLock) -> None:
         """Delete sealed packs (garbage collection only, under the exclusive lock
@@ -435,7 +449,7 @@ class Repository:
             if missing_only and pack_id in existing:
                 continue
             try:
-                entries = read_footer(self.storage, pack_id)
+                entries = read_footer(self.storage, pack_id).entries
             except CorruptionError as exc:
                 try:
                     entries, reason = scan_chunks(self.storage, pack_id)

@@ -104,7 +104,8 @@ class Storage(Protocol):
     * **Deletes** are durable when :meth:`delete` returns, in the order of its names,
       so a caller can remove an index before what it indexes.
     * **Times** (:attr:`ObjectInfo.modified`) come from the storage's clock; a backend
-      does not promise they agree with the caller's.
+      does not promise they agree with the caller's. Callers compare them only with
+      each other (lock heartbeats); GC compares generations (:mod:`generations`).
 
     Errors: :class:`ObjectNotFound` for a missing object,
     :class:`~blockferry.core.errors.RepositoryFull` when the backend has no room,

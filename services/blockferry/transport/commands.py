@@ -91,8 +91,10 @@ class DiscardArguments(Message):
 class GcArguments(Message):
     """Garbage collection."""
 
-    protect_since: str | None = Field(
-        None, description="ISO 8601: keep the chunks written since (a running backup's)."
+    keep_since: int | None = Field(
+        None,
+        description="Keep the packs sealed since this repository generation (the one the"
+        " oldest running backup began in).",
     )
     dry_run: bool = False
 
@@ -106,7 +108,10 @@ class GcResult(Message):
     chunks_removed: int
     chunks_moved: int
     bytes_freed: int
-    protected_after: str = Field(description="ISO 8601: chunks written since were kept.")
+    generation: int = Field(0, description="The repository generation this GC began.")
+    protected_from: int = Field(
+        0, description="Packs sealed in this generation or later were left whole."
+    )
 
 
 class RetentionPolicy(Message):
@@ -204,6 +209,15 @@ class RepositoryDescription(Message):
     shard_count: types.Int32
 
 
+class StartGenerationArguments(Message):
+    """Begin the repository's next generation: a backup begins, and garbage collection
+    keeps the packs sealed from then on while it runs."""
+
+
+class Generation(Message):
+    generation: int = Field(description="The generation begun.")
+
+
 COMMIT = CommandSpec("commit", CommitArguments, RestorePointInfo)
 DISCARD = CommandSpec("discard", DiscardArguments, Done)
 GC = CommandSpec("gc", GcArguments, GcResult)
@@ -217,6 +231,7 @@ LATEST_RESTORE_POINT = CommandSpec(
     "latest-restore-point", LatestRestorePointArguments, LatestRestorePoint
 )
 DESCRIBE = CommandSpec("describe", DescribeArguments, RepositoryDescription)
+START_GENERATION = CommandSpec("start-generation", StartGenerationArguments, Generation)
 
 
 # -- the source movers' requests to the owner (<repo>.requests) ---------------------------

@@ -35,8 +35,11 @@ COMPRESSED_FRAME = bytes.fromhex(
     "7265737365642e200100050dfdea09"
 )
 DISK_SIZE = 2 * BLOCK_SIZE + 1000
+GENERATION = 7
+"""The generation the version 2 golden pack was sealed in (version 1 packs hold 0)."""
 FILES = (
     "pack-v1.pack",
+    "pack-v2.pack",
     "pack-v1.idx",
     "fixed-index-v1.fidx",
     "config-v1.json",
@@ -65,19 +68,22 @@ def build(directory: Path) -> None:
     def publish(sealed: SealedPack) -> None:
         (directory / "pack-v1.idx").write_bytes(encode_index_file(sealed.pack_id, sealed.entries))
 
-    with tempfile.TemporaryDirectory() as scratch:
-        storage = LocalStorage(Path(scratch))
-        writer = PackWriter(
-            pack_id=PACK_ID,
-            writer=storage.writer(layout.pack(PACK_ID)),
-            max_plain_size=BLOCK_SIZE,
-            publish=publish,
-            unpublish=storage.delete,
-        )
-        writer.add(plain_digest(), PLAIN_BLOCK, False, len(PLAIN_BLOCK))
-        writer.add(compressed_digest(), COMPRESSED_FRAME, True, len(COMPRESSED_BLOCK))
-        writer.seal()
-        (directory / "pack-v1.pack").write_bytes(storage.get(layout.pack(PACK_ID)))
+    for version, generation in ((1, 0), (2, GENERATION)):
+        with tempfile.TemporaryDirectory() as scratch:
+            storage = LocalStorage(Path(scratch))
+            writer = PackWriter(
+                pack_id=PACK_ID,
+                writer=storage.writer(layout.pack(PACK_ID)),
+                max_plain_size=BLOCK_SIZE,
+                publish=publish,
+                unpublish=storage.delete,
+                generation=lambda generation=generation: generation,
+            )
+            writer.add(plain_digest(), PLAIN_BLOCK, False, len(PLAIN_BLOCK))
+            writer.add(compressed_digest(), COMPRESSED_FRAME, True, len(COMPRESSED_BLOCK))
+            writer.seal()
+            pack = storage.get(layout.pack(PACK_ID))
+            (directory / f"pack-v{version}.pack").write_bytes(pack)
 
     fidx = fixed_index().encode()
     (directory / "fixed-index-v1.fidx").write_bytes(fidx)
@@ -105,10 +111,10 @@ def build(directory: Path) -> None:
     (directory / "restorepoint-v1.json").write_bytes(point.to_json())
 
 
-def pack_storage(directory: Path) -> LocalStorage:
-    """A storage in ``directory`` holding the golden pack under its name."""
+def pack_storage(directory: Path, version: int = 1) -> LocalStorage:
+    """A storage in ``directory`` holding the golden pack of ``version`` under its name."""
     storage = LocalStorage(directory)
-    storage.put(layout.pack(PACK_ID), (GOLDEN_DIR / "pack-v1.pack").read_bytes())
+    storage.put(layout.pack(PACK_ID), (GOLDEN_DIR / f"pack-v{version}.pack").read_bytes())
     return storage
 
 

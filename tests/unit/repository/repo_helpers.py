@@ -5,13 +5,15 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 from blockferry.core.blocks import ZERO_DIGEST, compress, digest, is_zero
 from blockferry.repository import Repository, RestorePoint, layout
 from blockferry.repository.keys import Secret
 from blockferry.repository.local_storage import LocalStorage
-from blockferry.repository.storage import Storage
+from blockferry.repository.storage import ObjectInfo, Storage
+from blockferry.repository.storage_views import StorageView
 
 BLOCK_SIZE = 256 * 1024
 
@@ -134,3 +136,21 @@ def pack_file(repo: Repository, pack_id: str) -> Path:
 def fixed_index_file(repo: Repository, point: RestorePoint, disk: str) -> Path:
     """The file of a restore point's fixed index of ``disk``."""
     return file_of(repo, repo.fixed_index_name(point, disk))
+
+
+class SkewedClock(StorageView):
+    """A storage whose server clock is ``skew`` off: every modification time it reports
+    is shifted by it."""
+
+    def __init__(self, base: LocalStorage, skew: timedelta) -> None:
+        super().__init__(base)
+        self.skew = skew
+
+    def stat(self, name: str) -> ObjectInfo:
+        return self._skewed(self.base.stat(name))
+
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
+        return [self._skewed(info) for info in self.base.list_objects(prefix)]
+
+    def _skewed(self, info: ObjectInfo) -> ObjectInfo:
+        return replace(info, modified=info.modified + self.skew)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -64,7 +63,7 @@ def test_the_marker_is_in_no_file_of_an_encrypted_repository(
 ) -> None:
     image = marked_image(6, seed=1)
     point = backup(encrypted, "vm", {"sda": image})
-    collect_garbage(encrypted, protect_after=datetime.now(UTC) + timedelta(hours=1), pack_size=1)
+    collect_garbage(encrypted, grace=0, pack_size=1)
     assert files_holding(root(encrypted), MARKER) == []
 
     plain = Repository.init(tmp_path / "plain", block_size=BLOCK_SIZE, shard_count=2)
@@ -82,9 +81,7 @@ def test_the_whole_cycle_in_an_encrypted_repository(
     images = [marked_image(4, seed=n) for n in range(3)]
     points = [backup(encrypted, "vm", {"sda": image}) for image in images]
     encrypted.prune("vm", Policy(keep_last=2))
-    collect_garbage(
-        encrypted, protect_after=datetime.now(UTC) + timedelta(hours=1), pack_size=1 << 20
-    )
+    collect_garbage(encrypted, grace=0, pack_size=1 << 20)
     reopened = Repository.open(root(encrypted), secret=Secret.key_file(key_file))
     assert reopened.config.dedupe_key == encrypted.config.dedupe_key
     assert verify(reopened).ok and check(reopened).ok

@@ -3,7 +3,6 @@ repacking; what is referenced, staged or recent stays, and restores stay identic
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from blockferry.core.blocks import digest
@@ -14,8 +13,7 @@ from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, block, make_i
 
 
 def gc(repo: Repository, dry_run: bool = False) -> GcResult:
-    later = datetime.now(UTC) + timedelta(minutes=5)  # no pack counts as recent
-    return collect_garbage(repo, protect_after=later, pack_size=64 * BLOCK_SIZE, dry_run=dry_run)
+    return collect_garbage(repo, grace=0, pack_size=64 * BLOCK_SIZE, dry_run=dry_run)
 
 
 def d(repo: Repository, ch: str) -> bytes:
@@ -80,8 +78,7 @@ def test_staged_and_recent_chunks_stay_and_a_dry_run_changes_nothing(repo: Repos
     assert (dry.packs_removed, dry.chunks_removed) == (1, 4)
     assert repo.sealed_pack_ids() == packs
 
-    earlier = datetime.now(UTC) - timedelta(minutes=5)
-    recent = collect_garbage(repo, protect_after=earlier, pack_size=BLOCK_SIZE)
+    recent = collect_garbage(repo, keep_since=0, pack_size=BLOCK_SIZE)
     assert (recent.packs_recent, recent.packs_removed) == (2, 0)
 
     # a session between its end marker and its commit references p

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -38,8 +37,7 @@ authentication failure."""
 
 
 def gc(repo: Repository, dry_run: bool = False) -> GcResult:
-    later = datetime.now(UTC) + timedelta(minutes=5)  # no pack counts as recent
-    return collect_garbage(repo, protect_after=later, pack_size=64 * BLOCK_SIZE, dry_run=dry_run)
+    return collect_garbage(repo, grace=0, pack_size=64 * BLOCK_SIZE, dry_run=dry_run)
 
 
 def d(repo: Repository, ch: str) -> bytes:

@@ -32,9 +32,12 @@ def test_code_writes_the_golden_bytes(written: Path, name: str) -> None:
     assert (written / name).read_bytes() == committed, f"format of {name} changed"
 
 
-def test_golden_pack_reads_back(tmp_path: Path) -> None:
-    storage = golden.pack_storage(tmp_path)
-    entries = read_footer(storage, golden.PACK_ID)
+@pytest.mark.parametrize(("version", "generation"), [(1, 0), (2, golden.GENERATION)])
+def test_golden_pack_reads_back(tmp_path: Path, version: int, generation: int) -> None:
+    storage = golden.pack_storage(tmp_path, version)
+    footer = read_footer(storage, golden.PACK_ID)
+    assert footer.generation == generation
+    entries = footer.entries
     assert [e.digest for e in entries] == [golden.plain_digest(), golden.compressed_digest()]
     assert [e.compressed for e in entries] == [False, True]
     plain = read_chunk(storage, entries[0])
@@ -48,7 +51,7 @@ def test_golden_pack_reads_back(tmp_path: Path) -> None:
 def test_golden_index_file_matches_pack_footer(tmp_path: Path) -> None:
     index = (golden.GOLDEN_DIR / "pack-v1.idx").read_bytes()
     entries = decode_index_file(index, golden.PACK_ID, "pack-v1.idx")
-    assert entries == read_footer(golden.pack_storage(tmp_path), golden.PACK_ID)
+    assert entries == read_footer(golden.pack_storage(tmp_path), golden.PACK_ID).entries
 
 
 def test_golden_fixed_index_reads_back() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -72,7 +71,7 @@ WRITES: dict[str, Callable[[Repository], object]] = {
     "verify with quarantine": lambda repo: verify(repo),
     "stage": lambda repo: repo.stage_fixed_index("s", "sda", BLOCK_SIZE, [b"\x01" * 32]),
     "prune": lambda repo: repo.prune("vm", Policy(keep_last=1)),
-    "gc": lambda repo: collect_garbage(repo, protect_after=datetime.now(UTC), pack_size=1 << 20),
+    "gc": lambda repo: collect_garbage(repo, grace=0, pack_size=1 << 20),
     "rebuild the index": lambda repo: repo.rebuild_index(),
     "quarantine": lambda repo: repo.quarantine(
         next(iter(repo.pack_entries(repo.sealed_pack_ids()[0]))), "test"

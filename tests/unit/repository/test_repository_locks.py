@@ -15,8 +15,9 @@ import pytest
 from blockferry.core.errors import LockError
 from blockferry.repository import LockInfo, LockKind, Repository, RepositoryLocks
 from blockferry.repository.ids import utc_now
+from blockferry.repository.local_storage import LocalStorage
 from blockferry.repository.locks import Process
-from tests.unit.repository.repo_helpers import root
+from tests.unit.repository.repo_helpers import SkewedClock, root
 
 
 def _locks(repo: Repository, **kwargs: float | str) -> RepositoryLocks:
@@ -132,8 +133,15 @@ def test_a_container_sharing_the_host_name_keeps_its_lock(repo: Repository, else
     assert not planted.exists()
 
 
-def test_lock_of_another_host_is_stale_only_after_the_timeout(repo: Repository) -> None:
-    locks = _locks(repo, refresh_every=0, stale_after=60)
+@pytest.mark.parametrize("skew", [timedelta(0), timedelta(days=-1), timedelta(days=1)])
+def test_lock_of_another_host_is_stale_only_after_the_timeout(
+    repo: Repository, skew: timedelta
+) -> None:
+    """Timed by the storage's clock alone: a server whose clock is a day off changes
+    nothing (a day behind, a fresh lock would look stale to a host's clock; a day ahead,
+    a stale one fresh)."""
+    skewed = SkewedClock(LocalStorage(root(repo)), skew)
+    locks = RepositoryLocks(skewed, refresh_every=0, stale_after=60)
     planted = _plant(repo, LockKind.EXCLUSIVE, host="elsewhere", pid=1, age=30)
     with pytest.raises(LockError, match="elsewhere"):
         locks.acquire(LockKind.SHARED)

@@ -243,7 +243,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "stats": {"sda": {"counters": {}, "tracking": "", "parent": "p"}},
     },
     "DiscardArguments": {"session_id": "s"},
-    "GcArguments": {"protect_since": "2026-11-26T23:15:00+00:00", "dry_run": True},
+    "GcArguments": {"keep_since": 41, "dry_run": True},
     "GcResult": {
         "packs_removed": 1,
         "packs_repacked": 2,
@@ -251,7 +251,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "chunks_removed": 4,
         "chunks_moved": 5,
         "bytes_freed": 6,
-        "protected_after": "2026-11-26T23:15:00.000000Z",
+        "generation": 42,
+        "protected_from": 41,
     },
     "PruneArguments": {
         "job": "j",
@@ -293,6 +294,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "LatestRestorePoint": {"restore_point": None},
     "DescribeArguments": {},
     "RepositoryDescription": {"id": "i", "block_size": 1048576, "shard_count": 8},
+    "StartGenerationArguments": {},
+    "Generation": {"generation": 42},
     "FixedIndexArguments": {"restore_point": "rp", "disk": "sda"},
     "RestoreArguments": {
         "session_id": "s",
