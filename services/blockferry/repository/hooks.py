@@ -5,8 +5,8 @@ Production code only calls :meth:`Hooks.reached`, at the repository's failpoints
 process's own failpoints are checked there too); with no handler registered and the
 process not armed that is one dictionary look-up. A test registers handlers with
 :meth:`Hooks.on` on a real ``Repository`` (``repo.hooks``) and so can stop garbage
-collection in the middle of its scan, or a commit before its rename, while another
-thread works on the same files.
+collection in the middle of its scan, or a commit before it writes its marker, while
+another thread works on the same objects.
 """
 
 from __future__ import annotations
