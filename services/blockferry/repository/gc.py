@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from blockferry.core.errors import CorruptionError
+from blockferry.core.errors import CorruptionError, RepositoryFull
 from blockferry.failpoints import Point
 from blockferry.repository import generations
 from blockferry.repository.damaged import set_aside_digests
@@ -197,8 +197,15 @@ def collect_garbage(
 
 
 def _start_generation(repo: Repository, held: HeldLock) -> int:
+    """Begin GC's generation; on a full storage, where its marker cannot be made, GC
+    runs in the generation now (packs sealed meanwhile then carry GC's own generation,
+    which it keeps), so it can still free space."""
     held.check()
-    generation = repo.start_generation()
+    try:
+        generation = repo.start_generation()
+    except RepositoryFull:
+        log.warning("garbage collection on a full storage: no new generation begun")
+        return repo.generation()
     generations.forget_before(repo.storage, generation)
     return generation
 

@@ -6,11 +6,12 @@ from datetime import timedelta
 
 import pytest
 
+from blockferry.core.errors import RepositoryFull
 from blockferry.repository import Repository, generations, layout
 from blockferry.repository.gc import GcResult, collect_garbage
 from blockferry.repository.local_storage import LocalStorage
 from blockferry.repository.retention import Policy
-from blockferry.repository.storage import ObjectInfo, Storage
+from blockferry.repository.storage import ObjectInfo, Parts, Storage
 from blockferry.repository.storage_views import StorageView
 from tests.unit.repository.repo_helpers import (
     BLOCK_SIZE,
@@ -113,3 +114,22 @@ class RacedStorage(StorageView):
         if prefix == layout.GENERATIONS:
             self.base.put_new(f"{layout.GENERATIONS}{self.raced:010d}", b"")
         return found
+
+
+class FullForMarkers(StorageView):
+    """A storage with no room for a new generation marker."""
+
+    def put_new(self, name: str, data: Parts) -> None:
+        if name.startswith(layout.GENERATIONS):
+            raise RepositoryFull(f"writing {self.where(name)}: no space left on device")
+        self.base.put_new(name, data)
+
+
+def test_gc_on_a_full_storage_runs_in_the_generation_now(repo: Repository) -> None:
+    dead = one_dead_pack(repo)
+    repo.start_generation()  # packs of generation 0 are one generation old
+    full = reopen(repo, FullForMarkers(LocalStorage(root(repo))))
+    result = gc(full, grace=0)
+    assert (result.generation, result.protected_from, result.packs_removed) == (1, 1, 1)
+    assert dead not in repo.sealed_pack_ids()
+    assert repo.generation() == 1
