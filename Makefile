@@ -7,7 +7,7 @@ export BLOCKFERRY_DATA_DIR ?= ./.blockferry
 
 include compose/local/kafka.mk
 
-.PHONY: venv run up down test test-deps lint typecheck unit kafka-tests e2e bench bench-memory bench-scale soak clean
+.PHONY: venv run up down test test-deps test-servers lint typecheck unit kafka-tests e2e bench bench-memory bench-scale soak clean
 
 venv: $(VENV)/.installed
 
@@ -40,7 +40,11 @@ unit: venv
 test-deps:
 	bash compose/local/test-deps.sh
 
-test: test-deps venv lint typecheck kafka-fetch
+# the servers the storage tests run against (MinIO), built once into compose/local/target
+test-servers:
+	bash compose/local/test-servers.sh fetch
+
+test: test-deps venv lint typecheck kafka-fetch test-servers
 	$(BIN)/pytest -q -ra
 
 bench: venv kafka-fetch

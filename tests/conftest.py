@@ -7,6 +7,9 @@ started when a test requests ``kafka_bootstrap``, so unit tests never pay for it
 Set ``BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS`` to use an already running cluster instead
 (e.g. ``make kafka-up`` and then ``BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092``).
 
+S3: one real MinIO server on 127.0.0.1 per test session (``tests/minio.py``), started
+only when a test requests ``minio``.
+
 SSH: one real OpenSSH server on 127.0.0.1 per test session, with its own host key and a
 client key of its own (``tests/sshd.py``), started only when a test requests ``sshd``.
 """
@@ -20,6 +23,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.kafka_cluster import KafkaCluster
+from tests.minio import MinioServer, running_minio
 from tests.sshd import SshdUnavailable, SshServer, check_available, running_sshd
 from tests.system import unavailable
 
@@ -70,6 +74,13 @@ def secured_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaClu
 def topic_prefix() -> str:
     """Unique per test: name topics and consumer groups f"{topic_prefix}.something"."""
     return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioServer]:
+    """One MinIO server for the session; each test makes buckets of its own."""
+    with running_minio(tmp_path_factory.mktemp("minio")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

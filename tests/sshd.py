@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.system import free_port
+
 SSHD = Path("/usr/sbin/sshd")
 """sshd re-executes itself, so it must be started by its absolute path."""
 
@@ -82,7 +84,7 @@ def running_sshd(directory: Path) -> Iterator[SshServer]:
 
     errors = []
     for attempt in range(1, START_ATTEMPTS + 1):
-        port = _free_port()
+        port = free_port()
         config = _write_config(directory, port, user)
         log = directory / f"sshd-{attempt}.log"
         with log.open("wb") as log_file:
@@ -132,13 +134,6 @@ def _write_config(directory: Path, port: int, user: str) -> Path:
         )
     )
     return config
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _wait_ready(process: subprocess.Popen[bytes], port: int) -> bool:

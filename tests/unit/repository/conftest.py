@@ -9,22 +9,40 @@ import pytest
 
 from blockferry.repository import PackEntry, Repository, pack_index
 from blockferry.repository.keys import Secret, write_key_file
+from blockferry.repository.storage import Storage
+from tests.minio import MinioServer
 from tests.unit.repository.repo_helpers import BLOCK_SIZE, as_version_1
 
 
-@pytest.fixture(params=["encrypted", "plain", "v1-upgraded"])
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``local_files`` damage or inspect a repository's files directly
+    (a flipped byte, a truncated pack): they run on the local kinds of ``repo`` only."""
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        on_s3 = params is not None and params.params.get("repo") == "s3"
+        (dropped if on_s3 and item.get_closest_marker("local_files") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+@pytest.fixture(params=["encrypted", "plain", "v1-upgraded", "s3"])
 def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repository]:
     """An empty repository with the smallest block size, so tests stay fast: each test
-    runs on an encrypted one, on one without encryption, and on a version 1 repository
-    upgraded in place."""
+    runs on an encrypted one, on one without encryption, on a version 1 repository
+    upgraded in place, and on an encrypted one in an S3 bucket (MinIO)."""
     secret = None
-    if request.param == "encrypted":
+    if request.param in ("encrypted", "s3"):
         key_file = tmp_path / "repo.key"
         write_key_file(key_file)
         secret = Secret.key_file(key_file)
-    repository = Repository.init(
-        tmp_path / "repo", block_size=BLOCK_SIZE, shard_count=2, secret=secret
-    )
+    place: Path | Storage = tmp_path / "repo"
+    if request.param == "s3":
+        minio: MinioServer = request.getfixturevalue("minio")
+        place = minio.storage(minio.new_bucket())
+    repository = Repository.init(place, block_size=BLOCK_SIZE, shard_count=2, secret=secret)
     if request.param == "v1-upgraded":
         repository = as_version_1(repository)
         assert repository.upgrade()

@@ -83,11 +83,18 @@ def temporary_names(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob(".*"))
 
 
+def backend(repo: Repository) -> Storage:
+    """The backend under a repository's views (sealing, metering)."""
+    storage = repo.storage
+    while isinstance(storage, StorageView):
+        storage = storage.base
+    return storage
+
+
 def root(repo: Repository) -> Path:
     """The directory of a repository on the local backend (what its tests damage)."""
-    storage = repo.storage
-    while not isinstance(storage, LocalStorage):
-        storage = storage.base  # type: ignore[attr-defined]  # a view over it
+    storage = backend(repo)
+    assert isinstance(storage, LocalStorage), "a test of local files runs on local storage"
     return storage.root
 
 
@@ -103,7 +110,8 @@ def as_version_1(repo: Repository) -> Repository:
 def reopen(repo: Repository, storage: Storage | None = None) -> Repository:
     """``repo`` opened once more, as another process would (with its recovery key), on
     ``storage`` (by default its directory)."""
-    place = storage or LocalStorage(root(repo))
+    base = backend(repo)
+    place = storage or (LocalStorage(base.root) if isinstance(base, LocalStorage) else base)
     return Repository.open(place, secret=secret_of(repo))
 
 

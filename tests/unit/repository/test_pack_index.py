@@ -87,6 +87,7 @@ def test_read_block_refreshes_once_on_a_miss(repo: Repository) -> None:
         other.read_block(b"\x01" * 32)
 
 
+@pytest.mark.local_files
 def test_deleted_index_is_rebuilt_from_packs(repo: Repository) -> None:
     digests = _store(repo, "ab") + _store(repo, "c")
     shutil.rmtree(root(repo) / "index")
@@ -97,6 +98,7 @@ def test_deleted_index_is_rebuilt_from_packs(repo: Repository) -> None:
     assert fresh.read_block(digests[2]) == block("c")
 
 
+@pytest.mark.local_files
 def test_rebuild_scans_chunks_when_a_footer_is_damaged(repo: Repository) -> None:
     digests = _store(repo, "abc")
     (pack_id,) = repo.sealed_pack_ids()
@@ -108,6 +110,7 @@ def test_rebuild_scans_chunks_when_a_footer_is_damaged(repo: Repository) -> None
         fresh.pack_entries(pack_id)
 
 
+@pytest.mark.local_files
 def test_rebuild_missing_only_and_orphans(repo: Repository) -> None:
     _store(repo, "a")
     (kept,) = _store(repo, "b")
@@ -122,6 +125,7 @@ def test_rebuild_missing_only_and_orphans(repo: Repository) -> None:
     assert not orphan.exists()
 
 
+@pytest.mark.local_files
 def test_damaged_index_file_falls_back_to_the_pack_footer(repo: Repository) -> None:
     (only,) = _store(repo, "a")
     entry = repo.locate(only)
