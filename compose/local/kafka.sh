@@ -255,7 +255,7 @@ write_properties() {
 }
 
 # The roles, each a SCRAM user of its own (blockferry-ROLE) on a sasl_ssl cluster.
-ROLES=(orchestrator guest-proxy source-mover dedupe-index target-mover)
+ROLES=(orchestrator guest-proxy source-mover dedupe-index target-mover gateway)
 
 # The certificates and passwords of a sasl_ssl cluster, made once: a CA, one node
 # certificate for 127.0.0.1 (serving TLS, and the nodes' identity to the controllers),

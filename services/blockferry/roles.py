@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry
 
 from blockferry.dedupe_index.service import DedupeIndex
 from blockferry.dedupe_index.settings import DedupeIndexSettings
+from blockferry.gateway.service import Gateway
+from blockferry.gateway.settings import GatewaySettings
 from blockferry.guest_proxy.service import GuestProxy
 from blockferry.guest_proxy.settings import GuestProxySettings
 from blockferry.orchestrator.service import Orchestrator
@@ -46,6 +48,7 @@ class RoleSpec:
 
 ROLES: dict[str, RoleSpec] = {
     "dedupe-index": RoleSpec(DedupeIndexSettings, DedupeIndex),
+    "gateway": RoleSpec(GatewaySettings, Gateway),
     "guest-proxy": RoleSpec(GuestProxySettings, GuestProxy),
     "orchestrator": RoleSpec(OrchestratorSettings, Orchestrator),
     "source-mover": RoleSpec(SourceMoverSettings, SourceMover),

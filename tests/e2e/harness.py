@@ -18,6 +18,7 @@ import httpx
 
 from blockferry.repository import Repository
 from blockferry.repository.keys import Secret
+from blockferry.repository.locations import open_storage
 from blockferry.transport.codec import Codec
 from blockferry.transport.kafka import Record, RecordConsumer, RecordProducer
 from blockferry.transport.records import Message, SessionEvent
@@ -61,17 +62,31 @@ def make_disk(path: Path, size_mib: int, seed: int = 1, tail: int = 12345) -> Pa
 class MeshProcesses:
     """Starts, kills and restarts role processes; runs the CLI against them."""
 
-    def __init__(self, bootstrap: str, prefix: str, workdir: Path, **env: str) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        prefix: str,
+        workdir: Path,
+        *,
+        location: str | None = None,
+        owner: str = "target-mover",
+        **env: str,
+    ) -> None:
+        """A mesh whose repository ``default`` is at ``location`` (default: the directory
+        :attr:`repository`), owned by ``owner`` (the target mover, or the gateway)."""
         self.workdir = workdir
         self.repository = workdir / "repository"
-        self.ports = {role: free_port() for role in ROLES}
+        self.location = location or str(self.repository)
+        self.roles = (owner, *ROLES[1:])
+        owner_section = owner.upper().replace("-", "_")
+        self.ports = {role: free_port() for role in self.roles}
         self.env = {
             **os.environ,
             "BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
             "BLOCKFERRY_KAFKA__TOPIC_PREFIX": prefix,
             "BLOCKFERRY_DATA_DIR": str(workdir),
             "BLOCKFERRY_API_URL": f"http://127.0.0.1:{self.ports['orchestrator']}",
-            "BLOCKFERRY_TARGET_MOVER__REPOSITORIES": json.dumps({"default": str(self.repository)}),
+            f"BLOCKFERRY_{owner_section}__REPOSITORIES": json.dumps({"default": self.location}),
             "BLOCKFERRY_ORCHESTRATOR__LEASE_SECONDS": "15",
             "BLOCKFERRY_REPO_KEY_FILE": str(workdir / "repository-keys" / "default.key"),
             **env,
@@ -86,14 +101,14 @@ class MeshProcesses:
         self.cli(
             "repo",
             "init",
-            str(self.repository),
+            self.location,
             "--key-file",
             str(self.key_file),
             *args,
             check=True,
         )
         key = self.workdir / "keys" / "default.key"
-        self.cli("repo", "export-dedupe-key", str(self.repository), str(key), check=True)
+        self.cli("repo", "export-dedupe-key", self.location, str(key), check=True)
 
     @property
     def key_file(self) -> Path:
@@ -102,7 +117,7 @@ class MeshProcesses:
 
     def open_repository(self) -> Repository:
         """Repository ``default``, opened with its key file."""
-        return Repository.open(self.repository, secret=Secret.key_file(self.key_file))
+        return Repository.open(open_storage(self.location), secret=Secret.key_file(self.key_file))
 
     def up(self, shards: int, block_kib: int = 256) -> None:
         """A fresh repository, then every role."""
@@ -129,9 +144,9 @@ class MeshProcesses:
         return process
 
     def start_all(self) -> None:
-        for role in ROLES:
+        for role in self.roles:
             self.start(role, wait=False)
-        for role in ROLES:
+        for role in self.roles:
             self.wait_ready(role)
 
     def wait_ready(self, role: str, timeout: float = 90.0) -> None:

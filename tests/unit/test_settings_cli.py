@@ -13,6 +13,8 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 from blockferry.cli import main
+from blockferry.core.errors import ConfigError
+from blockferry.gateway.settings import GatewaySettings
 from blockferry.source_mover.settings import SourceMoverSettings
 from blockferry.target_mover.settings import TargetMoverSettings
 
@@ -36,7 +38,7 @@ def test_defaults() -> None:
     settings = TargetMoverSettings()
     assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"
     assert settings.kafka.topic_prefix == "blockferry"
-    assert settings.repositories() == {"default": Path(".blockferry") / "repository"}
+    assert settings.repositories() == {"default": str(Path(".blockferry") / "repository")}
 
 
 def test_environment_nests_with_double_underscore() -> None:
@@ -47,7 +49,18 @@ def test_environment_nests_with_double_underscore() -> None:
     ):
         assert SourceMoverSettings().kafka.bootstrap_servers == "broker-a:9092,broker-b:9092"
         assert SourceMoverSettings().source_mover.workers == 4
-        assert TargetMoverSettings().repositories() == {"a": Path("/srv/a")}
+        assert TargetMoverSettings().repositories() == {"a": "/srv/a"}
+
+
+def test_the_gateway_names_its_repositories_by_location() -> None:
+    with pytest.raises(ConfigError, match="BLOCKFERRY_GATEWAY__REPOSITORIES"):
+        GatewaySettings().repositories()
+    with environment(
+        BLOCKFERRY_GATEWAY__REPOSITORIES='{"offsite": "s3://backups/site-a?endpoint=http://s3:9000"}'
+    ):
+        assert GatewaySettings().repositories() == {
+            "offsite": "s3://backups/site-a?endpoint=http://s3:9000"
+        }
 
 
 def test_yaml_file_below_the_environment(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""``repo``: work on a repository path directly, with no Kafka."""
+"""``repo``: work on a repository directly (a path or a URL: ``locations``), with no
+Kafka."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ REPO_LOCK_WAIT_S = 60.0
 
 @main.group()
 def repo() -> None:
-    """Work on a repository path directly (creation, checks, disaster recovery)."""
+    """Work on a repository directly (creation, checks, disaster recovery): REPOSITORY is
+    a path, file:///path or s3://bucket/prefix?endpoint=URL."""
 
 
 def unlock_options(function: Callable[..., None]) -> Callable[..., None]:
@@ -104,18 +106,18 @@ def _first_line(path: Path) -> str:
     return lines[0] if lines else ""
 
 
-def _open(path: Path, unlock: Unlock, *, read_only: bool = False) -> Repository:
-    """The repository at ``path``; an encrypted one unlocked with the secret ``unlock``
+def _open(location: str, unlock: Unlock, *, read_only: bool = False) -> Repository:
+    """The repository at ``location``; an encrypted one unlocked with the secret ``unlock``
     names, or with a passphrase asked for on a terminal when it names none."""
     from blockferry.core.errors import WrongKey
     from blockferry.repository import Repository
     from blockferry.repository.keys import Secret
-    from blockferry.repository.local_storage import LocalStorage
+    from blockferry.repository.locations import open_storage
     from blockferry.repository.storage_views import ReadOnlyStorage
 
     def storage() -> Storage:
-        local = LocalStorage(path)
-        return ReadOnlyStorage(local) if read_only else local
+        base = open_storage(location)
+        return ReadOnlyStorage(base) if read_only else base
 
     try:
         return Repository.open(storage())
@@ -124,12 +126,14 @@ def _open(path: Path, unlock: Unlock, *, read_only: bool = False) -> Repository:
         if secret is None and not sys.stdin.isatty():
             raise
     if secret is None:
-        secret = Secret.passphrase(click.prompt(f"passphrase of {path}", hide_input=True, err=True))
+        secret = Secret.passphrase(
+            click.prompt(f"passphrase of {location}", hide_input=True, err=True)
+        )
     return Repository.open(storage(), secret=secret)
 
 
 @repo.command("init")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("location", metavar="REPOSITORY")
 @click.option(
     "--block-size",
     type=click.Choice([str(s // 1024) for s in BLOCK_SIZES]),
@@ -162,7 +166,7 @@ def _open(path: Path, unlock: Unlock, *, read_only: bool = False) -> Repository:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def repo_init(
-    path: Path,
+    location: str,
     block_size: str,
     shards: int,
     key_file: Path | None,
@@ -170,10 +174,11 @@ def repo_init(
     insecure_no_encryption: bool,
     as_json: bool,
 ) -> None:
-    """Create a repository at PATH, encrypted at rest unless told otherwise."""
+    """Create a repository at REPOSITORY, encrypted at rest unless told otherwise."""
     from blockferry.core.errors import ConfigError
     from blockferry.repository import Repository
     from blockferry.repository.keys import Secret, write_key_file
+    from blockferry.repository.locations import open_storage
 
     try:
         secrets: list[Secret] = []
@@ -195,11 +200,14 @@ def repo_init(
                         " missing), --passphrase-file FILE, or --insecure-no-encryption"
                     )
                 passphrase = click.prompt(
-                    f"passphrase for {path}", hide_input=True, confirmation_prompt=True, err=True
+                    f"passphrase for {location}",
+                    hide_input=True,
+                    confirmation_prompt=True,
+                    err=True,
                 )
                 secrets.append(Secret.passphrase(passphrase))
         created = Repository.init(
-            path,
+            open_storage(location, check_writes=True),
             block_size=int(block_size) * 1024,
             shard_count=shards,
             secret=secrets[0] if secrets else None,
@@ -214,13 +222,13 @@ def repo_init(
     emit(
         as_json,
         {
-            "path": str(path),
+            "path": location,
             "id": config.id,
             "block_size": config.block_size,
             "shard_count": config.shard_count,
             "encryption": config.encryption_mode,
         },
-        f"created repository {config.id} at {path} (block size {config.block_size // 1024} KiB,"
+        f"created repository {config.id} at {location} (block size {config.block_size // 1024} KiB,"
         f" {config.shard_count} shards, encryption {config.encryption_mode})",
     )
     if key_file is not None and not as_json:
@@ -238,17 +246,19 @@ READ_ONLY_HELP = (
 
 
 @repo.command("check")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("location", metavar="REPOSITORY")
 @click.option("--read-data", is_flag=True, help="Also read and verify every chunk.")
 @click.option("--read-only", is_flag=True, help=READ_ONLY_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @unlock_options
-def repo_check(path: Path, read_data: bool, read_only: bool, as_json: bool, unlock: Unlock) -> None:
+def repo_check(
+    location: str, read_data: bool, read_only: bool, as_json: bool, unlock: Unlock
+) -> None:
     """Check a repository's consistency."""
     from blockferry.repository import check, verify
 
     try:
-        opened = _open(path, unlock, read_only=read_only)
+        opened = _open(location, unlock, read_only=read_only)
         lock = not read_only
         report = verify(opened, lock=lock) if read_data else check(opened, lock=lock)
     except BlockferryError as exc:
@@ -260,18 +270,18 @@ def repo_check(path: Path, read_data: bool, read_only: bool, as_json: bool, unlo
 
 
 @repo.command("export-dedupe-key")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("location", metavar="REPOSITORY")
 @click.argument("file", type=click.Path(path_type=Path))
 @unlock_options
-def repo_export_dedupe_key(path: Path, file: Path, unlock: Unlock) -> None:
-    """Write the dedupe key of the repository at PATH to FILE (mode 0600): the secret a
+def repo_export_dedupe_key(location: str, file: Path, unlock: Unlock) -> None:
+    """Write the dedupe key of the repository at REPOSITORY to FILE (mode 0600): the secret a
     source mover needs, as <its dedupe_keys_dir>/<repository name>.key, to back up to
     the repository and restore from it. The key never travels over Kafka."""
     from blockferry.core.blocks import key_fingerprint
     from blockferry.source_mover.dedupe_keys import write_key_file
 
     try:
-        key = _open(path, unlock).config.dedupe_key
+        key = _open(location, unlock).config.dedupe_key
         write_key_file(file, key)
     except BlockferryError as exc:
         fail(str(exc))
@@ -281,23 +291,23 @@ def repo_export_dedupe_key(path: Path, file: Path, unlock: Unlock) -> None:
 
 
 @repo.command("rebuild-index")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("location", metavar="REPOSITORY")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @unlock_options
-def repo_rebuild_index(path: Path, as_json: bool, unlock: Unlock) -> None:
+def repo_rebuild_index(location: str, as_json: bool, unlock: Unlock) -> None:
     """Rebuild the pack index from the packs alone."""
     try:
-        packs = _open(path, unlock).rebuild_index(lock_wait=REPO_LOCK_WAIT_S)
+        packs = _open(location, unlock).rebuild_index(lock_wait=REPO_LOCK_WAIT_S)
     except BlockferryError as exc:
         fail(str(exc))
     emit(as_json, {"packs": packs}, f"rebuilt the index from {packs} packs")
 
 
 @repo.command("upgrade")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("location", metavar="REPOSITORY")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def repo_upgrade(path: Path, as_json: bool) -> None:
-    """Convert the repository at PATH from format version 1 to version 2, in place.
+def repo_upgrade(location: str, as_json: bool) -> None:
+    """Convert the repository at REPOSITORY from format version 1 to version 2, in place.
 
     One atomic write of config.json under the exclusive lock: interrupted, run it
     again. The repository stays unencrypted: version 1 has no encryption, and its
@@ -306,10 +316,10 @@ def repo_upgrade(path: Path, as_json: bool) -> None:
     from blockferry.core.errors import WrongKey
     from blockferry.repository import Repository
     from blockferry.repository.config import CONFIG_VERSION
-    from blockferry.repository.local_storage import LocalStorage
+    from blockferry.repository.locations import open_storage
 
     try:
-        upgraded = Repository.open(LocalStorage(path)).upgrade(lock_wait=REPO_LOCK_WAIT_S)
+        upgraded = Repository.open(open_storage(location)).upgrade(lock_wait=REPO_LOCK_WAIT_S)
     except WrongKey:
         upgraded = False  # encrypted: only version 2 is
     except BlockferryError as exc:
@@ -317,21 +327,21 @@ def repo_upgrade(path: Path, as_json: bool) -> None:
     emit(
         as_json,
         {"upgraded": upgraded, "version": CONFIG_VERSION},
-        f"upgraded {path} to format version {CONFIG_VERSION}"
+        f"upgraded {location} to format version {CONFIG_VERSION}"
         if upgraded
-        else f"{path} is format version {CONFIG_VERSION} already: nothing to do",
+        else f"{location} is format version {CONFIG_VERSION} already: nothing to do",
     )
 
 
 @repo.command("set-aside")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("location", metavar="REPOSITORY")
 @click.argument("ident", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @unlock_options
-def repo_set_aside(path: Path, ident: str, as_json: bool, unlock: Unlock) -> None:
+def repo_set_aside(location: str, ident: str, as_json: bool, unlock: Unlock) -> None:
     """Set a damaged restore point (or a session's staged fixed indexes) aside.
 
-    ID is a restore point id or a session id. It moves to PATH/damaged/, where it is
+    ID is a restore point id or a session id. It moves to damaged/ in the repository, where it is
     no restore point any more: not listed, restored or pruned, so garbage collection
     and prune run again. Its files are kept, and so are the chunks its fixed indexes
     name: repair it and move it back, or delete it from damaged/ to let them go.
@@ -339,7 +349,7 @@ def repo_set_aside(path: Path, ident: str, as_json: bool, unlock: Unlock) -> Non
     from blockferry.repository.damaged import set_aside
 
     try:
-        opened = _open(path, unlock)
+        opened = _open(location, unlock)
         target = opened.storage.where(set_aside(opened, ident, lock_wait=REPO_LOCK_WAIT_S))
     except BlockferryError as exc:
         fail(str(exc))
@@ -351,7 +361,7 @@ def repo_set_aside(path: Path, ident: str, as_json: bool, unlock: Unlock) -> Non
 
 
 @repo.command("restore")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("location", metavar="REPOSITORY")
 @click.argument("restore_point")
 @destination_option
 @click.option("--disk", help="The disk to restore, when the restore point has several.")
@@ -360,7 +370,7 @@ def repo_set_aside(path: Path, ident: str, as_json: bool, unlock: Unlock) -> Non
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @unlock_options
 def repo_restore(
-    path: Path,
+    location: str,
     restore_point: str,
     destination: Path,
     disk: str | None,
@@ -369,12 +379,12 @@ def repo_restore(
     as_json: bool,
     unlock: Unlock,
 ) -> None:
-    """Restore a disk straight from the repository at PATH, with no Kafka."""
+    """Restore a disk straight from the repository at REPOSITORY, with no Kafka."""
     from blockferry.repository import restore_disk
 
     started = time.monotonic()
     try:
-        opened = _open(path, unlock, read_only=read_only)
+        opened = _open(location, unlock, read_only=read_only)
         rp = opened.restore_point(restore_point)
         disks = [d.name for d in rp.disks]
         name = disk or (disks[0] if len(disks) == 1 else None)
@@ -447,13 +457,13 @@ def repo_key() -> None:
 
 
 @repo_key.command("list")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("location", metavar="REPOSITORY")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @unlock_options
-def repo_key_list(path: Path, as_json: bool, unlock: Unlock) -> None:
-    """List the key slots of the repository at PATH."""
+def repo_key_list(location: str, as_json: bool, unlock: Unlock) -> None:
+    """List the key slots of the repository at REPOSITORY."""
     try:
-        slots = _open(path, unlock).keyring.slots()
+        slots = _open(location, unlock).keyring.slots()
     except BlockferryError as exc:
         fail(str(exc))
     rows = [
@@ -465,7 +475,7 @@ def repo_key_list(path: Path, as_json: bool, unlock: Unlock) -> None:
 
 
 @repo_key.command("add")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("location", metavar="REPOSITORY")
 @click.option(
     "--new-key-file",
     type=click.Path(path_type=Path),
@@ -479,20 +489,20 @@ def repo_key_list(path: Path, as_json: bool, unlock: Unlock) -> None:
 @click.option("--label", default="", help="What the key is for, for people.")
 @unlock_options
 def repo_key_add(
-    path: Path,
+    location: str,
     new_key_file: Path | None,
     new_passphrase_file: Path | None,
     label: str,
     unlock: Unlock,
 ) -> None:
-    """Let one more key file or passphrase open the repository at PATH."""
+    """Let one more key file or passphrase open the repository at REPOSITORY."""
     from blockferry.core.errors import ConfigError
     from blockferry.repository.keys import Secret, write_key_file
 
     try:
         if (new_key_file is None) == (new_passphrase_file is None):
             raise ConfigError("give one of --new-key-file and --new-passphrase-file")
-        repository = _open(path, unlock)
+        repository = _open(location, unlock)
         if new_key_file is not None:
             if not new_key_file.exists():
                 write_key_file(new_key_file)
@@ -507,27 +517,27 @@ def repo_key_add(
 
 
 @repo_key.command("remove")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("location", metavar="REPOSITORY")
 @click.argument("key_id", metavar="ID")
 @unlock_options
-def repo_key_remove(path: Path, key_id: str, unlock: Unlock) -> None:
-    """Remove key ID from the repository at PATH (never the last one)."""
+def repo_key_remove(location: str, key_id: str, unlock: Unlock) -> None:
+    """Remove key ID from the repository at REPOSITORY (never the last one)."""
     try:
-        _open(path, unlock).keyring.remove(key_id)
+        _open(location, unlock).keyring.remove(key_id)
     except BlockferryError as exc:
         fail(str(exc))
     click.echo(f"removed key {key_id}")
 
 
 @repo_key.command("recovery")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("location", metavar="REPOSITORY")
 @unlock_options
-def repo_key_recovery(path: Path, unlock: Unlock) -> None:
+def repo_key_recovery(location: str, unlock: Unlock) -> None:
     """Print the repository's master key as a recovery key, to keep on paper: with it
     (--recovery-key-file) the repository opens when every key file and passphrase is
     lost. Whoever holds it reads every backup in the repository."""
     try:
-        text = _open(path, unlock).recovery_key()
+        text = _open(location, unlock).recovery_key()
     except BlockferryError as exc:
         fail(str(exc))
     click.echo(text)

@@ -61,7 +61,14 @@ def config(roles: tuple[str, ...], print_defaults: bool) -> None:
     "--repository",
     "repositories",
     multiple=True,
-    help="A repository whose topics the roles are granted (repeat for each).",
+    help="A repository the target mover serves, whose topics the roles are granted"
+    " (repeat for each).",
+)
+@click.option(
+    "--gateway-repository",
+    "gateway_repositories",
+    multiple=True,
+    help="A repository the gateway serves, whose topics the roles are granted (repeat for each).",
 )
 @click.option(
     "--prefix",
@@ -92,6 +99,7 @@ def config(roles: tuple[str, ...], print_defaults: bool) -> None:
 )
 def acls(
     repositories: tuple[str, ...],
+    gateway_repositories: tuple[str, ...],
     prefix: str | None,
     principal: str | None,
     fmt: str,
@@ -108,7 +116,9 @@ def acls(
     except ValueError as exc:
         fail(str(exc))
     kafka = CommonSettings().kafka
-    found = kafka_acls.bindings(prefix or kafka.topic_prefix, repositories, principal_of)
+    found = kafka_acls.bindings(
+        prefix or kafka.topic_prefix, repositories, principal_of, gateway_repositories
+    )
     if apply_them:
         try:
             kafka_acls.apply(kafka.bootstrap_servers, kafka.security, found)

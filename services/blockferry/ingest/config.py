@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, Field
+
+from blockferry.settings import CommonSettings
 
 
 class IngestConfig(BaseModel):
@@ -36,3 +40,36 @@ class IngestConfig(BaseModel):
         " generations before its own (each GC and each backup's start begins one), besides"
         " those sealed since the oldest running backup began; 0: only those.",
     )
+    repositories: dict[str, str] = Field(
+        default_factory=dict,
+        description="Repositories this role owns: name -> location (a path, file:///path,"
+        " or for the gateway s3://bucket/prefix?endpoint=URL). Empty: for the target"
+        " mover, the repository 'default' under the data directory.",
+    )
+    repository_keys_dir: Path | None = Field(
+        None,
+        description="The directory of the key files of repositories encrypted at rest,"
+        " <repository>.key each (blockferry repo init --key-file). Default:"
+        " repository-keys/ in the data directory.",
+    )
+
+
+class IngestSettings(CommonSettings):
+    """Settings of a role that owns repositories (the target mover, the gateway)."""
+
+    def ingest(self) -> IngestConfig:
+        """This role's own section."""
+        raise NotImplementedError
+
+    def repositories(self) -> dict[str, str]:
+        """Name -> location of every repository this role owns.
+
+        Raises:
+            ConfigError: none is configured and the role has no default.
+        """
+        raise NotImplementedError
+
+    def repository_key_file(self, name: str) -> Path:
+        """Where the key file of repository ``name`` is, if it is encrypted."""
+        directory = self.ingest().repository_keys_dir or self.data_dir / "repository-keys"
+        return directory / f"{name}.key"

@@ -4,7 +4,8 @@ says the role does.
 A role may write the topics it produces, read the topics it consumes and join its own
 consumer groups. It may create, and describe the configs of, the shared topics it uses
 (each role creates and checks them at start, so none waits for another); a
-repository's topics are created and checked by the target mover that serves it.
+repository's topics are created and checked by the target mover or gateway that
+serves it (:data:`~blockferry.transport.topics.OWNERS`).
 Every name is literal: a role is granted a repository's topics only when that
 repository is listed, so no principal may touch the topics of a repository it was not
 given.
@@ -30,14 +31,17 @@ from confluent_kafka.admin import (
 from blockferry.core.errors import TransportError
 from blockferry.settings import KafkaSecurity
 from blockferry.transport.kafka import librdkafka_options
-from blockferry.transport.topics import EVERY_ROLE, FLOWS
+from blockferry.transport.topics import EVERY_ROLE, FLOWS, OWNERS
+
+_OWNER_GROUPS = ("<repo>.target", "<repo>.assembly", "<repo>.owner", "<repo>.owner-requests")
 
 ROLE_GROUPS: dict[str, tuple[str, ...]] = {
     "orchestrator": (),
     "guest-proxy": ("guest-proxy",),
     "source-mover": ("source-mover",),
     "dedupe-index": ("dedupe-index",),
-    "target-mover": ("<repo>.target", "<repo>.assembly", "<repo>.owner", "<repo>.owner-requests"),
+    "target-mover": _OWNER_GROUPS,
+    "gateway": _OWNER_GROUPS,
 }
 """The consumer groups (after the prefix) each role joins; the others read partitions
 they assign themselves, which needs no group."""
@@ -58,10 +62,6 @@ class Binding:
     """As Kafka names it: Read, Write, Create, Describe, DescribeConfigs."""
 
 
-REPOSITORY_OWNER = "target-mover"
-"""The role that creates (and checks) every topic of the repositories it serves."""
-
-
 def _names(pattern: str, prefix: str, repositories: Sequence[str]) -> list[str]:
     if pattern.startswith("<repo>."):
         suffix = pattern.removeprefix("<repo>")
@@ -70,13 +70,25 @@ def _names(pattern: str, prefix: str, repositories: Sequence[str]) -> list[str]:
 
 
 def bindings(
-    prefix: str, repositories: Sequence[str], principal_of: Callable[[str], str]
+    prefix: str,
+    repositories: Sequence[str],
+    principal_of: Callable[[str], str],
+    gateway_repositories: Sequence[str] = (),
 ) -> list[Binding]:
     """Every ACL binding of the mesh whose topics start with ``prefix``, for the
-    repositories named; ``principal_of(role)`` is the role's principal."""
+    repositories named: those the target mover serves, and those the gateway serves
+    (``gateway_repositories``). ``principal_of(role)`` is the role's principal.
+
+    Only the one role that serves a repository may touch that repository's topics as
+    its owner, so each of them still has one producing role."""
+    served = {"target-mover": repositories, "gateway": gateway_repositories}
+    every_repository = [*repositories, *gateway_repositories]
     found: set[Binding] = set()
     for role in EVERY_ROLE:
         principal = principal_of(role)
+        repositories = served.get(role, every_repository)
+        if role in OWNERS and not repositories:
+            continue  # an owner serving no repository needs no access at all
         for flow in FLOWS:
             uses = []
             if role in flow.producers:
@@ -84,7 +96,7 @@ def bindings(
             if role in flow.consumers:
                 uses.append("Read")
             per_repository = flow.topic.startswith("<repo>.")
-            if (role == REPOSITORY_OWNER) if per_repository else bool(uses):
+            if (role in OWNERS) if per_repository else bool(uses):
                 uses += ["Create", "Describe", "DescribeConfigs"]
             for name in _names(flow.topic, prefix, repositories):
                 found.update(Binding(principal, "topic", name, op) for op in uses)

@@ -38,7 +38,18 @@ class Flow:
     """Carries block data: produced and consumed with ``kafka.bulk_client``."""
 
 
-EVERY_ROLE = ("orchestrator", "guest-proxy", "source-mover", "dedupe-index", "target-mover")
+EVERY_ROLE = (
+    "orchestrator",
+    "guest-proxy",
+    "source-mover",
+    "dedupe-index",
+    "target-mover",
+    "gateway",
+)
+
+OWNERS = ("target-mover", "gateway")
+"""The roles that own repositories: the target mover (directly attached disks) or the
+gateway (shares and buckets) serves each, with the same records."""
 
 FLOWS: tuple[Flow, ...] = (
     Flow("tasks", ("orchestrator",), ("source-mover",), ("Task", "ChangedRangesPage")),
@@ -48,7 +59,7 @@ FLOWS: tuple[Flow, ...] = (
     Flow("guest-events", ("guest-proxy",), ("orchestrator",), ("Reply",)),
     Flow(
         "repositories",
-        ("target-mover",),
+        OWNERS,
         ("orchestrator", "source-mover", "dedupe-index"),
         ("RepositoryInfo",),
     ),
@@ -56,32 +67,32 @@ FLOWS: tuple[Flow, ...] = (
     Flow("sessions", ("orchestrator",), ("orchestrator",), ("StoredSession",)),
     Flow("session-events", ("orchestrator",), ("orchestrator",), ("SessionEvent",)),
     Flow("dead-letter", EVERY_ROLE, (), ("DeadLetter",)),
-    Flow("<repo>.chunks", ("source-mover",), ("target-mover",), ("Chunk",), bulk=True),
+    Flow("<repo>.chunks", ("source-mover",), OWNERS, ("Chunk",), bulk=True),
     Flow(
         "<repo>.extents",
         ("source-mover",),
-        ("target-mover",),
+        OWNERS,
         ("Extents", "DiskEnd", "ResumeQuery"),
     ),
     Flow(
         "<repo>.index",
-        ("target-mover",),
-        ("dedupe-index", "target-mover"),
+        OWNERS,
+        ("dedupe-index", *OWNERS),
         ("IndexEntry", "Tombstone"),
     ),
     Flow("<repo>.lookups", ("source-mover",), ("dedupe-index",), ("LookupRequest",)),
     Flow("<repo>.lookup-replies", ("dedupe-index",), ("source-mover",), ("LookupReply",)),
-    Flow("<repo>.commands", ("orchestrator",), ("target-mover",), ("Command",)),
-    Flow("<repo>.requests", ("source-mover",), ("target-mover",), ("Command",)),
+    Flow("<repo>.commands", ("orchestrator",), OWNERS, ("Command",)),
+    Flow("<repo>.requests", ("source-mover",), OWNERS, ("Command",)),
     Flow(
         "<repo>.replies",
-        ("target-mover",),
+        OWNERS,
         ("orchestrator", "source-mover"),
         ("Reply", "FixedIndexPage"),
     ),
     Flow(
         "<repo>.restore",
-        ("target-mover",),
+        OWNERS,
         ("source-mover",),
         ("RestoreStart", "RestoreBlock", "RestoreEnd"),
         bulk=True,

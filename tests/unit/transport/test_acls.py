@@ -17,7 +17,7 @@ from blockferry.transport.acls import (
     bindings,
     principal_template,
 )
-from blockferry.transport.topics import FLOWS
+from blockferry.transport.topics import FLOWS, OWNERS
 
 PRINCIPAL = principal_template(DEFAULT_PRINCIPAL)
 
@@ -120,7 +120,7 @@ def test_the_document_lists_every_binding_per_principal() -> None:
     assert set(document) == {
         PRINCIPAL(r)
         for r in ("orchestrator", "guest-proxy", "source-mover", "dedupe-index", "target-mover")
-    }
+    }, "the gateway serves no repository here: it gets nothing"
 
 
 @pytest.mark.parametrize("template", ["User:blockferry", "blockferry-{role}"])
@@ -135,7 +135,16 @@ def test_every_consumed_topic_has_one_producing_role_so_acls_pin_a_record_s_orig
     producing roles (the dead-letter topic, written by all, is read by operators only)."""
     for flow in FLOWS:
         if flow.consumers:
-            assert len(flow.producers) == 1, flow
+            assert len(flow.producers) == 1 or flow.producers == OWNERS, flow
+    found = bindings("bf", ("local",), PRINCIPAL, ("offsite",))
+    topics = {b.name for b in found if b.resource_type == "topic"}
+    for topic in {t for t in topics if t.startswith(("bf.local.", "bf.offsite."))}:
+        writers = {b.principal for b in found if b.name == topic and b.operation == "Write"}
+        assert len(writers) == 1, (topic, writers)
+    owners = {
+        b.principal for b in found if b.name.startswith("bf.offsite.") and b.operation == "Create"
+    }
+    assert owners == {PRINCIPAL("gateway")}, "a repository's topics: its one owner only"
     commands = {f.topic: f.producers for f in FLOWS if "Command" in f.records}
     assert commands == {
         "task-control": ("orchestrator",),

@@ -1,0 +1,92 @@
+"""A role that owns repositories: the target mover and the gateway are this one role,
+placed differently (next to directly attached disks, or next to a share or bucket) and
+serving different backends."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar
+
+from prometheus_client import CollectorRegistry
+
+from blockferry.core.errors import ConfigError, WrongKey
+from blockferry.ingest.config import IngestSettings
+from blockferry.ingest.metrics import IngestMetrics
+from blockferry.ingest.pipeline import RepositoryPipeline
+from blockferry.mesh import Mesh
+from blockferry.repository import Repository
+from blockferry.repository.keys import Secret
+from blockferry.repository.locations import open_storage, scheme
+from blockferry.repository.storage_views import MeteredStorage, StorageMetrics
+
+
+class IngestRole:
+    """Every write to the repositories this instance owns (shared with its other
+    instances, which split each repository's partitions)."""
+
+    name: str
+    schemes: ClassVar[tuple[str, ...]]
+    """The kinds of location (:mod:`~blockferry.repository.locations`) it serves."""
+
+    def __init__(self, settings: IngestSettings, registry: CollectorRegistry) -> None:
+        self._settings = settings
+        config = settings.ingest()
+        self._mesh = Mesh(settings, self.name)
+        self._metrics = IngestMetrics(registry, self.name)
+        self._storage_metrics = StorageMetrics(registry, self.name)
+        self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix=self.name)
+        self._maintenance = ThreadPoolExecutor(
+            config.maintenance_workers, thread_name_prefix="maintenance"
+        )
+        self._pipelines: list[RepositoryPipeline] = []
+        self.ready = False
+
+    async def start(self) -> None:
+        repositories = self._settings.repositories()
+        for name, location in sorted(repositories.items()):
+            if scheme(location) not in self.schemes:
+                raise ConfigError(
+                    f"repository {name} at {location}: the {self.name} serves"
+                    f" {', '.join(self.schemes)} locations only (a share or bucket is the"
+                    " gateway's)"
+                )
+        await self._mesh.start()
+        for name, location in sorted(repositories.items()):
+            repo = await asyncio.to_thread(self._open, name, location)
+            pipeline = RepositoryPipeline(
+                self._mesh,
+                repo,
+                name,
+                self._settings.ingest(),
+                self._metrics,
+                self._pool,
+                self._maintenance,
+            )
+            await pipeline.start()
+            self._pipelines.append(pipeline)
+
+    def _open(self, name: str, location: str) -> Repository:
+        storage = open_storage(location, check_writes=True)
+        key_file = self._settings.repository_key_file(name)
+        secret = Secret.key_file(key_file) if key_file.exists() else None
+        try:
+            return Repository.open(
+                MeteredStorage(storage, self._storage_metrics, name), secret=secret
+            )
+        except WrongKey as exc:
+            raise WrongKey(f"{exc} (the {self.name} reads {key_file})") from exc
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for pipeline in self._pipelines:
+                group.create_task(pipeline.run())
+            self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        for pipeline in self._pipelines:
+            await pipeline.stop()
+        await self._mesh.stop()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._maintenance.shutdown(wait=True, cancel_futures=True)
