@@ -4,6 +4,7 @@ restore, verify, GC and check through the mesh, every role its own process."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +12,17 @@ import pytest
 
 from tests.e2e.harness import MeshProcesses, make_disk, packed_digests
 from tests.minio import MinioServer
+from tests.tcp_relay import TcpRelay, relay_to
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def relay(minio: MinioServer) -> Iterator[TcpRelay]:
+    """The way to the store, which a test may cut."""
+    host, port = minio.endpoint.removeprefix("http://").split(":")
+    with relay_to(host, int(port)) as relay:
+        yield relay
 
 
 @pytest.fixture
@@ -21,14 +31,15 @@ def gateway_mesh(
     topic_prefix: str,
     tmp_path: Path,
     minio: MinioServer,
+    relay: TcpRelay,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[MeshProcesses]:
-    """A mesh whose repository is in a new bucket, served by the gateway; this process
-    and the mesh's get the store's credentials from the environment, as an operator's
-    would."""
+    """A mesh whose repository is in a new bucket, reached through :func:`relay`,
+    served by the gateway; this process and the mesh's get the store's credentials
+    from the environment, as an operator's would."""
     for name, value in minio.env().items():
         monkeypatch.setenv(name, value)
-    location = f"s3://{minio.new_bucket()}/site-a?endpoint={minio.endpoint}"
+    location = f"s3://{minio.new_bucket()}/site-a?endpoint=http://{relay.address}"
     mesh = MeshProcesses(
         kafka_bootstrap, topic_prefix, tmp_path, location=location, owner="gateway"
     )
@@ -87,5 +98,27 @@ def test_backup_incremental_restore_gc_on_s3(
     disk.with_suffix(".restored").unlink()
     mesh.assert_restores(incremental["restore_point"], disk)
 
+    checked = mesh.cli_json("repo", "check", mesh.location, "--read-data")
+    assert checked["ok"] is True, checked
+
+
+def test_the_bucket_unreachable_for_30_s_mid_backup_delays_the_session_and_loses_nothing(
+    gateway_mesh: MeshProcesses, tmp_path: Path, relay: TcpRelay
+) -> None:
+    mesh = gateway_mesh
+    mesh.init_repository("--block-size", "256", "--shards", "2")
+    mesh.start_all()
+    mesh.kill("source-mover")
+    mesh.start("source-mover", BLOCKFERRY_SOURCE_MOVER__READ_LIMIT_MIB_S="3")
+    disk = make_disk(tmp_path / "vm.img", 48, seed=12)
+    session = mesh.cli_json("backup", str(disk), "--job", "cut")["session"]
+    mesh.wait_for_progress(session, 0.2)
+    relay.cut()
+    time.sleep(30)
+    relay.restore()
+    ended = mesh.follow(session, timeout=300)
+    assert ended["state"] == "success", ended
+    mesh.assert_restores(ended["restore_point"], disk)
+    assert "retrying" in mesh.log("gateway"), "the gateway met the outage and waited"
     checked = mesh.cli_json("repo", "check", mesh.location, "--read-data")
     assert checked["ok"] is True, checked

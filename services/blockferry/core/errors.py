@@ -38,6 +38,11 @@ class RepositoryFull(RepositoryError):
     """The repository's file system has no room left."""
 
 
+class RepositoryUnavailable(RepositoryError):
+    """The repository's storage cannot be reached now (a network cut, a store or share
+    down): retried and waited out, never a verdict on the data."""
+
+
 class LockError(RepositoryError):
     """A repository lock cannot be taken or was lost."""
 

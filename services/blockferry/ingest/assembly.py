@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from blockferry.core import blocks, limits
-from blockferry.core.errors import BlockferryError
+from blockferry.core.errors import BlockferryError, RepositoryUnavailable
 from blockferry.failpoints import Point
-from blockferry.ingest.chunks import ChunkIntake
+from blockferry.ingest.chunks import STORAGE_RETRY_S, ChunkIntake
 from blockferry.ingest.context import IngestContext
 from blockferry.transport import commands as cmd
 from blockferry.transport.kafka import Partition, Record
@@ -146,7 +146,13 @@ class ExtentAssembly:
 
     async def _finish(self, disk: DiskExtents, end: DiskEnd) -> None:
         try:
-            await self._finish_disk(disk, end)
+            while True:
+                try:
+                    await self._finish_disk(disk, end)
+                    return
+                except RepositoryUnavailable as exc:  # waited out: the source waits too
+                    log.warning("disk %s: %s; waiting for the repository's storage", disk.key, exc)
+                    await asyncio.sleep(STORAGE_RETRY_S)
         except Exception as exc:  # answered to the source; assembly of other disks goes on
             if isinstance(exc, BlockferryError):
                 log.error("disk %s: %s", disk.key, exc)
@@ -262,10 +268,13 @@ class ExtentAssembly:
             if len(still) < len(needed):
                 deadline = loop.time() + self._ctx.config.stored_wait_s
             needed = still
+            error = self._intake.storage_error
+            if isinstance(error, RepositoryUnavailable):  # no time lost to an outage
+                deadline = loop.time() + self._ctx.config.stored_wait_s
             if not needed or loop.time() >= deadline:
                 break
-            if self._intake.storage_error is not None:
-                raise self._intake.storage_error
+            if error is not None and not isinstance(error, RepositoryUnavailable):
+                raise error
             self._intake.seal_requested.set()
             async with self._intake.sealed:
                 try:

@@ -21,8 +21,8 @@ An object ``a/b/c`` is the key ``<prefix>a/b/c``. How each guarantee of
 * **Deletes** go one by one, in order: S3 has no ordered batch delete.
 * **Retries**: botocore's standard mode retries throttling, 5xx and connection errors
   with exponential backoff and jitter (``max_attempts``), and every request has connect
-  and read timeouts, so an unreachable store surfaces as a RepositoryError the caller
-  retries, not a hang.
+  and read timeouts, so an unreachable store surfaces as RepositoryUnavailable, which
+  the ingest pipeline waits out, not a hang.
 
 Credentials are given (settings, a mounted secret), or else come from botocore's chain:
 ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, or a shared credentials file
@@ -47,7 +47,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from blockferry.core.errors import RepositoryError, RepositoryFull
+from blockferry.core.errors import RepositoryError, RepositoryFull, RepositoryUnavailable
 from blockferry.repository.storage import (
     Data,
     ObjectExists,
@@ -72,6 +72,12 @@ _FULL = frozenset({"XMinioStorageFull", "QuotaExceeded", "XMinioAdminBucketQuota
 # S3 answers 409 to a conditional write racing another on the same key: try again.
 _CONFLICT = frozenset({"ConditionalRequestConflict", "409", "OperationAborted"})
 _CONFLICT_RETRIES = 5
+_UNREACHABLE = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ReadTimeoutError,
+)
 
 
 @dataclass(frozen=True)
@@ -385,6 +391,8 @@ class _Errors:
             code = _code(exc)
             if code in _NOT_FOUND or _status(exc) == 404:
                 raise ObjectNotFound(f"{message}: no such object") from exc
+            if _status(exc) >= 500:  # still so after botocore's retries
+                raise RepositoryUnavailable(f"{message}: the store answers {code}") from exc
             if code in _FULL:
                 raise RepositoryFull(
                     f"{message}: the store has no room ({code}); free space or raise the"
@@ -392,6 +400,8 @@ class _Errors:
                 ) from exc
             detail = exc.response.get("Error", {}).get("Message") or code
             raise RepositoryError(f"{message}: {code}: {detail}") from exc
+        if isinstance(exc, _UNREACHABLE):
+            raise RepositoryUnavailable(f"{message}: {exc}") from exc
         if isinstance(exc, botocore.exceptions.BotoCoreError):
             raise RepositoryError(f"{message}: {exc}") from exc
 

@@ -27,6 +27,7 @@ from blockferry.core.errors import (
     RecordError,
     RepositoryFull,
     RepositoryNotFound,
+    RepositoryUnavailable,
     RestorePointNotFound,
     SessionError,
     SourceError,
@@ -54,7 +55,8 @@ class ErrorCode(StrEnum):
     REFUSED = "refused"
     """The command is wrong (bad arguments, a destination refused, an unknown name)."""
     UNAVAILABLE = "unavailable"
-    """The server cannot do it now (a full disk, Kafka away): try again later."""
+    """The server cannot do it now (a full disk, its storage or Kafka away): try again
+    later."""
     INTERNAL = "internal"
     """The server failed (damaged data, a bug): its log says more."""
 
@@ -64,6 +66,7 @@ _CODES: tuple[tuple[type[BaseException], ErrorCode], ...] = (
     (RepositoryNotFound, ErrorCode.NOT_FOUND),
     (LockBusy, ErrorCode.CONFLICT),
     (RepositoryFull, ErrorCode.UNAVAILABLE),
+    (RepositoryUnavailable, ErrorCode.UNAVAILABLE),
     (TransportError, ErrorCode.UNAVAILABLE),
     (CorruptionError, ErrorCode.INTERNAL),
     (ConfigError, ErrorCode.REFUSED),

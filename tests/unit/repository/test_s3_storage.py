@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from blockferry.core.errors import RepositoryError
+from blockferry.core.errors import RepositoryError, RepositoryUnavailable
 from blockferry.repository.s3_storage import PART_SIZE, S3Credentials, S3Location, S3Storage
 from blockferry.repository.storage import ObjectExists, ObjectNotFound
 from tests.minio import MinioServer
@@ -92,13 +92,15 @@ def test_errors_name_the_object(storage: S3Storage, minio: MinioServer) -> None:
     assert "wrong-secret" not in repr(denied.location) + repr(minio.credentials())
 
 
-def test_an_unreachable_store_is_a_repository_error() -> None:
+def test_an_unreachable_store_is_unavailable_not_a_verdict() -> None:
     storage = S3Storage(
         S3Location("bucket", "repo/", f"http://127.0.0.1:{free_port()}"),
         credentials=S3Credentials("someone", "secret"),
         max_attempts=2,
         connect_timeout=1,
     )
-    with pytest.raises(RepositoryError, match=r"reading s3://bucket/repo/config\.json: .*connect"):
+    with pytest.raises(
+        RepositoryUnavailable, match=r"reading s3://bucket/repo/config\.json: .*connect"
+    ):
         storage.get("config.json")
     assert storage.requests()["GetObject"] >= 2, "retried"
