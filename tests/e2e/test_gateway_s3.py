@@ -122,3 +122,23 @@ def test_the_bucket_unreachable_for_30_s_mid_backup_delays_the_session_and_loses
     assert "retrying" in mesh.log("gateway"), "the gateway met the outage and waited"
     checked = mesh.cli_json("repo", "check", mesh.location, "--read-data")
     assert checked["ok"] is True, checked
+
+
+def test_a_gateway_killed_mid_backup_is_restarted_and_the_session_completes(
+    gateway_mesh: MeshProcesses, tmp_path: Path
+) -> None:
+    mesh = gateway_mesh
+    mesh.init_repository("--block-size", "256", "--shards", "2")
+    mesh.start_all()
+    mesh.kill("source-mover")
+    mesh.start("source-mover", BLOCKFERRY_SOURCE_MOVER__READ_LIMIT_MIB_S="4")
+    disk = make_disk(tmp_path / "vm.img", 32, seed=13)
+    session = mesh.cli_json("backup", str(disk), "--job", "killed")["session"]
+    mesh.wait_for_progress(session, 0.4)
+    mesh.kill("gateway")
+    mesh.start("gateway")
+    ended = mesh.follow(session, timeout=300)
+    assert ended["state"] == "success", ended
+    mesh.assert_restores(ended["restore_point"], disk)
+    checked = mesh.cli_json("repo", "check", mesh.location, "--read-data")
+    assert checked["ok"] is True, checked
