@@ -15,8 +15,8 @@ from blockferry.core.errors import BlockferryError
 @main.command()
 @click.argument("roles", nargs=-1, required=True)
 def run(roles: tuple[str, ...]) -> None:
-    """Run ROLES (orchestrator, source-mover, dedupe-index, target-mover) or all in this
-    process."""
+    """Run ROLES (orchestrator, guest-proxy, source-mover, dedupe-index, target-mover,
+    gateway) in this process; all: every role but the gateway."""
     from blockferry import failpoints
     from blockferry.roles import resolve
     from blockferry.runner import run_roles
