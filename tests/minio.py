@@ -6,9 +6,11 @@ stopped by its pid. The binary is built by ``compose/local/test-servers.sh fetch
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import boto3
 from botocore.config import Config
+from minio import MinioAdmin
+from minio.credentials import StaticProvider
 
 from blockferry.repository.s3_storage import S3Credentials, S3Location, S3Storage
 from tests.system import free_port, unavailable
@@ -59,13 +63,40 @@ class MinioServer:
         credentials."""
         return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
 
-    def new_bucket(self, *, object_lock: bool = False) -> str:
-        """A new empty bucket's name."""
+    def new_bucket(self, *, retention_days: int = 0) -> str:
+        """A new empty bucket's name; with ``retention_days``, versioned with Object Lock
+        and that default retention in governance mode (an immutable repository's)."""
         name = f"b{secrets.token_hex(6)}"
-        self.client().create_bucket(  # type: ignore[attr-defined]
-            Bucket=name, ObjectLockEnabledForBucket=object_lock
+        client = self.client()
+        client.create_bucket(  # type: ignore[attr-defined]
+            Bucket=name, ObjectLockEnabledForBucket=bool(retention_days)
         )
+        if retention_days:
+            client.put_object_lock_configuration(  # type: ignore[attr-defined]
+                Bucket=name,
+                ObjectLockConfiguration={
+                    "ObjectLockEnabled": "Enabled",
+                    "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": retention_days}},
+                },
+            )
         return name
+
+    def add_user(self, policy: dict[str, object]) -> S3Credentials:
+        """A new user allowed what the IAM ``policy`` document says, and its keys."""
+        admin = MinioAdmin(
+            endpoint=self.endpoint.removeprefix("http://"),
+            credentials=StaticProvider(self.access_key, self.secret_key),
+            secure=False,
+        )
+        name = f"u{secrets.token_hex(6)}"
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as document:
+            json.dump(policy, document)
+            document.flush()
+            admin.policy_add(name, document.name)
+        secret = secrets.token_hex(16)
+        admin.user_add(name, secret)
+        admin.attach_policy([name], user=name)
+        return S3Credentials(name, secret)
 
 
 def check_available() -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from blockferry.repository.locations import s3_location
+from blockferry.repository.s3_policies import BACKUP, MAINTENANCE, policy
 from tests.e2e.harness import MeshProcesses, make_disk, packed_digests
 from tests.minio import MinioServer
 from tests.tcp_relay import TcpRelay, relay_to
@@ -142,3 +144,56 @@ def test_a_gateway_killed_mid_backup_is_restarted_and_the_session_completes(
     mesh.assert_restores(ended["restore_point"], disk)
     checked = mesh.cli_json("repo", "check", mesh.location, "--read-data")
     assert checked["ok"] is True, checked
+
+
+def test_an_append_only_gateway_backs_up_and_leaves_deletion_to_maintenance(
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    tmp_path: Path,
+    minio: MinioServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An immutable repository: the gateway holds credentials that cannot delete data,
+    refuses GC and prune through the mesh, and `repo prune|gc` with the maintenance
+    credentials remove what retention lets go."""
+    bucket = minio.new_bucket(retention_days=1)
+    location = f"s3://{bucket}/site-a?endpoint={minio.endpoint}"
+    where = s3_location(location)
+    backup_keys = minio.add_user(policy(where, BACKUP))
+    maintenance_keys = minio.add_user(policy(where, MAINTENANCE))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", maintenance_keys.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", maintenance_keys.secret_access_key)
+    mesh = MeshProcesses(
+        kafka_bootstrap,
+        topic_prefix,
+        tmp_path,
+        location=location,
+        owner="gateway",
+        BLOCKFERRY_GATEWAY__APPEND_ONLY="true",
+    )
+    try:
+        mesh.init_repository("--block-size", "256", "--shards", "2")  # maintenance keys
+        mesh.env["AWS_ACCESS_KEY_ID"] = backup_keys.access_key_id
+        mesh.env["AWS_SECRET_ACCESS_KEY"] = backup_keys.secret_access_key
+        mesh.start_all()
+        first = make_disk(tmp_path / "a.img", 8, seed=21)
+        second = make_disk(tmp_path / "b.img", 8, seed=22)
+        old = mesh.cli_json("backup", str(first), "--job", "vm", "--disk", "d", "--wait")
+        new = mesh.cli_json("backup", str(second), "--job", "vm", "--disk", "d", "--wait")
+        assert (old["state"], new["state"]) == ("success", "success")
+
+        refused = mesh.cli("prune", "--job", "vm", "--keep-last", "1")
+        assert refused.returncode != 0 and "append-only" in refused.stderr, refused.stderr
+        refused = mesh.cli("gc")
+        assert refused.returncode != 0 and "append-only" in refused.stderr, refused.stderr
+        assert len(mesh.cli_json("restore-points")["restore_points"]) == 2
+
+        mesh.env["AWS_ACCESS_KEY_ID"] = maintenance_keys.access_key_id
+        mesh.env["AWS_SECRET_ACCESS_KEY"] = maintenance_keys.secret_access_key
+        pruned = mesh.cli_json("repo", "prune", location, "--job", "vm", "--keep-last", "1")
+        assert pruned["removed"] == [old["restore_point"]]
+        collected = mesh.cli_json("repo", "gc", location)
+        assert collected["generation"] == 3, collected
+        mesh.assert_restores(new["restore_point"], second)
+    finally:
+        mesh.close()

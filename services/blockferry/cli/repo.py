@@ -16,6 +16,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 
 from blockferry.cli import main
 from blockferry.cli.client import destination_option
+from blockferry.cli.maintenance import retention_of, retention_options, show_gc, show_prune
 from blockferry.cli.output import console, emit, fail
 from blockferry.core.blocks import BLOCK_SIZES, DEFAULT_BLOCK_SIZE
 from blockferry.core.errors import BlockferryError
@@ -301,6 +302,93 @@ def repo_rebuild_index(location: str, as_json: bool, unlock: Unlock) -> None:
     except BlockferryError as exc:
         fail(str(exc))
     emit(as_json, {"packs": packs}, f"rebuilt the index from {packs} packs")
+
+
+@repo.command("prune")
+@click.argument("location", metavar="REPOSITORY")
+@click.option("--job", required=True, help="The job whose restore points are pruned.")
+@retention_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@unlock_options
+def repo_prune(
+    location: str,
+    job: str,
+    timezone: str,
+    dry_run: bool,
+    as_json: bool,
+    unlock: Unlock,
+    **rules: int | None,
+) -> None:
+    """Remove the restore points of JOB that the policy given does not keep, directly
+    (an append-only repository's owner cannot: run this with credentials that may
+    delete). The newest restore point of each disk always stays."""
+    from blockferry.repository.retention import Policy
+
+    retention = retention_of(rules, timezone)
+    if retention is None:
+        fail("give the policy: --keep-last, --daily, --weekly, --monthly or --yearly")
+    try:
+        result = _open(location, unlock).prune(job, Policy(**retention), dry_run=dry_run)
+    except BlockferryError as exc:
+        fail(str(exc))
+    show_prune({"kept": result.kept, "removed": result.removed}, dry_run, as_json)
+
+
+@repo.command("gc")
+@click.argument("location", metavar="REPOSITORY")
+@click.option(
+    "--grace",
+    type=click.IntRange(0),
+    default=1,
+    show_default=True,
+    help="Keep whole the packs of this many generations before this GC's (each backup's"
+    " start and each GC begins one): at least as many as GCs may run during a backup.",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@unlock_options
+def repo_gc(location: str, grace: int, dry_run: bool, as_json: bool, unlock: Unlock) -> None:
+    """Delete the chunks no restore point references, directly, under the exclusive lock
+    (an append-only repository's owner cannot: run this with credentials that may
+    delete). Its owner learns of the removed chunks when it next starts; until then a
+    backup that counted on one sends it again."""
+    from blockferry.ingest.config import IngestConfig
+    from blockferry.repository.gc import collect_garbage
+
+    try:
+        result = collect_garbage(
+            _open(location, unlock),
+            pack_size=IngestConfig().pack_size,
+            grace=grace,
+            dry_run=dry_run,
+        )
+    except BlockferryError as exc:
+        fail(str(exc))
+    show_gc(result.summary(), dry_run, as_json)
+
+
+@repo.command("s3-policy")
+@click.argument("location", metavar="REPOSITORY")
+@click.option(
+    "--for",
+    "kind",
+    type=click.Choice(["backup", "maintenance"]),
+    required=True,
+    help="backup: the gateway's credentials (no deletion of data); maintenance: those of"
+    " repo prune and repo gc.",
+)
+def repo_s3_policy(location: str, kind: str) -> None:
+    """Print the IAM policy of an immutable repository's credentials on S3 (see the
+    README, "Immutable repositories")."""
+    from blockferry.repository.locations import S3, s3_location, scheme
+    from blockferry.repository.s3_policies import policy_json
+
+    try:
+        if scheme(location) != S3:
+            fail(f"{location} is not an s3:// location")
+        click.echo(policy_json(s3_location(location), kind))
+    except BlockferryError as exc:
+        fail(str(exc))
 
 
 @repo.command("upgrade")

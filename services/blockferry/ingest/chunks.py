@@ -84,7 +84,9 @@ class ChunkIntake:
                 self._ctx.name,
                 removed,
             )
-        removed = await self._ctx.in_pool(self._ctx.repo.remove_interrupted_commits)
+        removed = 0
+        if not self._ctx.config.append_only:  # else `repo gc`, which may delete, does it
+            removed = await self._ctx.in_pool(self._ctx.repo.remove_interrupted_commits)
         if removed:
             log.warning(
                 "%s: removed the fixed indexes of %d commits cut short by a crash",

@@ -12,7 +12,7 @@ from typing import Any
 
 from blockferry.command_server import CommandServer, Handler
 from blockferry.core import blocks
-from blockferry.core.errors import BlockferryError, CorruptionError
+from blockferry.core.errors import BlockferryError, ConfigError, CorruptionError
 from blockferry.ingest.changelog import publish_entries, publish_tombstones
 from blockferry.ingest.context import IngestContext
 from blockferry.repository import RestorePoint, verify
@@ -128,6 +128,8 @@ class OwnerCommands(RepositoryServer):
     async def _gc(self, args: cmd.GcArguments, _: str) -> cmd.GcResult:
         """Garbage collection, then the changelog told: moved chunks' new places and
         tombstones for the removed ones (so dedupe lookups stop finding them)."""
+        if not args.dry_run:
+            self._refuse_if_append_only("gc")
         result = await self._ctx.in_maintenance(
             functools.partial(
                 collect_garbage,
@@ -143,11 +145,21 @@ class OwnerCommands(RepositoryServer):
         return cmd.GcResult(**result.summary())
 
     async def _prune(self, args: cmd.PruneArguments, _: str) -> cmd.PruneResult:
+        if not args.dry_run:
+            self._refuse_if_append_only("prune")
         policy = Policy(**args.policy.model_dump())
         result = await self._ctx.in_maintenance(
             functools.partial(self._ctx.repo.prune, args.job, policy, dry_run=args.dry_run)
         )
         return cmd.PruneResult(kept=result.kept, removed=result.removed)
+
+    def _refuse_if_append_only(self, command: str) -> None:
+        if self._ctx.config.append_only:
+            raise ConfigError(
+                f"repository {self._ctx.name} is append-only for its owner, whose"
+                f" credentials cannot delete: run `blockferry repo {command} REPOSITORY`"
+                " with the repository's maintenance credentials"
+            )
 
     async def _list_restore_points(
         self, args: cmd.ListRestorePointsArguments, _: str

@@ -40,6 +40,13 @@ class IngestConfig(BaseModel):
         " generations before its own (each GC and each backup's start begins one), besides"
         " those sealed since the oldest running backup began; 0: only those.",
     )
+    append_only: bool = Field(
+        False,
+        description="The storage credentials of this role cannot delete (an immutable"
+        " repository): it refuses garbage collection and prune, which `blockferry repo gc"
+        " | prune` run with credentials that may, and leaves them what crashed commits"
+        " left.",
+    )
     repositories: dict[str, str] = Field(
         default_factory=dict,
         description="Repositories this role owns: name -> location (a path, file:///path,"
