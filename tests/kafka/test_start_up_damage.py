@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from blockferry.ingest.config import IngestConfig
-from blockferry.repository import Repository, layout
+from blockferry.repository import Repository, check, layout
 from blockferry.repository.retention import Policy
 from blockferry.transport import commands as cmd
 from blockferry.transport.records import Reply
@@ -63,8 +63,8 @@ async def test_start_up_names_a_damaged_restore_point_and_gc_refuses(
 async def test_start_up_survives_a_pack_with_a_damaged_footer(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The footer's magic is gone: the role starts, names the pack, and the chunks its
-    index file lists are published and served like any other."""
+    """The footer's magic is gone: the role starts (it reads no pack), the chunks its
+    index file lists are published and served like any other, and check names it."""
     repo = Repository.init(tmp_path / "repo", block_size=BLOCK_SIZE, shard_count=1)
     healthy = write_pack(repo, [1, 2])
     damaged = write_pack(repo, [3, 4])
@@ -72,8 +72,8 @@ async def test_start_up_survives_a_pack_with_a_damaged_footer(
 
     caplog.set_level(logging.ERROR)
     async with running_pipeline(kafka_bootstrap, topic_prefix, repo, IngestConfig()) as running:
-        assert damaged[0].pack_id in caplog.text
         assert not running.task.done()
         newest = await newest_records(running.mesh)
     assert {newest[e.digest.hex()] for e in healthy + damaged} == set(healthy + damaged)
     assert repo.read_block(damaged[1].digest)
+    assert any(damaged[0].pack_id in problem.path for problem in check(repo).problems)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from blockferry.transport.topics import MAX_RECORD_BYTES
 log = logging.getLogger(__name__)
 
 STORAGE_RETRY_S = 5.0
+REPUBLISH_BATCH = 10_000
+"""Chunks published at a time at start-up: bounds the entries held at once."""
 
 
 @dataclass
@@ -121,34 +124,23 @@ class ChunkIntake:
         await self._ctx.in_pool(self._ctx.repo.refresh_index)
 
     async def _republish(self) -> None:
-        """Publish every sealed pack's entries again: a crash may have come between
-        sealing a pack and publishing it, and publishing is idempotent.
+        """Publish every located chunk again: a crash may have come between sealing a
+        pack and publishing it, and publishing is idempotent.
 
-        A pack whose footer is damaged does not stop the start: it is named (log,
-        ``damaged_packs`` metric, ``repo check``) and its chunks are published as the
-        pack index has them (its index file, or what scanning its chunks found)."""
+        The entries come from the pack index (its snapshot and index files, loaded
+        anyway), never from the packs: a start reads no pack, which on object storage
+        would be requests per pack. A pack whose footer is damaged is served as its
+        index file lists it; ``repo check`` names it."""
         repo = self._ctx.repo
-        pack_ids = await self._ctx.in_pool(repo.sealed_pack_ids)
-        damaged = 0
-        for pack_id in pack_ids:
-            try:
-                entries = await self._ctx.in_pool(repo.pack_entries, pack_id)
-            except CorruptionError as exc:
-                damaged += 1
-                log.error(
-                    "%s: %s; its chunks are served as its index file or a scan found them",
-                    self._ctx.name,
-                    exc,
-                )
-                entries = await self._ctx.in_pool(repo.indexed_entries, pack_id)
-            await publish_entries(self._ctx, entries)
-        self._ctx.metrics.damaged_packs.labels(self._ctx.name).set(damaged)
-        if pack_ids:
-            log.info(
-                "%s: republished %d sealed packs to the index changelog",
-                self._ctx.name,
-                len(pack_ids),
-            )
+        entries = await self._ctx.in_pool(lambda: iter(repo.located_entries()))
+        published = 0
+        while batch := await self._ctx.in_pool(
+            lambda: list(itertools.islice(entries, REPUBLISH_BATCH))
+        ):
+            await publish_entries(self._ctx, batch)
+            published += len(batch)
+        if published:
+            log.info("%s: republished %d chunks to the index changelog", self._ctx.name, published)
 
     async def run(self) -> None:
         async for batch in self._consumer.batches(timeout_ms=100, max_records=32):

@@ -45,13 +45,6 @@ class IngestMetrics:
             ["repository"],
             registry=registry,
         )
-        self.damaged_packs = Gauge(
-            f"{prefix}_damaged_packs",
-            "Packs whose footer start-up found damaged (their chunks are served as their"
-            " index file or a scan found them; repo check names them).",
-            ["repository"],
-            registry=registry,
-        )
         self.commands_refused = Counter(
             f"{prefix}_commands_refused_total",
             "Commands and requests refused, never run: expired (read after their expiry, as"
@@ -78,7 +71,6 @@ class IngestMetrics:
             self.disks_stored,
             self.bytes_restored,
             self.unreadable_metadata,
-            self.damaged_packs,
         ):
             metric.labels(repository)
         for reason in REFUSALS:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
 
 import blake3
@@ -162,11 +162,11 @@ class PackIndex:
             self._ensure_loaded()
         return self._entries.get(digest)
 
-    def entries_of(self, pack_id: str) -> list[PackEntry]:
-        """The located entries of one pack (a scan of the map: for the rare damaged pack)."""
+    def entries(self) -> Iterator[PackEntry]:
+        """Every located entry: a scan of the map as it is now (one writer may add
+        meanwhile, as lookups allow; a map rebuilt meanwhile is not followed)."""
         self._ensure_loaded()
-        with self._lock:
-            return [e for e in self._entries.values() if e.pack_id == pack_id]
+        return self._entries.values()
 
     def add(self, sealed: SealedPack) -> None:
         """Record a pack this process sealed (its index file is already written)."""

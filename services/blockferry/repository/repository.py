@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -339,10 +339,10 @@ class Repository:
         """Where the chunk ``digest`` is stored, or None. Loads the index on first use."""
         return self._index.locate(digest)
 
-    def indexed_entries(self, pack_id: str) -> list[PackEntry]:
-        """The chunks of a pack as the pack index has them (from its index file, else its
-        footer, else a scan), for a pack whose footer cannot be read."""
-        return self._index.entries_of(pack_id)
+    def located_entries(self) -> Iterator[PackEntry]:
+        """Every chunk the pack index locates (a scan of the loaded map; chunks indexed
+        meanwhile may or may not be among them). Loads the index on first use."""
+        return self._index.entries()
 
     def indexed_chunk_count(self) -> int:
         """Chunks in the in-memory index."""
@@ -463,7 +463,9 @@ class Repository:
             for pack_id in sorted(existing.keys() - set(pack_ids)):
                 log.info("removing index file of missing pack %s", pack_id)
                 self.storage.delete(layout.index_file(pack_id))
-        self._index.reload()
+            self._index.reload()
+        elif indexed:  # new index files: the map (or its snapshot) takes them in
+            self._index.refresh()
         return indexed
 
     # -- fixed indexes and restore points -------------------------------------------------

@@ -67,6 +67,24 @@ def test_a_start_reads_the_snapshot_and_only_newer_index_files(
     assert snapshot.packs == {e.pack_id for e in entries + newer}
 
 
+def test_the_start_up_of_the_target_side_reads_the_snapshot_too(
+    repo: Repository, decoded: list[str]
+) -> None:
+    """Start-up indexes the packs a crash left without an index file, then locates: the
+    snapshot spares the index files it covers, whether or not a pack was indexed."""
+    entries = [e for _ in range(10) for e in _pack(repo)]
+    reopen(repo).refresh_index()  # writes the snapshot
+    for crashed in (False, True):
+        newer = _pack(repo) if crashed else []
+        decoded.clear()
+        starting = reopen(repo)
+        if newer:
+            starting.storage.delete(layout.index_file(newer[0].pack_id))  # crash before it
+        assert starting.rebuild_index(missing_only=True) == len(newer[:1])
+        assert all(_located(starting, entries + newer))
+        assert decoded == [e.pack_id for e in newer[:1]], "only what the snapshot lacks"
+
+
 @pytest.mark.local_files
 def test_a_snapshot_naming_a_removed_pack_is_ignored(repo: Repository, decoded: list[str]) -> None:
     """A GC removed a pack after the snapshot: its chunks must not be located."""
