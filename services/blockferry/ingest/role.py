@@ -47,7 +47,7 @@ class IngestRole:
         for name, location in sorted(repositories.items()):
             if scheme(location) not in self.schemes:
                 raise ConfigError(
-                    f"repository {name} at {location}: the {self.name} serves"
+                    f"repository {name} at {location}: the {self.name.replace('-', ' ')} serves"
                     f" {', '.join(self.schemes)} locations only (a share or bucket is the"
                     " gateway's)"
                 )
@@ -75,7 +75,7 @@ class IngestRole:
                 MeteredStorage(storage, self._storage_metrics, name), secret=secret
             )
         except WrongKey as exc:
-            raise WrongKey(f"{exc} (the {self.name} reads {key_file})") from exc
+            raise WrongKey(f"{exc} (the {self.name.replace('-', ' ')} reads {key_file})") from exc
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
