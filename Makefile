@@ -7,7 +7,7 @@ export BLOCKFERRY_DATA_DIR ?= ./.blockferry
 
 include compose/local/kafka.mk
 
-.PHONY: venv run up down test test-deps test-servers lint typecheck unit kafka-tests e2e bench bench-memory bench-scale soak clean
+.PHONY: venv run up down test test-deps test-servers lint typecheck unit kafka-tests e2e bench bench-memory bench-scale bench-storage soak clean
 
 venv: $(VENV)/.installed
 
@@ -55,6 +55,10 @@ bench-memory: venv kafka-fetch
 
 bench-scale: venv kafka-fetch
 	bash compose/local/bench_scale.sh
+
+# a repository's backends (local, S3 on MinIO) without the mesh: store, restore, requests
+bench-storage: venv test-servers
+	$(BIN)/python compose/local/bench_storage.py
 
 # the failpoint matrix SOAK_RUNS times (default 20), on a three-broker cluster
 soak: venv kafka-fetch

@@ -197,6 +197,20 @@ def test_a_small_load_writes_no_snapshot(repo: Repository) -> None:
     assert not file_of(repo, layout.INDEX_SNAPSHOT).exists()
 
 
+def test_a_load_of_many_index_files_writes_a_snapshot_however_few_their_entries(
+    repo: Repository, decoded_index_files: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On object storage each index file is a request: many small ones are what a
+    snapshot spares."""
+    monkeypatch.setattr(pack_index, "SNAPSHOT_AFTER_FILES", 5)
+    entries = [e for _ in range(5) for e in _pack(repo, chunks=1)]
+    assert all(_located(reopen(repo), entries))
+    assert index_snapshot.read(repo.storage) is not None
+    decoded_index_files.clear()
+    assert all(_located(reopen(repo), entries))
+    assert decoded_index_files == [], "the next start reads the snapshot alone"
+
+
 def test_a_full_file_system_costs_the_snapshot_only(
     tmp_path: Path, decoded: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:

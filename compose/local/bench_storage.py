@@ -1,0 +1,210 @@
+"""`make bench-storage`: what a repository's backend costs, without the mesh.
+
+For each backend (a local directory; S3 on a MinIO server started here; SMB on a Samba
+server started here when the tests' helper for it exists), into a fresh encrypted
+repository: the target side's store path for an image (digest, compress, seal into
+32 MiB packs as the pipeline does, stage and commit its fixed index), then a restore of
+it through ``restore_disk`` (every chunk read, checked and written). It prints wall
+time and MiB/s per backend, the ratio to the local directory, and the requests per GiB
+written and read on S3. Then a gateway's start-up on S3 over BENCH_STORAGE_PACKS small
+packs: the repository steps a start runs (leftovers, crashed commits, missing index
+files, the pack index loaded and republished), the first start and the second (which
+has the index snapshot), with their request counts and times.
+
+Environment: BENCH_STORAGE_MIB (image size, default 1024), BENCH_STORAGE_PACKS
+(default 10000). Results: .blockferry/bench-storage/bench-storage.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from blockferry.core.blocks import ZERO_DIGEST, compress, digest, is_zero  # noqa: E402
+from blockferry.repository import Repository, restore_disk  # noqa: E402
+from blockferry.repository.keys import Secret, write_key_file  # noqa: E402
+from blockferry.repository.local_storage import LocalStorage  # noqa: E402
+from blockferry.repository.storage import Storage  # noqa: E402
+from tests.minio import MinioServer, running_minio  # noqa: E402
+
+BLOCK_SIZE = 1024 * 1024
+PACK_SIZE = 32 * 1024 * 1024
+WORK = ROOT / ".blockferry" / "bench-storage"
+
+
+def make_image(path: Path, mib: int) -> None:
+    """Half incompressible blocks, a quarter compressible text, a quarter zeros."""
+    rng = random.Random(7)
+    with path.open("wb") as f:
+        for i in range(mib):
+            kind = i % 4
+            if kind < 2:
+                f.write(rng.randbytes(BLOCK_SIZE))
+            elif kind == 2:
+                f.write((f"block {i} of a text file ".encode() * BLOCK_SIZE)[:BLOCK_SIZE])
+            else:
+                f.write(bytes(BLOCK_SIZE))
+
+
+def store(repo: Repository, image: Path) -> str:
+    """The target side's work for one disk: each new block digested, compressed and
+    packed (a pack sealed at PACK_SIZE), the fixed index staged, the restore point
+    committed. Returns its id."""
+    digests: list[bytes] = []
+    writer = repo.open_pack()
+    with image.open("rb") as f:
+        while data := f.read(BLOCK_SIZE):
+            if is_zero(data):
+                digests.append(ZERO_DIGEST)
+                continue
+            block_digest = digest(data, repo.config.dedupe_key)
+            digests.append(block_digest)
+            if repo.locate(block_digest) is None and not writer.contains(block_digest):
+                packed = compress(data, 3)
+                smaller = len(packed) < len(data)
+                writer.add(block_digest, packed if smaller else data, smaller, len(data))
+                if writer.size >= PACK_SIZE:
+                    writer.seal()
+                    writer = repo.open_pack()
+    if writer.count:
+        writer.seal()
+    else:
+        writer.abort()
+    session = f"bench{time.time_ns()}"
+    repo.stage_fixed_index(session, "d", image.stat().st_size, digests)
+    return repo.commit_restore_point(
+        job="bench", session_id=session, disks=["d"], parent=None, stats={}
+    ).id
+
+
+def measure(storage: Storage, key_file: Path, image: Path, out: Path) -> dict[str, Any]:
+    repo = Repository.init(storage, block_size=BLOCK_SIZE, secret=Secret.key_file(key_file))
+    requests = getattr(storage, "requests", dict)
+    before = dict(requests())
+    started = time.monotonic()
+    rp = store(repo, image)
+    stored_s = time.monotonic() - started
+    written = _delta(requests(), before)
+    before = dict(requests())
+    started = time.monotonic()
+    restore_disk(repo, rp, "d", out, force=True)
+    restored_s = time.monotonic() - started
+    read = _delta(requests(), before)
+    if out.read_bytes() != image.read_bytes():
+        raise SystemExit(f"bench-storage: the restore of {storage.where()} differs")
+    out.unlink()
+    mib = image.stat().st_size / 2**20
+    return {
+        "backup_s": round(stored_s, 3),
+        "backup_mib_s": round(mib / stored_s, 1),
+        "restore_s": round(restored_s, 3),
+        "restore_mib_s": round(mib / restored_s, 1),
+        "requests_written": written,
+        "requests_read": read,
+    }
+
+
+def start_up(minio: MinioServer, packs: int, key_file: Path) -> dict[str, Any]:
+    """A repository of ``packs`` one-chunk packs on S3, then two starts' requests."""
+    bucket = minio.new_bucket()
+    secret = Secret.key_file(key_file)
+    repo = Repository.init(minio.storage(bucket), block_size=BLOCK_SIZE, secret=secret)
+    rng = random.Random(11)
+    started = time.monotonic()
+    for _ in range(packs):
+        writer = repo.open_pack()
+        data = rng.randbytes(4096)
+        writer.add(digest(data, repo.config.dedupe_key), data, False, len(data))
+        writer.seal()
+    result: dict[str, Any] = {"packs": packs, "write_s": round(time.monotonic() - started, 1)}
+    for run in ("first", "second"):
+        storage = minio.storage(bucket)
+        started = time.monotonic()
+        opened = Repository.open(storage, secret=secret)
+        opened.remove_leftovers()
+        opened.remove_interrupted_commits()
+        opened.rebuild_index(missing_only=True)
+        chunks = sum(1 for _ in opened.located_entries())
+        counts = storage.requests()
+        result[run] = {
+            "seconds": round(time.monotonic() - started, 2),
+            "requests": sum(counts.values()),
+            "by_operation": dict(counts),
+            "chunks": chunks,
+        }
+    return result
+
+
+def main() -> None:
+    mib = int(os.environ.get("BENCH_STORAGE_MIB", "1024"))
+    packs = int(os.environ.get("BENCH_STORAGE_PACKS", "10000"))
+    WORK.mkdir(parents=True, exist_ok=True)
+    image, out = WORK / "image.raw", WORK / "restored.raw"
+    make_image(image, mib)
+    key_file = WORK / "repo.key"
+    key_file.unlink(missing_ok=True)
+    write_key_file(key_file)
+    doc: dict[str, Any] = {"image_mib": mib, "backends": {}}
+    with running_minio(_fresh(WORK / "minio")) as minio:
+        backends: dict[str, Storage] = {
+            "local": LocalStorage(_fresh(WORK / "local-repo")),
+            "s3": minio.storage(minio.new_bucket()),
+        }
+        for name, storage in backends.items():
+            doc["backends"][name] = measure(storage, key_file, image, out)
+            print(f"{name}: {json.dumps(doc['backends'][name])}", flush=True)
+        doc["start_up_s3"] = start_up(minio, packs, key_file)
+    local = doc["backends"]["local"]
+    gib = mib / 1024
+    for figures in doc["backends"].values():
+        figures["backup_vs_local"] = round(figures["backup_s"] / local["backup_s"], 2)
+        figures["restore_vs_local"] = round(figures["restore_s"] / local["restore_s"], 2)
+        if figures["requests_written"]:
+            figures["requests_per_gib_written"] = round(
+                sum(figures["requests_written"].values()) / gib, 1
+            )
+            figures["requests_per_gib_read"] = round(
+                sum(figures["requests_read"].values()) / gib, 1
+            )
+    (WORK / "bench-storage.json").write_text(json.dumps(doc, indent=2))
+    print()
+    print(f"image {mib} MiB, encrypted repositories, 32 MiB packs, 1 MiB blocks")
+    print(
+        f"{'backend':8} {'store MiB/s':>12} {'x local':>8} {'restore MiB/s':>14} {'x local':>8}"
+        f" {'req/GiB written':>16} {'req/GiB read':>13}"
+    )
+    for name, f in doc["backends"].items():
+        print(
+            f"{name:8} {f['backup_mib_s']:>12} {f['backup_vs_local']:>8} {f['restore_mib_s']:>14}"
+            f" {f['restore_vs_local']:>8} {f.get('requests_per_gib_written', '-'):>16}"
+            f" {f.get('requests_per_gib_read', '-'):>13}"
+        )
+    start = doc["start_up_s3"]
+    for run in ("first", "second"):
+        print(
+            f"gateway start-up on S3, {start['packs']} packs, {run} start:"
+            f" {start[run]['requests']} requests in {start[run]['seconds']} s"
+        )
+
+
+def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+def _fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+if __name__ == "__main__":
+    main()
