@@ -17,6 +17,7 @@ PACKAGES=(
     "mount                mount umount losetup"
     "procps               pgrep"
     "openssl              openssl"
+    "samba                smbd smbpasswd"
 )
 
 die() { echo "test-deps: $*" >&2; exit 1; }
