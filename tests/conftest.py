@@ -10,6 +10,9 @@ Set ``BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS`` to use an already running cluster in
 S3: one real MinIO server on 127.0.0.1 per test session (``tests/minio.py``), started
 only when a test requests ``minio``.
 
+SMB: one real Samba server on 127.0.0.1 per test session (``tests/samba.py``), started
+only when a test requests ``samba``.
+
 SSH: one real OpenSSH server on 127.0.0.1 per test session, with its own host key and a
 client key of its own (``tests/sshd.py``), started only when a test requests ``sshd``.
 """
@@ -24,6 +27,7 @@ import pytest
 
 from tests.kafka_cluster import KafkaCluster
 from tests.minio import MinioServer, running_minio
+from tests.samba import SambaServer, running_samba
 from tests.sshd import SshdUnavailable, SshServer, check_available, running_sshd
 from tests.system import unavailable
 
@@ -80,6 +84,13 @@ def topic_prefix() -> str:
 def minio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MinioServer]:
     """One MinIO server for the session; each test makes buckets of its own."""
     with running_minio(tmp_path_factory.mktemp("minio")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def samba(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaServer]:
+    """One smbd for the session; each test works under a prefix of its own."""
+    with running_samba(tmp_path_factory.mktemp("samba")) as server:
         yield server
 
 

@@ -23,7 +23,7 @@ from minio import MinioAdmin
 from minio.credentials import StaticProvider
 
 from blockferry.repository.s3_storage import S3Credentials, S3Location, S3Storage
-from tests.system import free_port, unavailable
+from tests.system import free_port, stop_process, unavailable
 
 MINIO = Path(__file__).resolve().parent.parent / "compose/local/target/bin/minio"
 START_TIMEOUT_S = 30.0
@@ -141,7 +141,7 @@ def running_minio(directory: Path) -> Iterator[MinioServer]:
                 return
             errors.append(f"attempt {attempt} (port {port}): {log.read_text()[-2000:]}")
         finally:
-            _stop(process)
+            stop_process(process)
     raise RuntimeError("could not start MinIO for the tests:\n" + "\n".join(errors))
 
 
@@ -156,13 +156,3 @@ def _wait_ready(process: subprocess.Popen[bytes], endpoint: str) -> bool:
                     return process.poll() is None
         time.sleep(0.1)
     return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

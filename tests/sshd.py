@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.system import free_port
+from tests.system import free_port, stop_process
 
 SSHD = Path("/usr/sbin/sshd")
 """sshd re-executes itself, so it must be started by its absolute path."""
@@ -102,7 +102,7 @@ def running_sshd(directory: Path) -> Iterator[SshServer]:
                 return
             errors.append(f"attempt {attempt} (port {port}): {log.read_text()[-2000:]}")
         finally:
-            _stop(process)
+            stop_process(process)
     raise RuntimeError("could not start sshd for the tests:\n" + "\n".join(errors))
 
 
@@ -148,13 +148,3 @@ def _wait_ready(process: subprocess.Popen[bytes], port: int) -> bool:
                 return process.poll() is None
         time.sleep(0.05)
     return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

@@ -25,6 +25,17 @@ def free_port() -> int:
         return port
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Stop a server the tests started: SIGTERM, then SIGKILL after ``timeout``."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def unavailable(reason: str) -> NoReturn:
     """Stop a test that cannot run here for want of a tool or of root: skipped, saying
     why, except under CI (``CI=true``), which must run every test, where it fails."""

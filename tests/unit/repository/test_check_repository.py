@@ -45,7 +45,7 @@ def test_healthy_repository(populated: Repository) -> None:
     assert report.to_dict()["chunks_indexed"] == 4 and report.summary().endswith(": ok")
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_chunk_bodies_are_not_read(populated: Repository) -> None:
     entry = populated.locate(digest(block("a"), populated.config.dedupe_key))
     assert entry is not None
@@ -53,7 +53,7 @@ def test_chunk_bodies_are_not_read(populated: Repository) -> None:
     assert check(populated).ok
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_index_file_problems(populated: Repository) -> None:
     web, db = _pack_of(populated, "a"), _pack_of(populated, "c")
     (root(populated) / "index" / f"{web}.idx").unlink()
@@ -70,7 +70,7 @@ def test_index_file_problems(populated: Repository) -> None:
     assert check(populated).ok
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_damaged_footer_and_missing_chunks(populated: Repository) -> None:
     pack_id = _pack_of(populated, "c")
     flip_byte(pack_file(populated, pack_id), -1)
@@ -88,7 +88,7 @@ def test_damaged_footer_and_missing_chunks(populated: Repository) -> None:
     assert report.problems[0].path.endswith("vda.fidx")
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_config_and_restore_point_damage(populated: Repository) -> None:
     config = root(populated) / "config.json"
     document = json.loads(config.read_text())
@@ -99,7 +99,7 @@ def test_config_and_restore_point_damage(populated: Repository) -> None:
     assert kinds == sorted([ProblemKind.CONFIG, ProblemKind.FIXED_INDEX])
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_temporary_files_are_warnings(populated: Repository) -> None:
     (root(populated) / "index" / ".x.idx.tmp-1234").write_bytes(b"")
     report = check(populated)

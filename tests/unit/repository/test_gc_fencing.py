@@ -32,7 +32,7 @@ def _garbage(repo: Repository) -> list[str]:
     return repo.sealed_pack_ids()
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_gc_stops_before_deleting_when_its_lock_was_taken_over(repo: Repository) -> None:
     packs = _garbage(repo)
     repo.locks = RepositoryLocks(repo.storage, stale_after=2, refresh_every=0, hooks=repo.hooks)
@@ -95,7 +95,7 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_a_stopped_gc_whose_lock_went_stale_stops_before_deleting(repo: Repository) -> None:
     packs = _garbage(repo)
     child = subprocess.Popen(

@@ -71,7 +71,7 @@ def test_packs_sealed_since_a_running_session_began_stay(repo: Repository) -> No
 
 
 @pytest.mark.parametrize("skew", [timedelta(days=-3650), timedelta(days=3650)])
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_a_storage_clock_far_off_changes_nothing(repo: Repository, skew: timedelta) -> None:
     """With its clock ten years behind, recent packs would look ancient to a GC that
     compares times, and with it ten years ahead, dead packs would look new."""
@@ -126,7 +126,7 @@ class FullForMarkers(StorageView):
         self.base.put_new(name, data)
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_gc_on_a_full_storage_runs_in_the_generation_now(repo: Repository) -> None:
     dead = one_dead_pack(repo)
     repo.start_generation()  # packs of generation 0 are one generation old

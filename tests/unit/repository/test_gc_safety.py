@@ -139,7 +139,7 @@ def test_a_commit_while_gc_scans_keeps_its_chunks(repo: Repository, tmp_path: Pa
 # -- 3. idempotent commit ------------------------------------------------------------------
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_two_commits_of_one_session_racing_leave_it_whole(repo: Repository, tmp_path: Path) -> None:
     """Attempt A has built its restore point and is about to rename it into place when
     attempt B (an orchestrator restarted mid-commit) starts building its own."""
@@ -196,7 +196,7 @@ def test_a_commit_that_finds_its_session_committed_meanwhile_succeeds(repo: Repo
     assert verify(repo).ok
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_gc_removes_the_staging_a_disk_end_handled_again_left_after_the_commit(
     repo: Repository,
 ) -> None:
@@ -272,7 +272,7 @@ def _damage_fidx(repo: Repository, point: RestorePoint) -> Path:
         (_damage_fidx, UNREADABLE),
     ],
 )
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_gc_stops_at_metadata_it_cannot_read_and_deletes_nothing(
     repo: Repository, damage: Callable[[Repository, RestorePoint], Path], says: str
 ) -> None:
@@ -289,7 +289,7 @@ def test_gc_stops_at_metadata_it_cannot_read_and_deletes_nothing(
     assert repo.locate(d(repo, "a")) is not None
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_gc_stops_at_a_damaged_staged_fixed_index(repo: Repository) -> None:
     _two_points(repo)
     repo.stage_fixed_index("s9", "sda", BLOCK_SIZE, [d(repo, "a")])
@@ -302,7 +302,7 @@ def test_gc_stops_at_a_damaged_staged_fixed_index(repo: Repository) -> None:
     assert repo.sealed_pack_ids() == packs
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_prune_stops_at_a_restore_point_it_cannot_read(repo: Repository) -> None:
     old, new = _two_points(repo)
     newest = backup(repo, "j", {"sda": make_image("ef")})
@@ -313,7 +313,7 @@ def test_prune_stops_at_a_restore_point_it_cannot_read(repo: Repository) -> None
     assert {p.id for p in repo.restore_points()} == {old.id, newest.id}
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_a_damaged_restore_point_set_aside_keeps_its_chunks_and_lets_gc_run(
     repo: Repository, tmp_path: Path
 ) -> None:
@@ -360,7 +360,7 @@ def test_a_damaged_restore_point_set_aside_keeps_its_chunks_and_lets_gc_run(
         (lambda repo, point: _staged_and_damaged(repo), "staging"),
     ],
 )
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_start_up_refuses_metadata_it_cannot_read_and_check_names_it(
     repo: Repository, damage: Callable[[Repository, RestorePoint], Path], says: str
 ) -> None:
@@ -389,7 +389,7 @@ def _staged_and_damaged(repo: Repository) -> Path:
     return path
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_check_lists_what_was_set_aside(repo: Repository) -> None:
     old, _ = _two_points(repo)
     _damage_fidx(repo, old)

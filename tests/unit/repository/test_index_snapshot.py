@@ -45,7 +45,7 @@ def _located(repo: Repository, entries: list[PackEntry]) -> list[bool]:
     return [repo.locate(e.digest) == e for e in entries]
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_a_start_reads_the_snapshot_and_only_newer_index_files(
     repo: Repository, decoded: list[str]
 ) -> None:
@@ -85,7 +85,7 @@ def test_the_start_up_of_the_target_side_reads_the_snapshot_too(
         assert decoded == [e.pack_id for e in newer[:1]], "only what the snapshot lacks"
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_a_snapshot_naming_a_removed_pack_is_ignored(repo: Repository, decoded: list[str]) -> None:
     """A GC removed a pack after the snapshot: its chunks must not be located."""
     kept, removed = _pack(repo), _pack(repo)
@@ -121,7 +121,7 @@ def test_a_snapshot_from_before_a_quarantine_is_ignored(
     assert decoded == []
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_a_snapshot_from_before_a_copy_left_quarantine_is_ignored(
     repo: Repository, decoded: list[str]
 ) -> None:
@@ -135,7 +135,7 @@ def test_a_snapshot_from_before_a_copy_left_quarantine_is_ignored(
 
 
 @pytest.mark.parametrize("where", [0, 9, 20, 60, 100, -1])
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_a_damaged_snapshot_is_ignored(
     repo: Repository, decoded: list[str], where: int, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -149,7 +149,7 @@ def test_a_damaged_snapshot_is_ignored(
     assert "ignoring the pack index snapshot" in caplog.text
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_a_truncated_snapshot_is_ignored(repo: Repository, decoded: list[str]) -> None:
     entries = _pack(repo)
     reopen(repo).refresh_index()
@@ -162,7 +162,7 @@ def test_a_truncated_snapshot_is_ignored(repo: Repository, decoded: list[str]) -
         assert all(_located(fresh, entries))
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_rebuild_index_removes_the_snapshot(
     repo: Repository, decoded: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -177,7 +177,7 @@ def test_rebuild_index_removes_the_snapshot(
     assert all(_located(reopen(repo), entries))
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_a_snapshot_that_cannot_be_written_costs_nothing_but_a_warning(
     repo: Repository, decoded: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -190,7 +190,7 @@ def test_a_snapshot_that_cannot_be_written_costs_nothing_but_a_warning(
     shutil.rmtree(file_of(repo, layout.INDEX_SNAPSHOT))
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_a_small_load_writes_no_snapshot(repo: Repository) -> None:
     entries = _pack(repo)
     assert all(_located(reopen(repo), entries))
@@ -230,7 +230,7 @@ def test_a_full_file_system_costs_the_snapshot_only(
         repo.close()
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_a_writer_killed_mid_snapshot_leaves_a_temporary_that_is_reaped(
     repo: Repository, decoded: list[str]
 ) -> None:
@@ -247,7 +247,7 @@ def test_a_writer_killed_mid_snapshot_leaves_a_temporary_that_is_reaped(
     assert not left.exists() and snapshot.exists()
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_a_pack_that_could_not_be_read_is_not_covered(repo: Repository, decoded: list[str]) -> None:
     """Its index file and footer unreadable at the load that wrote the snapshot (an I/O
     error, say): readable again later, its chunks must be located, not missing for

@@ -38,7 +38,7 @@ def _add(repo: Repository, writer_blocks: list[bytes], *, level: int = 1) -> lis
     return digests
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_round_trip_plain_and_compressed(repo: Repository) -> None:
     blocks = [make_image("a"), make_image("B"), b"short last block"]
     writer = repo.open_pack()
@@ -100,7 +100,7 @@ def test_add_rejects_invalid_chunks(
         writer.add(digest_value, stored, compressed, plain_size)
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_abort_removes_the_temporary_file_and_seal_of_empty_pack_writes_nothing(
     repo: Repository,
 ) -> None:
@@ -141,7 +141,7 @@ def _sealed_pack(repo: Repository) -> tuple[Path, list[PackEntry]]:
     return pack_file(repo, pack_id), [e for e in entries if e]
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_flipped_byte_in_a_chunk_names_pack_and_digest(repo: Repository) -> None:
     path, entries = _sealed_pack(repo)
     flip_byte(path, entries[1].offset + CHUNK_HEADER.size + 5)
@@ -153,7 +153,7 @@ def test_flipped_byte_in_a_chunk_names_pack_and_digest(repo: Repository) -> None
     assert repo.read_block(entries[0].digest) == make_image("a")
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_truncated_pack_gives_a_clear_error(repo: Repository) -> None:
     path, entries = _sealed_pack(repo)
     os.truncate(path, entries[2].offset + 100)
@@ -178,7 +178,7 @@ def test_truncated_pack_gives_a_clear_error(repo: Repository) -> None:
         (-FOOTER_TRAILER.size - 1, "footer checksum mismatch"),
     ],
 )
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_damaged_header_or_footer(repo: Repository, offset: int, message: str) -> None:
     path, entries = _sealed_pack(repo)
     flip_byte(path, offset)
@@ -186,7 +186,7 @@ def test_damaged_header_or_footer(repo: Repository, offset: int, message: str) -
         repo.pack_entries(entries[0].pack_id)
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_remove_unsealed_deletes_only_crashed_temporary_packs(repo: Repository) -> None:
     _add(repo, [make_image("a")])
     sealed = repo.sealed_pack_ids()

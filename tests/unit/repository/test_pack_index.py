@@ -87,7 +87,7 @@ def test_read_block_refreshes_once_on_a_miss(repo: Repository) -> None:
         other.read_block(b"\x01" * 32)
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_deleted_index_is_rebuilt_from_packs(repo: Repository) -> None:
     digests = _store(repo, "ab") + _store(repo, "c")
     shutil.rmtree(root(repo) / "index")
@@ -98,7 +98,7 @@ def test_deleted_index_is_rebuilt_from_packs(repo: Repository) -> None:
     assert fresh.read_block(digests[2]) == block("c")
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_rebuild_scans_chunks_when_a_footer_is_damaged(repo: Repository) -> None:
     digests = _store(repo, "abc")
     (pack_id,) = repo.sealed_pack_ids()
@@ -110,7 +110,7 @@ def test_rebuild_scans_chunks_when_a_footer_is_damaged(repo: Repository) -> None
         fresh.pack_entries(pack_id)
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_rebuild_missing_only_and_orphans(repo: Repository) -> None:
     _store(repo, "a")
     (kept,) = _store(repo, "b")
@@ -125,7 +125,7 @@ def test_rebuild_missing_only_and_orphans(repo: Repository) -> None:
     assert not orphan.exists()
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_damaged_index_file_falls_back_to_the_pack_footer(repo: Repository) -> None:
     (only,) = _store(repo, "a")
     entry = repo.locate(only)
@@ -149,6 +149,7 @@ def test_shards_write_packs_concurrently(repo: Repository) -> None:
     assert all(fresh.read_block(digest(block(ch), repo.config.dedupe_key)) for ch in "abcdefghi")
 
 
+@pytest.mark.local_only
 def test_a_chunk_stays_located_while_another_is_quarantined(repo: Repository) -> None:
     """Quarantining a chunk rebuilds the map; a lookup in another thread meanwhile (a
     restore's read-ahead, a commit's check) must still find every other chunk. The map

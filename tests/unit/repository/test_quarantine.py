@@ -42,7 +42,7 @@ def restores(repo: Repository, rp_id: str, image: bytes, tmp_path: Path) -> bool
     return out.read_bytes() == image
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_a_damaged_chunk_is_quarantined_and_the_next_backup_heals_it(
     repo: Repository, tmp_path: Path
 ) -> None:
@@ -73,7 +73,7 @@ def test_a_damaged_chunk_is_quarantined_and_the_next_backup_heals_it(
     assert verify(repo).ok
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_gc_quarantines_a_damaged_chunk_it_should_copy_instead_of_failing(
     repo: Repository,
 ) -> None:
@@ -92,7 +92,7 @@ def test_gc_quarantines_a_damaged_chunk_it_should_copy_instead_of_failing(
     assert verify(repo).ok
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_a_read_only_verify_quarantines_nothing(repo: Repository) -> None:
     backup(repo, "j", {"sda": make_image("ab")})
     damage_chunk(repo, "a")
@@ -101,7 +101,7 @@ def test_a_read_only_verify_quarantines_nothing(repo: Repository) -> None:
     assert repo.locate(d(repo, "a")) is not None
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_a_restore_that_meets_a_damaged_chunk_quarantines_it(
     repo: Repository, tmp_path: Path
 ) -> None:

@@ -51,7 +51,7 @@ def damaged(repo: Repository) -> Repository:
     return repo
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_reads_work_and_write_nothing(damaged: Repository, tmp_path: Path) -> None:
     before = tree(root(damaged))
     repo = reopen(damaged, ReadOnlyStorage(LocalStorage(root(damaged))))
@@ -82,7 +82,7 @@ WRITES: dict[str, Callable[[Repository], object]] = {
 
 
 @pytest.mark.parametrize("write", sorted(WRITES))
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_every_write_is_refused(damaged: Repository, write: str) -> None:
     before = tree(root(damaged))
     repo = reopen(damaged, ReadOnlyStorage(LocalStorage(root(damaged))))
@@ -91,7 +91,7 @@ def test_every_write_is_refused(damaged: Repository, write: str) -> None:
     assert tree(root(damaged)) == before
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_cli_check_and_restore_read_only(damaged: Repository, tmp_path: Path) -> None:
     before = tree(root(damaged))
     unlock = []

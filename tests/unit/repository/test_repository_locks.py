@@ -64,7 +64,7 @@ def test_conflicts(repo: Repository, held: LockKind, wanted: LockKind, conflict:
     assert repo.locks.list_locks() == []
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_repository_context_managers(repo: Repository) -> None:
     with repo.shared_lock("restore") as held:
         assert held.kind is LockKind.SHARED
@@ -94,7 +94,7 @@ def _dead_process() -> Process:
         process.wait()
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_lock_of_a_dead_process_on_this_kernel_is_recovered(repo: Repository) -> None:
     locks = _locks(repo, refresh_every=0)
     dead = _dead_process()
@@ -103,7 +103,7 @@ def test_lock_of_a_dead_process_on_this_kernel_is_recovered(repo: Repository) ->
         assert not planted.exists()
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_live_process_lock_is_respected(repo: Repository) -> None:
     locks = _locks(repo, refresh_every=0)
     live = _process(os.getppid())
@@ -118,7 +118,7 @@ def test_live_process_lock_is_respected(repo: Repository) -> None:
 
 
 @pytest.mark.parametrize("elsewhere", ["other pid namespace", "other kernel", "no process"])
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_a_container_sharing_the_host_name_keeps_its_lock(repo: Repository, elsewhere: str) -> None:
     """Containers share host names and pids: a lock whose owner runs in another pid
     namespace (or kernel) is never taken for dead because its pid is unknown here."""
@@ -138,7 +138,7 @@ def test_a_container_sharing_the_host_name_keeps_its_lock(repo: Repository, else
 
 
 @pytest.mark.parametrize("skew", [timedelta(0), timedelta(days=-1), timedelta(days=1)])
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_lock_of_another_host_is_stale_only_after_the_timeout(
     repo: Repository, skew: timedelta
 ) -> None:
@@ -156,7 +156,7 @@ def test_lock_of_another_host_is_stale_only_after_the_timeout(
         assert not planted.exists()
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_unreadable_lock_file_counts_as_held_until_old(repo: Repository) -> None:
     locks = _locks(repo, refresh_every=0, stale_after=60)
     junk = root(repo) / "locks" / "exclusive-junk.json"
@@ -180,7 +180,7 @@ def test_wait_for_a_lock_to_be_released(repo: Repository) -> None:
     timer.join()
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_refresh_keeps_a_lock_fresh_and_notices_when_it_is_lost(repo: Repository) -> None:
     locks = _locks(repo, refresh_every=0.05, stale_after=60)
     with locks.shared("backup") as held:

@@ -76,7 +76,7 @@ def test_existing_file_is_refused_without_force_and_untouched(
     assert _leftovers(tmp_path) == []
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_damaged_chunk_aborts_and_leaves_the_destination_untouched(
     repo: Repository, point: RestorePoint, tmp_path: Path
 ) -> None:

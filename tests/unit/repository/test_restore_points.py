@@ -26,7 +26,7 @@ def _stage(repo: Repository, session: str, disk: str, blocks: int = 2) -> None:
     repo.stage_fixed_index(session, disk, blocks * BLOCK_SIZE, [DIGEST] * blocks)
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_commit_lists_and_reads_back(repo: Repository) -> None:
     image = make_image("aB0a", tail=123)
     point = backup(repo, "web-01", {"sda": image, "sdb": make_image("c")})
@@ -61,7 +61,7 @@ def test_restore_points_are_oldest_first_with_parents(repo: Repository) -> None:
     assert repo.latest_restore_point("nothing", "d") is None
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_commit_is_idempotent_per_session(repo: Repository) -> None:
     _stage(repo, "s1", "sda")
     first = repo.commit_restore_point(
@@ -76,7 +76,7 @@ def test_commit_is_idempotent_per_session(repo: Repository) -> None:
     assert len(repo.restore_points()) == 1
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_commit_is_atomic_when_it_fails_midway(
     repo: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -108,7 +108,7 @@ def test_commit_is_atomic_when_it_fails_midway(
     assert repo.restore_points() == [point]
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_commit_takes_the_id_the_session_chose(repo: Repository) -> None:
     chosen = "20261127T010203Z-0badcafe"
     crashed = root(repo) / "restorepoints" / "j" / f".tmp-{chosen}"
@@ -131,7 +131,7 @@ def test_commit_takes_the_id_the_session_chose(repo: Repository) -> None:
         )
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_half_built_commit_directory_of_format_v1_is_invisible(repo: Repository) -> None:
     crashed = root(repo) / "restorepoints" / "j" / ".tmp-20261126T231500Z-1a2b3c4d"
     crashed.mkdir(parents=True)
@@ -218,7 +218,7 @@ def test_damaged_restorepoint_json_is_detected_and_skipped_in_listings(repo: Rep
     assert repo.restore_points() == []
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_truncated_or_replaced_fixed_index_is_detected(repo: Repository) -> None:
     point = backup(repo, "j", {"sda": make_image("ab"), "sdb": make_image("ab")})
     sda = _point_dir(repo, point) / "sda.fidx"

@@ -4,6 +4,7 @@ read-only and metered views over it."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from blockferry.core.errors import RepositoryFull
 from blockferry.repository.local_storage import LocalStorage
 from blockferry.repository.s3_storage import S3Storage
+from blockferry.repository.smb_storage import SmbStorage
 from blockferry.repository.storage import (
     ObjectExists,
     ObjectNotFound,
@@ -27,17 +29,21 @@ from blockferry.repository.storage import (
 )
 from blockferry.repository.storage_views import MeteredStorage, ReadOnlyStorage, StorageMetrics
 from tests.minio import MinioServer
+from tests.samba import SambaServer
 from tests.system import small_tmpfs
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "smb"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
     store: Storage
     if request.param == "local":
         store = LocalStorage(tmp_path / "store")
-    else:
+    elif request.param == "s3":
         minio: MinioServer = request.getfixturevalue("minio")
         store = minio.storage(minio.new_bucket())
+    else:
+        samba: SambaServer = request.getfixturevalue("samba")
+        store = samba.storage(f"t{secrets.token_hex(4)}/")
     yield store
     store.close()
 
@@ -129,7 +135,7 @@ def test_writer_publishes_whole_at_commit(storage: Storage) -> None:
     writer.write([b"body"])
     assert writer.size == 10
     assert names(storage) == [], "nothing is visible before the commit"
-    if isinstance(storage, LocalStorage):  # S3 buffers a part in memory: nothing to leave
+    if isinstance(storage, LocalStorage | SmbStorage):  # S3 buffers a part in memory
         assert len(storage.leftovers()) == 1
     writer.commit()
     assert storage.get("packs/ab/p") == b"headerbody"

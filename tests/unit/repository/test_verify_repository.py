@@ -49,7 +49,7 @@ def test_unknown_restore_point(repo: Repository) -> None:
         verify(repo, "20261126T231500Z-1a2b3c4d")
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_flipped_chunk_byte_names_pack_digest_and_affected_points(repo: Repository) -> None:
     first, second, other = _three_points(repo)
     shared = digest(block("a"), repo.config.dedupe_key)
@@ -76,7 +76,7 @@ def test_flipped_chunk_byte_names_pack_digest_and_affected_points(repo: Reposito
     assert verify(repo, other.id).ok
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_truncated_pack_damages_the_chunks_past_the_cut(repo: Repository) -> None:
     first, _, other = _three_points(repo)
     entry = repo.locate(digest(block("Y"), repo.config.dedupe_key))
@@ -90,7 +90,7 @@ def test_truncated_pack_damages_the_chunks_past_the_cut(repo: Repository) -> Non
     assert verify(repo, first.id).ok
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_missing_pack_and_missing_chunk(repo: Repository) -> None:
     _, _, other = _three_points(repo)
     entry = repo.locate(digest(block("x"), repo.config.dedupe_key))
@@ -110,7 +110,7 @@ def test_missing_pack_and_missing_chunk(repo: Repository) -> None:
     }
 
 
-@pytest.mark.local_files
+@pytest.mark.local_only
 def test_damaged_fixed_index_and_restore_point_file(repo: Repository) -> None:
     first, second, other = _three_points(repo)
     flip_byte(fixed_index_file(repo, first, "sda"), -3)

@@ -1,5 +1,6 @@
-"""The gateway in front of an S3 bucket (a real MinIO server): backup, incremental,
-restore, verify, GC and check through the mesh, every role its own process."""
+"""The gateway in front of an S3 bucket (a real MinIO server) and of an SMB share (a
+real Samba server): backup, incremental, restore, verify, GC and check through the mesh,
+every role its own process; outages, a killed gateway and immutability on S3."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from blockferry.repository.locations import s3_location
 from blockferry.repository.s3_policies import BACKUP, MAINTENANCE, policy
 from tests.e2e.harness import MeshProcesses, make_disk, packed_digests
 from tests.minio import MinioServer
+from tests.samba import SambaServer
 from tests.tcp_relay import TcpRelay, relay_to
 
 pytestmark = pytest.mark.e2e
@@ -55,6 +57,36 @@ def test_backup_incremental_restore_gc_on_s3(
     gateway_mesh: MeshProcesses, tmp_path: Path, minio: MinioServer
 ) -> None:
     mesh = gateway_mesh
+    _backup_incremental_restore_prune_gc(mesh, tmp_path)
+    packs = minio.client().list_objects_v2(  # type: ignore[attr-defined]
+        Bucket=mesh.location.split("/")[2], Prefix="site-a/packs/"
+    )
+    assert packs.get("Contents"), "the packs are objects of the bucket, under the prefix"
+
+
+def test_the_shared_folder_case_a_gateway_in_front_of_an_smb_share(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, samba: SambaServer
+) -> None:
+    password_file = tmp_path / "smb-password"
+    password_file.write_text(samba.password)
+    password_file.chmod(0o600)
+    location = (
+        f"smb://{samba.user}@{samba.host}:{samba.port}/{samba.share}/site-a"
+        f"?password_file={password_file}"
+    )
+    mesh = MeshProcesses(
+        kafka_bootstrap, topic_prefix, tmp_path, location=location, owner="gateway"
+    )
+    try:
+        _backup_incremental_restore_prune_gc(mesh, tmp_path)
+    finally:
+        mesh.close()
+    assert list((samba.share_dir / "site-a" / "packs").rglob("*.pack")), "packs on the share"
+
+
+def _backup_incremental_restore_prune_gc(mesh: MeshProcesses, tmp_path: Path) -> None:
+    """Through the mesh and its gateway: a full backup, an incremental, a restore and a
+    verify of it, prune, GC, the restore again, and check; nothing written locally."""
     mesh.up(shards=2)
     disk = make_disk(tmp_path / "vm1.img", 24, seed=11)
 
@@ -73,23 +105,14 @@ def test_backup_incremental_restore_gc_on_s3(
     mesh.assert_restores(incremental["restore_point"], disk)
     assert mesh.cli_json("verify", incremental["restore_point"])["ok"] is True
 
-    metrics = mesh.metrics("gateway")
     commits = re.search(
         r'^blockferry_gateway_storage_requests_total\{operation="commit",'
         r'repository="default"\} (\S+)$',
-        metrics,
+        mesh.metrics("gateway"),
         re.M,
     )
-    assert commits is not None and float(commits.group(1)) >= 1, "packs went to the bucket"
-    bucket_keys = [
-        item["Key"]
-        for item in minio.client()  # type: ignore[attr-defined]
-        .list_objects_v2(Bucket=mesh.location.split("/")[2], Prefix="site-a/packs/")
-        .get("Contents", [])
-    ]
-    assert bucket_keys, "the packs are objects of the bucket, under the prefix"
+    assert commits is not None and float(commits.group(1)) >= 1, "packs were published"
     assert not (tmp_path / "repository").exists(), "nothing is written locally"
-
     digests = packed_digests(mesh.open_repository())
     assert len(digests) == len(set(digests)), "a digest is stored once"
 
@@ -104,17 +127,24 @@ def test_backup_incremental_restore_gc_on_s3(
     assert checked["ok"] is True, checked
 
 
+def _slow_backup_under_way(mesh: MeshProcesses, disk: Path, read_mib_s: int, done: float) -> str:
+    """A new repository and mesh, a backup of ``disk`` read at ``read_mib_s``, waited for
+    until ``done`` of it is; returns its session."""
+    mesh.init_repository("--block-size", "256", "--shards", "2")
+    mesh.start_all()
+    mesh.kill("source-mover")
+    mesh.start("source-mover", BLOCKFERRY_SOURCE_MOVER__READ_LIMIT_MIB_S=str(read_mib_s))
+    session: str = mesh.cli_json("backup", str(disk), "--job", "slow")["session"]
+    mesh.wait_for_progress(session, done)
+    return session
+
+
 def test_the_bucket_unreachable_for_30_s_mid_backup_delays_the_session_and_loses_nothing(
     gateway_mesh: MeshProcesses, tmp_path: Path, relay: TcpRelay
 ) -> None:
     mesh = gateway_mesh
-    mesh.init_repository("--block-size", "256", "--shards", "2")
-    mesh.start_all()
-    mesh.kill("source-mover")
-    mesh.start("source-mover", BLOCKFERRY_SOURCE_MOVER__READ_LIMIT_MIB_S="3")
     disk = make_disk(tmp_path / "vm.img", 48, seed=12)
-    session = mesh.cli_json("backup", str(disk), "--job", "cut")["session"]
-    mesh.wait_for_progress(session, 0.2)
+    session = _slow_backup_under_way(mesh, disk, read_mib_s=3, done=0.2)
     relay.cut()
     time.sleep(30)
     relay.restore()
@@ -130,13 +160,8 @@ def test_a_gateway_killed_mid_backup_is_restarted_and_the_session_completes(
     gateway_mesh: MeshProcesses, tmp_path: Path
 ) -> None:
     mesh = gateway_mesh
-    mesh.init_repository("--block-size", "256", "--shards", "2")
-    mesh.start_all()
-    mesh.kill("source-mover")
-    mesh.start("source-mover", BLOCKFERRY_SOURCE_MOVER__READ_LIMIT_MIB_S="4")
     disk = make_disk(tmp_path / "vm.img", 32, seed=13)
-    session = mesh.cli_json("backup", str(disk), "--job", "killed")["session"]
-    mesh.wait_for_progress(session, 0.4)
+    session = _slow_backup_under_way(mesh, disk, read_mib_s=4, done=0.4)
     mesh.kill("gateway")
     mesh.start("gateway")
     ended = mesh.follow(session, timeout=300)
