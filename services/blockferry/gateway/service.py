@@ -10,3 +10,4 @@ from blockferry.repository.locations import LOCAL, S3, SMB
 class Gateway(IngestRole):
     name = "gateway"
     schemes = (LOCAL, S3, SMB)
+    directories_shared = True

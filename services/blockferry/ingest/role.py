@@ -28,6 +28,8 @@ class IngestRole:
     name: str
     schemes: ClassVar[tuple[str, ...]]
     """The kinds of location (:mod:`~blockferry.repository.locations`) it serves."""
+    directories_shared: ClassVar[bool]
+    """Whether the directories it serves are shares other hosts mount too."""
 
     def __init__(self, settings: IngestSettings, registry: CollectorRegistry) -> None:
         self._settings = settings
@@ -67,7 +69,7 @@ class IngestRole:
             self._pipelines.append(pipeline)
 
     def _open(self, name: str, location: str) -> Repository:
-        storage = open_storage(location, check_writes=True)
+        storage = open_storage(location, check_writes=True, shared=self.directories_shared)
         key_file = self._settings.repository_key_file(name)
         secret = Secret.key_file(key_file) if key_file.exists() else None
         try:

@@ -45,6 +45,10 @@ from blockferry.repository.storage import (
     Parts,
 )
 
+SHARED_ABANDONED_S = 3600.0
+"""On a shared directory, a temporary this old (by the share's clock) has no live writer:
+another host's writer may hold it under a flock this host cannot see."""
+
 # File systems without hard links (some shares) refuse os.link with these; a
 # put-if-absent then checks and renames, which two racing creators could both pass.
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK})
@@ -54,8 +58,12 @@ class LocalStorage:
     """A repository's objects as files under ``root``; see the module docstring and
     :class:`~blockferry.repository.storage.Storage` for the guarantees."""
 
-    def __init__(self, root: Path, *, open_limit: int = 64) -> None:
+    def __init__(self, root: Path, *, open_limit: int = 64, shared: bool = False) -> None:
+        """``shared``: the directory is a share other hosts mount too (NFS, SMB), whose
+        flocks and clocks a host cannot trust: a temporary is reaped only once older than
+        :data:`SHARED_ABANDONED_S` by the share's own clock."""
         self.root = Path(root).absolute()
+        self.shared = shared
         self._open = _OpenFiles(open_limit)
 
     def __repr__(self) -> str:
@@ -161,7 +169,10 @@ class LocalStorage:
         return found
 
     def remove_leftovers(self, min_age: float = 0.0) -> int:
-        cutoff = time.time() - min_age
+        if self.shared:
+            cutoff = self._share_now() - max(min_age, SHARED_ABANDONED_S)
+        else:
+            cutoff = time.time() - min_age
         removed = 0
         for info in self.leftovers():
             if info.modified.timestamp() > cutoff:
@@ -179,6 +190,19 @@ class LocalStorage:
         self._open.close()
 
     # -- internals ------------------------------------------------------------------------
+
+    def _share_now(self) -> float:
+        """The share's clock: the modification time it gives a probe file."""
+        probe = temporary_path(self.root / "probe")
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                return os.fstat(fd).st_mtime
+            finally:
+                os.close(fd)
+                remove_quietly(probe)
+        except OSError as exc:
+            raise storage_error(f"reading the clock of {self.root}", exc) from exc
 
     def _put(self, name: str, data: Parts, *, replace: bool) -> None:
         write_atomic(

@@ -106,10 +106,11 @@ def smb_location(location: str) -> tuple[SmbLocation, Path]:
     return where, Path(query["password_file"])
 
 
-def open_storage(location: str, *, check_writes: bool = False) -> Storage:
+def open_storage(location: str, *, check_writes: bool = False, shared: bool = False) -> Storage:
     """The backend of the repository at ``location``; with ``check_writes``, proven to
     keep the put-if-absent the repository's locks and commits need (an S3 store must
-    enforce conditional writes), else nothing is read yet.
+    enforce conditional writes), else nothing is read yet. ``shared``: a directory is a
+    share other hosts mount (:class:`LocalStorage`'s ``shared``).
 
     Raises:
         ConfigError: a malformed location.
@@ -127,7 +128,7 @@ def open_storage(location: str, *, check_writes: bool = False) -> Storage:
         if password is None:
             raise ConfigError(f"repository location {location!r}: no file {password_file}")
         return SmbStorage(where, password=password)
-    return LocalStorage(local_path(location))
+    return LocalStorage(local_path(location), shared=shared)
 
 
 def _query(location: str, text: str, known: set[str]) -> dict[str, str]:

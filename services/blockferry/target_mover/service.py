@@ -9,3 +9,4 @@ from blockferry.repository.locations import LOCAL
 class TargetMover(IngestRole):
     name = "target-mover"
     schemes = (LOCAL,)
+    directories_shared = False

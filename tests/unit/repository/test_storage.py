@@ -307,3 +307,20 @@ def test_a_replaced_object_is_read_anew(tmp_path: Path) -> None:
     assert storage.get_range("snapshot", 0, 3) == b"old"
     storage.put("snapshot", b"new")
     assert storage.get_range("snapshot", 0, 3) == b"new"
+
+
+def test_a_shared_directory_reaps_only_temporaries_old_by_its_own_clock(tmp_path: Path) -> None:
+    """On a share other hosts mount, another host's live writer holds its temporary
+    under a flock this host cannot see: only age, by the share's clock, tells."""
+    storage = LocalStorage(tmp_path / "store", shared=True)
+    storage.put("kept", b"x")
+    young = storage.root / ".pack.tmp-young"  # no flock held here: another host's writer
+    old = storage.root / ".pack.tmp-old"
+    young.write_bytes(b"partial")
+    old.write_bytes(b"partial")
+    an_hour_and_more_ago = time.time() - 3700
+    os.utime(old, (an_hour_and_more_ago, an_hour_and_more_ago))
+    assert storage.remove_leftovers() == 1
+    assert young.exists() and not old.exists()
+    assert LocalStorage(storage.root).remove_leftovers() == 1, "unshared: flock alone"
+    assert names(storage) == ["kept"]
