@@ -43,6 +43,9 @@ from blockferry.repository.storage import (
     ObjectInfo,
     ObjectNotFound,
     Parts,
+    WriterBase,
+    check_prefix,
+    checked_name,
 )
 
 SHARED_ABANDONED_S = 3600.0
@@ -74,13 +77,7 @@ class LocalStorage:
 
     def path(self, name: str) -> Path:
         """The file of object ``name`` (for this backend's own tests and tools)."""
-        if (
-            not name
-            or name.startswith("/")
-            or any(part in ("", ".", "..") or part.startswith(".") for part in name.split("/"))
-        ):
-            raise RepositoryError(f"invalid object name {name!r}")
-        return self.root / name
+        return self.root / checked_name(name)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -114,8 +111,7 @@ class LocalStorage:
         return _info(name, status)
 
     def list_objects(self, prefix: str) -> list[ObjectInfo]:
-        if prefix and not prefix.endswith("/"):
-            raise RepositoryError(f"listing {prefix!r}: a prefix ends with '/'")
+        check_prefix(prefix)
         found: list[ObjectInfo] = []
         self._walk(self.root / prefix, prefix, found, leftovers=False)
         return found
@@ -267,24 +263,15 @@ class LocalStorage:
                 raise storage_error(f"listing {entry.path}", exc) from exc
 
 
-class LocalWriter:
+class LocalWriter(WriterBase):
     """An object being written under a temporary name; see :class:`ObjectWriter`."""
 
     def __init__(self, storage: LocalStorage, name: str, path: Path, temp: Path, fd: int) -> None:
+        super().__init__(name, str(path))
         self._storage = storage
-        self._name = name
         self._path = path
         self._temp = temp
         self._fd: int | None = fd
-        self._size = 0
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def size(self) -> int:
-        return self._size
 
     def write(self, parts: Sequence[Data]) -> None:
         fd = self._require_open()
@@ -324,7 +311,7 @@ class LocalWriter:
 
     def _require_open(self) -> int:
         if self._fd is None:
-            raise RepositoryError(f"writing {self._path}: the writer is committed or aborted")
+            raise self._finished()
         return self._fd
 
 

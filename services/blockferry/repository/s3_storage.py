@@ -54,6 +54,9 @@ from blockferry.repository.storage import (
     ObjectInfo,
     ObjectNotFound,
     Parts,
+    WriterBase,
+    check_prefix,
+    checked_name,
     parts_of,
 )
 
@@ -165,13 +168,7 @@ class S3Storage:
 
     def key(self, name: str) -> str:
         """The key of object ``name``."""
-        if (
-            not name
-            or name.startswith("/")
-            or any(part in ("", ".", "..") or part.startswith(".") for part in name.split("/"))
-        ):
-            raise RepositoryError(f"invalid object name {name!r}")
-        return self.location.prefix + name
+        return self.location.prefix + checked_name(name)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -203,8 +200,7 @@ class S3Storage:
         return ObjectInfo(name, head["ContentLength"], head["LastModified"].astimezone(UTC))
 
     def list_objects(self, prefix: str) -> list[ObjectInfo]:
-        if prefix and not prefix.endswith("/"):
-            raise RepositoryError(f"listing {prefix!r}: a prefix ends with '/'")
+        check_prefix(prefix)
         found: list[ObjectInfo] = []
         strip = len(self.location.prefix)
         with self._errors("listing", prefix):
@@ -406,26 +402,17 @@ class _Errors:
             raise RepositoryError(f"{message}: {exc}") from exc
 
 
-class S3Writer:
+class S3Writer(WriterBase):
     """A new object streamed as a multipart upload; see :class:`ObjectWriter`."""
 
     def __init__(self, storage: S3Storage, name: str, key: str) -> None:
+        super().__init__(name, storage.where(name))
         self._storage = storage
-        self._name = name
         self._key = key
         self._buffer = bytearray()
-        self._size = 0
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
         self._open = True
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def size(self) -> int:
-        return self._size
 
     def write(self, parts: Sequence[Data]) -> None:
         self._require_open()
@@ -508,9 +495,7 @@ class S3Writer:
 
     def _require_open(self) -> None:
         if not self._open:
-            raise RepositoryError(
-                f"writing {self._storage.where(self._name)}: the writer is committed or aborted"
-            )
+            raise self._finished()
 
 
 def _joined(data: Parts) -> bytes:

@@ -84,6 +84,9 @@ from blockferry.repository.storage import (
     ObjectInfo,
     ObjectNotFound,
     Parts,
+    WriterBase,
+    check_prefix,
+    checked_name,
     parts_of,
 )
 
@@ -223,8 +226,7 @@ class SmbStorage:
         return ObjectInfo(name, status.st_size, modified)
 
     def list_objects(self, prefix: str) -> list[ObjectInfo]:
-        if prefix and not prefix.endswith("/"):
-            raise RepositoryError(f"listing {prefix!r}: a prefix ends with '/'")
+        check_prefix(prefix)
         found: list[ObjectInfo] = []
         self._walk(prefix, found, leftovers=False)
         return found
@@ -322,14 +324,7 @@ class SmbStorage:
 
     def _relative(self, name: str) -> str:
         """The path of object ``name`` inside the share, ``/``-separated."""
-        if (
-            not name
-            or name.startswith("/")
-            or "\\" in name
-            or any(part in ("", ".", "..") or part.startswith(".") for part in name.split("/"))
-        ):
-            raise RepositoryError(f"invalid object name {name!r}")
-        return self.location.prefix + name
+        return self.location.prefix + checked_name(name)
 
     def _unc(self, relative: str) -> str:
         location = self.location
@@ -534,23 +529,14 @@ class SmbStorage:
         return RepositoryError(f"{message}: {_status_name(status)}")
 
 
-class SmbWriter:
+class SmbWriter(WriterBase):
     """An object written part by part into a temporary; see :class:`ObjectWriter`."""
 
     def __init__(self, storage: SmbStorage, name: str, relative: str, handle: Any) -> None:
+        super().__init__(name, storage.where(name))
         self._storage = storage
-        self._name = name
         self._relative = relative
         self._handle: Any | None = handle
-        self._size = 0
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def size(self) -> int:
-        return self._size
 
     def write(self, parts: Sequence[Data]) -> None:
         handle = self._require_open()
@@ -582,9 +568,7 @@ class SmbWriter:
 
     def _require_open(self) -> Any:
         if self._handle is None:
-            raise RepositoryError(
-                f"writing {self._storage.where(self._name)}: the writer is committed or aborted"
-            )
+            raise self._finished()
         return self._handle
 
 

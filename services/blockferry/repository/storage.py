@@ -86,6 +86,27 @@ class ObjectWriter(Protocol):
         ...
 
 
+class WriterBase:
+    """What every backend's :class:`ObjectWriter` shares: the object's name, the bytes
+    written so far, and the error of a writer used once committed or aborted."""
+
+    def __init__(self, name: str, where: str) -> None:
+        self._name = name
+        self._where = where
+        self._size = 0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _finished(self) -> RepositoryError:
+        return RepositoryError(f"writing {self._where}: the writer is committed or aborted")
+
+
 class Storage(Protocol):
     """Named, immutable-once-published objects: the contract every backend keeps.
 
@@ -168,6 +189,24 @@ class Storage(Protocol):
     def close(self) -> None:
         """Release cached handles; the storage stays usable."""
         ...
+
+
+def checked_name(name: str) -> str:
+    """``name`` if it is an object's name (module docstring), else RepositoryError."""
+    if (
+        not name
+        or name.startswith("/")
+        or "\\" in name
+        or any(part in ("", ".", "..") or part.startswith(".") for part in name.split("/"))
+    ):
+        raise RepositoryError(f"invalid object name {name!r}")
+    return name
+
+
+def check_prefix(prefix: str) -> None:
+    """Refuse a listing prefix that is not empty and does not end with ``/``."""
+    if prefix and not prefix.endswith("/"):
+        raise RepositoryError(f"listing {prefix!r}: a prefix ends with '/'")
 
 
 def parts_of(data: Parts) -> Sequence[Data]:

@@ -82,17 +82,6 @@ def test_a_large_object_is_written_and_read_in_many_requests(storage: SmbStorage
     assert storage.get_range("packs/ab/big", (8 << 20) - 5, 10) == data[(8 << 20) - 5 :][:10]
 
 
-def test_put_replaces_and_put_new_does_not(storage: SmbStorage) -> None:
-    storage.put("x", b"old")
-    storage.put("x", b"new")
-    with pytest.raises(ObjectExists, match=r"smb://.*/x: it exists already"):
-        storage.put_new("x", b"other")
-    assert storage.get("x") == b"new"
-    storage.put_new("dir/y", b"y")
-    assert storage.get("dir/y") == b"y"
-    assert storage.leftovers() == []
-
-
 def race_put_new(stores: list[SmbStorage], name: str, creators: int = 8) -> list[str]:
     """``creators`` threads putting ``name`` at once, spread over ``stores``."""
     results: list[str] = []
@@ -152,14 +141,6 @@ def test_without_hard_links_put_new_renames_if_absent(
     assert storage.leftovers() == []
 
 
-def test_get_range(storage: SmbStorage) -> None:
-    storage.put("r", bytes(range(100)))
-    assert storage.get_range("r", 10, 5) == bytes(range(10, 15))
-    assert storage.get_range("r", 95, 10) == bytes(range(95, 100)), "short at the end"
-    assert storage.get_range("r", 200, 10) == b""
-    assert storage.get_range("r", 0, 0) == b""
-
-
 def test_listing_by_prefix_skips_temporaries_and_hidden_files(
     storage: SmbStorage, samba: SambaServer, prefix: str
 ) -> None:
@@ -194,28 +175,6 @@ def test_writer_publishes_whole_at_commit(
     assert files_on_server(samba, prefix) == ["packs/ab/p"]
     writer.abort()  # after a commit: nothing happens
     assert storage.get("packs/ab/p") == b"headerbody"
-
-
-def test_writer_commit_never_replaces(storage: SmbStorage) -> None:
-    storage.put("p", b"committed")
-    writer = storage.writer("p")
-    writer.write([b"another"])
-    with pytest.raises(ObjectExists):
-        writer.commit()
-    assert storage.get("p") == b"committed"
-    assert storage.leftovers() == []
-    with pytest.raises(RepositoryError, match="committed or aborted"):
-        writer.commit()
-
-
-def test_writer_abort_leaves_nothing(storage: SmbStorage) -> None:
-    writer = storage.writer("a/p")
-    writer.write([b"x" * 1000])
-    writer.abort()
-    writer.abort()
-    assert names(storage) == [] and storage.leftovers() == []
-    with pytest.raises(RepositoryError, match="committed or aborted"):
-        writer.write([b"y"])
 
 
 def test_a_put_replaces_an_object_being_read(storage: SmbStorage) -> None:
@@ -263,17 +222,6 @@ def test_touch_never_creates(storage: SmbStorage) -> None:
     with pytest.raises(ObjectNotFound, match=r"touching smb://.*/nope: no such object"):
         storage.touch("nope")
     assert names(storage) == []
-
-
-def test_delete_in_order(storage: SmbStorage) -> None:
-    for name in ("index/1", "packs/ab/1", "packs/ab/2"):
-        storage.put(name, b"x")
-    storage.delete("index/1", "nope", "packs/ab/1", "dir/nope")
-    assert names(storage) == ["packs/ab/2"]
-    storage.delete("packs/ab/2")
-    assert names(storage) == []
-    storage.put("packs/ab/3", b"again")
-    assert storage.get("packs/ab/3") == b"again"
 
 
 def test_remove_leftovers_goes_by_age_on_the_servers_clock(storage: SmbStorage) -> None:
