@@ -1,7 +1,7 @@
 """`make bench-storage`: what a repository's backend costs, without the mesh.
 
 For each backend (a local directory; S3 on a MinIO server started here; SMB on a Samba
-server started here when the tests' helper for it exists), into a fresh encrypted
+server started here), into a fresh encrypted
 repository: the target side's store path for an image (digest, compress, seal into
 32 MiB packs as the pipeline does, stage and commit its fixed index), then a restore of
 it through ``restore_disk`` (every chunk read, checked and written). It prints wall
@@ -35,6 +35,7 @@ from blockferry.repository.keys import Secret, write_key_file  # noqa: E402
 from blockferry.repository.local_storage import LocalStorage  # noqa: E402
 from blockferry.repository.storage import Storage  # noqa: E402
 from tests.minio import MinioServer, running_minio  # noqa: E402
+from tests.samba import running_samba  # noqa: E402
 
 BLOCK_SIZE = 1024 * 1024
 PACK_SIZE = 32 * 1024 * 1024
@@ -154,10 +155,14 @@ def main() -> None:
     key_file.unlink(missing_ok=True)
     write_key_file(key_file)
     doc: dict[str, Any] = {"image_mib": mib, "backends": {}}
-    with running_minio(_fresh(WORK / "minio")) as minio:
+    with (
+        running_minio(_fresh(WORK / "minio")) as minio,
+        running_samba(_fresh(WORK / "samba")) as samba,
+    ):
         backends: dict[str, Storage] = {
             "local": LocalStorage(_fresh(WORK / "local-repo")),
             "s3": minio.storage(minio.new_bucket()),
+            "smb": samba.storage("repo/"),
         }
         for name, storage in backends.items():
             doc["backends"][name] = measure(storage, key_file, image, out)
@@ -168,7 +173,7 @@ def main() -> None:
     for figures in doc["backends"].values():
         figures["backup_vs_local"] = round(figures["backup_s"] / local["backup_s"], 2)
         figures["restore_vs_local"] = round(figures["restore_s"] / local["restore_s"], 2)
-        if figures["requests_written"]:
+        if figures["requests_written"]:  # S3 counts its requests
             figures["requests_per_gib_written"] = round(
                 sum(figures["requests_written"].values()) / gib, 1
             )
