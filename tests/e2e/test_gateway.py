@@ -64,24 +64,52 @@ def test_backup_incremental_restore_gc_on_s3(
     assert packs.get("Contents"), "the packs are objects of the bucket, under the prefix"
 
 
-def test_the_shared_folder_case_a_gateway_in_front_of_an_smb_share(
+@pytest.fixture
+def smb_mesh(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, samba: SambaServer
-) -> None:
+) -> Iterator[tuple[MeshProcesses, TcpRelay]]:
+    """A mesh whose repository is on the SMB share, reached through a relay a test may
+    cut, served by the gateway."""
     password_file = tmp_path / "smb-password"
     password_file.write_text(samba.password)
     password_file.chmod(0o600)
-    location = (
-        f"smb://{samba.user}@{samba.host}:{samba.port}/{samba.share}/site-a"
-        f"?password_file={password_file}"
-    )
-    mesh = MeshProcesses(
-        kafka_bootstrap, topic_prefix, tmp_path, location=location, owner="gateway"
-    )
-    try:
-        _backup_incremental_restore_prune_gc(mesh, tmp_path)
-    finally:
-        mesh.close()
-    assert list((samba.share_dir / "site-a" / "packs").rglob("*.pack")), "packs on the share"
+    with relay_to(samba.host, samba.port) as relay:
+        location = (
+            f"smb://{samba.user}@{relay.address}/{samba.share}/{tmp_path.name}"
+            f"?password_file={password_file}"
+        )
+        mesh = MeshProcesses(
+            kafka_bootstrap, topic_prefix, tmp_path, location=location, owner="gateway"
+        )
+        try:
+            yield mesh, relay
+        finally:
+            mesh.close()
+
+
+def test_the_shared_folder_case_a_gateway_in_front_of_an_smb_share(
+    smb_mesh: tuple[MeshProcesses, TcpRelay], tmp_path: Path, samba: SambaServer
+) -> None:
+    mesh, _ = smb_mesh
+    _backup_incremental_restore_prune_gc(mesh, tmp_path)
+    packs = samba.share_dir / tmp_path.name / "packs"
+    assert list(packs.rglob("*.pack")), "packs on the share"
+
+
+def test_the_share_unreachable_for_30_s_mid_backup_delays_the_session_and_loses_nothing(
+    smb_mesh: tuple[MeshProcesses, TcpRelay], tmp_path: Path
+) -> None:
+    mesh, relay = smb_mesh
+    disk = make_disk(tmp_path / "vm.img", 48, seed=14)
+    session = _slow_backup_under_way(mesh, disk, read_mib_s=3, done=0.2)
+    relay.cut()
+    time.sleep(30)
+    relay.restore()
+    ended = mesh.follow(session, timeout=300)
+    assert ended["state"] == "success", ended
+    mesh.assert_restores(ended["restore_point"], disk)
+    checked = mesh.cli_json("repo", "check", mesh.location, "--read-data")
+    assert checked["ok"] is True, checked
 
 
 def _backup_incremental_restore_prune_gc(mesh: MeshProcesses, tmp_path: Path) -> None:
