@@ -47,8 +47,9 @@ test-servers:
 test: test-deps venv lint typecheck kafka-fetch test-servers
 	$(BIN)/pytest -q -ra
 
-bench: venv kafka-fetch
+bench: venv kafka-fetch test-servers
 	bash compose/local/bench.sh
+	$(BIN)/python compose/local/bench_storage.py
 
 bench-memory: venv kafka-fetch
 	bash compose/local/bench_memory.sh
@@ -56,12 +57,13 @@ bench-memory: venv kafka-fetch
 bench-scale: venv kafka-fetch
 	bash compose/local/bench_scale.sh
 
-# a repository's backends (local, S3 on MinIO) without the mesh: store, restore, requests
-bench-storage: venv test-servers
+# a repository's backends (local, S3 on MinIO, SMB on Samba) through the mesh and alone
+bench-storage: venv kafka-fetch test-servers
 	$(BIN)/python compose/local/bench_storage.py
 
-# the failpoint matrix SOAK_RUNS times (default 20), on a three-broker cluster
-soak: venv kafka-fetch
+# the failpoint matrix SOAK_RUNS times (default 20), on a three-broker cluster, the runs
+# taking a local directory, S3 (MinIO) and an SMB share (Samba) in turn
+soak: venv kafka-fetch test-servers
 	$(BIN)/python -m tests.soak
 
 clean:

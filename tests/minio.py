@@ -20,7 +20,7 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 from minio import MinioAdmin
-from minio.credentials import StaticProvider
+from minio.credentials.providers import StaticProvider
 
 from blockferry.repository.s3_storage import S3Credentials, S3Location, S3Storage
 from tests.system import free_port, stop_process, unavailable

@@ -13,6 +13,10 @@ After each fault:
   beside a restore's destination.
 
 At the end of a run every restore point still listed is restored and compared.
+
+The repository of a run is in a directory served by the target mover, or on S3 or an
+SMB share served by the gateway (:mod:`tests.soak.stores`); the target mover's points
+are then the gateway's, which runs the same ingest.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ import httpx
 
 from blockferry.failpoints import Point
 from blockferry.orchestrator.models import ENDED
+from blockferry.repository.locations import open_storage
 from tests.e2e.harness import BLOCKFERRY, MeshProcesses, make_disk
+from tests.soak.stores import Place
 
 STUCK_S = 240.0
 """A session, prune or GC not ended this long after its step began is stuck."""
@@ -46,7 +52,7 @@ BLOCK_KIB = 256
 JOB = "soak"
 DISK = "d"
 
-ROLE_OF: dict[Point, str] = {  # the role that reaches each point of the mesh
+ROLE_OF: dict[Point, str] = {  # the role that reaches each point of a local repository
     Point.PACK_FOOTER_WRITTEN: "target-mover",
     Point.PACK_PUBLISHED: "target-mover",
     Point.PACK_SEALED: "target-mover",
@@ -131,17 +137,23 @@ class Outcome:
 class MatrixRun:
     """One run of the matrix: a fresh repository and mesh on a running Kafka."""
 
-    def __init__(self, bootstrap: str, workdir: Path, rng: random.Random) -> None:
+    def __init__(self, bootstrap: str, workdir: Path, rng: random.Random, place: Place) -> None:
         self.rng = rng
         self.workdir = workdir
+        self.place = place
         self.hits_log = workdir / "failpoints.log"
+        owner = place.owner.upper().replace("-", "_")
         self.mesh = MeshProcesses(
             bootstrap,
             f"soak{rng.getrandbits(32):08x}",
             workdir,
-            BLOCKFERRY_TARGET_MOVER__IDLE_SEAL_S="0.3",
-            BLOCKFERRY_TARGET_MOVER__GC_GRACE="0",
-            BLOCKFERRY_FAILPOINT_LOG=str(self.hits_log),
+            location=place.location,
+            owner=place.owner,
+            **{
+                f"BLOCKFERRY_{owner}__IDLE_SEAL_S": "0.3",
+                f"BLOCKFERRY_{owner}__GC_GRACE": "0",
+                "BLOCKFERRY_FAILPOINT_LOG": str(self.hits_log),
+            },
         )
         self.disk = workdir / "disk.img"
         self.armed: set[str] = set()
@@ -159,14 +171,16 @@ class MatrixRun:
             if not first.ok:
                 raise RuntimeError(f"the first backup failed: {first.error}")
             for point in points:
-                tally = tallies.setdefault(point.value, Tally())
+                tally = tallies.setdefault(f"{point.value} [{self.place.backend}]", Tally())
                 tally.runs += 1
                 try:
                     self._fault(point, tally)
                 except Exception as exc:  # the soak goes on; the report names it
                     tally.problems.append(f"{point.value}: the step broke: {exc!r}"[:2000])
-                    self._restart(ROLE_OF[point], armed=None)
-            final = tallies.setdefault("(every restore point, end of run)", Tally())
+                    self._restart(self._role(point), armed=None)
+            final = tallies.setdefault(
+                f"(every restore point, end of run) [{self.place.backend}]", Tally()
+            )
             final.runs += 1
             for rp_id in list(self.expected):
                 self._check_restore_point(rp_id, final)
@@ -175,7 +189,7 @@ class MatrixRun:
 
     def _fault(self, point: Point, tally: Tally) -> None:
         began = time.monotonic()
-        role = ROLE_OF[point]
+        role = self._role(point)
         hit = self.rng.randint(1, MAX_HIT.get(point, 1))
         step = self._step_for(point)
         self._restart(role, armed=f"{point.value}@{hit}")
@@ -264,6 +278,12 @@ class MatrixRun:
         return outcome
 
     # -- helpers ------------------------------------------------------------------------
+
+    def _role(self, point: Point) -> str:
+        """The role that reaches ``point`` in this run: the target mover's are the
+        gateway's where the gateway serves the repository."""
+        role = ROLE_OF[point]
+        return self.place.owner if role == "target-mover" else role
 
     def _restart(self, role: str, armed: str | None) -> None:
         """Start ``role`` again (stopping it first if it runs), armed or not."""
@@ -429,7 +449,7 @@ class MatrixRun:
             tally.problems.append(f"{point.value}: sessions left running: {', '.join(running)}")
 
     def _check_nothing_stray(self, point: Point, tally: Tally) -> None:
-        checked = self.mesh.cli("repo", "check", str(self.mesh.repository), "--json")
+        checked = self.mesh.cli("repo", "check", self.mesh.location, "--json")
         if checked.returncode != 0:
             tally.corrupt += 1
             tally.problems.append(f"{point.value}: repo check failed: {checked.stdout[-800:]}")
@@ -437,19 +457,32 @@ class MatrixRun:
             tally.problems.append(f"{point.value}: left behind: {stray}")
 
     def _stray(self) -> list[str]:
-        repo = self.mesh.repository
-        deadline = time.monotonic() + 10
-        while True:  # open packs seal once their partition is idle
-            found = [
-                str(path.relative_to(repo))
-                for pattern in ("staging/*", "locks/*", "restorepoints/*/.*", "**/*.tmp")
-                for path in repo.glob(pattern)
-                if path.name != "reserve"
-            ]
-            found += [
-                str(path.relative_to(self.workdir))
-                for path in (self.workdir / "restores").glob(".*")
-            ]
-            if not found or time.monotonic() > deadline:
-                return found
-            time.sleep(0.5)
+        """What an ended step left: staging, locks, and (on a local repository) the
+        temporaries of writers. On a share or bucket, where other hosts may be writing,
+        a killed writer's temporaries wait out their hour by design; they are counted
+        in the run's output, not taken for a fault."""
+        storage = open_storage(self.mesh.location)
+        try:
+            deadline = time.monotonic() + 10
+            while True:  # open packs seal once their partition is idle
+                found = [
+                    info.name
+                    for prefix in ("staging/", "locks/")
+                    for info in storage.list_objects(prefix)
+                    if info.name != "locks/reserve"
+                ]
+                leftovers = [info.name for info in storage.leftovers()]
+                if self.place.remote:
+                    if leftovers:
+                        print(f"soak:     temporaries waiting out their hour: {leftovers}")
+                else:
+                    found += leftovers
+                found += [
+                    str(path.relative_to(self.workdir))
+                    for path in (self.workdir / "restores").glob(".*")
+                ]
+                if not found or time.monotonic() > deadline:
+                    return found
+                time.sleep(0.5)
+        finally:
+            storage.close()

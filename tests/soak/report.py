@@ -6,7 +6,7 @@ from blockferry.failpoints import Point
 from tests.soak.matrix import Tally
 
 COLUMNS = (
-    ("fault", 34),
+    ("fault", 42),
     ("hit", 4),
     ("runs", 5),
     ("sessions ok", 12),
@@ -38,7 +38,13 @@ def print_report(tallies: dict[str, Tally], runs: int, points: list[Point]) -> i
         )
         print("  ".join(str(v).ljust(width) for v, (_, width) in zip(values, COLUMNS, strict=True)))
         total.add(tally)
-    never_hit = [p.value for p in points if tallies.get(p.value, Tally()).hit == 0]
+    never_hit = [
+        point.value
+        for point in points
+        if not any(
+            tally.hit for fault, tally in tallies.items() if fault.startswith(f"{point.value} [")
+        )
+    ]
     for problem in total.problems:
         print(f"problem: {problem}")
     if never_hit:

@@ -18,6 +18,7 @@ from blockferry.mesh import Mesh
 from blockferry.repository import Repository
 from blockferry.repository.keys import Secret
 from blockferry.repository.locations import open_storage, scheme
+from blockferry.repository.s3_storage import S3Storage
 from blockferry.repository.storage_views import MeteredStorage, StorageMetrics
 
 
@@ -70,6 +71,8 @@ class IngestRole:
 
     def _open(self, name: str, location: str) -> Repository:
         storage = open_storage(location, check_writes=True, shared=self.directories_shared)
+        if isinstance(storage, S3Storage):
+            self._storage_metrics.count_backend_requests(name, storage.requests)
         key_file = self._settings.repository_key_file(name)
         secret = Secret.key_file(key_file) if key_file.exists() else None
         try:

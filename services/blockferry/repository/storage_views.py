@@ -4,7 +4,9 @@ one concern each, each a :class:`StorageView` that overrides what it changes.
 * :class:`ReadOnlyStorage`: what restore, verify and check open; every write raises
   :class:`~blockferry.repository.storage.StorageReadOnly` before reaching the backend.
 * :class:`MeteredStorage`: requests, bytes, errors and latency per repository and
-  operation as Prometheus metrics, on a registry the caller gives.
+  operation as Prometheus metrics, on a registry the caller gives. A backend that
+  counts the requests it sends itself (S3: HTTP requests by API call, what the store
+  bills) has them exported beside (:meth:`StorageMetrics.count_backend_requests`).
 * :class:`SealedStorage`: an encrypted repository's metadata objects sealed on put and
   opened on get, each bound to its name (:mod:`sealing`).
 """
@@ -12,11 +14,13 @@ one concern each, each a :class:`StorageView` that overrides what it changes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from blockferry.core.errors import RepositoryError
 from blockferry.repository import layout
@@ -201,6 +205,35 @@ class StorageMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
             registry=registry,
         )
+        self._backend_requests = _BackendRequests(f"{prefix}_backend_requests")
+        registry.register(self._backend_requests)
+
+    def count_backend_requests(
+        self, repository: str, requests: Callable[[], Mapping[str, int]]
+    ) -> None:
+        """Export ``requests()``, what the backend of ``repository`` counts it sent (by
+        its own call names), as ``..._storage_backend_requests_total``."""
+        self._backend_requests.sources[repository] = requests
+
+
+class _BackendRequests(Collector):
+    """Requests backends counted themselves, read from their counters at each scrape."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self.sources: dict[str, Callable[[], Mapping[str, int]]] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            self._name,
+            "Requests a repository's backend sent (an S3 store's HTTP requests, retries"
+            " included: what the store bills), by the backend's call.",
+            labels=["repository", "call"],
+        )
+        for repository, requests in sorted(self.sources.items()):
+            for call, count in sorted(requests().items()):
+                family.add_metric([repository, call], count)
+        yield family
 
 
 class MeteredStorage(StorageView):
