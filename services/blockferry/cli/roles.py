@@ -129,3 +129,47 @@ def acls(
         click.echo(kafka_acls.acl_document(found))
     else:
         click.echo("\n".join(kafka_acls.acl_commands(found)))
+
+
+@main.command("mirror-config")
+@click.option(
+    "--site",
+    "sites",
+    multiple=True,
+    required=True,
+    metavar="NAME=ROLE,ROLE…",
+    help="A site and the roles placed there (twice: the two sites).",
+)
+@click.option(
+    "--prefix",
+    default=None,
+    help="The topic prefix (default: the settings' kafka.topic_prefix).",
+)
+@click.option(
+    "--table",
+    is_flag=True,
+    help="Print the table of topics, the site that produces each and where it is mirrored"
+    " instead.",
+)
+def mirror_config(sites: tuple[str, ...], prefix: str | None, table: bool) -> None:
+    """Print the topic lines of MirrorMaker 2's mm2.properties for two sites (cluster
+    aliases: the site names): each topic mirrored from the site that produces it to the
+    other where a role reads it there, names unchanged. Add each cluster's
+    bootstrap.servers and client settings."""
+    from blockferry.settings import CommonSettings
+    from blockferry.transport.sites import Placement, mirror_properties, sites_table
+
+    placed: dict[str, tuple[str, ...]] = {}
+    for site in sites:
+        name, _, roles = site.partition("=")
+        placed[name] = tuple(role for role in roles.split(",") if role)
+    try:
+        placement = Placement(placed)
+        click.echo(
+            sites_table(placement)
+            if table
+            else mirror_properties(placement, prefix or CommonSettings().kafka.topic_prefix),
+            nl=table,
+        )
+    except BlockferryError as exc:
+        fail(str(exc))
