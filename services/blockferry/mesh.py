@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
+from blockferry.core.errors import BlockferryError
 from blockferry.settings import CommonSettings
 from blockferry.transport.codec import Codec
 from blockferry.transport.kafka import (
@@ -19,7 +20,7 @@ from blockferry.transport.mailbox import Mailbox
 from blockferry.transport.native import NativeConsumer, NativeProducer
 from blockferry.transport.records import RepositoryInfo
 from blockferry.transport.rpc import CommandClient
-from blockferry.transport.topics import FLOWS, Topics, TopicSpec
+from blockferry.transport.topics import FLOWS, OWNERS, Topics, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +72,29 @@ class Mesh:
 
     def _shared_topics_used(self) -> list[TopicSpec]:
         """The shared topics this role produces or consumes: the ones it may create."""
+        return self._used(self.topics.shared_specs(self.settings.kafka.topic_partitions))
+
+    def _used(self, specs: list[TopicSpec]) -> list[TopicSpec]:
         used = []
-        for spec in self.topics.shared_specs(self.settings.kafka.topic_partitions):
+        for spec in specs:
             flow = self.topics.flow(spec.name)
             if flow is not None and self.role in (*flow.producers, *flow.consumers):
                 used.append(spec)
         return used
 
-    async def ensure_repository_topics(self, repo: str, shard_count: int) -> None:
+    async def ensure_repository_topics(self, shard_counts: dict[str, int]) -> None:
+        """Create and check the topics of the repositories named (with their shard
+        counts): every one where this role owns repositories, else those it uses (on
+        two sites, the roles of the site without the owner make them on their own
+        cluster)."""
         retention_ms = int(self.settings.kafka.chunk_retention_hours * 3600 * 1000)
+        specs = [
+            spec
+            for repo, shard_count in shard_counts.items()
+            for spec in self.topics.repository_specs(repo, shard_count, retention_ms)
+        ]
         await ensure_topics(
-            self.bootstrap,
-            self.topics.repository_specs(repo, shard_count, retention_ms),
-            self.security,
+            self.bootstrap, specs if self.role in OWNERS else self._used(specs), self.security
         )
 
     def consumer(self, name: str, group: str | None = None, **kwargs: Any) -> RecordConsumer:
@@ -122,6 +133,7 @@ class RepositoryDirectory:
     """The repositories announced by their owners on the compacted repositories topic."""
 
     def __init__(self, mesh: Mesh) -> None:
+        self._mesh = mesh
         self._consumer = mesh.consumer("repositories")
         self._topic = mesh.topics.repositories
         self._known: dict[str, RepositoryInfo] = {}
@@ -137,11 +149,29 @@ class RepositoryDirectory:
     async def run(self) -> None:
         async for batch in self._consumer.batches(timeout_ms=500):
             announced = [r.value for r in batch if isinstance(r.value, RepositoryInfo)]
+            await self._ensure_topics(announced)
             if announced:
                 async with self._announced:
                     for info in announced:
                         self._known[info.name] = info
                     self._announced.notify_all()
+
+    async def _ensure_topics(self, announced: list[RepositoryInfo]) -> None:
+        """The topics this role uses of repositories newly announced, on its own
+        cluster, before they are known: their owner may serve them from another site's
+        cluster, whose topics this one has only where they are mirrored."""
+        new = {
+            info.name: info.shard_count
+            for info in announced
+            if (known := self._known.get(info.name)) is None
+            or known.shard_count != info.shard_count
+        }
+        if not new:
+            return
+        try:
+            await self._mesh.ensure_repository_topics(new)
+        except BlockferryError as exc:
+            log.warning("the topics of repositories %s on this cluster: %s", ", ".join(new), exc)
 
     @property
     def names(self) -> list[str]:

@@ -60,13 +60,12 @@ class Asker:
 
 @asynccontextmanager
 async def asker(bootstrap: str, prefix: str, timeout_s: float = 5.0) -> AsyncIterator[Asker]:
-    """A source mover's lookup client, with the repository's topics created."""
-    mesh = Mesh(
-        CommonSettings(kafka=KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix)),
-        "source-mover",
-    )
+    """A source mover's lookup client, with the repository's topics created as its
+    owner creates them."""
+    settings = CommonSettings(kafka=KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix))
+    await Mesh(settings, "target-mover").ensure_repository_topics({REPO: SHARDS})
+    mesh = Mesh(settings, "source-mover")
     await mesh.start()
-    await mesh.ensure_repository_topics(REPO, SHARDS)
     replies = mesh.mailbox("replies", mesh.topics.lookup_replies(REPO), "correlation_id")
     await replies.start()
     reading = asyncio.create_task(replies.run())

@@ -87,7 +87,7 @@ class Harness:
     async def start(self) -> None:
         Repository.init(self.path, block_size=BLOCK_SIZE, shard_count=SHARDS)
         await self.mesh.start()
-        await self.mesh.ensure_repository_topics(REPO, SHARDS)
+        await self.mesh.ensure_repository_topics({REPO: SHARDS})
 
     async def start_intake(self, name: str, config: IngestConfig) -> Intake:
         mesh = self._mesh(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -10,9 +11,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from blockferry.core.errors import TopicConfigError
-from blockferry.mesh import Mesh
+from blockferry.mesh import Mesh, RepositoryDirectory
 from blockferry.settings import CommonSettings, KafkaSettings
 from blockferry.transport.kafka import ensure_topics
+from blockferry.transport.records import RepositoryInfo
 from blockferry.transport.topics import MAX_RECORD_BYTES, TopicSpec
 
 pytestmark = pytest.mark.kafka
@@ -31,9 +33,9 @@ async def create(bootstrap: str, name: str, **configs: str) -> None:
         await admin.close()
 
 
-def mesh(bootstrap: str, prefix: str) -> Mesh:
+def mesh(bootstrap: str, prefix: str, role: str = "orchestrator") -> Mesh:
     settings = CommonSettings(kafka=KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix))
-    return Mesh(settings, "orchestrator")
+    return Mesh(settings, role)
 
 
 async def test_topics_created_and_found_again_pass_the_check(
@@ -96,3 +98,42 @@ def test_a_role_process_with_a_wrong_topic_exits_at_once_naming_it(
     )
     assert result.returncode != 0
     assert f"topic {topic_prefix}.jobs: cleanup.policy is delete, must be compact" in result.stderr
+
+
+async def test_a_role_makes_the_topics_it_uses_of_a_repository_announced_from_elsewhere(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """On two sites the owner announces a repository from the other cluster (the
+    announcement mirrored here): a source mover learning of it makes the repository's
+    topics it uses on its own cluster, and no other."""
+    source_mover = mesh(kafka_bootstrap, topic_prefix, "source-mover")
+    await source_mover.start()
+    info = RepositoryInfo(
+        name="far", repository_id="id", block_size=4096, shard_count=3, owner="target-mover-b"
+    )
+    try:
+        await source_mover.producer.send_and_wait(  # as MirrorMaker writes it
+            source_mover.topics.repositories, info, key=b"far"
+        )
+        directory = RepositoryDirectory(source_mover)
+        await directory.start()
+        running = asyncio.create_task(directory.run())
+        try:
+            assert await directory.get("far", timeout=30) == info
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            await directory.stop()
+    finally:
+        await source_mover.stop()
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        made = {t for t in await admin.list_topics() if t.startswith(f"{topic_prefix}.far.")}
+        described = await admin.describe_topics(sorted(made))
+    finally:
+        await admin.close()
+    kinds = ("chunks", "extents", "lookups", "lookup-replies", "requests", "replies", "restore")
+    assert made == {f"{topic_prefix}.far.{kind}" for kind in kinds}
+    chunks = next(t for t in described if t["topic"] == f"{topic_prefix}.far.chunks")
+    assert len(chunks["partitions"]) == 3, "a partition per shard"

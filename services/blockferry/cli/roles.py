@@ -148,8 +148,7 @@ def acls(
 @click.option(
     "--table",
     is_flag=True,
-    help="Print the table of topics, the site that produces each and where it is mirrored"
-    " instead.",
+    help="Print the table of topics, the site that produces each and where it is mirrored instead.",
 )
 def mirror_config(sites: tuple[str, ...], prefix: str | None, table: bool) -> None:
     """Print the topic lines of MirrorMaker 2's mm2.properties for two sites (cluster

@@ -48,7 +48,7 @@ class RepositoryPipeline:
     async def start(self) -> None:
         await self._check_metadata()
         await self._ctx.mesh.ensure_repository_topics(
-            self._ctx.name, self._ctx.repo.config.shard_count
+            {self._ctx.name: self._ctx.repo.config.shard_count}
         )
         await self.intake.start()
         await self.assembly.start()

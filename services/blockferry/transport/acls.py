@@ -2,10 +2,12 @@
 says the role does.
 
 A role may write the topics it produces, read the topics it consumes and join its own
-consumer groups. It may create, and describe the configs of, the shared topics it uses
-(each role creates and checks them at start, so none waits for another); a
-repository's topics are created and checked by the target mover or gateway that
-serves it (:data:`~blockferry.transport.topics.OWNERS`).
+consumer groups. It may create, and describe the configs of, the topics it uses: each
+role creates and checks the shared ones at start, and a repository's when it learns
+of the repository, so none waits for another. The owner of a repository
+(:data:`~blockferry.transport.topics.OWNERS`) creates all of its topics before it
+announces it; on two sites (:mod:`sites`) the roles of the site without the owner
+create the ones they use on their own cluster.
 Every name is literal: a role is granted a repository's topics only when that
 repository is listed, so no principal may touch the topics of a repository it was not
 given.
@@ -95,8 +97,7 @@ def bindings(
                 uses.append("Write")
             if role in flow.consumers:
                 uses.append("Read")
-            per_repository = flow.topic.startswith("<repo>.")
-            if (role in OWNERS) if per_repository else bool(uses):
+            if uses or (role in OWNERS and flow.topic.startswith("<repo>.")):
                 uses += ["Create", "Describe", "DescribeConfigs"]
             for name in _names(flow.topic, prefix, repositories):
                 found.update(Binding(principal, "topic", name, op) for op in uses)

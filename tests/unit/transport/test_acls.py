@@ -60,7 +60,9 @@ def test_each_role_reads_only_what_it_consumes_and_joins_only_its_groups() -> No
     assert "bf.tasks" not in allowed("dedupe-index", "Read")
 
 
-def test_a_repository_s_topics_are_created_by_its_target_mover_only() -> None:
+def test_a_role_may_create_the_topics_it_uses_and_an_owner_its_repository_s() -> None:
+    """Its owner creates every topic of a repository; on two sites the roles of the
+    other site create those they use on their own cluster."""
     assert {n for n in allowed("target-mover", "Create") if n.startswith("bf.r1.")} == {
         f"bf.r1.{kind}"
         for kind in (
@@ -75,8 +77,24 @@ def test_a_repository_s_topics_are_created_by_its_target_mover_only() -> None:
             "restore",
         )
     }
-    assert not any(n.startswith("bf.r1.") for n in allowed("source-mover", "Create"))
-    assert "bf.tasks" in allowed("source-mover", "Create")  # a shared topic it uses
+    assert allowed("dedupe-index", "Create") == {
+        "bf.repositories",
+        "bf.dead-letter",
+        "bf.r1.index",
+        "bf.r1.lookups",
+        "bf.r1.lookup-replies",
+    }
+    found = bindings("bf", ("r1",), PRINCIPAL)
+    for role in ("orchestrator", "guest-proxy", "source-mover", "dedupe-index"):
+        used = {
+            b.name
+            for b in found
+            if b.principal == PRINCIPAL(role)
+            and b.resource_type == "topic"
+            and b.operation in ("Read", "Write")
+        }
+        assert allowed(role, "Create") == used, role
+        assert allowed(role, "DescribeConfigs") == used, role
 
 
 def test_only_the_repositories_listed_are_granted() -> None:
@@ -142,8 +160,8 @@ def test_every_consumed_topic_has_one_producing_role_so_acls_pin_a_record_s_orig
         writers = {b.principal for b in found if b.name == topic and b.operation == "Write"}
         assert len(writers) == 1, (topic, writers)
     owners = {
-        b.principal for b in found if b.name.startswith("bf.offsite.") and b.operation == "Create"
-    }
+        b.principal for b in found if b.name.startswith("bf.offsite.") and b.operation == "Read"
+    } & {PRINCIPAL(role) for role in OWNERS}
     assert owners == {PRINCIPAL("gateway")}, "a repository's topics: its one owner only"
     commands = {f.topic: f.producers for f in FLOWS if "Command" in f.records}
     assert commands == {
