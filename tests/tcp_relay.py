@@ -1,21 +1,47 @@
-"""A TCP relay the tests control: it forwards 127.0.0.1:<port> to a server, and can be
-cut (every connection closed, new ones refused) and restored, to make a server
-unreachable for a while without stopping it."""
+"""A TCP relay the tests control: it forwards 127.0.0.1:<port> to a server, counts the
+bytes it carries each way, can limit its bandwidth, and can be cut (every connection
+closed, new ones refused) and restored, to make a server unreachable for a while
+without stopping it: a WAN link between two sites, or the way to a store."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 from tests.system import free_port
 
 
+class Throttle:
+    """A bandwidth limit for one direction, shared by every connection: ``take(n)``
+    returns once ``n`` more bytes fit under ``bytes_per_s`` (None: no limit)."""
+
+    def __init__(self) -> None:
+        self.bytes_per_s: float | None = None
+        self._lock = threading.Lock()
+        self._free_at = 0.0
+
+    def take(self, count: int) -> None:
+        rate = self.bytes_per_s
+        if rate is None:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._free_at)
+            self._free_at = start + count / rate
+        if start > now:
+            time.sleep(start - now)
+
+
 class TcpRelay:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
         self._target = (target_host, target_port)
-        self.port = free_port()
+        self.port = port or free_port()
+        self.carried = {"to_server": 0, "to_client": 0}
+        """Bytes forwarded each way since the relay started."""
+        self._throttles = {"to_server": Throttle(), "to_client": Throttle()}
         self._listener: socket.socket | None = None
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -25,6 +51,16 @@ class TcpRelay:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def total(self) -> int:
+        """Bytes carried both ways so far."""
+        with self._lock:
+            return sum(self.carried.values())
+
+    def limit(self, bytes_per_s: float | None) -> None:
+        """Carry at most ``bytes_per_s`` each way (None: as fast as it can)."""
+        for throttle in self._throttles.values():
+            throttle.bytes_per_s = bytes_per_s
 
     def cut(self) -> None:
         """Close every connection and refuse new ones until :meth:`restore`."""
@@ -73,16 +109,19 @@ class TcpRelay:
                     server.close()
                     return
                 self._connections.update((client, server))
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+            for source, sink, way in ((client, server, "to_server"), (server, client, "to_client")):
+                threading.Thread(target=self._pump, args=(source, sink, way), daemon=True).start()
 
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while data := source.recv(1 << 16):
-            sink.sendall(data)
-    with contextlib.suppress(OSError):
-        sink.shutdown(socket.SHUT_WR)
+    def _pump(self, source: socket.socket, sink: socket.socket, way: str) -> None:
+        throttle = self._throttles[way]
+        with contextlib.suppress(OSError):
+            while data := source.recv(1 << 16):
+                throttle.take(len(data))
+                sink.sendall(data)
+                with self._lock:
+                    self.carried[way] += len(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
 
 
 @contextlib.contextmanager
