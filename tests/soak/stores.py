@@ -33,7 +33,7 @@ class Stores:
     """The servers behind the runs' repositories, for as long as ``stack`` is open."""
 
     def __init__(self, scratch: Path, stack: contextlib.ExitStack[bool | None]) -> None:
-        self._scratch = scratch
+        self._scratch = scratch.absolute()  # smbd serves its share by an absolute path
         self._stack = stack
         self._minio: MinioServer | None = None
         self._samba: SambaServer | None = None
