@@ -71,10 +71,18 @@ def kafka_sh(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
 class KafkaCluster:
     """The nodes of a local cluster, to start, kill, restart, pause and resume."""
 
-    def __init__(self, data_dir: Path, nodes: int = 1, security: str = "plaintext") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        nodes: int = 1,
+        security: str = "plaintext",
+        wan: tuple[int, str] | None = None,
+    ) -> None:
+        """``wan``: (the first WAN listener port, the address other sites reach it at)."""
         self.data_dir = data_dir
         self.nodes = nodes
         self.security = security
+        self.wan = wan
         self.bootstrap = ""
 
     def up(self, timeout_s: int = 150) -> str:
@@ -87,6 +95,8 @@ class KafkaCluster:
             args += ["--nodes", str(self.nodes), "--port", str(port)]
             args += ["--controller-port", str(port + self.nodes), "--owner-pid", str(os.getpid())]
             args += ["--security", self.security]
+        if self.wan is not None:
+            args += ["--wan-port", str(self.wan[0]), "--wan-advertise", self.wan[1]]
         try:
             # Maven fetch on a cold cache comes on top of the start-up wait
             proc = kafka_sh(*args, timeout=timeout_s + 600)

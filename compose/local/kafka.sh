@@ -17,6 +17,11 @@
 #   --heap SIZE            JVM -Xmx per node (default 512m)
 #   --timeout S            seconds to wait for readiness (default 90)
 #   --owner-pid PID        stop the nodes (run `down`) once PID has exited (test harnesses)
+#   --wan-port W           a second listener, WAN, for clients of another site: node i
+#                          listens on 127.0.0.1:W+i-1 with the main listener's security
+#   --wan-advertise H:A    the address the other site reaches node i's WAN listener at
+#                          (a relay, a NAT): H:A+i-1; clients that bootstrap through it
+#                          are told these addresses, so all their traffic takes that way
 #   --security MODE        plaintext (default) or sasl_ssl: clients over TLS with SASL
 #                          SCRAM-SHA-512, KRaft's StandardAuthorizer, nodes to controllers
 #                          over mutual TLS. Certificates (openssl) and passwords are made
@@ -90,6 +95,8 @@ HEAP="${BLOCKFERRY_KAFKA_HEAP:-512m}"
 TIMEOUT="${BLOCKFERRY_KAFKA_START_TIMEOUT:-90}"
 OWNER_PID=""
 SECURITY=""
+WAN_PORT=""
+WAN_ADVERTISE=""
 DATA_DIR="${BLOCKFERRY_DATA_DIR:-./.blockferry}/kafka"
 
 parse_opts() {
@@ -111,15 +118,23 @@ parse_opts() {
             --owner-pid=*) OWNER_PID="${1#*=}"; shift ;;
             --security) SECURITY="${2:?--security needs a value}"; shift 2 ;;
             --security=*) SECURITY="${1#*=}"; shift ;;
+            --wan-port) WAN_PORT="${2:?--wan-port needs a value}"; shift 2 ;;
+            --wan-port=*) WAN_PORT="${1#*=}"; shift ;;
+            --wan-advertise) WAN_ADVERTISE="${2:?--wan-advertise needs a value}"; shift 2 ;;
+            --wan-advertise=*) WAN_ADVERTISE="${1#*=}"; shift ;;
             -h|--help) usage; exit 0 ;;
             *) die "unknown option: $1 (see --help)" ;;
         esac
     done
     local v
-    for v in NODES PORT CONTROLLER_PORT TIMEOUT OWNER_PID; do
+    for v in NODES PORT CONTROLLER_PORT TIMEOUT OWNER_PID WAN_PORT; do
         [[ -z "${!v}" || "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a number, got '${!v}'"
     done
     [[ "$HEAP" =~ ^[0-9]+[kKmMgG]?$ ]] || die "--heap must look like 512m, got '$HEAP'"
+    [[ -z "$WAN_ADVERTISE" || "$WAN_ADVERTISE" =~ ^[A-Za-z0-9.-]+:[0-9]+$ ]] ||
+        die "--wan-advertise must look like HOST:PORT, got '$WAN_ADVERTISE'"
+    [[ -z "$WAN_PORT" && -z "$WAN_ADVERTISE" || -n "$WAN_PORT" && -n "$WAN_ADVERTISE" ]] ||
+        die "--wan-port and --wan-advertise go together"
     [[ -z "$SECURITY" || "$SECURITY" == plaintext || "$SECURITY" == sasl_ssl ]] ||
         die "--security must be plaintext or sasl_ssl, got '$SECURITY'"
     DATA_DIR="$(realpath -m -- "$DATA_DIR")"
@@ -154,6 +169,16 @@ load_cluster_env() {
 node_dir() { printf '%s/node-%d' "$DATA_DIR" "$1"; }
 broker_port() { echo $((PORT + $1 - 1)); }
 controller_port() { echo $((CONTROLLER_PORT + $1 - 1)); }
+wan_port() { echo $((WAN_PORT + $1 - 1)); }
+
+# The WAN listener's entries of listeners, advertised.listeners and the protocol map
+# (empty without --wan-port).
+wan_listener() { [[ -n "$WAN_PORT" ]] && echo ",WAN://127.0.0.1:$(wan_port "$1")"; return 0; }
+wan_advertised() {
+    [[ -n "$WAN_PORT" ]] && echo ",WAN://${WAN_ADVERTISE%:*}:$((${WAN_ADVERTISE##*:} + $1 - 1))"
+    return 0
+}
+wan_protocol() { [[ -n "$WAN_PORT" ]] && echo ",WAN:$1"; return 0; }
 
 bootstrap_servers() {
     local i out=""
@@ -206,15 +231,15 @@ write_properties() {
         echo "process.roles=broker,controller"
         echo "node.id=$id"
         if [[ "$SECURITY" == sasl_ssl ]]; then
-            echo "listeners=SASL_SSL://127.0.0.1:$(broker_port "$id"),CONTROLLER://127.0.0.1:$(controller_port "$id")"
-            echo "advertised.listeners=SASL_SSL://127.0.0.1:$(broker_port "$id")"
-            echo "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL"
+            echo "listeners=SASL_SSL://127.0.0.1:$(broker_port "$id"),CONTROLLER://127.0.0.1:$(controller_port "$id")$(wan_listener "$id")"
+            echo "advertised.listeners=SASL_SSL://127.0.0.1:$(broker_port "$id")$(wan_advertised "$id")"
+            echo "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL$(wan_protocol SASL_SSL)"
             echo "inter.broker.listener.name=SASL_SSL"
             security_properties
         else
-            echo "listeners=PLAINTEXT://127.0.0.1:$(broker_port "$id"),CONTROLLER://127.0.0.1:$(controller_port "$id")"
-            echo "advertised.listeners=PLAINTEXT://127.0.0.1:$(broker_port "$id")"
-            echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+            echo "listeners=PLAINTEXT://127.0.0.1:$(broker_port "$id"),CONTROLLER://127.0.0.1:$(controller_port "$id")$(wan_listener "$id")"
+            echo "advertised.listeners=PLAINTEXT://127.0.0.1:$(broker_port "$id")$(wan_advertised "$id")"
+            echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT$(wan_protocol PLAINTEXT)"
             echo "inter.broker.listener.name=PLAINTEXT"
         fi
         echo "controller.listener.names=CONTROLLER"
@@ -308,6 +333,7 @@ security_properties() {
     echo "sasl.enabled.mechanisms=SCRAM-SHA-512"
     echo "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512"
     echo "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"$(cat "$SEC_DIR/admin.password")\";"
+    [[ -n "$WAN_PORT" ]] && echo "listener.name.wan.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"$(cat "$SEC_DIR/admin.password")\";"
     echo "ssl.keystore.type=PEM"
     echo "ssl.keystore.location=$SEC_DIR/node.pem"
     echo "ssl.truststore.type=PEM"
@@ -538,7 +564,7 @@ cmd_up() {
     for ((i = 1; i <= NODES; i++)); do
         node_pid "$i" >/dev/null && continue
         local p
-        for p in "$(broker_port "$i")" "$(controller_port "$i")"; do
+        for p in "$(broker_port "$i")" "$(controller_port "$i")" ${WAN_PORT:+"$(wan_port "$i")"}; do
             port_in_use "$p" && die "port 127.0.0.1:$p is already in use by another process"
         done
     done

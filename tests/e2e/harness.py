@@ -70,10 +70,13 @@ class MeshProcesses:
         *,
         location: str | None = None,
         owner: str = "target-mover",
+        role_env: dict[str, dict[str, str]] | None = None,
         **env: str,
     ) -> None:
         """A mesh whose repository ``default`` is at ``location`` (default: the directory
-        :attr:`repository`), owned by ``owner`` (the target mover, or the gateway)."""
+        :attr:`repository`), owned by ``owner`` (the target mover, or the gateway);
+        ``role_env`` adds settings of single roles (another site's cluster)."""
+        self.role_env = role_env or {}
         self.workdir = workdir
         self.repository = workdir / "repository"
         self.location = location or str(self.repository)
@@ -133,7 +136,12 @@ class MeshProcesses:
         log = open(self.workdir / f"{name}.log", "ab")
         process = subprocess.Popen(
             [*BLOCKFERRY, "run", role],
-            env={**self.env, "BLOCKFERRY_HTTP__PORT": str(port), **env},
+            env={
+                **self.env,
+                **self.role_env.get(role, {}),
+                "BLOCKFERRY_HTTP__PORT": str(port),
+                **env,
+            },
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

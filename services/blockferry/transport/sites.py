@@ -104,10 +104,16 @@ class Placement:
 def topic_pattern(prefix: str, flow: Flow) -> str:
     """The regular expression MirrorMaker 2 matches ``flow``'s topics with, whole (every
     repository's, for a ``<repo>.`` topic: names may hold dots)."""
-    head = re.escape(f"{prefix}.")
+    head = _literal(f"{prefix}.")
     if flow.topic.startswith("<repo>."):
-        return head + ".+" + re.escape(flow.topic.removeprefix("<repo>"))
-    return head + re.escape(flow.topic)
+        return head + ".+" + _literal(flow.topic.removeprefix("<repo>"))
+    return head + _literal(flow.topic)
+
+
+def _literal(name: str) -> str:
+    """``name`` (letters, digits, ``.``, ``_``, ``-``: a topic name's) as a regular
+    expression matching it alone."""
+    return name.replace(".", r"\.")
 
 
 def mirror_properties(placement: Placement, prefix: str) -> str:
@@ -125,7 +131,8 @@ def mirror_properties(placement: Placement, prefix: str) -> str:
         patterns = [topic_pattern(prefix, m.flow) for m in mirrors if m.source == source]
         lines.append(f"{source}->{target}.enabled={'true' if patterns else 'false'}")
         if patterns:
-            lines.append(f"{source}->{target}.topics={'|'.join(patterns)}")
+            topics = "|".join(patterns).replace("\\", "\\\\")  # .properties escaping
+            lines.append(f"{source}->{target}.topics={topics}")
     return "\n".join(lines) + "\n"
 
 

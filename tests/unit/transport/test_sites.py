@@ -83,14 +83,17 @@ def test_mirror_properties_match_exactly_the_topics_that_cross() -> None:
     placement = _placement()
     text = mirror_properties(placement, "bf")
     assert "IdentityReplicationPolicy" in text
-    lines = dict(line.split("=", 1) for line in text.splitlines() if "->" in line)
+    lines = {  # as Java reads a .properties file: a backslash escapes the next character
+        key: re.sub(r"\\(.)", r"\1", value)
+        for key, value in (line.split("=", 1) for line in text.splitlines() if "->" in line)
+    }
     assert lines["onsite->offsite.enabled"] == lines["offsite->onsite.enabled"] == "true"
     outbound = re.compile(lines["onsite->offsite.topics"])
     inbound = re.compile(lines["offsite->onsite.topics"])
     topics = Topics("bf")
     every = [s.name for s in topics.shared_specs() + topics.repository_specs("vm.a", 2, 1)]
     ways = _ways(placement)
-    for name in [*every, "other.jobs", "bf.jobsx"]:
+    for name in [*every, "other.jobs", "bf.jobsx", "bfxjobs", "bf.guest-commands"]:
         flow = topics.flow(name)
         way = ways.get(flow.topic) if flow else None
         assert bool(outbound.fullmatch(name)) == (way == ("onsite", "offsite")), name
