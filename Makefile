@@ -7,7 +7,7 @@ export BLOCKFERRY_DATA_DIR ?= ./.blockferry
 
 include compose/local/kafka.mk
 
-.PHONY: venv run up down test test-deps test-servers lint typecheck unit kafka-tests e2e bench bench-memory bench-scale bench-storage soak clean
+.PHONY: venv run run-two-sites up down test test-deps test-servers lint typecheck unit kafka-tests e2e bench bench-memory bench-scale bench-storage soak clean
 
 venv: $(VENV)/.installed
 
@@ -19,6 +19,11 @@ $(VENV)/.installed: pyproject.toml
 
 run: venv
 	bash compose/local/demo.sh
+
+# two sites on this machine: two Kafka clusters, MirrorMaker 2, the WAN relay, the roles
+# per site; backups on-site into the off-site repository, restores from off-site
+run-two-sites: venv kafka-fetch
+	$(BIN)/python compose/local/two_sites.py
 
 up: venv
 	bash compose/local/mesh.sh up

@@ -39,6 +39,7 @@ class Sites:
     relay: TcpRelay
     """The WAN link."""
     mirror_dir: Path
+    onsite_cluster: KafkaCluster
 
     def bootstrap_of(self, role: str) -> str:
         return self.offsite if PLACEMENT.site_of(role) == "offsite" else self.onsite
@@ -49,6 +50,10 @@ class Sites:
             role: {"BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap_of(role)}
             for role in (*ONSITE_ROLES, *OFFSITE_ROLES)
         }
+
+    def stop_onsite(self) -> None:
+        """The on-site cluster lost (a disaster at the production site)."""
+        self.onsite_cluster.down()
 
     def mirror_log(self) -> str:
         log = self.mirror_dir / "logs" / "mirror.log"
@@ -122,7 +127,7 @@ def running_two_sites(workdir: Path, prefix: str) -> Iterator[Sites]:
             text=True,
             timeout=900,  # the first fetch of the jars
         )
-        yield Sites(onsite_bootstrap, offsite_bootstrap, relay, mirror_dir)
+        yield Sites(onsite_bootstrap, offsite_bootstrap, relay, mirror_dir, onsite)
     finally:
         subprocess.run(
             ["bash", str(MIRROR_SH), "down", "--data-dir", str(mirror_dir)],

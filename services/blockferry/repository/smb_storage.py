@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import secrets
 import threading
 import time
@@ -89,6 +90,10 @@ from blockferry.repository.storage import (
     checked_name,
     parts_of,
 )
+
+# smbprotocol logs every request and response at INFO: a role's log would be nothing else
+logging.getLogger("smbprotocol").setLevel(logging.WARNING)
+logging.getLogger("smbclient").setLevel(logging.WARNING)
 
 ABANDONED_TEMPORARY_S = 3600.0
 """A temporary this old (by the server's clock) that no handle holds has no live writer."""
