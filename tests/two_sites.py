@@ -10,11 +10,14 @@ bootstraps through the relay is sent through it for every broker too."""
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from blockferry.transport.acls import MIRROR_MAKER
 from blockferry.transport.sites import Placement, mirror_properties
 from tests.kafka_cluster import KafkaCluster
 from tests.system import free_port
@@ -40,16 +43,36 @@ class Sites:
     """The WAN link."""
     mirror_dir: Path
     onsite_cluster: KafkaCluster
+    offsite_cluster: KafkaCluster
 
     def bootstrap_of(self, role: str) -> str:
         return self.offsite if PLACEMENT.site_of(role) == "offsite" else self.onsite
 
+    def cluster_of(self, role: str) -> KafkaCluster:
+        offsite = PLACEMENT.site_of(role) == "offsite"
+        return self.offsite_cluster if offsite else self.onsite_cluster
+
     def role_env(self) -> dict[str, dict[str, str]]:
-        """Each role's cluster, as :class:`~tests.e2e.harness.MeshProcesses` takes it."""
+        """Each role's cluster and its credentials there, as
+        :class:`~tests.e2e.harness.MeshProcesses` takes them."""
         return {
-            role: {"BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap_of(role)}
+            role: {
+                "BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap_of(role),
+                **self._credentials(self.cluster_of(role)),
+            }
             for role in (*ONSITE_ROLES, *OFFSITE_ROLES)
         }
+
+    def offsite_env(self) -> dict[str, str]:
+        """What a role started off-site instead needs (the off-site take-over)."""
+        return {
+            "BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS": self.offsite,
+            **self._credentials(self.offsite_cluster),
+        }
+
+    @staticmethod
+    def _credentials(cluster: KafkaCluster) -> dict[str, str]:
+        return cluster.client_env() if cluster.security == "sasl_ssl" else {}
 
     def stop_onsite(self) -> None:
         """The on-site cluster lost (a disaster at the production site)."""
@@ -60,24 +83,46 @@ class Sites:
         return log.read_text(errors="replace") if log.exists() else ""
 
 
-def mirror_config(onsite: str, offsite: str, prefix: str) -> str:
+def _client_settings(alias: str, cluster: KafkaCluster) -> list[str]:
+    """MirrorMaker's settings to reach ``cluster`` as its own SCRAM user."""
+    if cluster.security != "sasl_ssl":
+        return []
+    security = cluster.data_dir / "security"
+    password = (security / f"blockferry-{MIRROR_MAKER}.password").read_text().strip()
+    return [
+        f"{alias}.security.protocol=SASL_SSL",
+        f"{alias}.sasl.mechanism=SCRAM-SHA-512",
+        f"{alias}.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule"
+        f' required username="blockferry-{MIRROR_MAKER}" password="{password}";',
+        f"{alias}.ssl.truststore.type=PEM",
+        f"{alias}.ssl.truststore.location={security / 'ca.crt'}",
+    ]
+
+
+def mirror_config(onsite: str, offsite: str, prefix: str, clients: Sequence[str] = ()) -> str:
     """MirrorMaker 2's mm2.properties: the two clusters (on-site through the relay), the
     topics of :data:`PLACEMENT`, and the rest sized for one node per site. Records
     cross as they are (chunks are compressed already): no recompression; no offset
-    translation of groups (no role moves between clusters), no heartbeats."""
+    translation of groups (no role moves between clusters). Heartbeats on (a second
+    each): the on-site orchestrator watches them to say when the link is down."""
     return "\n".join(
         [
             "clusters=onsite,offsite",
             f"onsite.bootstrap.servers={onsite}",
             f"offsite.bootstrap.servers={offsite}",
+            *clients,
             mirror_properties(PLACEMENT, prefix).strip(),
             "refresh.topics.interval.seconds=2",
             "sync.topic.configs.interval.seconds=10",
-            "emit.heartbeats.enabled=false",
             "groups.exclude=.*",
             "sync.group.offsets.enabled=false",
             "offset-syncs.topic.location=target",
             "tasks.max=2",
+            # the worker of the flow into on-site loses its group when the link is cut;
+            # with one MirrorMaker it comes back as a new member, whose tasks would wait
+            # out the 5 min held for the old one: give them back at once (a worker's
+            # settings are those of its target cluster)
+            *(f"{cluster}.scheduled.rebalance.max.delay.ms=0" for cluster in ("onsite", "offsite")),
             *(
                 f"{name}={1}"
                 for name in (
@@ -96,6 +141,9 @@ def mirror_config(onsite: str, offsite: str, prefix: str) -> str:
                 for cluster in ("onsite", "offsite")
                 for setting in (
                     "producer.max.request.size=16777216",
+                    # a send waits out a cut link however long: a failed one would stop
+                    # MirrorMaker's task until restarted by hand
+                    "producer.delivery.timeout.ms=2147483647",
                     "producer.linger.ms=5",
                     "producer.batch.size=1048576",
                     "consumer.max.partition.fetch.bytes=16777216",
@@ -106,20 +154,58 @@ def mirror_config(onsite: str, offsite: str, prefix: str) -> str:
     )
 
 
+def _apply_acls(cluster: KafkaCluster, site: str, prefix: str, repository: str) -> None:
+    """The ACLs of ``site``'s cluster (``blockferry acls --site … --on SITE --apply``),
+    added as its admin."""
+    placed = [f"--site={name}={','.join(roles)}" for name, roles in PLACEMENT.sites.items()]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "blockferry.cli",
+            "acls",
+            "--apply",
+            f"--repository={repository}",
+            *placed,
+            f"--on={site}",
+        ],
+        env={
+            **os.environ,
+            **cluster.client_env("admin"),
+            "BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS": cluster.bootstrap,
+            "BLOCKFERRY_KAFKA__TOPIC_PREFIX": prefix,
+        },
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
 @contextlib.contextmanager
-def running_two_sites(workdir: Path, prefix: str) -> Iterator[Sites]:
-    """Both clusters, the relay and MirrorMaker 2, until the block ends."""
+def running_two_sites(
+    workdir: Path, prefix: str, security: str = "plaintext", repository: str = "default"
+) -> Iterator[Sites]:
+    """Both clusters, the relay and MirrorMaker 2, until the block ends. With
+    ``security`` sasl_ssl, each cluster has its own CA and users, and grants each role
+    and MirrorMaker only what ``blockferry acls`` gives them for ``repository``."""
     wan_port = free_port()
     relay = TcpRelay("127.0.0.1", wan_port)
-    onsite = KafkaCluster(workdir / "kafka-onsite", wan=(wan_port, relay.address))
-    offsite = KafkaCluster(workdir / "kafka-offsite")
+    onsite = KafkaCluster(
+        workdir / "kafka-onsite", security=security, wan=(wan_port, relay.address)
+    )
+    offsite = KafkaCluster(workdir / "kafka-offsite", security=security)
     mirror_dir = workdir / "mirror"
     try:
         onsite_bootstrap = onsite.up()
         offsite_bootstrap = offsite.up()
+        clients = _client_settings("onsite", onsite) + _client_settings("offsite", offsite)
+        if security == "sasl_ssl":
+            _apply_acls(onsite, "onsite", prefix, repository)
+            _apply_acls(offsite, "offsite", prefix, repository)
         mirror_dir.mkdir(parents=True, exist_ok=True)
         config = mirror_dir / "mm2.properties"
-        config.write_text(mirror_config(relay.address, offsite_bootstrap, prefix))
+        config.write_text(mirror_config(relay.address, offsite_bootstrap, prefix, clients))
+        config.chmod(0o600)  # it holds MirrorMaker's passwords
         subprocess.run(
             ["bash", str(MIRROR_SH), "up", "--config", str(config), "--data-dir", str(mirror_dir)],
             check=True,
@@ -127,7 +213,7 @@ def running_two_sites(workdir: Path, prefix: str) -> Iterator[Sites]:
             text=True,
             timeout=900,  # the first fetch of the jars
         )
-        yield Sites(onsite_bootstrap, offsite_bootstrap, relay, mirror_dir, onsite)
+        yield Sites(onsite_bootstrap, offsite_bootstrap, relay, mirror_dir, onsite, offsite)
     finally:
         subprocess.run(
             ["bash", str(MIRROR_SH), "down", "--data-dir", str(mirror_dir)],
@@ -135,5 +221,20 @@ def running_two_sites(workdir: Path, prefix: str) -> Iterator[Sites]:
             timeout=120,
         )
         offsite.down()
+        onsite.down()
+        relay.close()
+
+
+@contextlib.contextmanager
+def running_direct(workdir: Path) -> Iterator[Sites]:
+    """The simpler mode, to measure the mirror against: one cluster, on-site, which the
+    off-site roles reach directly through the relay (its WAN listener); no MirrorMaker."""
+    wan_port = free_port()
+    relay = TcpRelay("127.0.0.1", wan_port)
+    onsite = KafkaCluster(workdir / "kafka-onsite", wan=(wan_port, relay.address))
+    try:
+        bootstrap = onsite.up()
+        yield Sites(bootstrap, relay.address, relay, workdir / "no-mirror", onsite, onsite)
+    finally:
         onsite.down()
         relay.close()

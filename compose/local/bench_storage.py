@@ -112,18 +112,8 @@ def measure(storage: Storage, key_file: Path, image: Path, out: Path) -> dict[st
     restore_disk(repo, rp, "d", out, force=True)
     restored_s = time.monotonic() - started
     read = _delta(requests(), before)
-    if out.read_bytes() != image.read_bytes():
-        raise SystemExit(f"bench-storage: the restore of {storage.where()} differs")
-    out.unlink()
-    mib = image.stat().st_size / 2**20
-    return {
-        "backup_s": round(stored_s, 3),
-        "backup_mib_s": round(mib / stored_s, 1),
-        "restore_s": round(restored_s, 3),
-        "restore_mib_s": round(mib / restored_s, 1),
-        "requests_written": written,
-        "requests_read": read,
-    }
+    _check_restored(out, image, storage.where())
+    return _figures(image, stored_s, restored_s, written, read)
 
 
 def through_mesh(
@@ -153,12 +143,21 @@ def through_mesh(
         read = _delta(_storage_requests(mesh, owner), before)
     finally:
         mesh.close()
+    _check_restored(out, image, f"{backend} through the mesh")
+    return {"role": owner, **_figures(image, backup_s, restore_s, written, read)}
+
+
+def _check_restored(out: Path, image: Path, source: str) -> None:
     if out.read_bytes() != image.read_bytes():
-        raise SystemExit(f"bench-storage: the restore from {backend} through the mesh differs")
+        raise SystemExit(f"bench-storage: the restore from {source} differs")
     out.unlink()
+
+
+def _figures(
+    image: Path, backup_s: float, restore_s: float, written: dict[str, int], read: dict[str, int]
+) -> dict[str, Any]:
     mib = image.stat().st_size / 2**20
     return {
-        "role": owner,
         "backup_s": round(backup_s, 3),
         "backup_mib_s": round(mib / backup_s, 1),
         "restore_s": round(restore_s, 3),

@@ -280,7 +280,8 @@ write_properties() {
 }
 
 # The roles, each a SCRAM user of its own (blockferry-ROLE) on a sasl_ssl cluster.
-ROLES=(orchestrator guest-proxy source-mover dedupe-index target-mover gateway)
+# MirrorMaker 2 (mirror.sh) is a user of its own too, for two sites.
+ROLES=(orchestrator guest-proxy source-mover dedupe-index target-mover gateway mirror-maker)
 
 # The certificates and passwords of a sasl_ssl cluster, made once: a CA, one node
 # certificate for 127.0.0.1 (serving TLS, and the nodes' identity to the controllers),

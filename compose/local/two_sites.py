@@ -13,11 +13,15 @@ the off-site repository gained, and last the line
     two sites: restores identical, WAN ratio R
 
 R = all bytes the relay carried during the three backups / all bytes the repository
-gained from them, both measured. Work dir: .blockferry/two-sites (the image is kept).
+gained from them, both measured. With TWO_SITES_COMPARE_DIRECT=1 it first runs the same
+backups in the simpler mode, one cluster on-site that the target mover reaches directly
+through the relay, and prints that ratio too. Work dir: .blockferry/two-sites (the
+image is kept).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import subprocess
@@ -29,13 +33,15 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.e2e.harness import MeshProcesses  # noqa: E402
-from tests.two_sites import running_two_sites  # noqa: E402
+from tests.two_sites import Sites, running_direct, running_two_sites  # noqa: E402
 
 WORK = ROOT / ".blockferry" / "two-sites"
 IMAGE_MIB = 1536
 IMAGE_PACKAGES = "python3,git,vim"
 BLOCK = 256 * 1024
 CHANGED_BLOCKS = 64
+PREFIX = f"two{int(time.time())}"
+"""The topic prefix of this run's meshes (each mode has clusters of its own)."""
 
 
 def main() -> int:
@@ -51,66 +57,84 @@ def main() -> int:
         ],
         check=True,
     )
-    run = WORK / "run"
-    shutil.rmtree(run, ignore_errors=True)
-    run.mkdir()
-    disk = run / "vm.img"
-    shutil.copyfile(image, disk)
-    prefix = f"two{int(time.time())}"
+    if os.environ.get("TWO_SITES_COMPARE_DIRECT"):
+        run = _fresh(WORK / "direct")
+        print(
+            "== the simpler mode: one cluster on-site, the target mover reaching it"
+            " directly through the link",
+            flush=True,
+        )
+        with running_direct(run / "sites") as sites:
+            direct = _backups_and_restores(sites, image, run)
+        print(f"   direct: WAN ratio {direct:.3f}", flush=True)
+    run = _fresh(WORK / "run")
     print("== two sites: Kafka on-site and off-site, MirrorMaker 2, the relay", flush=True)
-    with running_two_sites(run / "sites", prefix) as sites:
-        mesh = MeshProcesses(sites.onsite, prefix, run, role_env=sites.role_env())
-        try:
-            print(
-                f"   on-site Kafka {sites.onsite}, off-site Kafka {sites.offsite},"
-                f" the link {sites.relay.address}",
-                flush=True,
-            )
-            print(
-                "== the roles: orchestrator, source mover, dedupe index on-site;"
-                " target mover off-site",
-                flush=True,
-            )
-            mesh.up(shards=2)
-            expected: dict[str, Path] = {}
-            carried_total = stored_total = 0
-            for step, job, change in (
-                ("full backup", "vm", False),
-                ("incremental", "vm", True),
-                ("second job, same image", "vm-clone", False),
-            ):
-                if change:
-                    _change_blocks(disk)
-                carried, stored = sites.relay.total(), _tree_bytes(mesh.repository)
-                began = time.monotonic()
-                session = mesh.cli_json("backup", str(disk), "--job", job, "--disk", "d", "--wait")
-                if session["state"] != "success":
-                    raise SystemExit(f"two sites: the {step} ended {session['state']}: {session}")
-                carried = sites.relay.total() - carried
-                stored = _tree_bytes(mesh.repository) - stored
-                carried_total += carried
-                stored_total += stored
-                copy = run / f"expected-{len(expected)}.img"
-                shutil.copyfile(disk, copy)
-                expected[session["restore_point"]] = copy
-                print(
-                    f"   {step}: {time.monotonic() - began:.1f} s, the link carried"
-                    f" {_mib(carried)} both ways, the off-site repository gained {_mib(stored)}",
-                    flush=True,
-                )
-            print("== restores from off-site", flush=True)
-            for restore_point, copy in expected.items():
-                restored = run / "restored.img"
-                restored.unlink(missing_ok=True)
-                mesh.cli_json("restore", restore_point, "--to", str(restored))
-                if not _same(restored, copy):
-                    raise SystemExit(f"two sites: the restore of {restore_point} differs")
-                print(f"   {restore_point}: identical", flush=True)
-        finally:
-            mesh.close()
-    ratio = carried_total / stored_total
+    with running_two_sites(run / "sites", PREFIX) as sites:
+        ratio = _backups_and_restores(sites, image, run)
     print(f"two sites: restores identical, WAN ratio {ratio:.3f}")
     return 0
+
+
+def _backups_and_restores(sites: Sites, image: Path, run: Path) -> float:
+    """The three backups on-site into the off-site repository, then the restores from
+    off-site, each compared; the WAN ratio of the backups."""
+    disk = run / "vm.img"
+    shutil.copyfile(image, disk)
+    mesh = MeshProcesses(sites.onsite, PREFIX, run, role_env=sites.role_env())
+    try:
+        print(
+            f"   on-site Kafka {sites.onsite}, off-site Kafka {sites.offsite},"
+            f" the link {sites.relay.address}",
+            flush=True,
+        )
+        print(
+            "== the roles: orchestrator, source mover, dedupe index on-site; target mover off-site",
+            flush=True,
+        )
+        mesh.up(shards=2)
+        expected: dict[str, Path] = {}
+        carried_total = stored_total = 0
+        for step, job, change in (
+            ("full backup", "vm", False),
+            ("incremental", "vm", True),
+            ("second job, same image", "vm-clone", False),
+        ):
+            if change:
+                _change_blocks(disk)
+            carried, stored = sites.relay.total(), _tree_bytes(mesh.repository)
+            began = time.monotonic()
+            session = mesh.cli_json("backup", str(disk), "--job", job, "--disk", "d", "--wait")
+            if session["state"] != "success":
+                raise SystemExit(f"two sites: the {step} ended {session['state']}: {session}")
+            carried = sites.relay.total() - carried
+            stored = _tree_bytes(mesh.repository) - stored
+            carried_total += carried
+            stored_total += stored
+            copy = run / f"expected-{len(expected)}.img"
+            shutil.copyfile(disk, copy)
+            expected[session["restore_point"]] = copy
+            print(
+                f"   {step}: {time.monotonic() - began:.1f} s, the link carried"
+                f" {_mib(carried)} both ways, the off-site repository gained {_mib(stored)}",
+                flush=True,
+            )
+        print("== restores from off-site", flush=True)
+        for restore_point, copy in expected.items():
+            restored = run / "restored.img"
+            restored.unlink(missing_ok=True)
+            mesh.cli_json("restore", restore_point, "--to", str(restored))
+            if not _same(restored, copy):
+                raise SystemExit(f"two sites: the restore of {restore_point} differs")
+            print(f"   {restore_point}: identical", flush=True)
+    finally:
+        mesh.close()
+    return carried_total / stored_total
+
+
+def _fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def _change_blocks(disk: Path) -> None:

@@ -11,13 +11,16 @@ another type than the spec's are refused. A handler of a spec without a result a
 by itself (a restore streams its data instead). A failed command's Reply carries an
 :class:`~blockferry.transport.rpc.ErrorCode` and a message without the server's paths.
 At most ``concurrency`` commands run at once; the next wait in Kafka (the consumer
-pauses its partitions and goes on polling, so it stays in its group).
+pauses its partitions and goes on polling, so it stays in its group). A command whose id
+was seen already is a duplicate (MirrorMaker 2 delivers at least once between sites)
+and is not run again: the server remembers the last :data:`SEEN_COMMANDS` ids.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -33,6 +36,10 @@ log = logging.getLogger(__name__)
 
 A = TypeVar("A", bound=Message)
 R = TypeVar("R", bound=Message)
+
+SEEN_COMMANDS = 10_000
+"""Command ids remembered to drop duplicates: far more than are sent in a command's
+lifetime (its expiry)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class CommandServer:
         self._fence = expiry.Fence()
         self._concurrency = concurrency
         self._running = 0
+        self._seen: OrderedDict[str, None] = OrderedDict()
 
     def handlers(self) -> list[Handler[Any, Any]]:
         """The commands this server answers: the only ones it runs."""
@@ -89,7 +97,7 @@ class CommandServer:
             async for batch in self._consumer.batches(timeout_ms=200, max_records=1):
                 for record in batch:
                     await self._consumer.commit({record.source: record.offset + 1})
-                    if isinstance(record.value, Command):
+                    if isinstance(record.value, Command) and self._first(record.value):
                         self._running += 1
                         group.create_task(self._handle(record.value))
                 assigned = self._consumer.assignment()
@@ -97,6 +105,18 @@ class CommandServer:
                     self._consumer.pause(assigned)
                 else:
                     self._consumer.resume(assigned)
+
+    def _first(self, command: Command) -> bool:
+        """Whether ``command`` is seen for the first time (else it is a duplicate)."""
+        if command.command_id in self._seen:
+            log.info(
+                "command %s (%s): a duplicate, not run again", command.name, command.command_id
+            )
+            return False
+        self._seen[command.command_id] = None
+        if len(self._seen) > SEEN_COMMANDS:
+            self._seen.popitem(last=False)
+        return True
 
     async def _handle(self, command: Command) -> None:
         try:

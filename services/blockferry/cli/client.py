@@ -116,7 +116,7 @@ def follow(client: httpx.Client, session: dict[str, Any], as_json: bool) -> dict
                 for task in session["tasks"]:
                     bar.update(
                         bars[task["disk"]],
-                        description=f"{session['kind']} {task['disk']} ({session['state']})",
+                        description=f"{session['kind']} {task['disk']} ({_state_of(session)})",
                         total=task["blocks_total"] or None,
                         completed=task["blocks_done"],
                     )
@@ -124,6 +124,12 @@ def follow(client: httpx.Client, session: dict[str, Any], as_json: bool) -> dict
         if bar is not None:
             bar.stop()
     return session
+
+
+def _state_of(session: dict[str, Any]) -> str:
+    """The session's state, and what it waits for if anything."""
+    waiting = session.get("waiting")
+    return f"{session['state']}: {waiting}" if waiting else str(session["state"])
 
 
 def session_document(session: dict[str, Any]) -> dict[str, Any]:
@@ -154,6 +160,7 @@ def session_document(session: dict[str, Any]) -> dict[str, Any]:
         "parent": only["parent"] if only else None,
         "tracking": only["tracking"] if only else "",
         "warnings": warnings,
+        "waiting": session.get("waiting", ""),
         "error": session["error"] or "; ".join(errors),
         "counters": counters,
         "tasks": [

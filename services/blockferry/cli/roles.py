@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from blockferry.cli import main
 from blockferry.cli.output import fail
 from blockferry.core.errors import BlockferryError
+
+if TYPE_CHECKING:
+    from blockferry.transport.sites import Placement
+
+site_option = click.option(
+    "--site",
+    "sites",
+    multiple=True,
+    metavar="NAME=ROLE,ROLE…",
+    help="A site and the roles placed there (twice: the two sites).",
+)
 
 
 @main.command()
@@ -97,6 +108,15 @@ def config(roles: tuple[str, ...], print_defaults: bool) -> None:
     help="Add them to the cluster of the settings (BLOCKFERRY_KAFKA__*), whose principal"
     " must be allowed to alter ACLs, instead of printing them.",
 )
+@site_option
+@click.option(
+    "--on",
+    "on_site",
+    default=None,
+    metavar="SITE",
+    help="With --site: the ACLs of this site's cluster (its roles', MirrorMaker 2's as"
+    " {role}=mirror-maker, and the orchestrator's on MirrorMaker's heartbeats).",
+)
 def acls(
     repositories: tuple[str, ...],
     gateway_repositories: tuple[str, ...],
@@ -104,10 +124,13 @@ def acls(
     principal: str | None,
     fmt: str,
     apply_them: bool,
+    sites: tuple[str, ...],
+    on_site: str | None,
 ) -> None:
     """Print (or apply) the Kafka ACLs of the mesh: each role's principal may write what
     it produces, read what it consumes and join its own consumer groups, on the shared
-    topics and those of the repositories named; nothing else."""
+    topics and those of the repositories named; nothing else. On two sites (--site
+    twice, --on one of them), those of one site's cluster."""
     from blockferry.settings import CommonSettings
     from blockferry.transport import acls as kafka_acls
 
@@ -116,9 +139,27 @@ def acls(
     except ValueError as exc:
         fail(str(exc))
     kafka = CommonSettings().kafka
-    found = kafka_acls.bindings(
-        prefix or kafka.topic_prefix, repositories, principal_of, gateway_repositories
-    )
+    if bool(sites) != bool(on_site):
+        fail("--site and --on go together: the two sites, and the one whose cluster it is")
+    if sites:
+        try:
+            placement = _placement(sites)
+            if on_site not in placement.sites:
+                fail(f"--on {on_site}: not one of the sites {', '.join(placement.sites)}")
+        except BlockferryError as exc:
+            fail(str(exc))
+        found = kafka_acls.site_bindings(
+            prefix or kafka.topic_prefix,
+            repositories,
+            principal_of,
+            placement,
+            on_site,
+            gateway_repositories,
+        )
+    else:
+        found = kafka_acls.bindings(
+            prefix or kafka.topic_prefix, repositories, principal_of, gateway_repositories
+        )
     if apply_them:
         try:
             kafka_acls.apply(kafka.bootstrap_servers, kafka.security, found)
@@ -132,14 +173,7 @@ def acls(
 
 
 @main.command("mirror-config")
-@click.option(
-    "--site",
-    "sites",
-    multiple=True,
-    required=True,
-    metavar="NAME=ROLE,ROLE…",
-    help="A site and the roles placed there (twice: the two sites).",
-)
+@site_option
 @click.option(
     "--prefix",
     default=None,
@@ -156,14 +190,10 @@ def mirror_config(sites: tuple[str, ...], prefix: str | None, table: bool) -> No
     other where a role reads it there, names unchanged. Add each cluster's
     bootstrap.servers and client settings."""
     from blockferry.settings import CommonSettings
-    from blockferry.transport.sites import Placement, mirror_properties, sites_table
+    from blockferry.transport.sites import mirror_properties, sites_table
 
-    placed: dict[str, tuple[str, ...]] = {}
-    for site in sites:
-        name, _, roles = site.partition("=")
-        placed[name] = tuple(role for role in roles.split(",") if role)
     try:
-        placement = Placement(placed)
+        placement = _placement(sites)
         click.echo(
             sites_table(placement)
             if table
@@ -172,3 +202,14 @@ def mirror_config(sites: tuple[str, ...], prefix: str | None, table: bool) -> No
         )
     except BlockferryError as exc:
         fail(str(exc))
+
+
+def _placement(sites: tuple[str, ...]) -> Placement:
+    """The placement ``--site NAME=ROLE,ROLE…`` options give."""
+    from blockferry.transport.sites import Placement
+
+    placed: dict[str, tuple[str, ...]] = {}
+    for site in sites:
+        name, _, roles = site.partition("=")
+        placed[name] = tuple(role for role in roles.split(",") if role)
+    return Placement(placed)

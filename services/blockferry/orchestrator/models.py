@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Literal
 
 from dataclasses_avroschema.pydantic import AvroBaseModel
-from pydantic import BaseModel, Field, computed_field
+from pydantic import BaseModel, Field, PrivateAttr, computed_field
 
 from blockferry.transport.commands import GuestStep, PruneResult
 from blockferry.transport.records import NAMESPACE
@@ -173,6 +173,17 @@ class Session(_Stored):
     pruned: PruneResult | None = Field(
         None, description="A job's backup: what its retention policy removed after it."
     )
+    _waiting: str = PrivateAttr("")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def waiting(self) -> str:
+        """What the running session waits for that is out of its hands now (the link to
+        another site: :mod:`blockferry.transport.link`); empty otherwise. Not stored."""
+        return "" if self.ended else self._waiting
+
+    def set_waiting(self, reason: str) -> None:
+        self._waiting = reason
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -38,6 +38,7 @@ from blockferry.restore_target import check_named_within
 from blockferry.transport import commands as cmd
 from blockferry.transport.commands import CommandSpec
 from blockferry.transport.expiry import Epoch
+from blockferry.transport.link import LinkWatch
 from blockferry.transport.mailbox import Mailbox
 from blockferry.transport.records import Message, RepositoryInfo
 from blockferry.transport.rpc import ErrorCode, RemoteError
@@ -89,6 +90,7 @@ class Orchestrator:
         self._replies: dict[str, Mailbox] = {}
         self._replies_lock = asyncio.Lock()
         self._scheduler = Scheduler(self._jobs, self._sessions, self._start_scheduled)
+        self._link = LinkWatch(self._mesh.bootstrap, self._mesh.security, registry)
         self._unfinished: list[Session] = []
         self._group: asyncio.TaskGroup | None = None
         self.ready = False
@@ -109,6 +111,7 @@ class Orchestrator:
             group.create_task(self._guest_events.run())
             group.create_task(self._jobs.run())
             group.create_task(self._scheduler.run())
+            group.create_task(self._link.run())
             for session in self._unfinished:
                 log.info("carrying on %s session %s of %s", session.kind, session.id, session.job)
                 group.create_task(self._sessions.carry_on(session))
@@ -125,6 +128,12 @@ class Orchestrator:
         await self._mesh.stop()
 
     # -- the API ----------------------------------------------------------------
+
+    def _with_waiting(self, session: Session) -> Session:
+        """``session`` saying what it waits for, now (a backup or a restore crosses the
+        link to the other site where there is one)."""
+        session.set_waiting(self._link.waiting())
+        return session
 
     def routes(self, app: FastAPI) -> None:
         app.add_middleware(
@@ -188,7 +197,9 @@ class Orchestrator:
 
         @api.get("/sessions")
         async def sessions(job: JobName | None = None) -> list[Session]:
-            return [s for s in self._sessions.all() if job is None or s.job == job]
+            return [
+                self._with_waiting(s) for s in self._sessions.all() if job is None or s.job == job
+            ]
 
         @api.get("/sessions/{session_id}")
         async def session(
@@ -201,7 +212,7 @@ class Orchestrator:
             if found is None:
                 raise HTTPException(404, f"no session {session_id}")
             await self._sessions.wait_for_change(found, wait_s)
-            return found
+            return self._with_waiting(found)
 
         @api.post("/sessions/{session_id}/cancel", status_code=202, dependencies=OPERATOR)
         async def cancel_session(session_id: str) -> Session:

@@ -11,6 +11,12 @@ create the ones they use on their own cluster.
 Every name is literal: a role is granted a repository's topics only when that
 repository is listed, so no principal may touch the topics of a repository it was not
 given.
+
+On two sites (:func:`site_bindings`) each cluster grants the roles placed on its site,
+and MirrorMaker 2's principal exactly what mirroring needs there: to read the topics
+that leave the site, to create and write (and keep the configs of) those that arrive,
+and its own internal topics and group; the orchestrator may read MirrorMaker's
+heartbeats (:mod:`link`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from confluent_kafka.admin import (
 from blockferry.core.errors import TransportError
 from blockferry.settings import KafkaSecurity
 from blockferry.transport.kafka import librdkafka_options
+from blockferry.transport.link import HEARTBEATS_TOPIC
+from blockferry.transport.sites import Placement
 from blockferry.transport.topics import EVERY_ROLE, FLOWS, OWNERS
 
 _OWNER_GROUPS = ("<repo>.target", "<repo>.assembly", "<repo>.owner", "<repo>.owner-requests")
@@ -51,6 +59,13 @@ they assign themselves, which needs no group."""
 DEFAULT_PRINCIPAL = "User:blockferry-{role}"
 """The principal of each role, ``{role}`` replaced by its name."""
 
+MIRROR_MAKER = "mirror-maker"
+"""MirrorMaker 2's name in a principal template (``User:blockferry-mirror-maker``)."""
+
+_LEAVING = ("Read", "Describe", "DescribeConfigs")
+_ARRIVING = ("Write", "Create", "Describe", "DescribeConfigs", "AlterConfigs")
+_OWN = ("Read", "Write", "Create", "Describe", "DescribeConfigs")
+
 
 @dataclass(frozen=True, order=True)
 class Binding:
@@ -61,7 +76,7 @@ class Binding:
     """``topic`` or ``group``."""
     name: str
     operation: str
-    """As Kafka names it: Read, Write, Create, Describe, DescribeConfigs."""
+    """As Kafka names it: Read, Write, Create, Describe, DescribeConfigs, AlterConfigs."""
 
 
 def _names(pattern: str, prefix: str, repositories: Sequence[str]) -> list[str]:
@@ -104,6 +119,49 @@ def bindings(
         for group in ROLE_GROUPS[role]:
             for name in _names(group, prefix, repositories):
                 found.add(Binding(principal, "group", name, "Read"))
+    return sorted(found)
+
+
+def site_bindings(
+    prefix: str,
+    repositories: Sequence[str],
+    principal_of: Callable[[str], str],
+    placement: Placement,
+    site: str,
+    gateway_repositories: Sequence[str] = (),
+) -> list[Binding]:
+    """The ACL bindings of ``site``'s cluster on two sites: :func:`bindings` of the roles
+    placed there, MirrorMaker 2's (its principal ``principal_of(MIRROR_MAKER)``), and
+    the orchestrator's on MirrorMaker's heartbeats."""
+    here = {principal_of(role) for role in placement.sites[site]}
+    found = {
+        b
+        for b in bindings(prefix, repositories, principal_of, gateway_repositories)
+        if b.principal in here
+    }
+    mirror_maker = principal_of(MIRROR_MAKER)
+    every_repository = [*repositories, *gateway_repositories]
+    for mirror in placement.mirrors():
+        if site not in (mirror.source, mirror.target):
+            continue
+        operations = _LEAVING if mirror.source == site else _ARRIVING
+        for name in _names(mirror.flow.topic, prefix, every_repository):
+            found.update(Binding(mirror_maker, "topic", name, op) for op in operations)
+    other = placement.other(site)
+    # the flow into this cluster keeps its worker's state here (configs, offsets,
+    # status, offset syncs); heartbeats are written here, those of the other site
+    # mirrored here, and checkpoints too
+    own = [f"mm2-{kind}.{other}.internal" for kind in ("configs", "offsets", "status")]
+    own += [f"mm2-offset-syncs.{other}.internal", f"{other}.checkpoints.internal"]
+    own += [HEARTBEATS_TOPIC, f"{other}.{HEARTBEATS_TOPIC}"]
+    for name in own:
+        found.update(Binding(mirror_maker, "topic", name, op) for op in _OWN)
+    found.add(Binding(mirror_maker, "group", f"{other}-mm2", "Read"))
+    if placement.site_of("orchestrator") == site:
+        orchestrator = principal_of("orchestrator")
+        found.update(
+            Binding(orchestrator, "topic", HEARTBEATS_TOPIC, op) for op in ("Read", "Describe")
+        )
     return sorted(found)
 
 
@@ -167,6 +225,7 @@ _OPERATIONS = {
     "Create": AclOperation.CREATE,
     "Describe": AclOperation.DESCRIBE,
     "DescribeConfigs": AclOperation.DESCRIBE_CONFIGS,
+    "AlterConfigs": AclOperation.ALTER_CONFIGS,
 }
 _RESOURCES = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP}
 

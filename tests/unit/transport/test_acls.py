@@ -11,12 +11,15 @@ import pytest
 
 from blockferry.transport.acls import (
     DEFAULT_PRINCIPAL,
+    MIRROR_MAKER,
     Binding,
     acl_commands,
     acl_document,
     bindings,
     principal_template,
+    site_bindings,
 )
+from blockferry.transport.sites import Placement
 from blockferry.transport.topics import FLOWS, OWNERS
 
 PRINCIPAL = principal_template(DEFAULT_PRINCIPAL)
@@ -170,3 +173,38 @@ def test_every_consumed_topic_has_one_producing_role_so_acls_pin_a_record_s_orig
         "<repo>.commands": ("orchestrator",),  # gc, prune, commit: the orchestrator's only
         "<repo>.requests": ("source-mover",),  # a fixed index, a restore stream
     }
+
+
+def test_on_two_sites_each_cluster_grants_its_roles_and_mirror_maker_what_crosses() -> None:
+    placement = Placement(
+        {
+            "onsite": ("orchestrator", "guest-proxy", "source-mover", "dedupe-index"),
+            "offsite": ("target-mover",),
+        }
+    )
+    onsite = site_bindings("bf", ("r1",), PRINCIPAL, placement, "onsite")
+    offsite = site_bindings("bf", ("r1",), PRINCIPAL, placement, "offsite")
+
+    def granted(found: list[Binding], role: str, operation: str) -> set[str]:
+        principal = PRINCIPAL(role)
+        return {b.name for b in found if b.principal == principal and b.operation == operation}
+
+    assert not granted(onsite, "target-mover", "Read"), "a role only on its own site's cluster"
+    assert not granted(offsite, "source-mover", "Write")
+    # chunks leave on-site and arrive off-site; the index the other way
+    assert "bf.r1.chunks" in granted(onsite, MIRROR_MAKER, "Read")
+    assert "bf.r1.chunks" not in granted(onsite, MIRROR_MAKER, "Write")
+    assert "bf.r1.chunks" in granted(offsite, MIRROR_MAKER, "Write")
+    assert "bf.r1.index" in granted(onsite, MIRROR_MAKER, "Write")
+    assert "bf.r1.index" in granted(offsite, MIRROR_MAKER, "Read")
+    # lookups never cross; dead letters stay home
+    for found in (onsite, offsite):
+        assert "bf.r1.lookups" not in granted(found, MIRROR_MAKER, "Read")
+        assert "bf.dead-letter" not in granted(found, MIRROR_MAKER, "Read")
+    # its own topics and its worker's group, named after the other site
+    assert "mm2-offsets.offsite.internal" in granted(onsite, MIRROR_MAKER, "Write")
+    assert "mm2-offsets.onsite.internal" in granted(offsite, MIRROR_MAKER, "Write")
+    assert granted(onsite, MIRROR_MAKER, "Read") >= {"heartbeats", "offsite-mm2"}
+    # the orchestrator watches the link on its own site
+    assert "heartbeats" in granted(onsite, "orchestrator", "Read")
+    assert "heartbeats" not in granted(offsite, "orchestrator", "Read")
