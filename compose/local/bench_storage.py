@@ -116,9 +116,7 @@ def measure(storage: Storage, key_file: Path, image: Path, out: Path) -> dict[st
     return _figures(image, stored_s, restored_s, written, read)
 
 
-def through_mesh(
-    bootstrap: str, backend: str, location: str | None, image: Path, out: Path
-) -> dict[str, Any]:
+def through_mesh(bootstrap: str, backend: str, location: str | None, image: Path) -> dict[str, Any]:
     """A full backup of ``image`` and its restore through the mesh, into a new
     repository at ``location`` (None: a directory, the target mover's; else the
     gateway's), with the owner's storage requests of each."""
@@ -138,6 +136,7 @@ def through_mesh(
         written = _delta(_storage_requests(mesh, owner), before)
         before = _storage_requests(mesh, owner)
         started = time.monotonic()
+        out = workdir / "restored.raw"  # under the mesh's restore root
         mesh.cli("restore", backup["restore_point"], "--to", str(out), "--json", check=True)
         restore_s = time.monotonic() - started
         read = _delta(_storage_requests(mesh, owner), before)
@@ -232,7 +231,7 @@ def main() -> None:
         with running_kafka(_fresh(WORK / "kafka"), 1) as bootstrap:
             os.environ.update(minio.env())  # the gateway's credentials, as an operator's
             for backend, location in _mesh_locations(minio, samba):
-                doc["mesh"][backend] = through_mesh(bootstrap, backend, location, image, out)
+                doc["mesh"][backend] = through_mesh(bootstrap, backend, location, image)
                 print(f"mesh, {backend}: {json.dumps(doc['mesh'][backend])}", flush=True)
         backends: dict[str, Storage] = {
             "local": LocalStorage(_fresh(WORK / "local-repo")),
