@@ -7,7 +7,7 @@ export BLOCKFERRY_DATA_DIR ?= ./.blockferry
 
 include compose/local/kafka.mk
 
-.PHONY: venv run run-two-sites up down test test-deps test-servers lint typecheck unit kafka-tests e2e bench bench-memory bench-scale bench-storage soak clean
+.PHONY: venv run run-two-sites mirror-fetch up down test test-deps test-servers lint typecheck unit kafka-tests e2e bench bench-memory bench-scale bench-storage soak clean
 
 venv: $(VENV)/.installed
 
@@ -22,8 +22,12 @@ run: venv
 
 # two sites on this machine: two Kafka clusters, MirrorMaker 2, the WAN relay, the roles
 # per site; backups on-site into the off-site repository, restores from off-site
-run-two-sites: venv kafka-fetch
+run-two-sites: venv kafka-fetch mirror-fetch
 	$(BIN)/python compose/local/two_sites.py
+
+# MirrorMaker 2's jars (connect-mirror at the broker's version), on a classpath of their own
+mirror-fetch:
+	bash compose/local/mirror.sh fetch
 
 up: venv
 	bash compose/local/mesh.sh up
@@ -49,7 +53,7 @@ test-deps:
 test-servers:
 	bash compose/local/test-servers.sh fetch
 
-test: test-deps venv lint typecheck kafka-fetch test-servers
+test: test-deps venv lint typecheck kafka-fetch mirror-fetch test-servers
 	$(BIN)/pytest -q -ra
 
 bench: venv kafka-fetch test-servers
