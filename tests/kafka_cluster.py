@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -119,10 +119,11 @@ class KafkaCluster:
         env = dict(line.split("=", 1) for line in lines if "=" in line)
         return {k: v.replace("blockferry-{role}", user) for k, v in env.items()}
 
-    def apply_acls(self, prefix: str, *repositories: str) -> None:
+    def apply_acls(self, prefix: str, *repositories: str, sites: Sequence[str] = ()) -> None:
         """The mesh's ACLs (``blockferry acls --apply``) for topics under ``prefix`` and
-        the repositories named, added as the cluster's admin."""
-        args = [f"--repository={repo}" for repo in repositories]
+        the repositories named, added as the cluster's admin; ``sites``: the options
+        that make them one site's of two (``--site …``, ``--on SITE``)."""
+        args = [*(f"--repository={repo}" for repo in repositories), *sites]
         subprocess.run(
             [sys.executable, "-m", "blockferry.cli", "acls", "--apply", *args],
             env={

@@ -10,9 +10,7 @@ bootstraps through the relay is sent through it for every broker too."""
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,30 +153,9 @@ def mirror_config(onsite: str, offsite: str, prefix: str, clients: Sequence[str]
 
 
 def _apply_acls(cluster: KafkaCluster, site: str, prefix: str, repository: str) -> None:
-    """The ACLs of ``site``'s cluster (``blockferry acls --site … --on SITE --apply``),
-    added as its admin."""
+    """The ACLs of ``site``'s cluster, added as its admin."""
     placed = [f"--site={name}={','.join(roles)}" for name, roles in PLACEMENT.sites.items()]
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "blockferry.cli",
-            "acls",
-            "--apply",
-            f"--repository={repository}",
-            *placed,
-            f"--on={site}",
-        ],
-        env={
-            **os.environ,
-            **cluster.client_env("admin"),
-            "BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS": cluster.bootstrap,
-            "BLOCKFERRY_KAFKA__TOPIC_PREFIX": prefix,
-        },
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    cluster.apply_acls(prefix, repository, sites=[*placed, f"--on={site}"])
 
 
 @contextlib.contextmanager

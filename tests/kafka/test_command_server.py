@@ -45,18 +45,22 @@ class Holding(CommandServer):
         return LatestRestorePoint(restore_point=args.restore_point)
 
 
+async def _serving(bootstrap: str, prefix: str) -> tuple[Mesh, str, str]:
+    """A started mesh of a server's role, and its commands and replies topics."""
+    mesh = Mesh(
+        CommonSettings(kafka=KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix)),
+        "target-mover",
+    )
+    commands, replies = f"{prefix}.commands", f"{prefix}.replies"
+    await ensure_topics(bootstrap, [TopicSpec(commands, 1), TopicSpec(replies, 1)])
+    await mesh.start()
+    return mesh, commands, replies
+
+
 async def test_commands_beyond_the_concurrency_wait_their_turn(
     kafka_bootstrap: str, topic_prefix: str
 ) -> None:
-    mesh = Mesh(
-        CommonSettings(
-            kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
-        ),
-        "target-mover",
-    )
-    commands, replies = f"{topic_prefix}.held", f"{topic_prefix}.held-replies"
-    await ensure_topics(kafka_bootstrap, [TopicSpec(commands, 1), TopicSpec(replies, 1)])
-    await mesh.start()
+    mesh, commands, replies = await _serving(kafka_bootstrap, topic_prefix)
     server = Holding(mesh, commands, replies, concurrency=2)
     mailbox = mesh.mailbox("replies", replies, "correlation_id")
     await server.start()
@@ -88,15 +92,7 @@ async def test_commands_beyond_the_concurrency_wait_their_turn(
 
 
 async def test_a_command_delivered_twice_runs_once(kafka_bootstrap: str, topic_prefix: str) -> None:
-    mesh = Mesh(
-        CommonSettings(
-            kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix)
-        ),
-        "target-mover",
-    )
-    commands, replies = f"{topic_prefix}.twice", f"{topic_prefix}.twice-replies"
-    await ensure_topics(kafka_bootstrap, [TopicSpec(commands, 1), TopicSpec(replies, 1)])
-    await mesh.start()
+    mesh, commands, replies = await _serving(kafka_bootstrap, topic_prefix)
     server = Holding(mesh, commands, replies, concurrency=4)
     server.release.set()
     await server.start()
