@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from blockferry.transport.acls import MIRROR_MAKER
 from blockferry.transport.sites import Placement, mirror_properties
+from tests.e2e.harness import MeshProcesses
 from tests.kafka_cluster import KafkaCluster
 from tests.system import free_port
 from tests.tcp_relay import TcpRelay
@@ -75,6 +77,15 @@ class Sites:
     def stop_onsite(self) -> None:
         """The on-site cluster lost (a disaster at the production site)."""
         self.onsite_cluster.down()
+
+    def wait_until_known(self, mesh: MeshProcesses, timeout: float = 120.0) -> None:
+        """Wait until the on-site orchestrator knows the repositories the off-site owner
+        announced: their announcement crosses the link first."""
+        deadline = time.monotonic() + timeout
+        while "default" not in mesh.api("GET", "/api/v1/repositories").json():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no announcement crossed in {timeout:.0f} s")
+            time.sleep(0.5)
 
     def mirror_log(self) -> str:
         log = self.mirror_dir / "logs" / "mirror.log"

@@ -92,6 +92,7 @@ def _backups_and_restores(sites: Sites, image: Path, run: Path) -> float:
             flush=True,
         )
         mesh.up(shards=2)
+        sites.wait_until_known(mesh)
         expected: dict[str, Path] = {}
         carried_total = stored_total = 0
         for step, job, change in (

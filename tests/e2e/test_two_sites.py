@@ -35,6 +35,7 @@ def mesh(sites: Sites, topic_prefix: str, tmp_path: Path) -> Iterator[MeshProces
     mesh = MeshProcesses(sites.onsite, topic_prefix, tmp_path, role_env=sites.role_env())
     try:
         mesh.up(shards=2)
+        sites.wait_until_known(mesh)
         yield mesh
     finally:
         mesh.close()
