@@ -9,13 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from tests.system import signal_and_wait
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KAFKA_SH = REPO_ROOT / "compose" / "local" / "kafka.sh"
@@ -137,6 +138,22 @@ class KafkaCluster:
             timeout=60,
         )
 
+    def admin_command(self, line: str) -> None:
+        """Run a ``kafka-configs.sh`` command line the product prints (the broker in
+        ``$KAFKA``, the admin's client settings in ``$ADMIN_CONFIG``) as the cluster's
+        admin, with Kafka's tool from the fetched jars."""
+        subprocess.run(
+            ["bash", "-c", f'kafka-configs.sh() {{ bash "{KAFKA_SH}" configs "$@"; }}\n{line}'],
+            env={
+                **os.environ,
+                "KAFKA": self.bootstrap,
+                "ADMIN_CONFIG": str(self.data_dir / "security" / "admin.properties"),
+            },
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
     def down(self) -> None:
         if (self.data_dir / "cluster.env").exists():
             self.resume()
@@ -155,11 +172,7 @@ class KafkaCluster:
         that moves its leaderships away first) and wait until it is gone."""
         pid = self.pid(node)
         assert pid is not None, f"node {node} is not running"
-        os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while Path(f"/proc/{pid}").exists() and _state(pid) != "Z":
-            assert time.monotonic() < deadline, f"node {node} (pid {pid}) did not stop"
-            time.sleep(0.2)
+        signal_and_wait(pid, sig, timeout)
 
     def pause(self) -> None:
         """SIGSTOP every node: the cluster is unreachable, connections stay open."""
@@ -251,13 +264,6 @@ class KafkaCluster:
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
 
 
 @contextmanager

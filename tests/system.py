@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -23,6 +24,24 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def signal_and_wait(pid: int, sig: int, timeout: float) -> None:
+    """Send ``sig`` to a process that is not this one's child and wait until it is gone
+    (or a zombie its parent has yet to reap)."""
+    os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while _state(pid) not in ("gone", "Z"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"pid {pid} outlived signal {sig} by {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

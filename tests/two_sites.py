@@ -10,7 +10,9 @@ bootstraps through the relay is sent through it for every broker too."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from blockferry.transport.acls import MIRROR_MAKER
 from blockferry.transport.sites import Placement, mirror_properties
 from tests.e2e.harness import MeshProcesses
 from tests.kafka_cluster import KafkaCluster
-from tests.system import free_port
+from tests.system import free_port, signal_and_wait
 from tests.tcp_relay import TcpRelay
 
 MIRROR_SH = Path(__file__).resolve().parent.parent / "compose" / "local" / "mirror.sh"
@@ -73,6 +75,34 @@ class Sites:
     @staticmethod
     def _credentials(cluster: KafkaCluster) -> dict[str, str]:
         return cluster.client_env() if cluster.security == "sasl_ssl" else {}
+
+    def limit_link(self, rate: int) -> None:
+        """Hold the link to ``rate`` bytes a second each way as an operator does: the
+        quota ``blockferry link-limit`` prints, set on the cluster MirrorMaker reaches
+        over the link (on-site)."""
+        line = subprocess.run(
+            [sys.executable, "-m", "blockferry.cli", "link-limit", "--rate", str(rate)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+        self.onsite_cluster.admin_command(line)
+
+    def start_mirror(self) -> None:
+        """Start MirrorMaker 2 with its ``mm2.properties`` (unless it runs)."""
+        config, data = self.mirror_dir / "mm2.properties", self.mirror_dir
+        subprocess.run(
+            ["bash", str(MIRROR_SH), "up", "--config", str(config), "--data-dir", str(data)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=900,  # the first fetch of the jars
+        )
+
+    def kill_mirror(self) -> None:
+        """SIGKILL MirrorMaker 2 (its host lost) and wait until it is gone."""
+        signal_and_wait(int((self.mirror_dir / "mirror.pid").read_text()), signal.SIGKILL, 30)
 
     def stop_onsite(self) -> None:
         """The on-site cluster lost (a disaster at the production site)."""
@@ -194,14 +224,9 @@ def running_two_sites(
         config = mirror_dir / "mm2.properties"
         config.write_text(mirror_config(relay.address, offsite_bootstrap, prefix, clients))
         config.chmod(0o600)  # it holds MirrorMaker's passwords
-        subprocess.run(
-            ["bash", str(MIRROR_SH), "up", "--config", str(config), "--data-dir", str(mirror_dir)],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=900,  # the first fetch of the jars
-        )
-        yield Sites(onsite_bootstrap, offsite_bootstrap, relay, mirror_dir, onsite, offsite)
+        sites = Sites(onsite_bootstrap, offsite_bootstrap, relay, mirror_dir, onsite, offsite)
+        sites.start_mirror()
+        yield sites
     finally:
         subprocess.run(
             ["bash", str(MIRROR_SH), "down", "--data-dir", str(mirror_dir)],

@@ -8,6 +8,8 @@
 #                                         last stdout line = bootstrap servers
 #   kafka.sh down [--data-dir DIR]        SIGTERM the nodes (SIGKILL after 30 s)
 #   kafka.sh status [--data-dir DIR]      exit 0 if every node runs, 3 otherwise
+#   kafka.sh configs ARGS...              Kafka's kafka-configs.sh from the fetched jars
+#                                         (quotas: `blockferry link-limit` prints ARGS)
 #
 # Options of `up`:
 #   --nodes N              number of nodes (default 1); each is broker and controller
@@ -673,6 +675,14 @@ cmd_status() {
     ((running == NODES)) || return 3
 }
 
+# kafka-configs.sh: Kafka's ConfigCommand, its arguments as given.
+cmd_configs() {
+    cmd_fetch
+    exec "$JAVA" -Xmx128m -cp "$LIB/*" -Dlog4j2.configurationFile="$HERE/log4j2.properties" \
+        -Dkafka.logs.dir="${TMPDIR:-/tmp}" -Dblockferry.log.file=kafka-configs.log \
+        kafka.admin.ConfigCommand "$@"
+}
+
 main() {
     local cmd="${1:-}"
     (($#)) && shift
@@ -681,6 +691,7 @@ main() {
         up) cmd_up "$@" ;;
         down) cmd_down "$@" ;;
         status) cmd_status "$@" ;;
+        configs) cmd_configs "$@" ;;
         -h|--help|help) usage ;;
         *) usage; exit 2 ;;
     esac

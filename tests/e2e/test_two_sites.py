@@ -141,3 +141,56 @@ def test_a_link_cut_longer_than_every_timeout_delays_a_backup_and_loses_nothing(
     mesh.assert_restores(ended["restore_point"], disk)
     checked = mesh.cli_json("repo", "check", mesh.location, "--read-data")
     assert checked["ok"] is True, checked
+
+
+@pytest.mark.parametrize("sites", ["sasl_ssl"], indirect=True)
+def test_the_link_limit_holds_what_crosses_to_its_rate(
+    mesh: MeshProcesses, sites: Sites, tmp_path: Path
+) -> None:
+    """``blockferry link-limit``'s quotas on MirrorMaker's principal: a backup's chunks
+    leave, and a restore's stream comes back, no faster than the rate (the relay's
+    clock), and all of them arrive."""
+    rate = 512 * 1024
+    sites.limit_link(rate)
+    disk = make_disk(tmp_path / "vm.img", 32, seed=35)
+    started = time.monotonic()
+    backup, carried, stored = _backup(mesh, sites, disk, "vm")
+    took = time.monotonic() - started
+    assert stored > 8 * 2**20, "the disk's data crossed"
+    assert took >= _least_time(carried, rate), f"{carried} bytes left in {took:.1f} s"
+
+    carried, started = sites.relay.total(), time.monotonic()
+    mesh.assert_restores(backup["restore_point"], disk)
+    carried, took = sites.relay.total() - carried, time.monotonic() - started
+    assert carried > 8 * 2**20, "the restore stream crossed"
+    assert took >= _least_time(carried, rate), f"{carried} bytes came back in {took:.1f} s"
+
+
+def _least_time(carried: int, rate: int) -> float:
+    """The least time a quota lets ``carried`` bytes take: Kafka measures a rate over
+    its 11 one-second windows as if the first ten had passed, so a transfer's first 10
+    s worth go at full speed (with a fifth off for the relay's count of overheads)."""
+    return 0.8 * max(0, carried - 10 * rate) / rate
+
+
+def test_mirror_maker_killed_mid_backup_resumes_and_the_backup_completes(
+    mesh: MeshProcesses, sites: Sites, tmp_path: Path
+) -> None:
+    """MirrorMaker 2 SIGKILLed while a backup's chunks cross, and started again: it
+    resumes from the source offsets it committed, records since then cross twice, and
+    the off-site target mover stores each chunk once; no role is restarted."""
+    disk = make_disk(tmp_path / "vm.img", 48, seed=36)
+    mesh.kill("source-mover")
+    mesh.start("source-mover", BLOCKFERRY_SOURCE_MOVER__READ_LIMIT_MIB_S="4")
+    carried, stored = sites.relay.total(), _repository_bytes(mesh)
+    session = mesh.cli_json("backup", str(disk), "--job", "vm", "--disk", "d")["session"]
+    mesh.wait_for_progress(session, 0.3)
+    sites.kill_mirror()
+    time.sleep(5)
+    sites.start_mirror()
+    ended = mesh.follow(session, timeout=400)
+    assert ended["state"] == "success", ended
+    carried, stored = sites.relay.total() - carried, _repository_bytes(mesh) - stored
+    assert carried < 2 * stored, f"{carried} bytes crossed for {stored} stored"
+    mesh.assert_restores(ended["restore_point"], disk)
+    assert mesh.cli_json("verify", ended["restore_point"])["ok"] is True

@@ -204,6 +204,80 @@ def mirror_config(sites: tuple[str, ...], prefix: str | None, table: bool) -> No
         fail(str(exc))
 
 
+class _Rate(click.ParamType):
+    """A rate in bytes a second, written as a size: ``10MiB``, ``800KB``, ``1000000``."""
+
+    name = "rate"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from pydantic import ByteSize, TypeAdapter, ValidationError
+
+        try:
+            return int(TypeAdapter(ByteSize).validate_python(value))
+        except ValidationError:
+            self.fail(f"{value!r} is not a size a second such as 10MiB or 800KB", param, ctx)
+
+
+@main.command("link-limit")
+@click.option(
+    "--rate",
+    type=_Rate(),
+    required=True,
+    help="The link's rate a second out of the remote site (10MiB, 800KB): what MirrorMaker"
+    " 2 fetches there.",
+)
+@click.option(
+    "--back-rate",
+    type=_Rate(),
+    default=None,
+    help="The rate a second into the remote site, what MirrorMaker 2 produces there"
+    " (default: --rate).",
+)
+@click.option(
+    "--brokers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="The remote cluster's brokers: Kafka holds each to its share of the rates.",
+)
+@click.option(
+    "--principal",
+    default=None,
+    help="The principal template of the ACLs (default: User:blockferry-{role});"
+    " MirrorMaker 2's is {role}=mirror-maker.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["commands", "json"]),
+    default="commands",
+    show_default=True,
+    help="A kafka-configs.sh command line (the broker in $KAFKA, the admin's client"
+    " settings in $ADMIN_CONFIG), or JSON in a KafkaUser's quotas layout.",
+)
+def link_limit(
+    rate: int, back_rate: int | None, brokers: int, principal: str | None, fmt: str
+) -> None:
+    """Print the broker quotas that hold the link between two sites to a rate: on the
+    remote cluster, the one MirrorMaker 2 reaches over the link, its principal may fetch
+    RATE a second (the topics that leave that site) and produce BACK-RATE (those that
+    arrive). MirrorMaker has no rate setting of its own; the brokers slow its requests."""
+    from blockferry.transport import acls as kafka_acls
+    from blockferry.transport.link_limit import LinkLimit, quota_command, quota_document
+
+    try:
+        principal_of = kafka_acls.principal_template(principal or kafka_acls.DEFAULT_PRINCIPAL)
+        limit = LinkLimit(rate, rate if back_rate is None else back_rate, brokers)
+        mirror_maker = principal_of(kafka_acls.MIRROR_MAKER)
+        click.echo(
+            quota_command(mirror_maker, limit)
+            if fmt == "commands"
+            else quota_document(mirror_maker, limit)
+        )
+    except (ValueError, BlockferryError) as exc:
+        fail(str(exc))
+
+
 def _placement(sites: tuple[str, ...]) -> Placement:
     """The placement ``--site NAME=ROLE,ROLE…`` options give."""
     from blockferry.transport.sites import Placement
