@@ -204,7 +204,7 @@ def mirror_config(sites: tuple[str, ...], prefix: str | None, table: bool) -> No
         fail(str(exc))
 
 
-class _Rate(click.ParamType):
+class _Rate(click.ParamType[int]):
     """A rate in bytes a second, written as a size: ``10MiB``, ``800KB``, ``1000000``."""
 
     name = "rate"
