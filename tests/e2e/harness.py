@@ -265,10 +265,12 @@ class MeshProcesses:
         document: dict[str, Any] = json.loads(followed.stdout)
         return document
 
-    def assert_restores(self, restore_point: str, disk: Path) -> None:
-        """Restoring ``restore_point`` gives ``disk``'s bytes."""
+    def assert_restores(self, restore_point: str, disk: Path, repository: str = "default") -> None:
+        """Restoring ``restore_point`` (of ``repository``) gives ``disk``'s bytes."""
         restored = disk.with_suffix(".restored")
-        self.cli_json("restore", restore_point, "--to", str(restored))
+        self.cli_json(
+            "restore", restore_point, "--to", str(restored), "--repo", repository, "--force"
+        )
         assert restored.read_bytes() == disk.read_bytes()
 
     def wait_for_progress(self, session_id: str, fraction: float, timeout: float = 60) -> None:

@@ -165,6 +165,22 @@ def _open(location: str, unlock: Unlock, *, read_only: bool = False) -> Reposito
     is_flag=True,
     help="Store everything in the clear: anyone who reads the repository reads the disks.",
 )
+@click.option(
+    "--copy-params-from",
+    "params_from",
+    metavar="SOURCE",
+    default=None,
+    help="A repository whose block size and dedupe key this one takes, so that restore"
+    " points copied from it keep their digests: only the chunks missing here are sent"
+    " and nothing is digested again. Its unlock options: --from-key-file,"
+    " --from-passphrase-file.",
+)
+@click.option("--from-key-file", type=click.Path(path_type=Path), help="A key file of SOURCE.")
+@click.option(
+    "--from-passphrase-file",
+    type=click.Path(path_type=Path),
+    help="A file whose first line is a passphrase of SOURCE.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def repo_init(
     location: str,
@@ -173,6 +189,9 @@ def repo_init(
     key_file: Path | None,
     passphrase_file: Path | None,
     insecure_no_encryption: bool,
+    params_from: str | None,
+    from_key_file: Path | None,
+    from_passphrase_file: Path | None,
     as_json: bool,
 ) -> None:
     """Create a repository at REPOSITORY, encrypted at rest unless told otherwise."""
@@ -182,6 +201,27 @@ def repo_init(
     from blockferry.repository.locations import open_storage
 
     try:
+        dedupe_key = None
+        if params_from is not None:
+            if from_key_file and from_passphrase_file:
+                raise ConfigError("give one of --from-key-file and --from-passphrase-file")
+            source = _open(
+                params_from, Unlock(from_key_file, from_passphrase_file, None), read_only=True
+            )
+            given = click.get_current_context().get_parameter_source("block_size")
+            if given is click.core.ParameterSource.COMMANDLINE and (
+                int(block_size) * 1024 != source.config.block_size
+            ):
+                raise ConfigError(
+                    f"--block-size {block_size}: {params_from} has blocks of"
+                    f" {source.config.block_size // 1024} KiB, which a copy keeps"
+                )
+            block_size = str(source.config.block_size // 1024)
+            dedupe_key = source.config.dedupe_key
+        elif from_key_file or from_passphrase_file:
+            raise ConfigError(
+                "--from-key-file and --from-passphrase-file go with --copy-params-from"
+            )
         secrets: list[Secret] = []
         if insecure_no_encryption:
             if key_file or passphrase_file:
@@ -212,6 +252,7 @@ def repo_init(
             block_size=int(block_size) * 1024,
             shard_count=shards,
             secret=secrets[0] if secrets else None,
+            dedupe_key=dedupe_key,
         )
         for more in secrets[1:]:
             created.add_key(more, label="initial")

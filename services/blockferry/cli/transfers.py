@@ -1,4 +1,5 @@
-"""``backup``, ``restore``, ``verify`` and ``restore-points`` through the orchestrator."""
+"""``backup``, ``copy``, ``restore``, ``verify`` and ``restore-points`` through the
+orchestrator."""
 
 from __future__ import annotations
 
@@ -108,27 +109,82 @@ def backup(
     if not wait:
         emit(as_json, document, f"started backup session {session['id']}")
         return
+    _stored(document, f"backup of {document['disk']}", as_json)
+
+
+def _stored(document: dict[str, Any], what: str, as_json: bool) -> None:
+    """Say what a backup or a copy that was followed to its end stored, or fail."""
     if document["state"] != "success":
         if as_json:
             emit(True, document, "")
-        fail(f"backup of {document['disk']} failed: {document['error']}")
+        fail(f"{what} failed: {document['error']}")
     c = document["counters"]
     for warning in document["warnings"]:
         console.print(f"[yellow]warning:[/] {warning}")
     kind = f"incremental of {document['parent']}" if document["parent"] else "full"
+    if document["disk"] is None:
+        kind = f"{len(document['tasks'])} disks"
     deduplicated = sum(
         c.get(f"blocks_deduplicated_{how}", 0) for how in ("parent", "session", "global")
     )
+    tracking = f", changes by {document['tracking']}" if document["tracking"] else ""
     emit(
         as_json,
         document,
-        f"restore point {document['restore_point']} ({kind}, changes by {document['tracking']}):"
+        f"restore point {document['restore_point']} ({kind}{tracking}):"
         f" read {c.get('bytes_read', 0)} bytes, sent {c.get('bytes_sent', 0)}"
         f" ({c.get('blocks_sent', 0)} of {c.get('blocks_total', 0)} blocks;"
         f" {c.get('blocks_unchanged', 0) + c.get('blocks_skipped', 0)} unchanged,"
         f" {c.get('blocks_zero', 0)} zero, {deduplicated} deduplicated)"
         f" in {document['seconds']:.1f} s",
     )
+
+
+@main.command()
+@click.argument("restore_point")
+@repo_option
+@click.option("--to", "to", required=True, help="The repository it is copied to.")
+@click.option(
+    "--compression",
+    type=click.Choice(["none", "fast", "optimal", "high", "extreme"]),
+    default="optimal",
+    show_default=True,
+    help="How the blocks sent are compressed.",
+)
+@click.option("--full", is_flag=True, help="Read every block, even with a copy there to build on.")
+@click.option("--wait", is_flag=True, help="Follow the session until it ends.")
+@api_option
+@json_option
+def copy(
+    restore_point: str,
+    repository: str,
+    to: str,
+    compression: str,
+    full: bool,
+    wait: bool,
+    api_url: str,
+    as_json: bool,
+) -> None:
+    """Copy RESTORE_POINT from --repository to the repository --to, as a restore point of
+    the same job there that restores on its own: only the chunks missing there are sent.
+    With a restore point of the job there already, only the blocks that differ from it
+    are read (a destination made with `repo init --copy-params-from` the source) or sent."""
+    request = {
+        "restore_point": restore_point,
+        "repository": repository,
+        "to": to,
+        "compression": compression,
+        "full": full,
+    }
+    with api_client(api_url) as client:
+        session = call(client, "POST", "/api/v1/copies", json=request)
+        if wait:
+            session = follow(client, session, as_json)
+    document = session_document(session)
+    if not wait:
+        emit(as_json, document, f"started copy session {session['id']}")
+        return
+    _stored(document, f"copy of {restore_point} to {to}", as_json)
 
 
 @main.command()

@@ -21,6 +21,23 @@ class BlockSet:
         for block in blocks:
             self.add(block)
 
+    @classmethod
+    def from_bytes(cls, count: int, data: bytes) -> BlockSet:
+        """The set :meth:`to_bytes` gave; raises ValueError for a bitmap of another
+        length or with bits past ``count``."""
+        found = cls(count)
+        if len(data) != len(found._bits):
+            raise ValueError(f"a bitmap of {len(data)} bytes for {count} blocks")
+        if count & 7 and data and data[-1] >> (count & 7):
+            raise ValueError(f"a bitmap naming blocks past the {count} of the disk")
+        found._bits[:] = data
+        found._len = sum(bin(b).count("1") for b in data)
+        return found
+
+    def to_bytes(self) -> bytes:
+        """The bitmap: a bit a block from block 0, the lowest bit of each byte first."""
+        return bytes(self._bits)
+
     def __len__(self) -> int:
         return self._len
 

@@ -8,15 +8,18 @@ import contextlib
 import functools
 import logging
 from collections import deque
+from datetime import datetime
 from typing import Any
 
 from blockferry.command_server import CommandServer, Handler
 from blockferry.core import blocks
+from blockferry.core.block_set import BlockSet
 from blockferry.core.errors import BlockferryError, ConfigError, CorruptionError
 from blockferry.ingest.changelog import publish_entries, publish_tombstones
 from blockferry.ingest.context import IngestContext
 from blockferry.repository import RestorePoint, verify
 from blockferry.repository.gc import collect_garbage
+from blockferry.repository.ids import parse_time
 from blockferry.repository.retention import Policy
 from blockferry.transport import commands as cmd
 from blockferry.transport.codec import signed64
@@ -115,6 +118,7 @@ class OwnerCommands(RepositoryServer):
                 parent=args.parent,
                 stats=stored_stats(args.stats),
                 restore_point_id=args.restore_point,
+                created=_created(args.created),
             )
 
         rp = await self._ctx.when_unlocked(commit)
@@ -265,7 +269,12 @@ class MoverRequests(RepositoryServer):
                 attempt=args.attempt,
             )
             await producer.send_and_wait(topic, start, key=session)
-            wanted = [(i, d) for i, d in enumerate(fidx.digests) if d != blocks.ZERO_DIGEST]
+            only = _selection(len(fidx.digests), args.blocks)
+            wanted = [
+                (i, d)
+                for i, d in enumerate(fidx.digests)
+                if d != blocks.ZERO_DIGEST and (only is None or i in only)
+            ]
             acks: deque[asyncio.Future[Any]] = deque()
             position = 0
             while position < len(wanted) or reads:
@@ -339,3 +348,23 @@ class MoverRequests(RepositoryServer):
 
         result: tuple[Any, bytes] = await self._ctx.in_pool(read)
         return result
+
+
+def _selection(count: int, bitmap: bytes) -> BlockSet | None:
+    """The blocks a restore asks for (None: every block)."""
+    if not bitmap:
+        return None
+    try:
+        return BlockSet.from_bytes(count, bitmap)
+    except ValueError as exc:
+        raise ConfigError(f"the restore's selection of blocks is not of this disk: {exc}") from exc
+
+
+def _created(text: str | None) -> datetime | None:
+    """A copy's creation time as a commit gives it."""
+    if text is None:
+        return None
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise ConfigError(f"a restore point's creation time {text!r}: {exc}") from exc

@@ -6,8 +6,9 @@ from datetime import datetime
 from typing import Literal
 
 from dataclasses_avroschema.pydantic import AvroBaseModel
-from pydantic import BaseModel, Field, PrivateAttr, computed_field
+from pydantic import BaseModel, Field, PrivateAttr, computed_field, field_validator
 
+from blockferry.core.restore_point_uri import is_restore_point_uri
 from blockferry.transport.commands import GuestStep, PruneResult
 from blockferry.transport.records import NAMESPACE
 
@@ -52,7 +53,7 @@ class RangesSince(BaseModel):
 class BackupRequest(BaseModel):
     source: str = Field(
         description="A raw image file or block device the movers can read, or an NBD URI"
-        " (nbd://host:port/export, nbd+unix:///export?socket=PATH)."
+        " (nbd://host:port/export, nbd+unix:///export?socket=PATH).",
     )
     repository: str = Field("default", pattern=NAME)
     job: str = Field("default", pattern=NAME)
@@ -71,6 +72,13 @@ class BackupRequest(BaseModel):
         " travels to the movers in pages.",
     )
 
+    @field_validator("source")
+    @classmethod
+    def _not_a_restore_point(cls, source: str) -> str:
+        if is_restore_point_uri(source):
+            raise ValueError("a restore point is copied (POST /api/v1/copies), not backed up")
+        return source
+
     def changed_ranges_map(self) -> tuple[str | None, list[tuple[int, int]]] | None:
         """The map as (since, [(offset, length), ...]); None when there is none."""
         if self.changed_ranges is None:
@@ -80,6 +88,16 @@ class BackupRequest(BaseModel):
         else:
             since, ranges = None, self.changed_ranges
         return since, [(r.offset, r.length) for r in ranges]
+
+
+class CopyRequest(BaseModel):
+    restore_point: str
+    repository: str = Field("default", pattern=NAME, description="Where it is.")
+    to: str = Field(pattern=NAME, description="The repository it is copied to.")
+    compression: Compression = "optimal"
+    full: bool = Field(
+        False, description="Read every block, even with a restore point of the job there."
+    )
 
 
 class RestoreRequest(BaseModel):
@@ -127,7 +145,8 @@ class SessionTask(_Stored):
     parent: str | None = Field(None, description="The restore point an incremental builds on.")
     tracking: str = Field(
         "",
-        description="How changes were found: full, changed-ranges, dirty-bitmap or digest-compare.",
+        description="How changes were found: full, changed-ranges, dirty-bitmap,"
+        " digest-compare or (a copy) source-digests.",
     )
     warnings: list[str] = Field(default_factory=list)
     error: str = ""
@@ -136,12 +155,16 @@ class SessionTask(_Stored):
     counters: dict[str, int] = Field(default_factory=dict)
 
 
+SessionKind = Literal["backup", "restore", "copy"]
+"""A copy backs up a restore point of another repository: it writes as a backup does."""
+
+
 class Session(_Stored):
     """One run of a job (or an ad-hoc backup or restore): its disks run as parallel tasks,
     and a backup commits the disks that succeeded as one restore point."""
 
     id: str
-    kind: Literal["backup", "restore"]
+    kind: SessionKind
     state: SessionState = "pending"
     repository: str
     job: str
@@ -194,6 +217,11 @@ class Session(_Stored):
     @property
     def blocks_done(self) -> int:
         return sum(task.blocks_done for task in self.tasks)
+
+    @property
+    def writes(self) -> bool:
+        """It stores a restore point (a backup or a copy), not reads one."""
+        return self.kind != "restore"
 
     @property
     def ended(self) -> bool:

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from blockferry import api_token
 from blockferry.core.errors import ConfigError, DestinationError, GuestError, SessionError
+from blockferry.core.restore_point_uri import restore_point_uri
 from blockferry.mesh import Mesh, RepositoryDirectory
 from blockferry.orchestrator.audit import AuditLog
 from blockferry.orchestrator.auth import ADMIN, OPERATOR, authenticated
@@ -22,6 +23,7 @@ from blockferry.orchestrator.jobs import Job, JobView, PruneRequest, Retention
 from blockferry.orchestrator.models import (
     NAME,
     BackupRequest,
+    CopyRequest,
     GcRequest,
     RestoreRequest,
     Session,
@@ -159,6 +161,39 @@ class Orchestrator:
             ranges = request.changed_ranges_map()
             bitmaps = {request.disk: request.dirty_bitmap} if request.dirty_bitmap else {}
             self._spawn(self._sessions.backup(session, request.compression, ranges, bitmaps))
+            return session
+
+        @api.post("/copies", status_code=202, dependencies=OPERATOR)
+        async def copy(request: CopyRequest) -> Session:
+            """Copy a restore point to another repository as a restore point of the same
+            job there: only the chunks missing there are sent, and the copy restores on
+            its own. Incremental on the job's newest restore point there."""
+            if request.to == request.repository:
+                raise HTTPException(400, f"a copy goes to another repository than {request.to}")
+            await self._known_repository(request.repository)
+            await self._known_repository(request.to)
+            rp = await self._command(
+                request.repository,
+                cmd.RESTORE_POINT,
+                cmd.RestorePointArguments(restore_point=request.restore_point),
+            )
+            running = self._sessions.running(request.to, rp.job)
+            if running is not None:
+                raise HTTPException(
+                    409, f"job {rp.job} is running into {request.to} already (session {running.id})"
+                )
+            there = cmd.ListRestorePointsArguments(job=rp.job)
+            listed = await self._command(request.to, cmd.LIST_RESTORE_POINTS, there)
+            if any(point.id == rp.id for point in listed.restore_points):
+                raise HTTPException(409, f"{rp.id} is in {request.to} already")
+            tasks = []
+            for disk in rp.disks:
+                uri = restore_point_uri(request.repository, rp.id, disk.name)
+                parent = None if request.full else await self._latest(request.to, rp.job, disk.name)
+                tasks.append(SessionTask(disk=disk.name, path=uri, parent=parent))
+            generation = await self._generation(request.to)
+            session = self._sessions.new("copy", request.to, rp.job, tasks, generation)
+            self._spawn(self._sessions.backup(session, request.compression, copy_of=rp))
             return session
 
         @api.post("/restores", status_code=202, dependencies=OPERATOR)

@@ -24,7 +24,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, get_args
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
@@ -35,7 +35,7 @@ from blockferry.core.errors import BlockferryError, GuestError, SessionError
 from blockferry.failpoints import Point
 from blockferry.mesh import Mesh
 from blockferry.orchestrator.jobs import Snapshot
-from blockferry.orchestrator.models import ENDED, Session, SessionTask
+from blockferry.orchestrator.models import ENDED, Session, SessionKind, SessionTask
 from blockferry.orchestrator.settings import OrchestratorConfig
 from blockferry.orchestrator.state import GuestPlan, SessionPlan, StoredSession
 from blockferry.repository.ids import format_time, new_restore_point_id
@@ -125,7 +125,7 @@ class Sessions:
             ["kind", "result"],
             registry=registry,
         )
-        for kind in ("backup", "restore"):
+        for kind in get_args(SessionKind):
             for result in ENDED:
                 self._ended.labels(kind, result)
 
@@ -191,7 +191,7 @@ class Sessions:
 
     def new(
         self,
-        kind: Literal["backup", "restore"],
+        kind: SessionKind,
         repository: str,
         job: str,
         tasks: list[SessionTask],
@@ -216,20 +216,20 @@ class Sessions:
         return sorted(self._sessions.values(), key=lambda s: s.created)
 
     def running(self, repository: str, job: str) -> Session | None:
-        """The backup of ``job`` that has not ended yet, if any."""
+        """The backup (or copy) of ``job`` into ``repository`` that has not ended yet."""
         for session in self._sessions.values():
-            if (session.kind, session.repository, session.job) == ("backup", repository, job):
+            if session.writes and (session.repository, session.job) == (repository, job):
                 if not session.ended:
                     return session
         return None
 
     def oldest_running_generation(self, repository: str) -> int | None:
-        """The repository generation the oldest backup into ``repository`` that has not
-        ended began in (0 for one that did not record it: keep everything)."""
+        """The repository generation the oldest backup (or copy) into ``repository``
+        that has not ended began in (0 for one that did not record it: keep everything)."""
         begun = [
             s.generation or 0
             for s in self._sessions.values()
-            if (s.kind, s.repository) == ("backup", repository) and not s.ended
+            if s.writes and s.repository == repository and not s.ended
         ]
         return min(begun) if begun else None
 
@@ -283,6 +283,7 @@ class Sessions:
         dirty_bitmaps: dict[str, str] | None = None,
         guest: GuestPlan | None = None,
         snapshot: Snapshot | None = None,
+        copy_of: cmd.RestorePointInfo | None = None,
     ) -> None:
         """Back up every disk of ``session``; commit the ones that succeeded.
 
@@ -294,13 +295,16 @@ class Sessions:
             guest: the job's guest processing and each VM's guest access; None: no
                 scripts run.
             snapshot: the job's snapshot provider; None: the sources are read as they are.
+            copy_of: a copy's source restore point, whose id and creation time the copy
+                keeps.
         """
         pages = None
         if changed_ranges is not None:
             pages = await blockferry.changed_ranges.publish(self._mesh, session.id, *changed_ranges)
         self._plans[session.id] = SessionPlan(
             # chosen now, so a dirty bitmap added before a disk is read can carry it
-            restore_point=new_restore_point_id(session.created),
+            restore_point=copy_of.id if copy_of else new_restore_point_id(session.created),
+            created=copy_of.created if copy_of else None,
             compression=compression,
             changed_ranges_pages=pages,
             dirty_bitmaps=dirty_bitmaps or {},
@@ -381,6 +385,7 @@ class Sessions:
                 t.disk: cmd.DiskStats(counters=t.counters, tracking=t.tracking, parent=t.parent)
                 for t in stored
             },
+            created=plan.created,
         )
         rp = await self._command(
             session.repository, cmd.COMMIT, commit, self._config.commit_timeout_s, _epoch(session)
@@ -623,7 +628,7 @@ class Sessions:
             session.state = "failed"
             session.error = str(exc) or type(exc).__name__
             log.error("%s session %s failed: %s", session.kind, session.id, session.error)
-        if session.kind == "backup" and session.state in ("failed", "cancelled"):
+        if session.writes and session.state in ("failed", "cancelled"):
             await self._discard(session)
         session.finished = datetime.now(UTC)
         session.seconds = (session.finished - session.created).total_seconds()
@@ -711,7 +716,7 @@ class Sessions:
                     {
                         "task_id": task_id,
                         "session_id": session.id,
-                        "kind": session.kind,
+                        "kind": "backup" if session.writes else "restore",
                         "attempt": attempt,
                         "repository": session.repository,
                         "job": session.job,

@@ -26,7 +26,9 @@ class SessionPlan(Message):
     """What running a session needs beyond the session itself, fixed when it begins."""
 
     restore_point: str | None = Field(
-        None, description="Backup: the id it commits as. Restore: the restore point read."
+        None,
+        description="Backup: the id it commits as (a copy: its source's). Restore: the"
+        " restore point read.",
     )
     compression: str = "optimal"
     changed_ranges_pages: ChangedRangesRef | None = Field(
@@ -39,6 +41,9 @@ class SessionPlan(Message):
     snapshot: Snapshot = Field(default_factory=Snapshot)
     force: bool = Field(False, description="Restore: replace an existing destination.")
     allow_holes: bool = Field(False, description="Restore: leave damaged blocks as zeros.")
+    created: str | None = Field(
+        None, description="Copy: its source's creation time, which the copy keeps."
+    )
 
 
 class StoredSession(Message):

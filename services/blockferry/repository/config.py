@@ -69,19 +69,25 @@ class RepositoryConfig:
         return replace(self, dedupe_key=key)
 
     @classmethod
-    def new(cls, *, block_size: int, shard_count: int) -> RepositoryConfig:
-        """A new configuration with a fresh id and dedupe key; raises ConfigError."""
+    def new(
+        cls, *, block_size: int, shard_count: int, dedupe_key: bytes | None = None
+    ) -> RepositoryConfig:
+        """A new configuration with a fresh id, and a fresh dedupe key unless given
+        (another repository's, so that a block has the same digest in both); raises
+        ConfigError."""
         if block_size not in BLOCK_SIZES:
             allowed = ", ".join(f"{size // 1024} KiB" for size in BLOCK_SIZES)
             raise ConfigError(f"invalid block size {block_size}: use one of {allowed}")
         if isinstance(shard_count, bool) or not isinstance(shard_count, int) or shard_count < 1:
             raise ConfigError(f"invalid shard count {shard_count!r}: use a whole number >= 1")
+        if dedupe_key is not None and len(dedupe_key) != DEDUPE_KEY_SIZE:
+            raise ConfigError(f"a dedupe key has {DEDUPE_KEY_SIZE} bytes, not {len(dedupe_key)}")
         return cls(
             id=uuid.uuid4().hex,
             created=utc_now(),
             block_size=block_size,
             shard_count=shard_count,
-            dedupe_key=secrets.token_bytes(DEDUPE_KEY_SIZE),
+            dedupe_key=secrets.token_bytes(DEDUPE_KEY_SIZE) if dedupe_key is None else dedupe_key,
         )
 
     def to_json(self) -> bytes:

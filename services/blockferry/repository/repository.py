@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -126,17 +127,21 @@ class Repository:
         shard_count: int = 8,
         secret: Secret | None = None,
         argon2: Argon2Params | None = None,
+        dedupe_key: bytes | None = None,
     ) -> Repository:
         """Create a repository on an empty storage (a path is a local directory),
         encrypted at rest with a new master key that ``secret`` unlocks, or without
-        encryption if ``secret`` is None.
+        encryption if ``secret`` is None; with ``dedupe_key``, another repository's
+        (a copy destination's: its chunks keep their digests), else a new one.
 
         Raises:
             ConfigError: invalid block size or shard count.
             RepositoryError: a repository, or anything else, is there already.
         """
         storage = _storage(place)
-        config = RepositoryConfig.new(block_size=block_size, shard_count=shard_count)
+        config = RepositoryConfig.new(
+            block_size=block_size, shard_count=shard_count, dedupe_key=dedupe_key
+        )
         leftovers = storage.list_objects("")
         if any(not info.name.startswith(KEYS) for info in leftovers):
             try:
@@ -507,6 +512,7 @@ class Repository:
         parent: str | None,
         stats: dict[str, Any],
         restore_point_id: str | None = None,
+        created: datetime | None = None,
         lock_wait: float = 0.0,
     ) -> RestorePoint:
         """Commit a session's staged fixed indexes as a restore point, atomically.
@@ -526,6 +532,7 @@ class Repository:
                 parent=parent,
                 stats=stats,
                 restore_point_id=restore_point_id,
+                created=created,
             )
 
     def jobs(self) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from blockferry.core.blocks import checksum
@@ -102,11 +103,13 @@ class RestorePointStore:
         parent: str | None,
         stats: dict[str, Any],
         restore_point_id: str | None = None,
+        created: datetime | None = None,
     ) -> RestorePoint:
         """Make a session's staged fixed indexes a restore point, atomically.
 
         ``restore_point_id`` is the id the session chose when it started (a dirty
-        bitmap may already carry it); None picks a new one.
+        bitmap may already carry it, a copy keeps its source's); None picks a new one.
+        ``created``: a copy's source's creation time; None: now.
 
         The restore point's fixed indexes are written first, then its
         ``restorepoint.json`` with a put-if-absent: it exists whole or not at all.
@@ -136,6 +139,11 @@ class RestorePointStore:
             return existing
         if parent is not None:
             self.restore_point(parent)
+        if restore_point_id is not None and self._exists(job, restore_point_id):
+            raise ConfigError(
+                f"committing session {session_id}: restore point {restore_point_id} is in"
+                f" {self.storage.where()} already (a copy of it made before)"
+            )
         staged = []
         entries = []
         for disk in disks:
@@ -157,7 +165,7 @@ class RestorePointStore:
             staged.append(data)
             file_name = layout.fixed_index_name(disk)
             entries.append(RestorePointDisk(disk, fidx.disk_size, file_name, checksum(data)))
-        now = utc_now()
+        now = created or utc_now()
         point = RestorePoint(
             id=restore_point_id or new_restore_point_id(now),
             job=job,
@@ -184,6 +192,13 @@ class RestorePointStore:
         self.discard_staging(session_id)
         self._hooks.reached(Point.COMMIT_DONE)
         return point
+
+    def _exists(self, job: str, rp_id: str) -> bool:
+        try:
+            self.storage.stat(layout.restore_point_file(job, rp_id))
+        except ObjectNotFound:
+            return False
+        return True
 
     def committed(self, job: str, session_id: str) -> RestorePoint | None:
         """The restore point a session was committed as, if it was; its staging goes."""

@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +24,16 @@ from blockferry import changed_ranges
 from blockferry.core import blocks
 from blockferry.core.block_set import BlockSet
 from blockferry.core.errors import BlockferryError, RecordError, SessionError, SourceError
+from blockferry.core.restore_point_uri import is_restore_point_uri
 from blockferry.mesh import Mesh
 from blockferry.source_mover import changes, qcow2
 from blockferry.source_mover.changes import ParentIndex
 from blockferry.source_mover.disk_source import DiskSource, FileSource, NbdSource, open_source
 from blockferry.source_mover.lookups import GlobalLookup
 from blockferry.source_mover.metrics import SourceMoverMetrics
+from blockferry.source_mover.restore_point_source import RestorePointSource
 from blockferry.source_mover.settings import SourceMoverConfig
+from blockferry.source_mover.throttle import Throttle
 from blockferry.transport.codec import signed64
 from blockferry.transport.commands import DISK_ANSWERS, DiskStored, MissingBlocks, ResumePoint
 from blockferry.transport.mailbox import Mailbox, next_record
@@ -102,12 +104,17 @@ class BackupCounters:
         return dict(vars(self))
 
 
+Source = DiskSource | RestorePointSource
+
+
 class BackupRun:
     """Sends one disk of one session to a repository's target side.
 
     Args:
         sent: digests already sent in this session (shared by the session's disks
             on this mover), so a block is sent once per session.
+        open_copy_source: opens the task's source when it is a restore point in another
+            repository (a copy).
     """
 
     def __init__(
@@ -122,8 +129,10 @@ class BackupRun:
         replies: Mailbox,
         lookup_replies: Mailbox,
         sent: set[bytes],
+        open_copy_source: Callable[[], Awaitable[RestorePointSource]] | None = None,
     ) -> None:
         self._mesh = mesh
+        self._open_copy_source = open_copy_source
         self._config = config
         self._metrics = metrics
         self._pool = pool
@@ -180,10 +189,14 @@ class BackupRun:
             self._replies.close(self._extents_key)
             await source.close()
 
-    async def _open_source(self) -> DiskSource:
+    async def _open_source(self) -> Source:
         """Open the disk; a qcow2 image through its own qemu-nbd, its dirty bitmaps
-        prepared first (see :mod:`qcow2`)."""
+        prepared first (see :mod:`qcow2`); a restore point through its repository."""
         path, bitmap = self._task.path, self._task.dirty_bitmap or None
+        if is_restore_point_uri(path):
+            if self._open_copy_source is None:
+                raise SourceError(f"{path}: a restore point is read by a copy, not a backup")
+            return await self._open_copy_source()
         loop = asyncio.get_running_loop()
         if not await loop.run_in_executor(self._pool, qcow2.is_qcow2, path):
             return await open_source(path, self._block_size, self._pool, bitmap)
@@ -203,7 +216,7 @@ class BackupRun:
                 log.warning("%s: %s", self._extents_key, prepared.warning)
         return await NbdSource.export(image, self._block_size, bitmap)
 
-    async def _track_changes(self, source: DiskSource) -> None:
+    async def _track_changes(self, source: Source) -> None:
         """Fetch the parent's fixed index and choose how to find the changed blocks."""
         assert self._task.parent is not None
         self._parent = await changes.fetch_fixed_index(
@@ -216,7 +229,10 @@ class BackupRun:
         )
         self.tracking = changes.DIGEST_COMPARE
         parent = self._parent.restore_point
-        if isinstance(source, NbdSource) and source.bitmap:
+        if isinstance(source, RestorePointSource) and source.same_digests:
+            self._to_read = source.differing_blocks(self._parent)
+            self.tracking = changes.SOURCE_DIGESTS
+        elif isinstance(source, NbdSource) and source.bitmap:
             bitmap = source.bitmap
             # named after the parent: by the operator, or by us in a qcow2 image
             if bitmap in (parent, qcow2.bitmap_name(self._task.job, parent)):
@@ -235,7 +251,7 @@ class BackupRun:
                 self._to_read = wanted
                 self.tracking = changes.CHANGED_RANGES
 
-    async def _changed_ranges(self, source: DiskSource) -> tuple[BlockSet | None, str]:
+    async def _changed_ranges(self, source: Source) -> tuple[BlockSet | None, str]:
         """The blocks the operator's changed-ranges map names, or None and why not."""
         assert self._parent is not None
         ref = self._task.changed_ranges_pages
@@ -270,14 +286,14 @@ class BackupRun:
         self.counters.blocks_done = self.counters.blocks_resumed = block
         return block, records
 
-    async def _give_up(self, source: DiskSource, exc: BaseException) -> None:
+    async def _give_up(self, source: Source, exc: BaseException) -> None:
         """Tell the target side to drop what it has of this disk (best effort)."""
         try:
             await self._send_end(source, 0, 0, error=str(exc) or type(exc).__name__)
         except Exception as send_exc:
             log.warning("telling the target to drop %s: %s", self._extents_key, send_exc)
 
-    async def _send_disk(self, source: DiskSource, start_block: int, first_record: int) -> int:
+    async def _send_disk(self, source: Source, start_block: int, first_record: int) -> int:
         """Send the chunks (once each) and extents of the blocks from ``start_block`` on;
         return how many extents records the disk has in all."""
         windows: deque[asyncio.Future[list[PreparedBlock]]] = deque()
@@ -289,8 +305,16 @@ class BackupRun:
             self.counters.blocks_skipped = source.blocks - len(self._to_read)
             self.counters.blocks_done += self.counters.blocks_skipped  # progress counts them
             indexes = self._to_read.iter_from(start_block)
-        next_index = next(indexes, None)
         zero = await source.zero_blocks()
+        if isinstance(source, RestorePointSource):
+            read = self._to_read.iter_from(start_block) if self._to_read is not None else None
+            await source.stream(
+                BlockSet(
+                    source.blocks,
+                    (i for i in (read or range(start_block, source.blocks)) if i not in zero),
+                )
+            )
+        next_index = next(indexes, None)
         throttle = Throttle(self._config.read_limit_mib_s * 1024 * 1024)
         try:
             while next_index is not None or windows:
@@ -322,7 +346,7 @@ class BackupRun:
         return extent_records
 
     async def _settle(
-        self, source: DiskSource, window: list[int], zero: BlockSet
+        self, source: Source, window: list[int], zero: BlockSet
     ) -> list[PreparedBlock]:
         """Read and digest a window's blocks, look their new digests up, compress the
         unknown ones. A file's blocks are read in one pool call per worker, not one per
@@ -357,14 +381,14 @@ class BackupRun:
         )
         return [result for part in done for result in part]
 
-    def _zero_block(self, source: DiskSource, index: int) -> PreparedBlock:
+    def _zero_block(self, source: Source, index: int) -> PreparedBlock:
         """A block the source says is zero, accounted without reading it."""
         size = min(self._block_size, source.size - index * self._block_size)
         unchanged = self._parent_digest(index) == blocks.ZERO_DIGEST
         return PreparedBlock(index, size, blocks.ZERO_DIGEST, unchanged, read=False)
 
     def _prepare(
-        self, source: DiskSource, index: int, known_zero: bool = False, resend: bool = False
+        self, source: Source, index: int, known_zero: bool = False, resend: bool = False
     ) -> asyncio.Future[PreparedBlock]:
         """Read block ``index`` and digest it in the pool: a file is read there too, an
         NBD export is read here; a block the export calls zero is not read at all."""
@@ -497,7 +521,7 @@ class BackupRun:
             await self._unacked.popleft()
 
     async def _finish(
-        self, source: DiskSource, extent_records: int, replies: asyncio.Queue[Any]
+        self, source: Source, extent_records: int, replies: asyncio.Queue[Any]
     ) -> None:
         """Send the end marker; resend what the target reports missing; wait until stored."""
         for attempt in range(self._config.resend_attempts + 1):
@@ -519,7 +543,7 @@ class BackupRun:
         )
 
     async def _send_end(
-        self, source: DiskSource, extent_records: int, attempt: int, error: str = ""
+        self, source: Source, extent_records: int, attempt: int, error: str = ""
     ) -> None:
         end = DiskEnd(
             session_id=self._task.session_id,
@@ -560,31 +584,15 @@ class BackupRun:
             if answer.attempt == attempt:
                 return reply, answer
 
-    async def _resend(self, source: DiskSource, indexes: list[int]) -> None:
+    async def _resend(self, source: Source, indexes: list[int]) -> None:
         loop = asyncio.get_running_loop()
+        if isinstance(source, RestorePointSource):
+            await source.stream(BlockSet(source.blocks, indexes))
         for index in indexes:
             block = await self._prepare(source, index, resend=True)
             if block.data is not None:
                 await loop.run_in_executor(self._pool, self._pack, block)
             await self._account(block, resend=True)
-
-
-class Throttle:
-    """Keeps reading at or below ``rate`` bytes a second (0: unlimited), so a backup can
-    spare the production storage it reads from."""
-
-    def __init__(self, rate: float) -> None:
-        self._rate = rate
-        self._taken = 0
-        self._started = time.monotonic()
-
-    async def take(self, size: int) -> None:
-        if not self._rate:
-            return
-        self._taken += size
-        ahead = self._taken / self._rate - (time.monotonic() - self._started)
-        if ahead > 0:
-            await asyncio.sleep(ahead)
 
 
 def _each(fn: Callable[[T], R], items: list[T]) -> list[R]:

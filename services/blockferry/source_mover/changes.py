@@ -25,6 +25,9 @@ FULL = "full"
 CHANGED_RANGES = "changed-ranges"
 DIRTY_BITMAP = "dirty-bitmap"
 DIGEST_COMPARE = "digest-compare"
+SOURCE_DIGESTS = "source-digests"
+"""A copy whose source and destination share the dedupe key: the blocks whose digest
+in the source restore point differs from the parent's are read, no others."""
 
 
 @dataclass

@@ -58,10 +58,10 @@ from blockferry.core.errors import CorruptionError, SessionError
 from blockferry.failpoints import Point
 from blockferry.mesh import Mesh
 from blockferry.restore_target import DiskWriter, check_destination, check_within_roots
-from blockferry.source_mover.backup import Throttle
 from blockferry.source_mover.changes import ParentIndex, fetch_fixed_index
 from blockferry.source_mover.metrics import SourceMoverMetrics
 from blockferry.source_mover.settings import SourceMoverConfig
+from blockferry.source_mover.throttle import Throttle
 from blockferry.transport.codec import unsigned64
 from blockferry.transport.commands import RESTORE, RestoreArguments
 from blockferry.transport.kafka import RecordConsumer
@@ -357,17 +357,27 @@ class RestoreRun:
 
     def _write(self, writer: DiskWriter, record: RestoreBlock) -> None:
         """Check a block end to end and write it (a thread)."""
-        data: bytes = record.data
-        if blocks.checksum(data) != unsigned64(record.checksum):
-            raise CorruptionError(f"restore block {record.block}: checksum mismatch in transit")
-        if record.compressed:
-            data = blocks.decompress(data, record.plain_size)
-        if len(data) != record.plain_size or blocks.digest(data, self._key) != record.digest:
-            raise CorruptionError(
-                f"restore block {record.block}: digest mismatch for {record.digest.hex()}"
-            )
-        writer.write_block(record.block, data)
+        writer.write_block(record.block, plaintext(record, self._key))
         failpoints.reached(Point.RESTORE_BLOCK_WRITTEN)
+
+
+def plaintext(record: RestoreBlock, key: bytes) -> bytes:
+    """A restore block's bytes, checked end to end: the checksum of what travelled, then
+    the size and digest (under the repository's dedupe ``key``) of the plaintext.
+
+    Raises:
+        CorruptionError: the block does not check.
+    """
+    data: bytes = record.data
+    if blocks.checksum(data) != unsigned64(record.checksum):
+        raise CorruptionError(f"restore block {record.block}: checksum mismatch in transit")
+    if record.compressed:
+        data = blocks.decompress(data, record.plain_size)
+    if len(data) != record.plain_size or blocks.digest(data, key) != record.digest:
+        raise CorruptionError(
+            f"restore block {record.block}: digest mismatch for {record.digest.hex()}"
+        )
+    return data
 
 
 def _finish(writer: DiskWriter, received: BlockSet) -> None:

@@ -13,16 +13,24 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry
 
 from blockferry.core.errors import BlockferryError, RecordError
+from blockferry.core.restore_point_uri import parse_restore_point_uri
 from blockferry.mesh import Mesh, RepositoryDirectory
 from blockferry.source_mover.backup import BackupRun
 from blockferry.source_mover.dedupe_keys import DedupeKeys
 from blockferry.source_mover.metrics import SourceMoverMetrics
 from blockferry.source_mover.restore import RestoreRun
+from blockferry.source_mover.restore_point_source import RestorePointSource
 from blockferry.source_mover.settings import SourceMoverSettings
 from blockferry.transport import expiry
 from blockferry.transport.commands import CANCEL
 from blockferry.transport.mailbox import Mailbox
-from blockferry.transport.records import Command, Task, TaskProgress, TaskState
+from blockferry.transport.records import (
+    Command,
+    RepositoryInfo,
+    Task,
+    TaskProgress,
+    TaskState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +267,27 @@ class SourceMover:
             replies,
             await self._mailbox(topics.lookup_replies(task.repository), "correlation_id"),
             self._sent_digests(task.session_id),
+            functools.partial(self._open_copy_source, task, repo),
+        )
+
+    async def _open_copy_source(
+        self, task: Task, destination: RepositoryInfo
+    ) -> RestorePointSource:
+        """The restore point a copy task reads, through its repository's owner."""
+        name, _, _ = parse_restore_point_uri(task.path)
+        source = await self._directory.get(name)
+        if source is None:
+            raise BlockferryError(f"repository {name!r} is not served by any target mover")
+        return await RestorePointSource.open(
+            self._mesh,
+            self._pool,
+            await self._mailbox(self._mesh.topics.replies(name), "correlation_id"),
+            task.path,
+            source,
+            self._keys.key_for(source),
+            destination,
+            task.session_id,
+            task.attempt,
         )
 
     def _sent_digests(self, session_id: str) -> set[bytes]:

@@ -80,6 +80,9 @@ class CommitArguments(Message):
     disks: list[str]
     parent: str | None = None
     stats: dict[str, DiskStats] = Field(default_factory=dict)
+    created: str | None = Field(
+        None, description="A copy: its source's creation time (ISO 8601, UTC); None: now."
+    )
 
 
 class DiscardArguments(Message):
@@ -252,6 +255,11 @@ class RestoreArguments(Message):
     disk: str
     attempt_id: str = Field(description="Carried by every record of the stream.")
     attempt: types.Int32 = 0
+    blocks: bytes = Field(
+        b"",
+        description="Only these blocks: a bitmap, a bit a block from block 0, the lowest"
+        " bit of each byte first; empty: every block.",
+    )
 
 
 FIXED_INDEX: CommandSpec[FixedIndexArguments, Done] = CommandSpec(

@@ -60,3 +60,17 @@ def test_a_big_disk_costs_a_bit_a_block() -> None:
     blocks.add_range(0, 4 * 262144)
     assert len(blocks) == 4 * 262144
     assert len(blocks._bits) == 4 * 262144 // 8
+
+
+def test_its_bitmap_gives_the_same_set_back() -> None:
+    blocks = BlockSet(21, [0, 7, 8, 20])
+    again = BlockSet.from_bytes(21, blocks.to_bytes())
+    assert list(again) == [0, 7, 8, 20]
+    assert len(again) == 4
+    assert BlockSet.from_bytes(0, b"").to_bytes() == b""
+
+
+@pytest.mark.parametrize(("count", "data"), [(21, b"\x00\x00"), (21, b"\x00\x00\x20"), (8, b"")])
+def test_a_bitmap_of_another_disk_is_refused(count: int, data: bytes) -> None:
+    with pytest.raises(ValueError):
+        BlockSet.from_bytes(count, data)

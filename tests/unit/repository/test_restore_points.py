@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,38 @@ def test_commit_takes_the_id_the_session_chose(repo: Repository) -> None:
         repo.commit_restore_point(
             job="j", session_id="s2", disks=["sda"], parent=None, stats={}, restore_point_id="x/y"
         )
+
+
+def test_a_copy_keeps_its_sources_id_and_time_and_is_never_committed_twice(
+    repo: Repository,
+) -> None:
+    source_id = "20261101T020304Z-c0ffee00"
+    made = datetime(2026, 11, 1, 2, 3, 4, 567000, tzinfo=UTC)
+    _stage(repo, "copy-1", "sda")
+    point = repo.commit_restore_point(
+        job="j",
+        session_id="copy-1",
+        disks=["sda"],
+        parent=None,
+        stats={},
+        restore_point_id=source_id,
+        created=made,
+    )
+    assert (point.id, point.created) == (source_id, made)
+    assert repo.restore_point(source_id).created == made
+    before = repo.read_fixed_index(point, "sda").digests.data
+    _stage(repo, "copy-2", "sda", blocks=3)
+    with pytest.raises(ConfigError, match="already"):
+        repo.commit_restore_point(
+            job="j",
+            session_id="copy-2",
+            disks=["sda"],
+            parent=None,
+            stats={},
+            restore_point_id=source_id,
+        )
+    after = repo.read_fixed_index(repo.restore_point(source_id), "sda").digests.data
+    assert after == before, "the committed one is left as it was"
 
 
 @pytest.mark.local_only

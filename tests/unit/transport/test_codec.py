@@ -231,6 +231,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "disks": ["sda", "sdb"],
         "parent": None,
         "stats": {"sda": {"counters": {"bytes_read": 7}, "tracking": "full", "parent": None}},
+        "created": "2026-11-26T23:15:00.000000Z",
     },
     "RestorePointInfo": {
         "version": 1,
@@ -303,6 +304,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "disk": "sda",
         "attempt_id": "a1",
         "attempt": 1,
+        "blocks": b"\x05",
     },
     "DiskStored": {"attempt": 1, "blocks": 9},
     "MissingBlocks": {"attempt": 0, "blocks": [3, 5]},
