@@ -51,6 +51,11 @@ def mesh(mesh_processes: MeshProcesses, tmp_path: Path) -> Iterator[MeshProcesse
     yield mesh
 
 
+def _backup(mesh: MeshProcesses, disk: Path) -> tuple[Path, dict[str, Any]]:
+    """``disk`` backed up into ``default`` as disk ``d`` of job ``vm``."""
+    return disk, mesh.cli_json("backup", str(disk), "--job", "vm", "--disk", "d", "--wait")
+
+
 def _copy(mesh: MeshProcesses, restore_point: str, to: str) -> dict[str, Any]:
     session = mesh.cli_json("copy", restore_point, "--to", to, "--wait")
     assert session["state"] == "success", session
@@ -77,7 +82,7 @@ def test_a_copy_sends_only_what_the_destination_lacks_and_restores_on_its_own(
         f.write(b"\x33" * BLOCK)
         f.seek(30 * BLOCK + 9)
         f.write(b"changed")
-    incremental = mesh.cli_json("backup", str(disk), "--job", "vm", "--disk", "d", "--wait")
+    _, incremental = _backup(mesh, disk)
     second = _copy(mesh, incremental["restore_point"], "copy")
     assert second["parent"] == first["restore_point"]
     assert second["tracking"] == "source-digests"
@@ -100,15 +105,14 @@ def test_a_copy_sends_only_what_the_destination_lacks_and_restores_on_its_own(
 def test_a_copy_to_a_repository_with_its_own_dedupe_key_reads_and_digests_every_block(
     mesh: MeshProcesses, tmp_path: Path
 ) -> None:
-    disk = make_disk(tmp_path / "vm.img", 16, seed=42)
-    full = mesh.cli_json("backup", str(disk), "--job", "vm", "--disk", "d", "--wait")
+    disk, full = _backup(mesh, make_disk(tmp_path / "vm.img", 16, seed=42))
     first = _copy(mesh, full["restore_point"], "other")
     assert first["counters"]["blocks_sent"] == full["counters"]["blocks_sent"]
 
     with disk.open("r+b") as f:  # one block changes
         f.seek(7 * BLOCK)
         f.write(b"\x77" * BLOCK)
-    incremental = mesh.cli_json("backup", str(disk), "--job", "vm", "--disk", "d", "--wait")
+    _, incremental = _backup(mesh, disk)
     second = _copy(mesh, incremental["restore_point"], "other")
     assert second["tracking"] == "digest-compare"
     data_blocks = full["counters"]["blocks_total"] - full["counters"]["blocks_zero"]
@@ -120,8 +124,7 @@ def test_a_copy_to_a_repository_with_its_own_dedupe_key_reads_and_digests_every_
 def test_a_copy_names_another_repository_and_a_restore_point_is_not_backed_up(
     mesh: MeshProcesses, tmp_path: Path
 ) -> None:
-    disk = make_disk(tmp_path / "vm.img", 4, seed=43)
-    full = mesh.cli_json("backup", str(disk), "--job", "vm", "--disk", "d", "--wait")
+    _, full = _backup(mesh, make_disk(tmp_path / "vm.img", 4, seed=43))
     same = mesh.cli("copy", full["restore_point"], "--to", "default")
     assert same.returncode != 0
     assert "another repository" in same.stderr
@@ -137,8 +140,7 @@ def test_a_copy_names_another_repository_and_a_restore_point_is_not_backed_up(
 def test_a_copy_interrupted_by_a_killed_mover_resumes_and_restores(
     mesh: MeshProcesses, tmp_path: Path
 ) -> None:
-    disk = make_disk(tmp_path / "vm.img", 32, seed=44)
-    full = mesh.cli_json("backup", str(disk), "--job", "vm", "--disk", "d", "--wait")
+    disk, full = _backup(mesh, make_disk(tmp_path / "vm.img", 32, seed=44))
     slow = {
         "BLOCKFERRY_SOURCE_MOVER__READ_LIMIT_MIB_S": "2",
         "BLOCKFERRY_SOURCE_MOVER__EXTENTS_PER_RECORD": "8",  # resumable every 8 blocks
@@ -159,8 +161,7 @@ def test_a_copy_interrupted_by_a_killed_mover_resumes_and_restores(
 def test_a_damaged_chunk_in_the_source_fails_the_copy_and_commits_nothing(
     mesh: MeshProcesses, tmp_path: Path
 ) -> None:
-    disk = make_disk(tmp_path / "vm.img", 8, seed=45)
-    full = mesh.cli_json("backup", str(disk), "--job", "vm", "--disk", "d", "--wait")
+    disk, full = _backup(mesh, make_disk(tmp_path / "vm.img", 8, seed=45))
     repo = mesh.open_repository()
     data = disk.read_bytes()
     blocks = [data[i : i + BLOCK] for i in range(0, len(data) - BLOCK + 1, BLOCK)]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -14,6 +15,8 @@ from blockferry.core.errors import BlockferryError
 if TYPE_CHECKING:
     from blockferry.transport.sites import Placement
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 site_option = click.option(
     "--site",
     "sites",
@@ -21,6 +24,25 @@ site_option = click.option(
     metavar="NAME=ROLE,ROLE…",
     help="A site and the roles placed there (twice: the two sites).",
 )
+
+principal_option = click.option(
+    "--principal",
+    default=None,
+    help="The principal of each role, {role} replaced by its name (default"
+    " User:blockferry-{role}; MirrorMaker 2's: {role}=mirror-maker).",
+)
+
+
+def format_option(help_text: str) -> Callable[[F], F]:
+    """``--format commands|json``, saying what each prints."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["commands", "json"]),
+        default="commands",
+        show_default=True,
+        help=help_text,
+    )
 
 
 @main.command()
@@ -86,20 +108,10 @@ def config(roles: tuple[str, ...], print_defaults: bool) -> None:
     default=None,
     help="The topic prefix (default: the settings' kafka.topic_prefix).",
 )
-@click.option(
-    "--principal",
-    default=None,
-    help="The principal of each role, {role} replaced by its name (default"
-    " User:blockferry-{role}).",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["commands", "json"]),
-    default="commands",
-    show_default=True,
-    help="kafka-acls.sh command lines (the broker in $KAFKA, the admin's client settings"
-    " in $ADMIN_CONFIG), or JSON per principal in a KafkaUser's acls layout.",
+@principal_option
+@format_option(
+    "kafka-acls.sh command lines (the broker in $KAFKA, the admin's client settings"
+    " in $ADMIN_CONFIG), or JSON per principal in a KafkaUser's acls layout."
 )
 @click.option(
     "--apply",
@@ -240,20 +252,10 @@ class _Rate(click.ParamType[int]):
     show_default=True,
     help="The remote cluster's brokers: Kafka holds each to its share of the rates.",
 )
-@click.option(
-    "--principal",
-    default=None,
-    help="The principal template of the ACLs (default: User:blockferry-{role});"
-    " MirrorMaker 2's is {role}=mirror-maker.",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["commands", "json"]),
-    default="commands",
-    show_default=True,
-    help="A kafka-configs.sh command line (the broker in $KAFKA, the admin's client"
-    " settings in $ADMIN_CONFIG), or JSON in a KafkaUser's quotas layout.",
+@principal_option
+@format_option(
+    "A kafka-configs.sh command line (the broker in $KAFKA, the admin's client"
+    " settings in $ADMIN_CONFIG), or JSON in a KafkaUser's quotas layout."
 )
 def link_limit(
     rate: int, back_rate: int | None, brokers: int, principal: str | None, fmt: str

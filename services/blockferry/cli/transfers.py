@@ -101,19 +101,22 @@ def backup(
             request["changed_ranges"] = json.loads(changed_ranges.read_text())
         except (OSError, ValueError) as exc:
             fail(f"reading the changed-ranges map {changed_ranges}: {exc}")
+    _store("/api/v1/backups", request, f"backup of {disk}", wait, api_url, as_json)
+
+
+def _store(
+    path: str, request: dict[str, Any], what: str, wait: bool, api_url: str, as_json: bool
+) -> None:
+    """Start a backup or a copy (POST ``path``); with ``wait``, follow it to its end and
+    say what it stored, or fail."""
     with api_client(api_url) as client:
-        session = call(client, "POST", "/api/v1/backups", json=request)
+        session = call(client, "POST", path, json=request)
         if wait:
             session = follow(client, session, as_json)
     document = session_document(session)
     if not wait:
-        emit(as_json, document, f"started backup session {session['id']}")
+        emit(as_json, document, f"started {session['kind']} session {session['id']}")
         return
-    _stored(document, f"backup of {document['disk']}", as_json)
-
-
-def _stored(document: dict[str, Any], what: str, as_json: bool) -> None:
-    """Say what a backup or a copy that was followed to its end stored, or fail."""
     if document["state"] != "success":
         if as_json:
             emit(True, document, "")
@@ -176,15 +179,7 @@ def copy(
         "compression": compression,
         "full": full,
     }
-    with api_client(api_url) as client:
-        session = call(client, "POST", "/api/v1/copies", json=request)
-        if wait:
-            session = follow(client, session, as_json)
-    document = session_document(session)
-    if not wait:
-        emit(as_json, document, f"started copy session {session['id']}")
-        return
-    _stored(document, f"copy of {restore_point} to {to}", as_json)
+    _store("/api/v1/copies", request, f"copy of {restore_point} to {to}", wait, api_url, as_json)
 
 
 @main.command()
