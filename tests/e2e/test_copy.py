@@ -16,6 +16,7 @@ import pytest
 from blockferry.core.blocks import digest
 from blockferry.repository.pack import CHUNK_HEADER
 from tests.e2e.harness import MeshProcesses, make_disk
+from tests.minio import MinioServer
 from tests.unit.repository.repo_helpers import flip_byte, pack_file
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +47,15 @@ def mesh(mesh_processes: MeshProcesses, tmp_path: Path) -> Iterator[MeshProcesse
             check=True,
         )
         dedupe_key = tmp_path / "keys" / f"{name}.key"
-        mesh.cli("repo", "export-dedupe-key", location, str(dedupe_key), "--key-file", str(key))
+        mesh.cli(
+            "repo",
+            "export-dedupe-key",
+            location,
+            str(dedupe_key),
+            "--key-file",
+            str(key),
+            check=True,
+        )
     mesh.start_all()
     yield mesh
 
@@ -177,3 +186,30 @@ def test_a_damaged_chunk_in_the_source_fails_the_copy_and_commits_nothing(
     assert "damaged or missing" in said
     listed = mesh.cli_json("restore-points", "--repo", "copy")
     assert listed["restore_points"] == [], "nothing of the copy was committed"
+
+
+def test_a_copy_to_an_s3_repository_behind_the_gateway(
+    mesh: MeshProcesses, tmp_path: Path, minio: MinioServer
+) -> None:
+    """The second copy off the site: a bucket (a real MinIO server) the gateway serves,
+    made with the local repository's parameters."""
+    mesh.env.update(minio.env())  # the store's credentials, as an operator's would be
+    location = f"s3://{minio.new_bucket()}/copies?endpoint={minio.endpoint}"
+    key = tmp_path / "repository-keys" / "offsite.key"
+    params = ["--copy-params-from", mesh.location, "--from-key-file", str(mesh.key_file)]
+    mesh.cli("repo", "init", location, "--key-file", str(key), "--shards", "2", *params, check=True)
+    dedupe_key = tmp_path / "keys" / "offsite.key"
+    mesh.cli("repo", "export-dedupe-key", location, str(dedupe_key), "--key-file", str(key))
+    mesh.start("gateway", BLOCKFERRY_GATEWAY__REPOSITORIES=json.dumps({"offsite": location}))
+
+    disk, full = _backup(mesh, make_disk(tmp_path / "vm.img", 16, seed=46))
+    first = _copy(mesh, full["restore_point"], "offsite")
+    assert first["counters"]["blocks_sent"] == full["counters"]["blocks_sent"]
+    with disk.open("r+b") as f:
+        f.seek(9 * BLOCK)
+        f.write(b"\x99" * BLOCK)
+    _, incremental = _backup(mesh, disk)
+    second = _copy(mesh, incremental["restore_point"], "offsite")
+    assert second["tracking"] == "source-digests"
+    assert (second["counters"]["blocks_read"], second["counters"]["blocks_sent"]) == (1, 1)
+    mesh.assert_restores(second["restore_point"], disk, repository="offsite")
