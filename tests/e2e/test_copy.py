@@ -199,7 +199,9 @@ def test_a_copy_to_an_s3_repository_behind_the_gateway(
     params = ["--copy-params-from", mesh.location, "--from-key-file", str(mesh.key_file)]
     mesh.cli("repo", "init", location, "--key-file", str(key), "--shards", "2", *params, check=True)
     dedupe_key = tmp_path / "keys" / "offsite.key"
-    mesh.cli("repo", "export-dedupe-key", location, str(dedupe_key), "--key-file", str(key))
+    mesh.cli(
+        "repo", "export-dedupe-key", location, str(dedupe_key), "--key-file", str(key), check=True
+    )
     mesh.start("gateway", BLOCKFERRY_GATEWAY__REPOSITORIES=json.dumps({"offsite": location}))
 
     disk, full = _backup(mesh, make_disk(tmp_path / "vm.img", 16, seed=46))
