@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,3 +216,59 @@ def test_a_copy_to_an_s3_repository_behind_the_gateway(
     assert second["tracking"] == "source-digests"
     assert (second["counters"]["blocks_read"], second["counters"]["blocks_sent"]) == (1, 1)
     mesh.assert_restores(second["restore_point"], disk, repository="offsite")
+
+
+def test_a_copy_job_catches_up_runs_after_its_source_and_keeps_its_own_retention(
+    mesh: MeshProcesses, tmp_path: Path
+) -> None:
+    disk = make_disk(tmp_path / "vm.img", 8, seed=47)
+    vms = [{"name": "a", "disks": [{"name": "d", "source": str(disk)}]}]
+    copies = {
+        "name": "vm-offsite",
+        "repository": "copy",
+        "copy_from": {"job": "vm"},
+        "retention": {"keep_last": 2},
+    }
+    mesh.api("POST", "/api/v1/jobs", json={"name": "vm", "vms": vms}).raise_for_status()
+    mesh.api("POST", "/api/v1/jobs", json=copies).raise_for_status()
+    made = []
+    for run in range(3):  # three restore points while the copy job did not run
+        with disk.open("r+b") as f:
+            f.write(bytes([run + 1]) * BLOCK)
+        made.append(_run(mesh, "vm")["restore_point"])
+
+    first = _run(mesh, "vm-offsite")  # catches up: one session a restore point, oldest first
+    assert first["kind"] == "copy"
+    assert _copied(mesh, made[1:]) == made[1:], "all three copied, the oldest pruned by keep_last"
+    again = mesh.api("POST", "/api/v1/jobs/vm-offsite/start")
+    assert again.status_code == 409 and "nothing to copy" in again.text, "nothing copied twice"
+
+    copies["copy_from"] = {"job": "vm", "after_source": True}
+    mesh.api("PUT", "/api/v1/jobs/vm-offsite", json=copies).raise_for_status()
+    with disk.open("r+b") as f:
+        f.write(b"\x04" * BLOCK)
+    made.append(_run(mesh, "vm")["restore_point"])
+    assert _copied(mesh, made[2:]) == made[2:], "copied right after its source job"
+    mesh.assert_restores(made[-1], disk, repository="copy")
+
+
+def _run(mesh: MeshProcesses, job: str) -> dict[str, Any]:
+    """Run ``job`` now and follow its (first) session to its end."""
+    started = mesh.api("POST", f"/api/v1/jobs/{job}/start")
+    started.raise_for_status()
+    ended = mesh.follow(started.json()["id"])
+    assert ended["state"] == "success", ended
+    return ended
+
+
+def _copied(mesh: MeshProcesses, wanted: list[str], timeout: float = 120) -> list[str]:
+    """The restore points of job ``vm`` in ``copy`` once they are ``wanted`` (or the
+    timeout passed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = mesh.cli_json("restore-points", "--repo", "copy", "--job", "vm")
+        ids = [rp["id"] for rp in listed["restore_points"]]
+        running = [s for s in mesh.api("GET", "/api/v1/sessions").json() if not s["finished"]]
+        if (ids == wanted and not running) or time.monotonic() > deadline:
+            return ids
+        time.sleep(1)

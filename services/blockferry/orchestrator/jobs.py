@@ -228,11 +228,28 @@ class Snapshot(_Strict):
         return self
 
 
+class CopyFrom(_Strict):
+    """A copy job's source: the restore points of another job, in another repository."""
+
+    job: str = Field(pattern=NAME, description="The job whose restore points are copied.")
+    repository: str = Field("default", pattern=NAME, description="Where they are.")
+    after_source: bool = Field(
+        False, description="Run right after each session of the source job that stored one."
+    )
+
+
 class Job(_Strict):
     name: str = Field(pattern=NAME)
-    repository: str = Field("default", pattern=NAME)
+    repository: str = Field(
+        "default", pattern=NAME, description="Where it stores (a copy job: copies to)."
+    )
     compression: Compression = "optimal"
-    vms: list[Vm] = Field(min_length=1)
+    vms: list[Vm] = Field(default_factory=list, description="What a backup job backs up.")
+    copy_from: CopyFrom | None = Field(
+        None,
+        description="A copy job: the restore points of another job that it copies, those not"
+        " in this job's repository yet, oldest first; they keep that job's name there.",
+    )
     schedule: Schedule | None = Field(None, description="None: the job runs when started.")
     retention: Retention | None = Field(None, description="None: every restore point is kept.")
     enabled: bool = Field(True, description="A disabled job is not run by its schedule.")
@@ -243,6 +260,15 @@ class Job(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Job:
+        if self.copy_from is None and not self.vms:
+            raise ValueError("a job backs up vms, or copies restore points (copy_from)")
+        if self.copy_from is not None:
+            if self.vms or self.guest_processing or self.snapshot.provider != "none":
+                raise ValueError(
+                    "a copy job copies restore points: it has no vms, guest_processing or snapshot"
+                )
+            if self.copy_from.repository == self.repository:
+                raise ValueError("a copy job copies to another repository than its source's")
         if self.guest_processing is not None:
             missing = [vm.name for vm in self.vms if vm.guest is None]
             if missing:
@@ -280,6 +306,12 @@ class Job(_Strict):
                     )
                 named[name] = this
         return vms
+
+    @property
+    def stored_as(self) -> tuple[str, str]:
+        """(repository, job) of the restore points it makes: a copy job's are its
+        source job's."""
+        return self.repository, self.copy_from.job if self.copy_from else self.name
 
     def disks(self) -> list[tuple[str, Disk]]:
         """Every disk with its stable name in the repository (``<vm>.<disk>``)."""

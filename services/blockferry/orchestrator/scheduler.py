@@ -86,7 +86,7 @@ class Scheduler:
     async def _consider(self, job: Job, schedule: Schedule, now: datetime) -> None:
         last = self._last.get(job.name) or self._last_scheduled(job) or now
         self._last[job.name] = last
-        running = self._sessions.running(job.repository, job.name) is not None
+        running = self._sessions.running(*job.stored_as) is not None
         decision = decide(schedule, last, now, running)
         if decision.action == "wait" or decision.due is None:
             return
@@ -104,6 +104,6 @@ class Scheduler:
         times = [
             s.scheduled_for
             for s in self._sessions.all()
-            if s.job == job.name and s.scheduled_for is not None
+            if (s.repository, s.job) == job.stored_as and s.scheduled_for is not None
         ]
         return max(times) if times else None

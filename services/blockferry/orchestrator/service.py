@@ -35,7 +35,7 @@ from blockferry.orchestrator.sessions import Sessions
 from blockferry.orchestrator.settings import OrchestratorSettings
 from blockferry.orchestrator.state import GuestPlan
 from blockferry.orchestrator.users import ApiUser, NewUser, NewUserToken, UserExists, Users
-from blockferry.repository.ids import utc_now
+from blockferry.repository.ids import parse_time, utc_now
 from blockferry.restore_target import check_named_within
 from blockferry.transport import commands as cmd
 from blockferry.transport.commands import CommandSpec
@@ -177,22 +177,9 @@ class Orchestrator:
                 cmd.RESTORE_POINT,
                 cmd.RestorePointArguments(restore_point=request.restore_point),
             )
-            running = self._sessions.running(request.to, rp.job)
-            if running is not None:
-                raise HTTPException(
-                    409, f"job {rp.job} is running into {request.to} already (session {running.id})"
-                )
-            there = cmd.ListRestorePointsArguments(job=rp.job)
-            listed = await self._command(request.to, cmd.LIST_RESTORE_POINTS, there)
-            if any(point.id == rp.id for point in listed.restore_points):
+            if rp.id in {point.id for point in await self._restore_points(request.to, rp.job)}:
                 raise HTTPException(409, f"{rp.id} is in {request.to} already")
-            tasks = []
-            for disk in rp.disks:
-                uri = restore_point_uri(request.repository, rp.id, disk.name)
-                parent = None if request.full else await self._latest(request.to, rp.job, disk.name)
-                tasks.append(SessionTask(disk=disk.name, path=uri, parent=parent))
-            generation = await self._generation(request.to)
-            session = self._sessions.new("copy", request.to, rp.job, tasks, generation)
+            session = await self._new_copy(request.repository, rp, request.to, request.full)
             self._spawn(self._sessions.backup(session, request.compression, copy_of=rp))
             return session
 
@@ -363,7 +350,7 @@ class Orchestrator:
         async def stop_job(name: str) -> Session:
             """Stop a job's running session: it is cancelled, nothing of it is committed."""
             definition, _ = self._job(name)
-            running = self._sessions.running(definition.repository, definition.name)
+            running = self._sessions.running(*definition.stored_as)
             if running is None:
                 raise HTTPException(409, f"job {name} is not running")
             return await self._cancel(running)
@@ -399,11 +386,17 @@ class Orchestrator:
             guest=guest,
             snapshot=job.snapshot,
         )
-        if job.retention is None or session.state not in ("success", "warning"):
+        if session.state not in ("success", "warning"):
+            return
+        await self._apply_retention(job, session)
+        await self._after_source(job)
+
+    async def _apply_retention(self, job: Job, session: Session) -> None:
+        """``job``'s retention policy after its ``session`` stored a restore point."""
+        if job.retention is None:
             return
         try:
-            pruned = await self._prune(job.repository, job.name, job.retention, dry_run=False)
-            session.pruned = pruned
+            session.pruned = await self._prune(*job.stored_as, job.retention, dry_run=False)
         except HTTPException as exc:
             session.warnings.append(f"retention was not applied: {exc.detail}")
         await self._sessions.save(session)
@@ -421,7 +414,7 @@ class Orchestrator:
         return found
 
     def _view(self, job: Job, origin: str) -> JobView:
-        running = self._sessions.running(job.repository, job.name)
+        running = self._sessions.running(*job.stored_as)
         next_run = job.schedule.next_run(utc_now()) if job.schedule and job.enabled else None
         return JobView(
             job=job, origin=origin, next_run=next_run, running=running.id if running else None
@@ -436,10 +429,15 @@ class Orchestrator:
     async def _start_job(
         self, job: Job, full: bool, scheduled_for: datetime | None = None
     ) -> Session:
-        running = self._sessions.running(job.repository, job.name)
+        running = self._sessions.running(*job.stored_as)
         if running is not None:
             raise HTTPException(409, f"job {job.name} is running already (session {running.id})")
         await self._known_repository(job.repository)
+        if job.copy_from is not None:
+            session, missing = await self._start_copies(job, full)
+            session.scheduled_for = scheduled_for
+            self._spawn(self._run_copies(job, session, missing))
+            return session
         tasks = []
         for disk_name, disk in job.disks():
             parent = None if full else await self._latest(job.repository, job.name, disk_name)
@@ -449,6 +447,88 @@ class Orchestrator:
         session.scheduled_for = scheduled_for
         self._spawn(self._run_job(job, session))
         return session
+
+    # -- copies -------------------------------------------------------------------
+
+    async def _new_copy(
+        self, repository: str, rp: cmd.RestorePointInfo, to: str, full: bool
+    ) -> Session:
+        """A copy session of ``rp`` (in ``repository``) into ``to``, incremental on the
+        newest restore point of its job there unless ``full``."""
+        running = self._sessions.running(to, rp.job)
+        if running is not None:
+            raise HTTPException(
+                409, f"job {rp.job} is running into {to} already (session {running.id})"
+            )
+        tasks = []
+        for disk in rp.disks:
+            uri = restore_point_uri(repository, rp.id, disk.name)
+            parent = None if full else await self._latest(to, rp.job, disk.name)
+            tasks.append(SessionTask(disk=disk.name, path=uri, parent=parent))
+        generation = await self._generation(to)
+        return self._sessions.new("copy", to, rp.job, tasks, generation)
+
+    async def _restore_points(self, repository: str, job: str) -> list[cmd.RestorePointInfo]:
+        """The restore points of ``job`` in ``repository``, oldest first."""
+        args = cmd.ListRestorePointsArguments(job=job)
+        return (await self._command(repository, cmd.LIST_RESTORE_POINTS, args)).restore_points
+
+    async def _start_copies(
+        self, job: Job, full: bool
+    ) -> tuple[Session, list[cmd.RestorePointInfo]]:
+        """A copy job's first session, and every restore point it is to copy: those of
+        its source job newer than the newest there (so none its retention removed there
+        comes back), oldest first."""
+        source = job.copy_from
+        assert source is not None
+        await self._known_repository(source.repository)
+        there = await self._restore_points(job.repository, source.job)
+        since = max((parse_time(rp.created) for rp in there), default=None)
+        missing = [
+            rp
+            for rp in await self._restore_points(source.repository, source.job)
+            if since is None or parse_time(rp.created) > since
+        ]
+        if not missing:
+            raise HTTPException(
+                409,
+                f"nothing to copy: no restore point of job {source.job} in"
+                f" {source.repository} is newer than the newest in {job.repository}",
+            )
+        return await self._new_copy(source.repository, missing[0], job.repository, full), missing
+
+    async def _run_copies(
+        self, job: Job, session: Session, missing: list[cmd.RestorePointInfo]
+    ) -> None:
+        """A copy job's sessions, one restore point each, oldest first; then its
+        retention policy. One that fails ends the run: the next run copies the rest."""
+        source = job.copy_from
+        assert source is not None
+        for index, rp in enumerate(missing):
+            if index:
+                try:
+                    session = await self._new_copy(source.repository, rp, job.repository, False)
+                except HTTPException as exc:
+                    log.warning("copy job %s stopped before %s: %s", job.name, rp.id, exc.detail)
+                    return
+            await self._sessions.backup(session, job.compression, copy_of=rp)
+            if session.state not in ("success", "warning"):
+                return
+        await self._apply_retention(job, session)
+
+    async def _after_source(self, job: Job) -> None:
+        """Start the copy jobs to run right after a session of ``job`` stored a restore
+        point."""
+        for copy_job, _ in self._jobs.all():
+            source = copy_job.copy_from
+            if source is None or not (source.after_source and copy_job.enabled):
+                continue
+            if (source.repository, source.job) != job.stored_as:
+                continue
+            try:
+                await self._start_job(copy_job, full=False)
+            except HTTPException as exc:
+                log.warning("copy job %s after %s: %s", copy_job.name, job.name, exc.detail)
 
     # -- repositories -------------------------------------------------------------
 

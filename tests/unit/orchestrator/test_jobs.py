@@ -50,7 +50,10 @@ def test_a_job_names_its_disks_by_vm_and_disk() -> None:
     [
         ({"name": "../x"}, "name", "pattern"),
         ({"compression": "max"}, "compression", "'none'"),
-        ({"vms": []}, "vms", "at least 1"),
+        ({"vms": []}, "(document)", "backs up vms, or copies restore points"),
+        ({"copy_from": {"job": "j"}}, "(document)", "it has no vms"),
+        ({"vms": [], "copy_from": {"job": "j"}}, "(document)", "to another repository"),
+        ({"vms": [], "copy_from": {"job": "../j", "repository": "r"}}, "copy_from.job", "pattern"),
         (
             {"vms": [{"name": "a", "disks": [{"name": "d", "source": "/x"}]}] * 2},
             "vms",
@@ -148,7 +151,7 @@ def test_the_jobs_file_lists_every_bad_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_jobs_file(path)
     message = str(caught.value)
-    assert "jobs.2.vms: List should have at least 1 item" in message
+    assert "jobs.2: Value error, a job backs up vms, or copies restore points" in message
     path.write_text("jobs: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_jobs_file(path)
@@ -204,3 +207,15 @@ def test_the_same_disk_name_in_two_jobs_is_no_collision() -> None:
         definition(name="two", vms=[{"name": "a", "disks": [{"name": "b.c", "source": "/x"}]}])
     )
     assert [n for n, _ in one.disks()] == [n for n, _ in two.disks()] == ["a.b.c"]
+
+
+def test_a_copy_job_stores_under_its_source_jobs_name() -> None:
+    copies = Job.model_validate(
+        {"name": "fleet-offsite", "repository": "offsite", "copy_from": {"job": "fleet"}}
+    )
+    assert copies.stored_as == ("offsite", "fleet")
+    assert copies.copy_from is not None and copies.copy_from.repository == "default"
+    backups = Job.model_validate(
+        {"name": "fleet", "vms": [{"name": "a", "disks": [{"name": "d", "source": "/x"}]}]}
+    )
+    assert backups.stored_as == ("default", "fleet")
