@@ -272,3 +272,21 @@ def _copied(mesh: MeshProcesses, wanted: list[str], timeout: float = 120) -> lis
         if (ids == wanted and not running) or time.monotonic() > deadline:
             return ids
         time.sleep(1)
+
+
+def test_a_cancelled_copy_commits_nothing_and_a_later_copy_completes(
+    mesh: MeshProcesses, tmp_path: Path
+) -> None:
+    disk, full = _backup(mesh, make_disk(tmp_path / "vm.img", 32, seed=48))
+    mesh.kill("source-mover")
+    mesh.start("source-mover", BLOCKFERRY_SOURCE_MOVER__READ_LIMIT_MIB_S="2")
+    started = mesh.cli_json("copy", full["restore_point"], "--to", "copy")["session"]
+    mesh.wait_for_progress(started, 0.1)
+    mesh.cli("sessions", "cancel", started, check=True)
+    cancelled = mesh.follow(started)
+    assert cancelled["state"] == "cancelled", cancelled
+    assert mesh.cli_json("restore-points", "--repo", "copy")["restore_points"] == []
+    mesh.kill("source-mover")
+    mesh.start("source-mover")
+    copied = _copy(mesh, full["restore_point"], "copy")
+    mesh.assert_restores(copied["restore_point"], disk, repository="copy")
