@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -120,13 +120,12 @@ class KafkaCluster:
         env = dict(line.split("=", 1) for line in lines if "=" in line)
         return {k: v.replace("blockferry-{role}", user) for k, v in env.items()}
 
-    def apply_acls(self, prefix: str, *repositories: str, sites: Sequence[str] = ()) -> None:
-        """The mesh's ACLs (``blockferry acls --apply``) for topics under ``prefix`` and
-        the repositories named, added as the cluster's admin; ``sites``: the options
-        that make them one site's of two (``--site …``, ``--on SITE``)."""
-        args = [*(f"--repository={repo}" for repo in repositories), *sites]
+    def apply_acls(self, prefix: str, *options: str) -> None:
+        """The mesh's ACLs (``blockferry acls --apply``) for topics under ``prefix``,
+        added as the cluster's admin; ``options``: those of ``blockferry acls`` (the
+        repositories, and on two sites ``--site …`` and ``--on SITE``)."""
         subprocess.run(
-            [sys.executable, "-m", "blockferry.cli", "acls", "--apply", *args],
+            [sys.executable, "-m", "blockferry.cli", "acls", "--apply", *options],
             env={
                 **os.environ,
                 **self.client_env("admin"),

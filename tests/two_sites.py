@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blockferry.transport.acls import MIRROR_MAKER
-from blockferry.transport.sites import Placement, mirror_properties
+from blockferry.transport.sites import Placement, mirror_properties, place_repositories
 from tests.e2e.harness import MeshProcesses
 from tests.kafka_cluster import KafkaCluster
 from tests.system import free_port, signal_and_wait
@@ -34,6 +34,23 @@ OFFSITE_ROLES = ("target-mover",)
 """Next to the repository."""
 
 PLACEMENT = Placement({"onsite": ONSITE_ROLES, "offsite": OFFSITE_ROLES})
+"""The repositories off-site."""
+
+
+@dataclass(frozen=True)
+class Repositories:
+    """The repositories each owner serves (for ACLs, and for a placement with the owners
+    on both sites)."""
+
+    target_mover: tuple[str, ...] = ("default",)
+    gateway: tuple[str, ...] = ()
+
+    def options(self) -> list[str]:
+        """As ``blockferry acls`` and ``mirror-config`` take them."""
+        return [
+            *(f"--repository={name}" for name in self.target_mover),
+            *(f"--gateway-repository={name}" for name in self.gateway),
+        ]
 
 
 @dataclass
@@ -46,12 +63,13 @@ class Sites:
     mirror_dir: Path
     onsite_cluster: KafkaCluster
     offsite_cluster: KafkaCluster
+    placement: Placement = PLACEMENT
 
     def bootstrap_of(self, role: str) -> str:
-        return self.offsite if PLACEMENT.site_of(role) == "offsite" else self.onsite
+        return self.offsite if self.placement.site_of(role) == "offsite" else self.onsite
 
     def cluster_of(self, role: str) -> KafkaCluster:
-        offsite = PLACEMENT.site_of(role) == "offsite"
+        offsite = self.placement.site_of(role) == "offsite"
         return self.offsite_cluster if offsite else self.onsite_cluster
 
     def role_env(self) -> dict[str, dict[str, str]]:
@@ -62,7 +80,8 @@ class Sites:
                 "BLOCKFERRY_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap_of(role),
                 **self._credentials(self.cluster_of(role)),
             }
-            for role in (*ONSITE_ROLES, *OFFSITE_ROLES)
+            for roles in self.placement.sites.values()
+            for role in roles
         }
 
     def offsite_env(self) -> dict[str, str]:
@@ -108,11 +127,12 @@ class Sites:
         """The on-site cluster lost (a disaster at the production site)."""
         self.onsite_cluster.down()
 
-    def wait_until_known(self, mesh: MeshProcesses, timeout: float = 120.0) -> None:
-        """Wait until the on-site orchestrator knows the repositories the off-site owner
-        announced: their announcement crosses the link first."""
+    def wait_until_known(self, mesh: MeshProcesses, *names: str, timeout: float = 120.0) -> None:
+        """Wait until the on-site orchestrator knows the repositories ``names`` (default:
+        ``default``) the owners announced: an off-site one's announcement crosses the
+        link first."""
         deadline = time.monotonic() + timeout
-        while "default" not in mesh.api("GET", "/api/v1/repositories").json():
+        while not set(names or ["default"]) <= set(mesh.api("GET", "/api/v1/repositories").json()):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no announcement crossed in {timeout:.0f} s")
             time.sleep(0.5)
@@ -138,9 +158,15 @@ def _client_settings(alias: str, cluster: KafkaCluster) -> list[str]:
     ]
 
 
-def mirror_config(onsite: str, offsite: str, prefix: str, clients: Sequence[str] = ()) -> str:
+def mirror_config(
+    onsite: str,
+    offsite: str,
+    prefix: str,
+    clients: Sequence[str] = (),
+    placement: Placement = PLACEMENT,
+) -> str:
     """MirrorMaker 2's mm2.properties: the two clusters (on-site through the relay), the
-    topics of :data:`PLACEMENT`, and the rest sized for one node per site. Records
+    topics of ``placement``, and the rest sized for one node per site. Records
     cross as they are (chunks are compressed already): no recompression; no offset
     translation of groups (no role moves between clusters). Heartbeats on (a second
     each): the on-site orchestrator watches them to say when the link is down."""
@@ -150,7 +176,7 @@ def mirror_config(onsite: str, offsite: str, prefix: str, clients: Sequence[str]
             f"onsite.bootstrap.servers={onsite}",
             f"offsite.bootstrap.servers={offsite}",
             *clients,
-            mirror_properties(PLACEMENT, prefix).strip(),
+            mirror_properties(placement, prefix).strip(),
             "refresh.topics.interval.seconds=2",
             "sync.topic.configs.interval.seconds=10",
             "groups.exclude=.*",
@@ -193,19 +219,31 @@ def mirror_config(onsite: str, offsite: str, prefix: str, clients: Sequence[str]
     )
 
 
-def _apply_acls(cluster: KafkaCluster, site: str, prefix: str, repository: str) -> None:
+def _apply_acls(
+    cluster: KafkaCluster,
+    site: str,
+    prefix: str,
+    placement: Placement,
+    repositories: Repositories,
+) -> None:
     """The ACLs of ``site``'s cluster, added as its admin."""
-    placed = [f"--site={name}={','.join(roles)}" for name, roles in PLACEMENT.sites.items()]
-    cluster.apply_acls(prefix, repository, sites=[*placed, f"--on={site}"])
+    placed = [f"--site={name}={','.join(roles)}" for name, roles in placement.sites.items()]
+    cluster.apply_acls(prefix, *repositories.options(), *placed, f"--on={site}")
 
 
 @contextlib.contextmanager
 def running_two_sites(
-    workdir: Path, prefix: str, security: str = "plaintext", repository: str = "default"
+    workdir: Path,
+    prefix: str,
+    security: str = "plaintext",
+    roles: dict[str, tuple[str, ...]] = PLACEMENT.sites,
+    repositories: Repositories = Repositories(),
 ) -> Iterator[Sites]:
-    """Both clusters, the relay and MirrorMaker 2, until the block ends. With
-    ``security`` sasl_ssl, each cluster has its own CA and users, and grants each role
-    and MirrorMaker only what ``blockferry acls`` gives them for ``repository``."""
+    """Both clusters, the relay and MirrorMaker 2 for ``roles`` on the sites and the
+    repositories their owners serve, until the block ends. With ``security`` sasl_ssl,
+    each cluster has its own CA and users, and grants each role and MirrorMaker only
+    what ``blockferry acls`` gives them."""
+    placement = place_repositories(roles, repositories.target_mover, repositories.gateway)
     wan_port = free_port()
     relay = TcpRelay("127.0.0.1", wan_port)
     onsite = KafkaCluster(
@@ -218,13 +256,17 @@ def running_two_sites(
         offsite_bootstrap = offsite.up()
         clients = _client_settings("onsite", onsite) + _client_settings("offsite", offsite)
         if security == "sasl_ssl":
-            _apply_acls(onsite, "onsite", prefix, repository)
-            _apply_acls(offsite, "offsite", prefix, repository)
+            _apply_acls(onsite, "onsite", prefix, placement, repositories)
+            _apply_acls(offsite, "offsite", prefix, placement, repositories)
         mirror_dir.mkdir(parents=True, exist_ok=True)
         config = mirror_dir / "mm2.properties"
-        config.write_text(mirror_config(relay.address, offsite_bootstrap, prefix, clients))
+        config.write_text(
+            mirror_config(relay.address, offsite_bootstrap, prefix, clients, placement)
+        )
         config.chmod(0o600)  # it holds MirrorMaker's passwords
-        sites = Sites(onsite_bootstrap, offsite_bootstrap, relay, mirror_dir, onsite, offsite)
+        sites = Sites(
+            onsite_bootstrap, offsite_bootstrap, relay, mirror_dir, onsite, offsite, placement
+        )
         sites.start_mirror()
         yield sites
     finally:

@@ -37,7 +37,7 @@ def test_full_incremental_and_restore_with_a_principal_per_role(
     secured_kafka: KafkaCluster, topic_prefix: str, tmp_path: Path
 ) -> None:
     """Each role process authenticates as blockferry-<role>, allowed only its ACLs."""
-    secured_kafka.apply_acls(topic_prefix, "default")
+    secured_kafka.apply_acls(topic_prefix, "--repository=default")
     mesh = MeshProcesses(
         secured_kafka.bootstrap, topic_prefix, tmp_path, **secured_kafka.client_env()
     )
@@ -216,7 +216,7 @@ one of a repository it was not given (``other``)."""
 def test_a_principal_s_forbidden_writes_are_denied_by_the_broker(
     secured_kafka: KafkaCluster, topic_prefix: str
 ) -> None:
-    secured_kafka.apply_acls(topic_prefix, "default")
+    secured_kafka.apply_acls(topic_prefix, "--repository=default")
     topics = Topics(topic_prefix)
     names = [t.name for t in topics.shared_specs(1)]
     names += [t.name for r in ("default", "other") for t in topics.repository_specs(r, 1, 3600000)]

@@ -4,6 +4,7 @@ target mover and its repository off-site, every role its own process."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import MeshProcesses, make_disk
-from tests.two_sites import Sites, running_two_sites
+from tests.two_sites import PLACEMENT, Repositories, Sites, running_two_sites
 
 pytestmark = pytest.mark.e2e
 
@@ -194,3 +195,77 @@ def test_mirror_maker_killed_mid_backup_resumes_and_the_backup_completes(
     assert carried < 2 * stored, f"{carried} bytes crossed for {stored} stored"
     mesh.assert_restores(ended["restore_point"], disk)
     assert mesh.cli_json("verify", ended["restore_point"])["ok"] is True
+
+
+def test_a_copy_from_the_on_site_repository_crosses_once_and_restores_off_site(
+    tmp_path: Path, topic_prefix: str
+) -> None:
+    """A repository on each site: ``local`` on-site behind the gateway (the backups),
+    ``default`` off-site behind the target mover (their copies, made with ``local``'s
+    parameters). A backup's chunks stay home; a copy sends over the link only what
+    ``default`` lacks, and restores from there."""
+    roles = {"onsite": (*PLACEMENT.sites["onsite"], "gateway"), "offsite": ("target-mover",)}
+    served = Repositories(target_mover=("default",), gateway=("local",))
+    with running_two_sites(
+        tmp_path / "sites", topic_prefix, roles=roles, repositories=served
+    ) as sites:
+        mesh = MeshProcesses(sites.onsite, topic_prefix, tmp_path, role_env=sites.role_env())
+        try:
+            _copy_across(mesh, sites, tmp_path)
+        finally:
+            mesh.close()
+
+
+def _copy_across(mesh: MeshProcesses, sites: Sites, tmp_path: Path) -> None:
+    local = tmp_path / "local-repository"
+    key = tmp_path / "repository-keys" / "local.key"
+    mesh.init_repository("--shards", "2", "--block-size", "256")
+    params = ["--copy-params-from", mesh.location, "--from-key-file", str(mesh.key_file)]
+    mesh.cli(
+        "repo", "init", str(local), "--key-file", str(key), "--shards", "2", *params, check=True
+    )
+    dedupe_key = tmp_path / "keys" / "local.key"
+    mesh.cli(
+        "repo", "export-dedupe-key", str(local), str(dedupe_key), "--key-file", str(key), check=True
+    )
+    mesh.env["BLOCKFERRY_GATEWAY__REPOSITORIES"] = json.dumps({"local": str(local)})
+    mesh.start_all()
+    mesh.start("gateway")
+    sites.wait_until_known(mesh, "default", "local")
+
+    def backup(disk: Path) -> tuple[dict[str, Any], int]:
+        carried = sites.relay.total()
+        session = mesh.cli_json(
+            "backup", str(disk), "--job", "vm", "--disk", "d", "--repo", "local", "--wait"
+        )
+        assert session["state"] == "success", session
+        return session, sites.relay.total() - carried
+
+    def copy(restore_point: str) -> tuple[dict[str, Any], int, int]:
+        carried, stored = sites.relay.total(), _repository_bytes(mesh)
+        session = mesh.cli_json(
+            "copy", restore_point, "--repo", "local", "--to", "default", "--wait"
+        )
+        assert session["state"] == "success", session
+        return session, sites.relay.total() - carried, _repository_bytes(mesh) - stored
+
+    disk = make_disk(tmp_path / "vm.img", 32, seed=37)
+    full, carried = backup(disk)
+    assert carried < 2**20, f"{carried} bytes crossed for an on-site backup"
+    first, carried, stored = copy(full["restore_point"])
+    assert first["counters"]["blocks_sent"] == full["counters"]["blocks_sent"]
+    assert stored > 2**20, "the copy's data is off-site"
+    assert stored * 0.95 <= carried <= stored * 1.1, (carried, stored)
+
+    with disk.open("r+b") as f:  # two blocks change
+        f.seek(3 * BLOCK)
+        f.write(b"\x3c" * BLOCK)
+        f.seek(30 * BLOCK)
+        f.write(b"\x3d" * BLOCK)
+    incremental, _ = backup(disk)
+    second, carried, stored = copy(incremental["restore_point"])
+    assert second["counters"]["blocks_sent"] == 2, second["counters"]
+    assert carried < 2 * BLOCK + 2**20, f"{carried} bytes crossed for two changed blocks"
+
+    mesh.assert_restores(incremental["restore_point"], disk, repository="default")
+    assert mesh.cli_json("verify", incremental["restore_point"])["ok"] is True

@@ -33,6 +33,22 @@ principal_option = click.option(
 )
 
 
+def served_options(command: F) -> F:
+    """``--repository`` and ``--gateway-repository``: the repositories each owner serves."""
+    for flag, dest, role in (
+        ("--gateway-repository", "gateway_repositories", "gateway"),
+        ("--repository", "repositories", "target mover"),
+    ):
+        command = click.option(
+            flag,
+            dest,
+            multiple=True,
+            help=f"A repository the {role} serves (repeat for each): the roles are granted"
+            f" its topics, and on two sites they are placed on the {role}'s.",
+        )(command)
+    return command
+
+
 def format_option(help_text: str) -> Callable[[F], F]:
     """``--format commands|json``, saying what each prints."""
     return click.option(
@@ -90,19 +106,7 @@ def config(roles: tuple[str, ...], print_defaults: bool) -> None:
 
 
 @main.command()
-@click.option(
-    "--repository",
-    "repositories",
-    multiple=True,
-    help="A repository the target mover serves, whose topics the roles are granted"
-    " (repeat for each).",
-)
-@click.option(
-    "--gateway-repository",
-    "gateway_repositories",
-    multiple=True,
-    help="A repository the gateway serves, whose topics the roles are granted (repeat for each).",
-)
+@served_options
 @click.option(
     "--prefix",
     default=None,
@@ -155,7 +159,7 @@ def acls(
         fail("--site and --on go together: the two sites, and the one whose cluster it is")
     if sites:
         try:
-            placement = _placement(sites)
+            placement = _placement(sites, repositories, gateway_repositories)
             if on_site not in placement.sites:
                 fail(f"--on {on_site}: not one of the sites {', '.join(placement.sites)}")
         except BlockferryError as exc:
@@ -186,6 +190,7 @@ def acls(
 
 @main.command("mirror-config")
 @site_option
+@served_options
 @click.option(
     "--prefix",
     default=None,
@@ -196,16 +201,23 @@ def acls(
     is_flag=True,
     help="Print the table of topics, the site that produces each and where it is mirrored instead.",
 )
-def mirror_config(sites: tuple[str, ...], prefix: str | None, table: bool) -> None:
+def mirror_config(
+    sites: tuple[str, ...],
+    repositories: tuple[str, ...],
+    gateway_repositories: tuple[str, ...],
+    prefix: str | None,
+    table: bool,
+) -> None:
     """Print the topic lines of MirrorMaker 2's mm2.properties for two sites (cluster
     aliases: the site names): each topic mirrored from the site that produces it to the
     other where a role reads it there, names unchanged. Add each cluster's
-    bootstrap.servers and client settings."""
+    bootstrap.servers and client settings. Where the target mover and the gateway run on
+    different sites, name the repositories each serves: each crosses on its own."""
     from blockferry.settings import CommonSettings
     from blockferry.transport.sites import mirror_properties, sites_table
 
     try:
-        placement = _placement(sites)
+        placement = _placement(sites, repositories, gateway_repositories)
         click.echo(
             sites_table(placement)
             if table
@@ -280,12 +292,17 @@ def link_limit(
         fail(str(exc))
 
 
-def _placement(sites: tuple[str, ...]) -> Placement:
-    """The placement ``--site NAME=ROLE,ROLE…`` options give."""
-    from blockferry.transport.sites import Placement
+def _placement(
+    sites: tuple[str, ...],
+    repositories: tuple[str, ...] = (),
+    gateway_repositories: tuple[str, ...] = (),
+) -> Placement:
+    """The placement ``--site NAME=ROLE,ROLE…`` options give, each repository on the
+    site of its owner where the target mover and the gateway run on different sites."""
+    from blockferry.transport.sites import place_repositories
 
     placed: dict[str, tuple[str, ...]] = {}
     for site in sites:
         name, _, roles = site.partition("=")
         placed[name] = tuple(role for role in roles.split(",") if role)
-    return Placement(placed)
+    return place_repositories(placed, repositories, gateway_repositories)

@@ -250,8 +250,7 @@ class Orchestrator:
             repository: str = "default", job: str | None = None
         ) -> list[cmd.RestorePointInfo]:
             await self._known_repository(repository)
-            args = cmd.ListRestorePointsArguments(job=job)
-            return (await self._command(repository, cmd.LIST_RESTORE_POINTS, args)).restore_points
+            return await self._restore_points(repository, job)
 
         self._job_routes(api)
         self._user_routes(api)
@@ -468,8 +467,9 @@ class Orchestrator:
         generation = await self._generation(to)
         return self._sessions.new("copy", to, rp.job, tasks, generation)
 
-    async def _restore_points(self, repository: str, job: str) -> list[cmd.RestorePointInfo]:
-        """The restore points of ``job`` in ``repository``, oldest first."""
+    async def _restore_points(self, repository: str, job: str | None) -> list[cmd.RestorePointInfo]:
+        """The restore points of ``job`` (None: of every job) in ``repository``, oldest
+        first."""
         args = cmd.ListRestorePointsArguments(job=job)
         return (await self._command(repository, cmd.LIST_RESTORE_POINTS, args)).restore_points
 

@@ -25,6 +25,7 @@ from blockferry.source_mover.restore import RestoreStream, describe_blocks, plai
 from blockferry.transport.commands import RESTORE, RestoreArguments
 from blockferry.transport.mailbox import Mailbox
 from blockferry.transport.records import RepositoryInfo, RestoreBlock, RestoreEnd, RestoreStart
+from blockferry.transport.topics import MAX_RECORD_BYTES
 
 STREAM_IDLE_TIMEOUT_S = 120.0
 
@@ -139,7 +140,7 @@ class RestorePointSource:
             disk=disk,
             attempt_id=self._attempt_id,
             attempt=self._attempt,
-            blocks=wanted.to_bytes(),
+            blocks=selection(wanted),
         )
         await self._mesh.commands.send(
             self._mesh.topics.requests(self._repository.name),
@@ -210,3 +211,16 @@ class RestorePointSource:
 
     async def close(self) -> None:
         await self._close_stream()
+
+
+SELECTION_LIMIT_BYTES = MAX_RECORD_BYTES // 4
+"""The largest selection of blocks a copy sends with its request: 4 MiB, a disk of 32
+million blocks (8 TiB of 256 KiB blocks). A larger disk's copy asks for every block and
+drops the rest as they arrive."""
+
+
+def selection(wanted: BlockSet, limit: int = SELECTION_LIMIT_BYTES) -> bytes:
+    """The restore request's selection of ``wanted``: its bitmap, or empty (every block)
+    where the bitmap would make the command larger than ``limit`` bytes allow."""
+    bitmap = wanted.to_bytes()
+    return bitmap if len(bitmap) <= limit else b""

@@ -145,7 +145,8 @@ def site_bindings(
         if site not in (mirror.source, mirror.target):
             continue
         operations = _LEAVING if mirror.source == site else _ARRIVING
-        for name in _names(mirror.flow.topic, prefix, every_repository):
+        crossing = every_repository if mirror.repository is None else [mirror.repository]
+        for name in _names(mirror.flow.topic, prefix, crossing):
             found.update(Binding(mirror_maker, "topic", name, op) for op in operations)
     other = placement.other(site)
     # the flow into this cluster keeps its worker's state here (configs, offsets,

@@ -1,12 +1,17 @@
 """Two sites, each with a Kafka cluster of its own, joined by MirrorMaker 2: which site
 produces each topic and which way it is mirrored.
 
-Every topic is produced on one site only (a topic's producers are one kind of role,
-:data:`~blockferry.transport.topics.FLOWS`, or the owners of repositories, placed on
-one site) and mirrored at most one way: from the site that produces it to the other,
+Every topic is mirrored at most one way: from the site that produces it to the other,
 when a role that consumes it runs there. Names stay the same on both sides (MirrorMaker
-2's ``IdentityReplicationPolicy``), so no role's topic names change. Two kinds of topic
-are exceptions:
+2's ``IdentityReplicationPolicy``), which cannot tell a mirrored record from a local one:
+a topic mirrored both ways would go round for ever, and such a placement is refused.
+
+A repository's topics are produced and read by its owner (:data:`OWNERS`) on one site.
+The owners may run on both sites, the target mover on one and the gateway on the other
+(a repository on each site, to copy restore points from one to the other): each
+repository's topics are then placed, and mirrored, on their own, after the site of the
+role that serves it; the ``repositories`` topic is produced on both and read on one.
+Two kinds of topic are exceptions:
 
 * the orchestrator's state (jobs, sessions and their events) is mirrored to the other
   site even where no role reads it there, so that an orchestrator started there can
@@ -18,10 +23,11 @@ are exceptions:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from blockferry.core.errors import ConfigError
-from blockferry.transport.topics import FLOWS, Flow
+from blockferry.transport.topics import FLOWS, OWNERS, Flow
 
 TAKEOVER_TOPICS = ("jobs", "sessions", "session-events")
 """Mirrored to the other site in any placement: what an orchestrator there needs."""
@@ -37,6 +43,9 @@ class Mirror:
     flow: Flow
     source: str
     target: str
+    repository: str | None = None
+    """For a repository's topic placed per repository: that repository's; None: every
+    repository's, or a topic not of a repository."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,9 @@ class Placement:
 
     sites: dict[str, tuple[str, ...]]
     """Site name: the roles placed there."""
+    repositories: dict[str, str] = field(default_factory=dict)
+    """Repository name: the site of its owner, where owners run on both sites (see
+    :func:`place_repositories`); empty where they run on one."""
 
     def __post_init__(self) -> None:
         if len(self.sites) != 2:
@@ -60,6 +72,15 @@ class Placement:
         twice = sorted({role for role in placed if placed.count(role) > 1})
         if twice:
             raise ConfigError(f"{', '.join(twice)} placed on both sites: a role runs on one")
+        owner_sites = {self.site_of(role) for role in OWNERS} - {None}
+        if len(owner_sites) > 1 and not self.repositories:
+            raise ConfigError(
+                "owners on both sites (the target mover on one, the gateway on the other):"
+                " name the repositories each serves"
+            )
+        for repository, site in self.repositories.items():
+            if site not in owner_sites:
+                raise ConfigError(f"repository {repository} on {site}, where no owner runs")
 
     def site_of(self, role: str) -> str | None:
         for site, roles in self.sites.items():
@@ -71,42 +92,89 @@ class Placement:
         (other,) = (name for name in self.sites if name != site)
         return other
 
-    def producing_site(self, flow: Flow) -> str | None:
-        """The one site that produces ``flow``'s topic, or None where no producer runs.
+    def mirrors(self) -> list[Mirror]:
+        """Every topic that crosses, and which way.
 
         Raises:
-            ConfigError: producers of the topic are placed on both sites.
+            ConfigError: a topic would be mirrored both ways.
         """
-        sites = {site for role in flow.producers if (site := self.site_of(role)) is not None}
-        if len(sites) > 1:
-            raise ConfigError(
-                f"topic {flow.topic} would be produced on both sites ({', '.join(sorted(sites))})"
-                f" by {', '.join(flow.producers)}: place them on one"
-            )
-        return next(iter(sites)) if sites else None
-
-    def mirrors(self) -> list[Mirror]:
-        """Every topic that crosses, and which way."""
         found = []
         for flow in FLOWS:
             if flow.topic in SITE_LOCAL_TOPICS:
                 continue
-            source = self.producing_site(flow)
-            if source is None:
-                continue
-            target = self.other(source)
-            consumed_there = any(self.site_of(role) == target for role in flow.consumers)
-            if consumed_there or flow.topic in TAKEOVER_TOPICS:
-                found.append(Mirror(flow, source, target))
+            for repository in self.repositories_of(flow):
+                ways = [
+                    Mirror(flow, source, self.other(source), repository)
+                    for source in sorted(self.producing_sites(flow, repository))
+                    if self.other(source) in self._sites_of(flow.consumers, repository)
+                    or flow.topic in TAKEOVER_TOPICS
+                ]
+                if len(ways) > 1:
+                    raise ConfigError(
+                        f"topic {flow.topic} would be produced and read on both sites"
+                        f" (by {', '.join(flow.producers)}; read by"
+                        f" {', '.join(flow.consumers)}), so mirrored both ways: place them"
+                        " on one"
+                    )
+                found += ways
+        return found
+
+    def producing_sites(self, flow: Flow, repository: str | None = None) -> set[str]:
+        """The sites that produce ``flow``'s topic (``repository``'s, where placed per
+        repository)."""
+        return self._sites_of(flow.producers, repository)
+
+    def repositories_of(self, flow: Flow) -> Sequence[str | None]:
+        """A repository topic's repositories where they are placed one by one, else
+        None: the topic of every repository, or of none."""
+        if flow.topic.startswith("<repo>.") and self.repositories:
+            return sorted(self.repositories)
+        return [None]
+
+    def _sites_of(self, roles: Iterable[str], repository: str | None) -> set[str]:
+        """Where ``roles`` run; for owners placed per repository, the site of
+        ``repository``'s (or, for None, of every repository's)."""
+        found: set[str] = set()
+        for role in roles:
+            if role in OWNERS and self.repositories:
+                if repository is None:
+                    found.update(self.repositories.values())
+                else:
+                    found.add(self.repositories[repository])
+            elif (site := self.site_of(role)) is not None:
+                found.add(site)
         return found
 
 
-def topic_pattern(prefix: str, flow: Flow) -> str:
-    """The regular expression MirrorMaker 2 matches ``flow``'s topics with, whole (every
-    repository's, for a ``<repo>.`` topic: names may hold dots)."""
+def place_repositories(
+    sites: dict[str, tuple[str, ...]],
+    repositories: Sequence[str],
+    gateway_repositories: Sequence[str],
+) -> Placement:
+    """The placement of roles on ``sites`` where the target mover serves
+    ``repositories`` and the gateway ``gateway_repositories``: each repository on the
+    site of the role that serves it when the two run on different sites (else all on
+    the one, and they need no naming)."""
+    site_of = {role: site for site, roles in sites.items() for role in roles}
+    target_site, gateway_site = site_of.get("target-mover"), site_of.get("gateway")
+    if target_site is None or gateway_site is None or target_site == gateway_site:
+        return Placement(sites)
+    placed = {name: target_site for name in repositories}
+    for name in gateway_repositories:
+        if name in placed:
+            raise ConfigError(f"repository {name} is served by the target mover and the gateway")
+        placed[name] = gateway_site
+    return Placement(sites, placed)
+
+
+def topic_pattern(prefix: str, flow: Flow, repository: str | None = None) -> str:
+    """The regular expression MirrorMaker 2 matches ``flow``'s topics with, whole: for a
+    ``<repo>.`` topic, ``repository``'s, or every repository's for None (names may
+    hold dots)."""
     head = _literal(f"{prefix}.")
     if flow.topic.startswith("<repo>."):
-        return head + ".+" + _literal(flow.topic.removeprefix("<repo>"))
+        name = ".+" if repository is None else _literal(repository)
+        return head + name + _literal(flow.topic.removeprefix("<repo>"))
     return head + _literal(flow.topic)
 
 
@@ -128,7 +196,9 @@ def mirror_properties(placement: Placement, prefix: str) -> str:
     mirrors = placement.mirrors()
     for source in placement.sites:
         target = placement.other(source)
-        patterns = [topic_pattern(prefix, m.flow) for m in mirrors if m.source == source]
+        patterns = [
+            topic_pattern(prefix, m.flow, m.repository) for m in mirrors if m.source == source
+        ]
         lines.append(f"{source}->{target}.enabled={'true' if patterns else 'false'}")
         if patterns:
             topics = "|".join(patterns).replace("\\", "\\\\")  # .properties escaping
@@ -137,8 +207,9 @@ def mirror_properties(placement: Placement, prefix: str) -> str:
 
 
 def sites_table(placement: Placement) -> str:
-    """Each topic, the site that produces it and where it is mirrored, as markdown."""
-    mirrored = {m.flow.topic: m.target for m in placement.mirrors()}
+    """Each topic, the sites that produce it and where it is mirrored, as markdown (a
+    repository's topics one repository at a time where they are placed so)."""
+    mirrored = {(m.flow.topic, m.repository): m.target for m in placement.mirrors()}
     lines = [
         "| topic (after the prefix) | produced on | mirrored to |",
         "| --- | --- | --- |",
@@ -147,6 +218,9 @@ def sites_table(placement: Placement) -> str:
         if flow.topic in SITE_LOCAL_TOPICS:
             lines.append(f"| `{flow.topic}` | each site | (stays on its site) |")
             continue
-        source = placement.producing_site(flow) or "(not placed)"
-        lines.append(f"| `{flow.topic}` | {source} | {mirrored.get(flow.topic, '-')} |")
+        for repository in placement.repositories_of(flow):
+            topic = flow.topic if repository is None else flow.topic.replace("<repo>", repository)
+            sources = ", ".join(sorted(placement.producing_sites(flow, repository)))
+            target = mirrored.get((flow.topic, repository), "-")
+            lines.append(f"| `{topic}` | {sources or '(not placed)'} | {target} |")
     return "\n".join(lines)

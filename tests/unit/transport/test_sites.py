@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from blockferry.core.errors import ConfigError
-from blockferry.transport.sites import Placement, mirror_properties, sites_table
+from blockferry.transport.sites import (
+    Placement,
+    mirror_properties,
+    place_repositories,
+    sites_table,
+)
 from blockferry.transport.topics import FLOWS, Topics
 
 ON_SITE = ("orchestrator", "guest-proxy", "source-mover", "dedupe-index")
@@ -62,9 +67,60 @@ def test_the_orchestrators_state_goes_off_site_even_with_nobody_reading_it_there
     }
 
 
-def test_owners_on_both_sites_would_produce_one_topic_on_two_and_are_refused() -> None:
-    placement = Placement({"onsite": (*ON_SITE, "target-mover"), "offsite": ("gateway",)})
-    with pytest.raises(ConfigError, match="produced on both sites"):
+def test_owners_on_both_sites_need_their_repositories_named() -> None:
+    sites = {"onsite": (*ON_SITE, "gateway"), "offsite": ("target-mover",)}
+    with pytest.raises(ConfigError, match="name the repositories"):
+        Placement(sites)
+    with pytest.raises(ConfigError, match="served by the target mover and the gateway"):
+        place_repositories(sites, ["r"], ["r"])
+    with pytest.raises(ConfigError, match="where no owner runs"):
+        Placement({"onsite": ON_SITE, "offsite": ("target-mover",)}, {"r": "onsite"})
+
+
+def test_a_repository_on_each_site_crosses_only_with_its_own_topics() -> None:
+    """The gateway on-site serves ``local``, the target mover off-site ``remote``: a
+    copy from one to the other sends only ``remote``'s chunks over the link."""
+    placement = place_repositories(
+        {"onsite": (*ON_SITE, "gateway"), "offsite": ("target-mover",)}, ["remote"], ["local"]
+    )
+    ways = {(m.flow.topic, m.repository): (m.source, m.target) for m in placement.mirrors()}
+    out, back = ("onsite", "offsite"), ("offsite", "onsite")
+    assert ways == {
+        ("<repo>.chunks", "remote"): out,
+        ("<repo>.extents", "remote"): out,
+        ("<repo>.commands", "remote"): out,
+        ("<repo>.requests", "remote"): out,
+        ("jobs", None): out,
+        ("sessions", None): out,
+        ("session-events", None): out,
+        # produced on both sites, read on-site only: one way
+        ("repositories", None): back,
+        ("<repo>.index", "remote"): back,
+        ("<repo>.replies", "remote"): back,
+        ("<repo>.restore", "remote"): back,
+    }
+    text = mirror_properties(placement, "bf")
+    outbound = re.compile(
+        re.sub(r"\\(.)", r"\1", text.split("onsite->offsite.topics=")[1].splitlines()[0])
+    )
+    assert outbound.fullmatch("bf.remote.chunks")
+    assert not outbound.fullmatch("bf.local.chunks"), "the on-site repository stays home"
+    assert "| `local.chunks` | onsite | - |" in sites_table(placement)
+    assert "| `remote.chunks` | onsite | offsite |" in sites_table(placement)
+
+
+def test_a_topic_that_would_be_mirrored_both_ways_is_refused() -> None:
+    """Repositories announced on both sites and read on both (a dedupe index off-site)
+    would go round for ever under the identity policy."""
+    placement = place_repositories(
+        {
+            "onsite": ("orchestrator", "source-mover", "gateway"),
+            "offsite": ("target-mover", "dedupe-index"),
+        },
+        ["remote"],
+        ["local"],
+    )
+    with pytest.raises(ConfigError, match="mirrored both ways"):
         placement.mirrors()
 
 
