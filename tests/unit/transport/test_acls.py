@@ -19,7 +19,7 @@ from blockferry.transport.acls import (
     principal_template,
     site_bindings,
 )
-from blockferry.transport.sites import Placement
+from blockferry.transport.sites import Placement, place_repositories
 from blockferry.transport.topics import FLOWS, OWNERS
 
 PRINCIPAL = principal_template(DEFAULT_PRINCIPAL)
@@ -208,3 +208,34 @@ def test_on_two_sites_each_cluster_grants_its_roles_and_mirror_maker_what_crosse
     # the orchestrator watches the link on its own site
     assert "heartbeats" in granted(onsite, "orchestrator", "Read")
     assert "heartbeats" not in granted(offsite, "orchestrator", "Read")
+
+
+def test_with_a_repository_on_each_site_only_the_remote_ones_topics_cross() -> None:
+    """The gateway on-site serves ``local``, the target mover off-site ``remote``."""
+    placement = place_repositories(
+        {
+            "onsite": ("orchestrator", "guest-proxy", "source-mover", "dedupe-index", "gateway"),
+            "offsite": ("target-mover",),
+        },
+        ["remote"],
+        ["local"],
+    )
+    onsite = site_bindings("bf", ("remote",), PRINCIPAL, placement, "onsite", ("local",))
+    offsite = site_bindings("bf", ("remote",), PRINCIPAL, placement, "offsite", ("local",))
+
+    def granted(found: list[Binding], role: str, operation: str) -> set[str]:
+        principal = PRINCIPAL(role)
+        return {b.name for b in found if b.principal == principal and b.operation == operation}
+
+    assert "bf.remote.chunks" in granted(onsite, MIRROR_MAKER, "Read")
+    assert "bf.local.chunks" not in granted(onsite, MIRROR_MAKER, "Read")
+    assert not {n for n in granted(offsite, MIRROR_MAKER, "Write") if n.startswith("bf.local.")}
+    # each owner on its own site's cluster, with its own repository's topics
+    assert "bf.local.chunks" in granted(onsite, "gateway", "Read")
+    assert not granted(offsite, "gateway", "Read")
+    assert "bf.remote.chunks" in granted(offsite, "target-mover", "Read")
+    assert not granted(onsite, "target-mover", "Read")
+    # both announce; the announcements cross one way only
+    assert "bf.repositories" in granted(onsite, "gateway", "Write")
+    assert "bf.repositories" in granted(offsite, MIRROR_MAKER, "Read")
+    assert "bf.repositories" not in granted(onsite, MIRROR_MAKER, "Read")
