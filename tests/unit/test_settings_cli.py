@@ -101,3 +101,43 @@ def test_config_command_rejects_unknown_roles() -> None:
     result = CliRunner().invoke(main, ["config", "dedupe"])
     assert result.exit_code == 1
     assert "unknown role dedupe" in result.output
+
+
+def test_config_check_names_what_no_role_reads(tmp_path: Path) -> None:
+    """A misspelt key is otherwise ignored: each role reads only its own sections."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "kafka": {"topic_prefix": "bf", "security": {"protocol": "SSL", "ca_fle": "x"}},
+                "gateway": {"repositories": {"offsite": "s3://b/p"}},
+                "source_mover": {"workers": 3},
+                "sorce_mover": {"workers": 3},
+            }
+        )
+    )
+    env = {
+        "BLOCKFERRY_CONFIG_FILE": str(config),
+        "BLOCKFERRY_TARGET_MOVER__REPOSITORIES__DEFAULT": "/srv/repo",  # a map's own key
+        "BLOCKFERRY_HTTP__HOST": "0.0.0.0",
+        "BLOCKFERRY_API_URL": "https://orchestrator:8080",  # the CLI's
+        "BLOCKFERRY_KAFKA__BOOTSTRAP_SERVER": "kafka:9092",
+    }
+    result = CliRunner(env=env).invoke(main, ["config", "--check"])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "error: BLOCKFERRY_KAFKA__BOOTSTRAP_SERVER: no role reads it",
+        f"{config}: kafka.security.ca_fle: no role reads it",
+        f"{config}: sorce_mover: no role reads it",
+    ]
+    del env["BLOCKFERRY_KAFKA__BOOTSTRAP_SERVER"]
+    config.write_text(yaml.safe_dump({"kafka": {"topic_prefix": "bf"}}))
+    assert CliRunner(env=env).invoke(main, ["config", "--check"]).exit_code == 0
+
+
+def test_config_check_refuses_a_value_that_does_not_hold() -> None:
+    env = {"BLOCKFERRY_SOURCE_MOVER__IN_FLIGHT": "many"}
+    result = CliRunner(env=env).invoke(main, ["config", "--check", "source-mover"])
+    assert result.exit_code == 1
+    assert "the settings of the source-mover" in result.output
+    assert "in_flight" in result.output

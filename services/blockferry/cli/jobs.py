@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 import yaml
-from rich.console import Console
 from rich.table import Table
 
 from blockferry.cli import main
@@ -20,7 +19,7 @@ from blockferry.cli.client import (
     json_option,
     session_document,
 )
-from blockferry.cli.output import console, emit, fail
+from blockferry.cli.output import console, emit, fail, show_table
 
 
 @main.group()
@@ -51,7 +50,7 @@ def jobs_list(api_url: str, as_json: bool) -> None:
             view["next_run"] or "-",
             view["running"] or "",
         )
-    Console().print(table)
+    show_table(table)
 
 
 @jobs.command("show")
@@ -145,7 +144,7 @@ def report(session: dict[str, Any], as_json: bool, ended: bool) -> None:
                 str(task["counters"].get("bytes_sent", 0)),
                 task["error"],
             )
-        Console().print(table)
+        show_table(table)
         if session["steps"]:
             steps = Table("step", "vm/disk", "ok", "exit", "seconds", "message")
             for step in session["steps"]:
@@ -157,7 +156,7 @@ def report(session: dict[str, Any], as_json: bool, ended: bool) -> None:
                     f"{step['seconds']:.1f}",
                     step["message"],
                 )
-            Console().print(steps)
+            show_table(steps)
         click.echo(
             f"session {session['id']} of job {session['job']}: {session['state']}"
             + (f", restore point {session['restore_point']}" if session["restore_point"] else "")
@@ -195,7 +194,7 @@ def sessions_list(job: str | None, api_url: str, as_json: bool) -> None:
             f"{done}/{len(s['tasks'])}",
             s["restore_point"] or "",
         )
-    Console().print(table)
+    show_table(table)
 
 
 @sessions.command("show")

@@ -7,12 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from blockferry.cli import main
 from blockferry.cli.client import api_client, api_option, call, json_option, repo_option
-from blockferry.cli.output import emit
+from blockferry.cli.output import emit, show_table
 
 RULES = ("keep_last", "daily", "weekly", "monthly", "yearly")
 
@@ -61,7 +60,7 @@ def show_prune(result: dict[str, Any], dry_run: bool, as_json: bool) -> None:
         table.add_row(rp_id, ", ".join(reasons))
     for rp_id in result["removed"]:
         table.add_row(rp_id, "[red]would be removed[/]" if dry_run else "[red]removed[/]")
-    Console().print(table)
+    show_table(table)
 
 
 def show_gc(result: dict[str, Any], dry_run: bool, as_json: bool) -> None:

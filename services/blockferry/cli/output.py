@@ -8,8 +8,20 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.table import Table
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
+"""Messages, never wrapped here: a terminal wraps them, and a pipe takes them whole."""
+
+
+def show_table(table: Table) -> None:
+    """``table`` on stdout: on a terminal, fitted to its width; piped, every value whole
+    (no wrapping, no ellipsis), as wide as the widest row."""
+    out = Console()
+    if not out.is_terminal:
+        unbounded = out.options.update_width(1 << 20)
+        out = Console(width=max(out.measure(table, options=unbounded).maximum, 1))
+    out.print(table)
 
 
 def fail(message: str) -> NoReturn:

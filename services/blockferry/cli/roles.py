@@ -86,10 +86,17 @@ def run(roles: tuple[str, ...]) -> None:
 @main.command()
 @click.argument("roles", nargs=-1)
 @click.option("--print-defaults", is_flag=True, help="The defaults, ignoring env and files.")
-def config(roles: tuple[str, ...], print_defaults: bool) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Print nothing; fail on a setting of ROLES that does not hold, and on a key of"
+    " BLOCKFERRY_CONFIG_FILE or a BLOCKFERRY_ variable that no role reads.",
+)
+def config(roles: tuple[str, ...], print_defaults: bool, check: bool) -> None:
     """Print the settings of ROLES (default: all) as YAML: the effective ones, from the
     environment and BLOCKFERRY_CONFIG_FILE, or with --print-defaults the defaults."""
     import yaml
+    from pydantic import ValidationError
 
     from blockferry.roles import ROLES, resolve
 
@@ -100,9 +107,35 @@ def config(roles: tuple[str, ...], print_defaults: bool) -> None:
     merged: dict[str, Any] = {}
     for name in names:
         model = ROLES[name].settings
-        settings = model.model_construct() if print_defaults else model()
+        try:
+            settings = model.model_construct() if print_defaults else model()
+        except ValidationError as exc:
+            fail(f"the settings of the {name}: {exc}")
         merged.update(settings.model_dump(mode="json", exclude={"instance"}))
-    click.echo(yaml.safe_dump(merged, sort_keys=True), nl=False)
+    if check:
+        _check_settings()
+    else:
+        click.echo(yaml.safe_dump(merged, sort_keys=True), nl=False)
+
+
+def _check_settings() -> None:
+    """Fail on what no role reads, of the configuration file and the environment."""
+    import os
+
+    import yaml
+
+    from blockferry.roles import ROLES
+    from blockferry.settings_check import settings_tree, unknown_keys, unknown_variables
+
+    tree = settings_tree(spec.settings for spec in ROLES.values())
+    problems = [f"{name}: no role reads it" for name in unknown_variables(tree, os.environ)]
+    config_file = os.environ.get("BLOCKFERRY_CONFIG_FILE")
+    if config_file:
+        with open(config_file, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+        problems += [f"{config_file}: {key}: no role reads it" for key in unknown_keys(tree, data)]
+    if problems:
+        fail("\n".join(problems))
 
 
 @main.command()

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from blockferry.cli import main
@@ -24,7 +23,7 @@ from blockferry.cli.client import (
     session_document,
 )
 from blockferry.cli.jobs import start_job
-from blockferry.cli.output import console, emit, fail
+from blockferry.cli.output import console, emit, fail, show_table
 
 
 @main.command()
@@ -277,4 +276,4 @@ def restore_points(repository: str, job: str | None, api_url: str, as_json: bool
             rp["created"],
             ", ".join(f"{d['name']} ({d['size']} B)" for d in rp["disks"]),
         )
-    Console().print(table)
+    show_table(table)

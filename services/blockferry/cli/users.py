@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from blockferry.cli import main
 from blockferry.cli.client import api_client, api_option, call, json_option
-from blockferry.cli.output import emit, fail
+from blockferry.cli.output import emit, fail, show_table
 
 ROLES = ("viewer", "operator", "admin")
 
@@ -35,7 +34,7 @@ def users_list(api_url: str, as_json: bool) -> None:
     table = Table("user", "role", "created")
     for user in found:
         table.add_row(user["name"], user["role"], user["created"] or "-")
-    Console().print(table)
+    show_table(table)
 
 
 @users.command("add")
