@@ -7,7 +7,7 @@ export BLOCKFERRY_DATA_DIR ?= ./.blockferry
 
 include compose/local/kafka.mk
 
-.PHONY: venv run run-two-sites mirror-fetch up down test test-deps test-servers lint typecheck unit kafka-tests e2e bench bench-memory bench-scale bench-storage soak clean
+.PHONY: venv run run-two-sites mirror-fetch up down test test-deps test-servers lint typecheck unit kafka-tests e2e bench bench-memory bench-scale bench-storage soak chart-tools chart-test clean
 
 venv: $(VENV)/.installed
 
@@ -74,6 +74,15 @@ bench-storage: venv kafka-fetch test-servers
 # taking a local directory, S3 (MinIO) and an SMB share (Samba) in turn
 soak: venv kafka-fetch test-servers
 	$(BIN)/python -m tests.soak
+
+# the Helm chart (charts/blockferry): linted, every example rendered and validated
+# against the Kubernetes API of several versions, the rendered objects checked
+chart-tools:
+	bash compose/local/chart-tools.sh fetch
+
+chart-test: venv chart-tools
+	$(BIN)/pytest -q -o addopts="" tests/chart
+	$(BIN)/python -m tests.chart.summary
 
 clean:
 	rm -rf $(VENV) compose/local/target
