@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from blockferry import log_context
 from blockferry.core.errors import BlockferryError, RecordError
 from blockferry.mesh import Mesh
 from blockferry.transport import expiry
@@ -120,7 +121,8 @@ class CommandServer:
 
     async def _handle(self, command: Command) -> None:
         try:
-            await self._answer(command)
+            with log_context.about(session=command.session_id):
+                await self._answer(command)
         finally:
             self._running -= 1
 

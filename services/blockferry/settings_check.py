@@ -15,6 +15,7 @@ NOT_SETTINGS = frozenset(
     {
         "CONFIG_FILE",  # names the file itself
         "LOG_LEVEL",
+        "LOG_FORMAT",
         "API_URL",  # the CLI's
         "API_TOKEN_FILE",
         "API_CA_FILE",

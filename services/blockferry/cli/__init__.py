@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 import click
 
@@ -19,13 +18,19 @@ import click
     show_default="INFO",
     help="Logging level.",
 )
-def main(log_level: str) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=lambda: os.environ.get("BLOCKFERRY_LOG_FORMAT", "text"),
+    show_default="text",
+    help="Log lines as text, or as JSON objects with the session, job and disk each is"
+    " about (BLOCKFERRY_LOG_FORMAT).",
+)
+def main(log_level: str, log_format: str) -> None:
     """blockferry: block-level backup of virtual machines and volumes over Kafka."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from blockferry.log_context import configure
+
+    configure(log_level, log_format)
     for noisy in ("aiokafka", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -12,6 +12,7 @@ from rich.table import Table
 from blockferry.cli import main
 from blockferry.cli.client import api_client, api_option, call, json_option, repo_option
 from blockferry.cli.output import emit, show_table
+from blockferry.core.units import size
 
 RULES = ("keep_last", "daily", "weekly", "monthly", "yearly")
 
@@ -68,7 +69,7 @@ def show_gc(result: dict[str, Any], dry_run: bool, as_json: bool) -> None:
     emit(
         as_json,
         result,
-        f"{verb} {result['bytes_freed']} bytes: {result['chunks_removed']} chunks,"
+        f"{verb} {size(result['bytes_freed'])}: {result['chunks_removed']} chunks,"
         f" {result['packs_removed']} packs removed, {result['packs_repacked']} repacked"
         f" ({result['chunks_moved']} chunks moved); {result['packs_recent']} recent packs kept"
         f" (generation {result['protected_from']} and later; this GC began"

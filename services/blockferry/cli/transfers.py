@@ -24,6 +24,7 @@ from blockferry.cli.client import (
 )
 from blockferry.cli.jobs import start_job
 from blockferry.cli.output import console, emit, fail, show_table
+from blockferry.core.units import rate, size
 
 
 @main.command()
@@ -134,7 +135,7 @@ def _store(
         as_json,
         document,
         f"restore point {document['restore_point']} ({kind}{tracking}):"
-        f" read {c.get('bytes_read', 0)} bytes, sent {c.get('bytes_sent', 0)}"
+        f" read {size(c.get('bytes_read', 0))}, sent {size(c.get('bytes_sent', 0))}"
         f" ({c.get('blocks_sent', 0)} of {c.get('blocks_total', 0)} blocks;"
         f" {c.get('blocks_unchanged', 0) + c.get('blocks_skipped', 0)} unchanged,"
         f" {c.get('blocks_zero', 0)} zero, {deduplicated} deduplicated)"
@@ -227,11 +228,12 @@ def restore(
     if not as_json:
         for warning in document["warnings"]:
             console.print(f"[yellow]warning:[/] {warning}")
+    written = document["counters"].get("bytes_written", 0)
     emit(
         as_json,
         document,
         f"restored {document['disk']} of {restore_point} to {destination}:"
-        f" {document['counters'].get('bytes_written', 0)} bytes in {document['seconds']:.1f} s",
+        f" {size(written)} in {document['seconds']:.1f} s ({rate(written, document['seconds'])})",
     )
 
 
@@ -274,6 +276,6 @@ def restore_points(repository: str, job: str | None, api_url: str, as_json: bool
             rp["id"],
             rp["job"],
             rp["created"],
-            ", ".join(f"{d['name']} ({d['size']} B)" for d in rp["disks"]),
+            ", ".join(f"{d['name']} ({size(d['size'])})" for d in rp["disks"]),
         )
     show_table(table)

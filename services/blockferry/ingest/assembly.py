@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from blockferry import log_context
 from blockferry.core import blocks, limits
 from blockferry.core.errors import BlockferryError, RepositoryUnavailable
 from blockferry.failpoints import Point
@@ -145,6 +146,10 @@ class ExtentAssembly:
         self._committed.update(offsets)
 
     async def _finish(self, disk: DiskExtents, end: DiskEnd) -> None:
+        with log_context.about(session=end.session_id, job=end.job, disk=end.disk):
+            await self._finish_about(disk, end)
+
+    async def _finish_about(self, disk: DiskExtents, end: DiskEnd) -> None:
         try:
             while True:
                 try:
@@ -192,6 +197,9 @@ class ExtentAssembly:
             await self._reply(end, answer, error=f"{len(missing)} blocks missing")
             return
         self._ctx.metrics.disks_stored.labels(self._ctx.name).inc()
+        log.info(
+            "disk %s stored: %d blocks, %d of them changed", end.disk, count, len(disk.digests)
+        )
         self._disks.pop(disk.key, None)
         await self._reply(end, cmd.DiskStored(attempt=end.attempt, blocks=count))
 

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 import blockferry.changed_ranges
-from blockferry import failpoints
+from blockferry import failpoints, log_context
 from blockferry.core.errors import BlockferryError, GuestError, SessionError
 from blockferry.failpoints import Point
 from blockferry.mesh import Mesh
@@ -242,8 +242,14 @@ class Sessions:
     async def _changed_state(
         self, session: Session, task: SessionTask | None = None, message: str = ""
     ) -> None:
-        """A transition: append it to the history, write the session's state."""
+        """A transition: log it, append it to the history, write the session's state."""
         self._notify(session)
+        with log_context.about(
+            session=session.id, job=session.job, disk=task.disk if task else None
+        ):
+            what = f"disk {task.disk}" if task else f"{session.kind} session"
+            state = task.state if task else session.state
+            log.info("%s %s%s", what, state, f": {message}" if message else "")
         event = SessionEvent(
             session_id=session.id,
             at=format_time(datetime.now(UTC)),
@@ -602,6 +608,10 @@ class Sessions:
             await self._write(session)
 
     async def _run(self, session: Session, body: Callable[[], Awaitable[None]]) -> None:
+        with log_context.about(session=session.id, job=session.job):
+            await self._run_about(session, body)
+
+    async def _run_about(self, session: Session, body: Callable[[], Awaitable[None]]) -> None:
         try:
             if session.state == "pending":
                 await self._changed_state(session)
@@ -698,6 +708,12 @@ class Sessions:
         """Publish a disk's task and follow it, offering it again when its lease expires.
         A task that was under way when the orchestrator stopped is followed first. The
         task's outcome is recorded in ``task``; nothing is raised."""
+        with log_context.about(disk=task.disk):
+            await self._run_task_about(session, task, extra)
+
+    async def _run_task_about(
+        self, session: Session, task: SessionTask, extra: dict[str, Any]
+    ) -> None:
         task_id = f"{session.id}/{task.disk}"
         queue = self._progress.open(task_id)
         try:

@@ -12,8 +12,10 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
+from blockferry import log_context
 from blockferry.core.errors import BlockferryError, RecordError
 from blockferry.core.restore_point_uri import parse_restore_point_uri
+from blockferry.core.units import size
 from blockferry.mesh import Mesh, RepositoryDirectory
 from blockferry.source_mover.backup import BackupRun
 from blockferry.source_mover.dedupe_keys import DedupeKeys
@@ -205,6 +207,10 @@ class SourceMover:
             return mailbox
 
     async def _run_task(self, task: Task) -> None:
+        with log_context.about(session=task.session_id, job=task.job, disk=task.disk):
+            await self._run_task_about(task)
+
+    async def _run_task_about(self, task: Task) -> None:
         kind = task.kind
         self._metrics.tasks_running.inc()
         run: TaskRun | None = None
@@ -215,7 +221,9 @@ class SourceMover:
             await self._report(task, TaskState.accepted, {})
             run = await self._prepare_run(task)
             reporter = asyncio.create_task(self._report_while_running(task, run))
+            log.info("%s of disk %s started", kind, task.disk)
             await run.run()
+            log.info("%s of disk %s done: %s", kind, task.disk, _summary(run.progress()))
             await self._report(
                 task, TaskState.done, run.progress(), warnings=run.warnings, tracking=run.tracking
             )
@@ -332,3 +340,19 @@ class SourceMover:
         await self._mesh.producer.send_and_wait(
             self._mesh.topics.task_progress, progress, key=task.task_id
         )
+
+
+def _summary(counters: dict[str, int]) -> str:
+    """A task's counters, for people."""
+    c = counters.get
+    if "bytes_written" in counters:  # a restore
+        return f"{c('blocks_done', 0)} blocks, {size(c('bytes_written', 0))} written"
+    deduplicated = sum(
+        c(f"blocks_deduplicated_{how}", 0) for how in ("parent", "session", "global")
+    )
+    return (
+        f"{c('blocks_read', 0)} of {c('blocks_total', 0)} blocks read"
+        f" ({size(c('bytes_read', 0))}), {c('blocks_sent', 0)} sent"
+        f" ({size(c('bytes_sent', 0))}), {c('blocks_zero', 0)} zero,"
+        f" {deduplicated} deduplicated"
+    )

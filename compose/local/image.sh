@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The container image of every role, built from the project's own files without a
+# Docker daemon: a Debian base made by mmdebstrap (no public registry is needed), then
+# the Containerfile built on it by buildah, and the image kept in podman's store as
+# localhost/blockferry:VERSION and as an OCI archive in compose/local/target/image/.
+# Usage: image.sh build
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+SUITE=bookworm
+OUT=compose/local/target/image
+BASE_TAR=$OUT/base-$SUITE.tar
+BASE=localhost/blockferry-base:$SUITE
+IMAGE=localhost/blockferry:$VERSION
+# the packages it takes: the tools that build it
+PACKAGES=(buildah podman mmdebstrap runc)
+
+need_packages() {
+    local missing=()
+    for package in "${PACKAGES[@]}"; do
+        [[ "$(dpkg-query -W -f '${db:Status-Status}' "$package" 2>/dev/null)" == installed ]] \
+            || missing+=("$package")
+    done
+    ((${#missing[@]})) || return 0
+    if [[ $(id -u) != 0 ]]; then
+        echo "image: needs the Debian packages ${missing[*]}:" \
+            "sudo apt-get install --no-install-recommends ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "== installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+build() {
+    need_packages
+    mkdir -p "$OUT"
+    if ! podman image exists "$BASE"; then
+        if [[ ! -s $BASE_TAR ]]; then
+            echo "== the base: Debian $SUITE (minbase) with Python, by mmdebstrap"
+            mmdebstrap --quiet --variant=minbase --include=python3,python3-venv \
+                "$SUITE" "$BASE_TAR.part"
+            mv "$BASE_TAR.part" "$BASE_TAR"
+        fi
+        podman import --quiet "$BASE_TAR" "$BASE" >/dev/null
+    fi
+    echo "== $IMAGE"
+    buildah bud --quiet --isolation chroot --layers \
+        --ulimit nofile=20000:20000 --ulimit nproc=4096:4096 \
+        --build-arg "BASE=$BASE" --tag "$IMAGE" --file Containerfile . >/dev/null
+    rm -f "$OUT/blockferry-$VERSION.tar"
+    podman save --quiet --format oci-archive --output "$OUT/blockferry-$VERSION.tar" "$IMAGE"
+    echo "image: $IMAGE (and $OUT/blockferry-$VERSION.tar)"
+}
+
+case "${1:-}" in
+    build) build ;;
+    *) echo "usage: $0 build" >&2; exit 2 ;;
+esac
