@@ -7,7 +7,7 @@ export BLOCKFERRY_DATA_DIR ?= ./.blockferry
 
 include compose/local/kafka.mk
 
-.PHONY: venv run run-two-sites mirror-fetch up down test test-deps test-servers lint typecheck unit kafka-tests e2e bench bench-memory bench-scale bench-storage soak chart-tools chart-test clean
+.PHONY: venv run run-two-sites mirror-fetch up down test test-deps test-servers lint typecheck unit kafka-tests e2e bench bench-memory bench-scale bench-storage soak image chart-tools chart-test clean
 
 venv: $(VENV)/.installed
 
@@ -77,6 +77,9 @@ soak: venv kafka-fetch test-servers
 
 # the Helm chart (charts/blockferry): linted, every example rendered and validated
 # against the Kubernetes API of several versions, the rendered objects checked
+image:
+	bash compose/local/image.sh build
+
 chart-tools:
 	bash compose/local/chart-tools.sh fetch
 

@@ -38,14 +38,16 @@ build() {
     if ! podman image exists "$BASE"; then
         if [[ ! -s $BASE_TAR ]]; then
             echo "== the base: Debian $SUITE (minbase) with Python, by mmdebstrap"
-            mmdebstrap --quiet --variant=minbase --include=python3,python3-venv \
+            mmdebstrap --quiet --variant=minbase --format=tar --include=python3,python3-venv \
                 "$SUITE" "$BASE_TAR.part"
             mv "$BASE_TAR.part" "$BASE_TAR"
         fi
         podman import --quiet "$BASE_TAR" "$BASE" >/dev/null
     fi
     echo "== $IMAGE"
-    buildah bud --quiet --isolation chroot --layers \
+    # this host's CA bundle, for a TLS-inspecting proxy between the build and PyPI
+    local ca=(--secret "id=ca-certificates,src=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}")
+    buildah bud --quiet --isolation chroot --layers "${ca[@]}" \
         --ulimit nofile=20000:20000 --ulimit nproc=4096:4096 \
         --build-arg "BASE=$BASE" --tag "$IMAGE" --file Containerfile . >/dev/null
     rm -f "$OUT/blockferry-$VERSION.tar"
