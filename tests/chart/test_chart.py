@@ -192,7 +192,7 @@ def test_the_workload_of_each_role(values: Path | None) -> None:
         if not enabled:
             continue
         workload = kinds[role]
-        stateful = role in ("dedupe-index", "target-mover", "gateway")
+        stateful = role in ("orchestrator", "dedupe-index", "target-mover", "gateway")
         assert workload["kind"] == ("StatefulSet" if stateful else "Deployment"), role
         if stateful:
             (claim,) = workload["spec"]["volumeClaimTemplates"]
@@ -205,7 +205,7 @@ def test_the_workload_of_each_role(values: Path | None) -> None:
         assert len(services) == 1, role
         if role == "orchestrator":
             assert workload["spec"]["replicas"] == 1
-            assert workload["spec"]["strategy"]["type"] == "Recreate"
+            assert "podManagementPolicy" not in workload["spec"], "one pod at a time"
 
 
 def test_values_that_make_no_sense_are_refused() -> None:

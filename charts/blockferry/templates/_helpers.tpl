@@ -131,10 +131,9 @@ spec:
   replicas: {{ $values.replicas }}
   {{- if eq .kind "StatefulSet" }}
   serviceName: {{ $name }}
+  {{- if ne $role "orchestrator" }}
   podManagementPolicy: Parallel
-  {{- else if eq $role "orchestrator" }}
-  strategy:
-    type: Recreate
+  {{- end }}
   {{- end }}
   selector:
     matchLabels:
