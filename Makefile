@@ -54,7 +54,7 @@ test-servers:
 	bash compose/local/test-servers.sh fetch
 
 test: test-deps venv lint typecheck kafka-fetch mirror-fetch test-servers
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra --durations=30
 
 bench: venv kafka-fetch test-servers
 	bash compose/local/bench.sh
