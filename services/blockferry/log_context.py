@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -48,11 +49,17 @@ class _About(logging.Filter):
 
 
 def configure(level: str, fmt: str) -> None:
-    """Log at ``level`` on stderr, as text or as JSON lines (``fmt``)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_About())
+    """Log at ``level`` on stderr, as text or as JSON lines (``fmt``), unless logging
+    is set up already (a test's)."""
+    logging.basicConfig(level=level.upper(), handlers=[handler(fmt, sys.stderr)])
+
+
+def handler(fmt: str, stream: TextIO) -> logging.Handler:
+    """A handler writing to ``stream`` as text or as JSON lines (``fmt``)."""
+    found = logging.StreamHandler(stream)
+    found.addFilter(_About())
     if fmt == "json":
-        handler.setFormatter(
+        found.setFormatter(
             JsonFormatter(
                 ["asctime", "levelname", "name", "message", *FIELDS],
                 rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
@@ -60,5 +67,5 @@ def configure(level: str, fmt: str) -> None:
             )
         )
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+        found.setFormatter(logging.Formatter(TEXT_FORMAT))
+    return found
