@@ -3,7 +3,8 @@
 # Docker daemon: a Debian base made by mmdebstrap (no public registry is needed), then
 # the Containerfile built on it by buildah, and the image kept in podman's store as
 # localhost/blockferry:VERSION and as an OCI archive in compose/local/target/image/.
-# Usage: image.sh build
+# `base` makes only the base (localhost/blockferry-base:SUITE).
+# Usage: image.sh base | build
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -32,7 +33,7 @@ need_packages() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
-build() {
+base() {
     need_packages
     mkdir -p "$OUT"
     if ! podman image exists "$BASE"; then
@@ -44,6 +45,10 @@ build() {
         fi
         podman import --quiet "$BASE_TAR" "$BASE" >/dev/null
     fi
+}
+
+build() {
+    base
     echo "== $IMAGE"
     # this host's CA bundle, for a TLS-inspecting proxy between the build and PyPI
     local ca=(--secret "id=ca-certificates,src=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}")
@@ -56,6 +61,7 @@ build() {
 }
 
 case "${1:-}" in
+    base) base ;;
     build) build ;;
-    *) echo "usage: $0 build" >&2; exit 2 ;;
+    *) echo "usage: $0 base | build" >&2; exit 2 ;;
 esac

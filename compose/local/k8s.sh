@@ -3,8 +3,15 @@
 # registry is needed): etcd through a wrapper module, and kube-apiserver,
 # kube-controller-manager, kube-scheduler and kubelet from k8s.io/kubernetes with its
 # replace block dropped for the published k8s.io/* modules of the same release. Built
-# once into compose/local/target/bin/k8s (about 20 minutes on 2 cores), kept between runs.
-# Usage: k8s.sh build
+# once into compose/local/target/bin/k8s (about 12 minutes on 2 cores), kept between runs.
+#
+# `up DIR` runs it, its state in DIR: etcd, the API server (on 127.0.0.1:6443, an admin
+# token in DIR/kubeconfig), the controller manager, the scheduler, Debian's containerd
+# with runc (through a wrapper that drops the negative oom_score_adj this host refuses)
+# and a kubelet on cgroupfs, pods on a bridge of this machine's own (bfk8s0,
+# 10.244.77.0/24, its host side 10.244.77.1). `load DIR IMAGE…` copies images from
+# podman's store into it; `down DIR` stops what `up` started.
+# Usage: k8s.sh build | up DIR | load DIR IMAGE… | down DIR
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -76,7 +83,182 @@ PY
     done
 }
 
+BRIDGE=bfk8s0
+POD_SUBNET=10.244.77.0/24
+PAUSE=localhost/pause:3.10
+
+start() {  # start DIR NAME COMMAND…: in the background, its pid in DIR/NAME.pid
+    local dir=$1 name=$2
+    shift 2
+    nohup "$@" >"$dir/$name.log" 2>&1 &
+    echo $! >"$dir/$name.pid"
+}
+
+wait_for() {  # wait_for SECONDS WHAT COMMAND…
+    local deadline=$((SECONDS + $1)) what=$2
+    shift 2
+    until "$@" >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || { echo "k8s: $what did not come up" >&2; exit 1; }
+        sleep 1
+    done
+}
+
+up() {
+    local dir
+    dir=$(realpath -m "$1")
+    mkdir -p "$dir"/{pki,etcd,containerd,cni,bin,kubelet}
+    [[ -x "$BIN/kubelet" ]] || { build_etcd; build_kubernetes; }
+    openssl genrsa -out "$dir/pki/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$dir/pki/sa.key" -pubout -out "$dir/pki/sa.pub" 2>/dev/null
+    local token
+    token=$(openssl rand -hex 16)
+    echo "$token,admin,admin,system:masters" >"$dir/pki/tokens.csv"
+    chmod 600 "$dir/pki/tokens.csv"
+    cat >"$dir/kubeconfig" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster: {server: "https://127.0.0.1:6443", certificate-authority: "$dir/pki/apiserver.crt"}
+users:
+- name: admin
+  user: {token: "$token"}
+contexts:
+- name: local
+  context: {cluster: local, user: admin}
+current-context: local
+KUBECONFIG
+    chmod 600 "$dir/kubeconfig"
+
+    start "$dir" etcd "$BIN/etcd" --data-dir "$dir/etcd" \
+        --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+        --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+        --initial-cluster default=http://127.0.0.1:2380
+    start "$dir" apiserver "$BIN/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 \
+        --service-account-issuer=https://kubernetes.default.svc \
+        --service-account-key-file="$dir/pki/sa.pub" --service-account-signing-key-file="$dir/pki/sa.key" \
+        --token-auth-file="$dir/pki/tokens.csv" --authorization-mode=RBAC \
+        --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port=6443 \
+        --cert-dir="$dir/pki" --service-cluster-ip-range=10.96.0.0/16 \
+        --endpoint-reconciler-type=none --kubelet-preferred-address-types=Hostname
+    wait_for 60 "the API server" kubectl --kubeconfig "$dir/kubeconfig" get namespace default
+    start "$dir" controller-manager "$BIN/kube-controller-manager" --kubeconfig="$dir/kubeconfig" \
+        --service-account-private-key-file="$dir/pki/sa.key" --root-ca-file="$dir/pki/apiserver.crt" \
+        --use-service-account-credentials=false --bind-address=127.0.0.1 --leader-elect=false \
+        --controllers='*,-nodeipam'
+    start "$dir" scheduler "$BIN/kube-scheduler" --kubeconfig="$dir/kubeconfig" \
+        --bind-address=127.0.0.1 --leader-elect=false
+
+    # containerd with its state here, pods on a bridge of their own
+    cat >"$dir/bin/runc" <<'RUNC'
+#!/usr/bin/env python3
+"""runc, less a negative oom_score_adj in the bundle (lowering it is refused here)."""
+import json, os, sys
+args = sys.argv[1:]
+if "create" in args or "run" in args:
+    bundle = args[args.index("--bundle") + 1] if "--bundle" in args else "."
+    path = os.path.join(bundle, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            config = json.load(f)
+        if config.get("process", {}).get("oomScoreAdj", 0) < 0:
+            del config["process"]["oomScoreAdj"]
+            with open(path, "w") as f:
+                json.dump(config, f)
+os.execv("/usr/sbin/runc", ["runc", *args])
+RUNC
+    chmod +x "$dir/bin/runc"
+    cat >"$dir/cni/10-blockferry.conflist" <<CNI
+{"cniVersion": "1.0.0", "name": "blockferry-test", "plugins": [
+  {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_SUBNET"}]],
+            "dataDir": "$dir/cni/ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+CNI
+    containerd config default | python3 -c '
+import sys
+d, text = sys.argv[1], sys.stdin.read()
+for old, new in [
+    ("root = \"/var/lib/containerd\"", f"root = \"{d}/containerd/root\""),
+    ("state = \"/run/containerd\"", f"state = \"{d}/containerd/state\""),
+    ("address = \"/run/containerd/containerd.sock\"", f"address = \"{d}/containerd/containerd.sock\""),
+    ("sandbox_image = \"registry.k8s.io/pause:3.6\"", "sandbox_image = \"'"$PAUSE"'\""),
+    ("bin_dir = \"/opt/cni/bin\"", "bin_dir = \"/usr/lib/cni\""),
+    ("conf_dir = \"/etc/cni/net.d\"", f"conf_dir = \"{d}/cni\""),
+    ("BinaryName = \"\"", f"BinaryName = \"{d}/bin/runc\""),
+]:
+    assert old in text, old
+    text = text.replace(old, new, 1)
+print(text)' "$dir" >"$dir/containerd/config.toml"
+    start "$dir" containerd containerd --config "$dir/containerd/config.toml"
+    wait_for 30 containerd ctr -a "$dir/containerd/containerd.sock" version
+    pause_image
+    load "$dir" "$PAUSE"
+
+    cat >"$dir/kubelet/config.yaml" <<KUBELET
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+address: 127.0.0.1
+readOnlyPort: 0
+containerRuntimeEndpoint: unix://$dir/containerd/containerd.sock
+# the API server reaches it for logs and exec with no client certificate: on loopback only
+authentication: {anonymous: {enabled: true}, webhook: {enabled: false}}
+authorization: {mode: AlwaysAllow}
+imageGCHighThresholdPercent: 100
+evictionHard: {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"}
+KUBELET
+    start "$dir" kubelet "$BIN/kubelet" --config "$dir/kubelet/config.yaml" \
+        --kubeconfig "$dir/kubeconfig" --hostname-override localhost \
+        --root-dir "$dir/kubelet/root" --cert-dir "$dir/kubelet/pki"
+    wait_for 120 "the node" kubectl --kubeconfig "$dir/kubeconfig" wait --for=condition=Ready \
+        node/localhost --timeout=5s
+    echo "k8s: up; KUBECONFIG=$dir/kubeconfig"
+}
+
+pause_image() {  # each pod's sandbox: a process that waits, on the image's Debian base
+    podman image exists "$PAUSE" && return
+    (cd ../.. && bash compose/local/image.sh base)
+    printf 'FROM localhost/blockferry-base:bookworm\nENTRYPOINT ["sleep", "infinity"]\n' \
+        | buildah bud --quiet --isolation chroot --ulimit nofile=20000:20000 \
+            --ulimit nproc=4096:4096 --tag "$PAUSE" --file - . >/dev/null
+}
+
+load() {  # load DIR IMAGE…: from podman's store into the cluster's containerd
+    local dir
+    dir=$(realpath -m "$1")
+    shift
+    local image
+    for image in "$@"; do
+        podman save --quiet --format docker-archive "$image" \
+            | ctr -a "$dir/containerd/containerd.sock" -n k8s.io images import - >/dev/null
+    done
+}
+
+down() {
+    local dir name pid
+    dir=$(realpath -m "$1")
+    for name in kubelet containerd scheduler controller-manager apiserver etcd; do
+        pid=$(cat "$dir/$name.pid" 2>/dev/null) || continue
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+        kill -9 "$pid" 2>/dev/null || true
+        rm -f "$dir/$name.pid"
+    done
+    # the pods' shims, started by that containerd
+    pkill -f "containerd-shim-runc-v2 -namespace k8s.io -id .* -address $dir/" 2>/dev/null || true
+    findmnt -rn -o TARGET | grep "^$dir/" | sort -r | xargs -r -n1 umount -l
+    ip link del "$BRIDGE" 2>/dev/null || true
+}
+
 case "${1:-}" in
     build) build_etcd; build_kubernetes ;;
-    *) echo "usage: $0 build" >&2; exit 2 ;;
+    up) up "${2:?the cluster directory}" ;;
+    load) load "${2:?the cluster directory}" "${@:3}" ;;
+    down) down "${2:?the cluster directory}" ;;
+    *) echo "usage: $0 build | up DIR | load DIR IMAGE… | down DIR" >&2; exit 2 ;;
 esac
