@@ -7,7 +7,7 @@ export BLOCKFERRY_DATA_DIR ?= ./.blockferry
 
 include compose/local/kafka.mk
 
-.PHONY: venv run run-two-sites mirror-fetch up down test test-deps test-servers lint typecheck unit kafka-tests e2e bench bench-memory bench-scale bench-storage soak image chart-tools chart-test clean
+.PHONY: venv run run-two-sites mirror-fetch up down test test-deps test-servers lint typecheck unit kafka-tests e2e bench bench-memory bench-scale bench-storage soak image chart-tools k8s chart-test clean
 
 venv: $(VENV)/.installed
 
@@ -49,7 +49,7 @@ unit: venv
 test-deps:
 	bash compose/local/test-deps.sh
 
-# the servers the storage tests run against (MinIO), built once into compose/local/target
+# the servers the storage tests run against (MinIO), built once into the tools cache
 test-servers:
 	bash compose/local/test-servers.sh fetch
 
@@ -75,17 +75,24 @@ bench-storage: venv kafka-fetch test-servers
 soak: venv kafka-fetch test-servers
 	$(BIN)/python -m tests.soak
 
-# the Helm chart (charts/blockferry): linted, every example rendered and validated
-# against the Kubernetes API of several versions, the rendered objects checked
+# the container image of every role, built without a Docker daemon (compose/local/image.sh)
 image:
 	bash compose/local/image.sh build
 
 chart-tools:
 	bash compose/local/chart-tools.sh fetch
 
-chart-test: venv chart-tools
+# the single-node Kubernetes the chart is installed on, built once into the tools cache
+k8s:
+	bash compose/local/k8s.sh build
+
+# the Helm chart (charts/blockferry): linted, every example rendered and validated
+# against the Kubernetes API of several versions, the rendered objects checked; then the
+# one-site example installed on the single-node cluster with the image, a backup and a
+# restore through its pods, an upgrade
+chart-test: venv chart-tools k8s image kafka-fetch
 	$(BIN)/pytest -q -o addopts="" tests/chart
 	$(BIN)/python -m tests.chart.summary
 
 clean:
-	rm -rf $(VENV) compose/local/target
+	rm -rf $(VENV) compose/local/target  # the tools cache (compose/local/tools.sh) stays

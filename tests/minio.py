@@ -23,9 +23,9 @@ from minio import MinioAdmin
 from minio.credentials.providers import StaticProvider
 
 from blockferry.repository.s3_storage import S3Credentials, S3Location, S3Storage
-from tests.system import free_port, stop_process, unavailable
+from tests.system import TOOLS_DIR, free_port, stop_process, unavailable
 
-MINIO = Path(__file__).resolve().parent.parent / "compose/local/target/bin/minio"
+MINIO = TOOLS_DIR / "minio"
 START_TIMEOUT_S = 30.0
 START_ATTEMPTS = 3
 

@@ -16,6 +16,12 @@ from typing import NoReturn
 
 import pytest
 
+TOOLS_DIR = Path(
+    os.environ.get("BLOCKFERRY_TOOLS_DIR")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "blockferry/tools"
+)
+"""Where compose/local/tools.sh keeps the tools it builds (MinIO, Helm, Kubernetes)."""
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now (another process may take it

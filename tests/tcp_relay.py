@@ -36,8 +36,12 @@ class Throttle:
 
 
 class TcpRelay:
-    def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
+    def __init__(
+        self, target_host: str, target_port: int, port: int | None = None, host: str = "127.0.0.1"
+    ) -> None:
+        """Forwards ``host``:``port`` (default: a free port on loopback) to the target."""
         self._target = (target_host, target_port)
+        self.host = host
         self.port = port or free_port()
         self.carried = {"to_server": 0, "to_client": 0}
         """Bytes forwarded each way since the relay started."""
@@ -50,7 +54,7 @@ class TcpRelay:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def total(self) -> int:
         """Bytes carried both ways so far."""
@@ -85,7 +89,7 @@ class TcpRelay:
     def _listen(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener.bind((self.host, self.port))
         listener.listen(64)
         with self._lock:
             self._listener = listener

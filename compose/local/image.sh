@@ -7,6 +7,8 @@
 # Usage: image.sh base | build
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=compose/local/tools.sh
+source compose/local/tools.sh
 
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 SUITE=bookworm
@@ -17,24 +19,8 @@ IMAGE=localhost/blockferry:$VERSION
 # the packages it takes: the tools that build it
 PACKAGES=(buildah podman mmdebstrap runc)
 
-need_packages() {
-    local missing=()
-    for package in "${PACKAGES[@]}"; do
-        [[ "$(dpkg-query -W -f '${db:Status-Status}' "$package" 2>/dev/null)" == installed ]] \
-            || missing+=("$package")
-    done
-    ((${#missing[@]})) || return 0
-    if [[ $(id -u) != 0 ]]; then
-        echo "image: needs the Debian packages ${missing[*]}:" \
-            "sudo apt-get install --no-install-recommends ${missing[*]}" >&2
-        exit 1
-    fi
-    echo "== installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-}
-
 base() {
-    need_packages
+    need_packages image "${PACKAGES[@]}"
     mkdir -p "$OUT"
     if ! podman image exists "$BASE"; then
         if [[ ! -s $BASE_TAR ]]; then

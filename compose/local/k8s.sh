@@ -2,31 +2,34 @@
 # A single-node Kubernetes for the chart's tests, from the Go module proxy (no other
 # registry is needed): etcd through a wrapper module, and kube-apiserver,
 # kube-controller-manager, kube-scheduler and kubelet from k8s.io/kubernetes with its
-# replace block dropped for the published k8s.io/* modules of the same release. Built
-# once into compose/local/target/bin/k8s (about 12 minutes on 2 cores), kept between runs.
+# replace block dropped for the published k8s.io/* modules of the same release, and
+# kubectl of that release. Built once into the tools cache (compose/local/tools.sh), about
+# 15 minutes on 2 cores. The Debian packages it runs (containerd, runc, the CNI plugins,
+# podman) are installed when missing (as root).
 #
 # `up DIR` runs it, its state in DIR: etcd, the API server (on 127.0.0.1:6443, an admin
 # token in DIR/kubeconfig), the controller manager, the scheduler, Debian's containerd
 # with runc (through a wrapper that drops the negative oom_score_adj this host refuses)
 # and a kubelet on cgroupfs, pods on a bridge of this machine's own (bfk8s0,
-# 10.244.77.0/24, its host side 10.244.77.1). `load DIR IMAGE…` copies images from
+# 10.244.77.0/24, its host side 10.244.77.1, made by `up` so that servers of this machine
+# can listen there for the pods). `load DIR IMAGE…` copies images from
 # podman's store into it; `down DIR` stops what `up` started.
 # Usage: k8s.sh build | up DIR | load DIR IMAGE… | down DIR
 set -euo pipefail
 cd "$(dirname "$0")"
+# shellcheck source=compose/local/tools.sh
+source tools.sh
 
 K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.6.16
-BIN=$PWD/target/bin/k8s
+BIN=$TOOLS_DIR/k8s
 BUILD=$PWD/target/build
+KUBECTL=$BIN/kubectl
+PACKAGES=(containerd runc containernetworking-plugins iproute2 podman)
 export CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
 
-built() {  # built NAME VERSION: whether $BIN/NAME is there at VERSION
-    [[ -x "$BIN/$1" && "$(cat "$BIN/$1.version" 2>/dev/null)" == "$2" ]]
-}
-
 build_etcd() {
-    built etcd "$ETCD_VERSION" && return
+    tool_built k8s/etcd "$ETCD_VERSION" && return
     echo "k8s: building etcd $ETCD_VERSION" >&2
     local dir=$BUILD/etcd
     rm -rf "$dir" && mkdir -p "$dir" "$BIN"
@@ -44,13 +47,13 @@ import _ "go.etcd.io/etcd/server/v3"
 GOSRC
     (cd "$dir" && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" 2>&1 | grep -v '^go: downloading' || true)
     (cd "$dir" && go build -o "$BIN/etcd" go.etcd.io/etcd/server/v3)
-    echo "$ETCD_VERSION" > "$BIN/etcd.version"
+    tool_stamp k8s/etcd "$ETCD_VERSION"
 }
 
 build_kubernetes() {
-    local programs=(kube-apiserver kube-controller-manager kube-scheduler kubelet) wanted=()
+    local programs=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl) wanted=()
     for program in "${programs[@]}"; do
-        built "$program" "$K8S_VERSION" || wanted+=("$program")
+        tool_built "k8s/$program" "$K8S_VERSION" || wanted+=("$program")
     done
     ((${#wanted[@]})) || return 0
     echo "k8s: building ${wanted[*]} $K8S_VERSION (minutes)" >&2
@@ -79,12 +82,13 @@ PY
         (cd "$dir" && go build -ldflags "${stamp[*]}" -o "$BIN/$program" "./cmd/$program" 2>&1 \
             | grep -v '^go: downloading' || true)
         [[ -x "$BIN/$program" ]] || { echo "k8s: building $program failed" >&2; exit 1; }
-        echo "$K8S_VERSION" > "$BIN/$program.version"
+        tool_stamp "k8s/$program" "$K8S_VERSION"
     done
 }
 
 BRIDGE=bfk8s0
 POD_SUBNET=10.244.77.0/24
+HOST_ADDRESS=10.244.77.1
 PAUSE=localhost/pause:3.10
 
 start() {  # start DIR NAME COMMAND…: in the background, its pid in DIR/NAME.pid
@@ -107,7 +111,9 @@ up() {
     local dir
     dir=$(realpath -m "$1")
     mkdir -p "$dir"/{pki,etcd,containerd,cni,bin,kubelet}
-    [[ -x "$BIN/kubelet" ]] || { build_etcd; build_kubernetes; }
+    need_packages k8s "${PACKAGES[@]}"
+    build_etcd
+    build_kubernetes
     openssl genrsa -out "$dir/pki/sa.key" 2048 2>/dev/null
     openssl rsa -in "$dir/pki/sa.key" -pubout -out "$dir/pki/sa.pub" 2>/dev/null
     local token
@@ -141,7 +147,7 @@ KUBECONFIG
         --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port=6443 \
         --cert-dir="$dir/pki" --service-cluster-ip-range=10.96.0.0/16 \
         --endpoint-reconciler-type=none --kubelet-preferred-address-types=Hostname
-    wait_for 60 "the API server" kubectl --kubeconfig "$dir/kubeconfig" get namespace default
+    wait_for 60 "the API server" "$KUBECTL" --kubeconfig "$dir/kubeconfig" get namespace default
     start "$dir" controller-manager "$BIN/kube-controller-manager" --kubeconfig="$dir/kubeconfig" \
         --service-account-private-key-file="$dir/pki/sa.key" --root-ca-file="$dir/pki/apiserver.crt" \
         --use-service-account-credentials=false --bind-address=127.0.0.1 --leader-elect=false \
@@ -149,7 +155,11 @@ KUBECONFIG
     start "$dir" scheduler "$BIN/kube-scheduler" --kubeconfig="$dir/kubeconfig" \
         --bind-address=127.0.0.1 --leader-elect=false
 
-    # containerd with its state here, pods on a bridge of their own
+    # containerd with its state here, pods on a bridge of their own, made here first with
+    # its host address (the CNI plugin takes it as it is)
+    ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
+    ip addr replace "$HOST_ADDRESS/${POD_SUBNET#*/}" dev "$BRIDGE"
+    ip link set "$BRIDGE" up
     cat >"$dir/bin/runc" <<'RUNC'
 #!/usr/bin/env python3
 """runc, less a negative oom_score_adj in the bundle (lowering it is refused here)."""
@@ -215,7 +225,7 @@ KUBELET
     start "$dir" kubelet "$BIN/kubelet" --config "$dir/kubelet/config.yaml" \
         --kubeconfig "$dir/kubeconfig" --hostname-override localhost \
         --root-dir "$dir/kubelet/root" --cert-dir "$dir/kubelet/pki"
-    wait_for 120 "the node" kubectl --kubeconfig "$dir/kubeconfig" wait --for=condition=Ready \
+    wait_for 120 "the node" "$KUBECTL" --kubeconfig "$dir/kubeconfig" wait --for=condition=Ready \
         node/localhost --timeout=5s
     echo "k8s: up; KUBECONFIG=$dir/kubeconfig"
 }

@@ -8,12 +8,13 @@ from typing import Any
 
 import yaml
 
+from tests.system import TOOLS_DIR
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "blockferry"
 EXAMPLES = sorted((CHART / "examples").glob("*.yaml"))
-TOOLS = ROOT / "compose" / "local" / "target" / "bin"
-HELM = TOOLS / "helm"
-HELM_DOCS = TOOLS / "helm-docs"
+HELM = TOOLS_DIR / "helm"
+HELM_DOCS = TOOLS_DIR / "helm-docs"
 KUBERNETES_VERSIONS = ("1.33.0", "1.35.0", "1.37.0")
 """Validated against: the oldest and newest Kubernetes the chart is kept for, and one
 between."""

@@ -222,7 +222,8 @@ def test_values_that_make_no_sense_are_refused() -> None:
 
 def test_the_readme_is_generated_from_the_values() -> None:
     """Its values table is helm-docs' from the comments of values.yaml: regenerate it
-    with `compose/local/target/bin/helm-docs --chart-search-root charts/blockferry`."""
+    with `helm-docs --chart-search-root charts/blockferry` (compose/local/chart-tools.sh
+    builds it)."""
     generated = subprocess.run(
         [str(HELM_DOCS), "--chart-search-root", str(CHART), "--dry-run"],
         capture_output=True,

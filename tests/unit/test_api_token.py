@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from blockferry.core.errors import ConfigError
 from blockferry.orchestrator.service import Orchestrator
 from blockferry.orchestrator.settings import OrchestratorConfig, OrchestratorSettings
 from blockferry.web import build_app
+from tests.system import unavailable
 
 
 def api(settings: OrchestratorSettings) -> TestClient:
@@ -76,10 +78,29 @@ async def test_an_empty_token_file_is_a_clear_error(tmp_path: Path) -> None:
         api(OrchestratorSettings(orchestrator=OrchestratorConfig(api_token_file=empty)))
 
 
+async def test_a_token_file_of_this_process_group_is_read(tmp_path: Path) -> None:
+    """As Kubernetes mounts a Secret in a pod with an fsGroup: mode 0440, its group the
+    pod's own."""
+    mounted = tmp_path / "token"
+    mounted.write_text("a-mounted-token\n")
+    mounted.chmod(0o440)
+    os.chown(mounted, -1, os.getegid())
+    settings = OrchestratorSettings(
+        data_dir=tmp_path / "data", orchestrator=OrchestratorConfig(api_token_file=mounted)
+    )
+    client = api(settings)
+    ok = client.get("/api/v1/sessions", headers={"Authorization": "Bearer a-mounted-token"})
+    assert ok.status_code == 200
+
+
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
 async def test_a_token_file_others_may_read_is_refused(tmp_path: Path, mode: int) -> None:
+    """Others: any user, or a group that is not this process's own."""
     loose = tmp_path / "token"
     loose.write_text("a-token-others-can-read\n")
     loose.chmod(mode)
+    if os.geteuid() != 0:
+        unavailable("giving a file another group needs root")
+    os.chown(loose, -1, os.getegid() + 1)
     with pytest.raises(ConfigError, match=f"is readable by others \\(mode {mode:o}\\).*chmod 600"):
         api(OrchestratorSettings(orchestrator=OrchestratorConfig(api_token_file=loose)))

@@ -5,12 +5,14 @@ serving different backends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
 from prometheus_client import CollectorRegistry
 
-from blockferry.core.errors import ConfigError, WrongKey
+from blockferry.core.errors import ConfigError, RepositoryNotFound, WrongKey
 from blockferry.ingest.config import IngestSettings
 from blockferry.ingest.metrics import IngestMetrics
 from blockferry.ingest.pipeline import RepositoryPipeline
@@ -20,6 +22,11 @@ from blockferry.repository.keys import Secret
 from blockferry.repository.locations import open_storage, scheme
 from blockferry.repository.s3_storage import S3Storage
 from blockferry.repository.storage_views import MeteredStorage, StorageMetrics
+
+log = logging.getLogger(__name__)
+
+AWAIT_REPOSITORY_S = 5.0
+"""How often a repository not created yet is looked for."""
 
 
 class IngestRole:
@@ -43,6 +50,8 @@ class IngestRole:
             config.maintenance_workers, thread_name_prefix="maintenance"
         )
         self._pipelines: list[RepositoryPipeline] = []
+        self._awaited: dict[str, str] = {}
+        """Repositories not created yet (name -> location): served once they are."""
         self.ready = False
 
     async def start(self) -> None:
@@ -56,18 +65,31 @@ class IngestRole:
                 )
         await self._mesh.start()
         for name, location in sorted(repositories.items()):
-            repo = await asyncio.to_thread(self._open, name, location)
-            pipeline = RepositoryPipeline(
-                self._mesh,
-                repo,
-                name,
-                self._settings.ingest(),
-                self._metrics,
-                self._pool,
-                self._maintenance,
-            )
-            await pipeline.start()
-            self._pipelines.append(pipeline)
+            try:
+                await self._serve(name, location)
+            except RepositoryNotFound as exc:
+                log.warning("%s; repository %s is served once it is there", exc, name)
+                self._awaited[name] = location
+
+    async def _serve(self, name: str, location: str) -> RepositoryPipeline:
+        """Open repository ``name`` and start its pipeline.
+
+        Raises:
+            RepositoryNotFound: it is not created yet.
+        """
+        repo = await asyncio.to_thread(self._open, name, location)
+        pipeline = RepositoryPipeline(
+            self._mesh,
+            repo,
+            name,
+            self._settings.ingest(),
+            self._metrics,
+            self._pool,
+            self._maintenance,
+        )
+        await pipeline.start()
+        self._pipelines.append(pipeline)
+        return pipeline
 
     def _open(self, name: str, location: str) -> Repository:
         storage = open_storage(location, check_writes=True, shared=self.directories_shared)
@@ -83,9 +105,18 @@ class IngestRole:
             raise WrongKey(f"{exc} (the {self.name.replace('-', ' ')} reads {key_file})") from exc
 
     async def run(self) -> None:
+        """Serve every repository; ready once all are served (one not created yet, as
+        after a first install before `blockferry repo init`, is waited for)."""
         async with asyncio.TaskGroup() as group:
             for pipeline in self._pipelines:
                 group.create_task(pipeline.run())
+            while self._awaited:
+                await asyncio.sleep(AWAIT_REPOSITORY_S)
+                for name, location in sorted(self._awaited.items()):
+                    with contextlib.suppress(RepositoryNotFound):
+                        group.create_task((await self._serve(name, location)).run())
+                        del self._awaited[name]
+                        log.info("repository %s at %s is there: serving it", name, location)
             self.ready = True
 
     async def stop(self) -> None:
