@@ -89,8 +89,10 @@ k8s:
 # the Helm chart (charts/blockferry): linted, every example rendered and validated
 # against the Kubernetes API of several versions, the rendered objects checked; then the
 # one-site example installed on the single-node cluster with the image, a backup and a
-# restore through its pods, an upgrade
-chart-test: venv chart-tools k8s image kafka-fetch
+# restore through its pods, an upgrade; compose/compose.yaml validated and run with
+# podman-compose for a backup and a restore
+chart-test: venv chart-tools k8s image kafka-fetch mirror-fetch
+	bash compose/local/image.sh standins
 	$(BIN)/pytest -q -o addopts="" tests/chart
 	$(BIN)/python -m tests.chart.summary
 

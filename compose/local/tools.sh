@@ -7,6 +7,7 @@
 #   tool_built NAME VERSION      whether $TOOLS_DIR/NAME is there at VERSION
 #   tool_stamp NAME VERSION      record that $TOOLS_DIR/NAME is at VERSION
 #   go_tool NAME PACKAGE VERSION `go install PACKAGE@VERSION` into $TOOLS_DIR, once per version
+#   local_go_tool NAME DIR       `go build` the module in DIR into $TOOLS_DIR, once per content
 #   need_packages WHO PACKAGE…   install the Debian packages WHO runs that are missing (as
 #                                root; anyone else is told the command)
 TOOLS_DIR=${BLOCKFERRY_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/blockferry/tools}
@@ -27,6 +28,18 @@ go_tool() {
     echo "== building $name $version from the Go module proxy (minutes, once)" >&2
     GOBIN="$TOOLS_DIR" CGO_ENABLED=0 GOFLAGS=-buildvcs=false \
         go install "$package@$version" 2>&1 | { grep -v '^go: downloading' || true; }
+    [[ -x "$TOOLS_DIR/$name" ]] || { echo "tools: building $name failed" >&2; exit 1; }
+    tool_stamp "$name" "$version"
+}
+
+local_go_tool() {
+    local name=$1 dir=$2 version
+    version=$(cat "$dir"/go.mod "$dir"/go.sum "$dir"/*.go | sha256sum | cut -c1-16)
+    tool_built "$name" "$version" && return
+    mkdir -p "$TOOLS_DIR"
+    echo "== building $name" >&2
+    (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -o "$TOOLS_DIR/$name" . 2>&1 \
+        | { grep -v '^go: downloading' || true; })
     [[ -x "$TOOLS_DIR/$name" ]] || { echo "tools: building $name failed" >&2; exit 1; }
     tool_stamp "$name" "$version"
 }

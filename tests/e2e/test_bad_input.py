@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -134,6 +135,12 @@ def test_unreadable_sources_fail_naming_the_source(
     assert str(fifo.resolve()) in document["error"]
     assert "not a regular file or block device" in document["error"]
 
+    # a path the CLI does not see: absolute, it is the source movers' to open (the CLI
+    # may run elsewhere); relative, it is refused at once
+    absent = tmp_path / "absent.img"
+    failed_backup(mesh, absent, str(absent), "No such file or directory")
+    assert_says(mesh.cli("backup", "absent.img", "--json"), "absent.img does not exist here")
+
     # A source that is gone when the mover opens it (the CLI saw it exist).
     vanishing = make_disk(tmp_path / "vanishing.img", 1, seed=2)
     mesh.kill("source-mover", signal.SIGTERM)
@@ -238,18 +245,20 @@ def test_uninitialised_repository_says_to_run_repo_init(
     assert not destination.exists()
     assert list(empty.iterdir()) == [], "nothing is created in the directory"
 
+    # the target mover waits for it, not ready, creating nothing (test_owner_start.py
+    # shows it serving the repository once made)
     target = mesh.start(
         "target-mover",
         wait=False,
         BLOCKFERRY_TARGET_MOVER__REPOSITORIES=json.dumps({"default": str(empty)}),
     )
-    try:
-        code = target.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"target mover still running:\n{mesh.log('target-mover')[-3000:]}")
-    assert code != 0
-    log = squeezed(mesh.log("target-mover"))
-    assert squeezed(f"blockferry repo init {empty}") in log, mesh.log("target-mover")
+    deadline = time.monotonic() + 60
+    while squeezed(f"blockferry repo init {empty}") not in squeezed(mesh.log("target-mover")):
+        assert target.poll() is None, mesh.log("target-mover")
+        assert time.monotonic() < deadline, mesh.log("target-mover")
+        time.sleep(0.2)
+    ready = httpx.get(f"http://127.0.0.1:{mesh.ports['target-mover']}/readyz", timeout=5)
+    assert ready.status_code == 503
     assert list(empty.iterdir()) == []
 
 

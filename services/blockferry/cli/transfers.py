@@ -83,10 +83,15 @@ def backup(
         if disk is None:
             fail("name the disk of an NBD source with --disk")
     else:
+        # the path as the source movers see it: made absolute here when it is here (the
+        # CLI on their host), else taken as it is (the CLI elsewhere, say through a
+        # port-forward to a cluster), where only an absolute path makes sense
         path = Path(source)
-        if not path.exists():
-            fail(f"source {source} does not exist")
-        source, disk = str(path.resolve()), disk or path.name
+        if path.exists():
+            path = path.resolve()
+        elif not path.is_absolute():
+            fail(f"source {source} does not exist here; name a source movers' path absolute")
+        source, disk = str(path), disk or path.name
     request: dict[str, Any] = {
         "source": source,
         "repository": repository,
