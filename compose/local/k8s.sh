@@ -249,15 +249,35 @@ load() {  # load DIR IMAGE…: from podman's store into the cluster's containerd
     done
 }
 
+stop() {  # stop DIR NAME: the process `start` started, by its pid
+    local pid
+    pid=$(cat "$1/$2.pid" 2>/dev/null) || return 0
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$1/$2.pid"
+}
+
+kill_containers() {  # every container of this cluster's containerd (they outlive it)
+    local ctr=(ctr -a "$1/containerd/containerd.sock" -n k8s.io) task
+    [[ -S $1/containerd/containerd.sock ]] || return 0
+    for task in $("${ctr[@]}" tasks ls -q 2>/dev/null); do
+        "${ctr[@]}" tasks kill -a -s SIGKILL "$task" 2>/dev/null || true
+    done
+    for _ in $(seq 30); do
+        "${ctr[@]}" tasks ls 2>/dev/null | grep -q RUNNING || return 0
+        sleep 1
+    done
+    echo "k8s: containers still running after SIGKILL" >&2
+}
+
 down() {
-    local dir name pid
+    local dir name
     dir=$(realpath -m "$1")
-    for name in kubelet containerd scheduler controller-manager apiserver etcd; do
-        pid=$(cat "$dir/$name.pid" 2>/dev/null) || continue
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-        kill -9 "$pid" 2>/dev/null || true
-        rm -f "$dir/$name.pid"
+    stop "$dir" kubelet  # first, or it starts the containers again
+    kill_containers "$dir"
+    for name in containerd scheduler controller-manager apiserver etcd; do
+        stop "$dir" "$name"
     done
     # the pods' shims, started by that containerd
     pkill -f "containerd-shim-runc-v2 -namespace k8s.io -id .* -address $dir/" 2>/dev/null || true

@@ -103,6 +103,18 @@ def running_cluster(workdir: Path) -> Iterator[Cluster]:
         subprocess.run(
             ["bash", str(K8S_SH), "down", str(directory)], capture_output=True, timeout=300
         )
+        left = _containers_left()
+        assert not left, f"k8s.sh down left the pods' processes {left} running"
+
+
+def _containers_left() -> list[int]:
+    """Processes in containers of a containerd namespace k8s.io (their cgroups)."""
+    left = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and ":/k8s.io/" in (entry / "cgroup").read_text():
+                left.append(int(entry.name))
+    return left
 
 
 @contextlib.contextmanager

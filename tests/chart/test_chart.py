@@ -220,6 +220,57 @@ def test_values_that_make_no_sense_are_refused() -> None:
             helm("template", "bf", str(CHART), "--set", setting)
 
 
+def _strimzi(tmp_path: Path, *acls_options: str) -> list[str]:
+    """helm's options for the one-site example on Strimzi, with the ACLs `blockferry
+    acls --format json ACLS_OPTIONS` prints."""
+    acls = tmp_path / "acls.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "blockferry.cli", "acls", "--format", "json", *acls_options],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    acls.write_text(done.stdout)
+    example = str(CHART / "examples" / "one-site.yaml")
+    return ["-f", example, "--set", "strimzi.enabled=true,acls.enabled=false",
+            "--set-file", f"strimzi.acls={acls}"]  # fmt: skip
+
+
+def test_on_strimzi_each_role_is_a_kafka_user_with_the_acls_of_blockferry_acls(
+    tmp_path: Path,
+) -> None:
+    options = _strimzi(tmp_path, "--repository", "default", "--gateway-repository", "offsite")
+    acls = json.loads((tmp_path / "acls.json").read_text())
+    objects = [
+        doc for doc in yaml.safe_load_all(helm("template", "bf", str(CHART), *options)) if doc
+    ]
+    users = {doc["metadata"]["name"]: doc for doc in objects if doc["kind"] == "KafkaUser"}
+    assert set(users) == {f"blockferry-{role}" for role in ROLES}
+    for name, user in users.items():
+        assert user["metadata"]["labels"]["strimzi.io/cluster"] == "kafka"
+        assert user["spec"]["authentication"] == {"type": "scram-sha-512"}
+        assert user["spec"]["authorization"]["acls"] == acls[f"User:{name}"]
+    assert not [doc for doc in objects if doc["kind"] == "Job"], "no ACL Job beside them"
+    for workload in _workloads(objects):
+        role = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+        volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["kafka-password"]["secret"]["secretName"] == f"blockferry-{role}"
+        assert volumes["kafka-password"]["secret"]["items"] == [{"key": "password", "path": role}]
+
+
+def test_strimzi_without_the_acls_of_a_role_is_refused(tmp_path: Path) -> None:
+    options = _strimzi(tmp_path, "--repository", "default", "--gateway-repository", "offsite")
+    with pytest.raises(AssertionError, match=r"acls\.enabled"):
+        helm("template", "bf", str(CHART), *options, "--set", "acls.enabled=true")
+    without_gateway = _strimzi(tmp_path, "--repository", "default")
+    acls = json.loads((tmp_path / "acls.json").read_text())
+    assert "User:blockferry-gateway" not in acls
+    with pytest.raises(AssertionError, match="no ACLs of User:blockferry-gateway"):
+        helm("template", "bf", str(CHART), *without_gateway)
+    example = str(CHART / "examples" / "one-site.yaml")
+    with pytest.raises(AssertionError, match="blockferry acls --format json"):
+        helm("template", "bf", str(CHART), "-f", example, "--set",
+             "strimzi.enabled=true,acls.enabled=false")  # fmt: skip
+
+
 def test_the_readme_is_generated_from_the_values() -> None:
     """Its values table is helm-docs' from the comments of values.yaml: regenerate it
     with `helm-docs --chart-search-root charts/blockferry` (compose/local/chart-tools.sh

@@ -38,6 +38,11 @@ app.kubernetes.io/component: {{ .role }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{/* A role's Kafka user (SASL): (dict "ctx" $ "role" "target-mover") */}}
+{{- define "blockferry.kafkaUser" -}}
+{{- replace "{role}" .role .ctx.Values.kafka.security.username -}}
+{{- end -}}
+
 {{/* The values key of a role: target-mover -> targetMover */}}
 {{- define "blockferry.valuesKey" -}}
 {{- camelcase . | untitle -}}
@@ -117,8 +122,9 @@ One role's workload: (dict "ctx" $ "role" "target-mover" "kind" "StatefulSet")
 {{- if and (eq $role "gateway") (not $.Values.repositories.gateway) -}}
 {{- fail "gateway.enabled: name its repositories in repositories.gateway" -}}
 {{- end -}}
-{{- if and (hasPrefix "SASL" $.Values.kafka.security.protocol) (not $.Values.kafka.security.passwordsSecret) -}}
-{{- fail (printf "kafka.security.protocol %s: name the Secret of the roles' passwords in kafka.security.passwordsSecret" $.Values.kafka.security.protocol) -}}
+{{- $sasl := hasPrefix "SASL" $.Values.kafka.security.protocol -}}
+{{- if and $sasl (not $.Values.kafka.security.passwordsSecret) (not $.Values.strimzi.enabled) -}}
+{{- fail (printf "kafka.security.protocol %s: name the Secret of the roles' passwords in kafka.security.passwordsSecret (or let Strimzi make them: strimzi.enabled)" $.Values.kafka.security.protocol) -}}
 {{- end -}}
 apiVersion: apps/v1
 kind: {{ .kind }}
@@ -239,7 +245,7 @@ spec:
             - {name: settings, mountPath: /etc/blockferry/settings, readOnly: true}
             - {name: data, mountPath: /var/lib/blockferry}
             - {name: tmp, mountPath: /tmp}
-            {{- if and (hasPrefix "SASL" $.Values.kafka.security.protocol) $.Values.kafka.security.passwordsSecret }}
+            {{- if $sasl }}
             - {name: kafka-password, mountPath: /etc/blockferry/kafka/passwords, readOnly: true}
             {{- end }}
             {{- if $.Values.kafka.security.caSecret }}
@@ -284,13 +290,21 @@ spec:
         {{- end }}
         - name: tmp
           emptyDir: {}
-        {{- if and (hasPrefix "SASL" $.Values.kafka.security.protocol) $.Values.kafka.security.passwordsSecret }}
+        {{- if $sasl }}
         - name: kafka-password
           secret:
+            {{- if $.Values.strimzi.enabled }}
+            # the KafkaUser's, made by Strimzi's User Operator
+            secretName: {{ include "blockferry.kafkaUser" (dict "ctx" $ "role" $role) }}
+            defaultMode: 0400
+            items:
+              - {key: password, path: {{ $role }}}
+            {{- else }}
             secretName: {{ $.Values.kafka.security.passwordsSecret }}
             defaultMode: 0400
             items:
               - {key: {{ $role }}, path: {{ $role }}}
+            {{- end }}
         {{- end }}
         {{- with $.Values.kafka.security.caSecret }}
         - name: kafka-ca
