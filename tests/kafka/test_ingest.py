@@ -223,7 +223,13 @@ async def test_good_chunks_are_stored_bad_ones_dead_lettered(harness: Harness) -
     stored = await until(
         h.stored, lambda s: good.digest in s and later.digest in s, "good chunks stored"
     )
+    # a pack is sealed before its entries reach the index: read once they are there
     repo = Repository.open(h.path)
+    await until(
+        lambda: (repo.refresh_index(), repo.locate(good.digest), repo.locate(later.digest)),
+        lambda found: None not in found[1:],
+        "good chunks in the index",
+    )
     assert repo.read_block(good.digest) == blocks.decompress(good.data, BLOCK_SIZE)
     assert repo.read_block(later.digest) == later.data
     assert bad_checksum.digest not in stored
