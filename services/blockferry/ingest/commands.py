@@ -180,6 +180,9 @@ class OwnerCommands(RepositoryServer):
         index stops naming them and the next backup sends them again."""
         report = await self._ctx.in_maintenance(verify, self._ctx.repo, args.restore_point)
         await self._forget({entry.digest for entry in report.quarantined})
+        metrics, name = self._ctx.metrics, self._ctx.name
+        metrics.verifies.labels(name, "ok" if report.ok else "damaged").inc()
+        metrics.verify_damage.labels(name).inc(len(report.damage))
         return cmd.VerifyReport.model_validate({**report.to_dict(), "summary": report.summary()})
 
     async def _latest_restore_point(

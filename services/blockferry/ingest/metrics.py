@@ -61,6 +61,45 @@ class IngestMetrics:
             registry=registry,
         )
 
+        self.size = Gauge(
+            f"{prefix}_repository_size_bytes",
+            "Bytes of the repository's sealed packs (measured every minute).",
+            ["repository"],
+            registry=registry,
+        )
+        self.free = Gauge(
+            f"{prefix}_repository_free_bytes",
+            "Free bytes of the file system a local repository lives on (none for a"
+            " bucket or a share).",
+            ["repository"],
+            registry=registry,
+        )
+        self.quarantined = Gauge(
+            f"{prefix}_quarantined_chunks",
+            "Chunks set aside as damaged (quarantine/): the next backup that reads their"
+            " blocks sends them again; until then restore points naming them are damaged.",
+            ["repository"],
+            registry=registry,
+        )
+        self.oldest_lock = Gauge(
+            f"{prefix}_oldest_lock_age_seconds",
+            "How long the oldest lock on the repository has been held (0: none).",
+            ["repository"],
+            registry=registry,
+        )
+        self.verifies = Counter(
+            f"{prefix}_verifies_total",
+            "Verifications run, by result: ok, or damaged (damage found).",
+            ["repository", "result"],
+            registry=registry,
+        )
+        self.verify_damage = Counter(
+            f"{prefix}_verify_damage_total",
+            "Damage found by verification: chunks, indexes or restore points unreadable or wrong.",
+            ["repository"],
+            registry=registry,
+        )
+
     def for_repository(self, repository: str) -> None:
         """Pre-set the label values of one repository."""
         for outcome in CHUNK_OUTCOMES:
@@ -71,7 +110,10 @@ class IngestMetrics:
             self.disks_stored,
             self.bytes_restored,
             self.unreadable_metadata,
+            self.verify_damage,
         ):
             metric.labels(repository)
+        for result in ("ok", "damaged"):
+            self.verifies.labels(repository, result)
         for reason in REFUSALS:
             self.commands_refused.labels(repository, reason)

@@ -17,6 +17,7 @@ from blockferry.ingest.commands import MoverRequests, OwnerCommands
 from blockferry.ingest.config import IngestConfig
 from blockferry.ingest.context import IngestContext
 from blockferry.ingest.metrics import IngestMetrics
+from blockferry.ingest.usage import keep_measuring
 from blockferry.mesh import Mesh
 from blockferry.repository import Repository
 from blockferry.repository.damaged import check_metadata
@@ -86,6 +87,7 @@ class RepositoryPipeline:
             group.create_task(self.assembly.run())
             group.create_task(self.commands.run())
             group.create_task(self.requests.run())
+            group.create_task(keep_measuring(self._ctx))
 
     async def stop(self) -> None:
         for part in (self.commands, self.requests, self.assembly, self.intake):

@@ -126,6 +126,11 @@ class Schedule(_Strict):
         found: datetime = next(CronSim(self.cron, local))
         return found
 
+    def interval(self, after: datetime) -> float:
+        """Seconds between the first two runs after ``after``."""
+        first = self.next_run(after)
+        return (self.next_run(first) - first).total_seconds()
+
 
 def _known_zone(timezone: str) -> str:
     try:

@@ -21,6 +21,7 @@ from typing import Literal
 from blockferry.core.errors import BlockferryError
 from blockferry.orchestrator.job_store import JobStore
 from blockferry.orchestrator.jobs import Job, Schedule
+from blockferry.orchestrator.metrics import OrchestratorMetrics
 from blockferry.orchestrator.sessions import Sessions
 from blockferry.repository.ids import utc_now
 
@@ -67,9 +68,11 @@ class Scheduler:
         jobs: JobStore,
         sessions: Sessions,
         start: Callable[[Job, datetime], Awaitable[object]],
+        metrics: OrchestratorMetrics,
         tick_s: float = 1.0,
     ) -> None:
         self._jobs = jobs
+        self._metrics = metrics
         self._sessions = sessions
         self._start = start
         self._tick_s = tick_s
@@ -78,9 +81,12 @@ class Scheduler:
     async def run(self) -> None:
         while True:
             now = utc_now()
+            intervals = {}
             for job, _ in self._jobs.all():
                 if job.enabled and job.schedule is not None:
+                    intervals[job.stored_as] = job.schedule.interval(now)
                     await self._consider(job, job.schedule, now)
+            self._metrics.scheduled(intervals)
             await asyncio.sleep(self._tick_s)
 
     async def _consider(self, job: Job, schedule: Schedule, now: datetime) -> None:

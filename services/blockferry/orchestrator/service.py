@@ -20,6 +20,7 @@ from blockferry.orchestrator.audit import AuditLog
 from blockferry.orchestrator.auth import ADMIN, OPERATOR, authenticated
 from blockferry.orchestrator.job_store import JobConflict, JobStore
 from blockferry.orchestrator.jobs import Job, JobView, PruneRequest, Retention
+from blockferry.orchestrator.metrics import OrchestratorMetrics
 from blockferry.orchestrator.models import (
     NAME,
     BackupRequest,
@@ -30,6 +31,7 @@ from blockferry.orchestrator.models import (
     SessionTask,
     VerifyRequest,
 )
+from blockferry.orchestrator.public_events import PublicEvents
 from blockferry.orchestrator.scheduler import Scheduler
 from blockferry.orchestrator.sessions import Sessions
 from blockferry.orchestrator.settings import OrchestratorSettings
@@ -40,6 +42,7 @@ from blockferry.restore_target import check_named_within
 from blockferry.transport import commands as cmd
 from blockferry.transport.commands import CommandSpec
 from blockferry.transport.expiry import Epoch
+from blockferry.transport.kafka_watch import KafkaWatch
 from blockferry.transport.link import LinkWatch
 from blockferry.transport.mailbox import Mailbox
 from blockferry.transport.records import Message, RepositoryInfo
@@ -81,18 +84,27 @@ class Orchestrator:
         self._guest_events = self._mesh.mailbox(
             "guest-events", self._mesh.topics.guest_events, "correlation_id"
         )
+        metrics = OrchestratorMetrics(registry)
         self._sessions = Sessions(
             self._mesh,
             self._config,
             self._progress,
             self._session_command,
             self._guest_command,
-            registry,
+            metrics,
+            PublicEvents(self._mesh, self._config.events_schema_registry_url),
         )
         self._replies: dict[str, Mailbox] = {}
         self._replies_lock = asyncio.Lock()
-        self._scheduler = Scheduler(self._jobs, self._sessions, self._start_scheduled)
+        self._scheduler = Scheduler(self._jobs, self._sessions, self._start_scheduled, metrics)
         self._link = LinkWatch(self._mesh.bootstrap, self._mesh.security, registry)
+        self._kafka_watch = KafkaWatch(
+            self._mesh.bootstrap,
+            self._mesh.security,
+            self._mesh.topics.prefix,
+            self._mesh.topics.dead_letter,
+            registry,
+        )
         self._unfinished: list[Session] = []
         self._group: asyncio.TaskGroup | None = None
         self.ready = False
@@ -114,6 +126,7 @@ class Orchestrator:
             group.create_task(self._jobs.run())
             group.create_task(self._scheduler.run())
             group.create_task(self._link.run())
+            group.create_task(self._kafka_watch.run())
             for session in self._unfinished:
                 log.info("carrying on %s session %s of %s", session.kind, session.id, session.job)
                 group.create_task(self._sessions.carry_on(session))

@@ -24,9 +24,8 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar, get_args
+from typing import Any, Protocol, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 import blockferry.changed_ranges
@@ -35,7 +34,9 @@ from blockferry.core.errors import BlockferryError, GuestError, SessionError
 from blockferry.failpoints import Point
 from blockferry.mesh import Mesh
 from blockferry.orchestrator.jobs import Snapshot
-from blockferry.orchestrator.models import ENDED, Session, SessionKind, SessionTask
+from blockferry.orchestrator.metrics import OrchestratorMetrics
+from blockferry.orchestrator.models import Session, SessionKind, SessionTask
+from blockferry.orchestrator.public_events import PublicEvents
 from blockferry.orchestrator.settings import OrchestratorConfig
 from blockferry.orchestrator.state import GuestPlan, SessionPlan, StoredSession
 from blockferry.repository.ids import format_time, new_restore_point_id
@@ -104,9 +105,11 @@ class Sessions:
         progress: Mailbox,
         command: CommandSender,
         guest: GuestSender,
-        registry: CollectorRegistry,
+        metrics: OrchestratorMetrics,
+        events: PublicEvents,
     ) -> None:
         self._mesh = mesh
+        self._events = events
         self._config = config
         self._progress = progress
         self._command = command
@@ -119,15 +122,7 @@ class Sessions:
         """Per session, what running it needs beyond the session itself."""
         self._changed: dict[str, asyncio.Event] = {}
         """Set (and replaced) whenever a session changes, for long-polling clients."""
-        self._ended = Counter(
-            "blockferry_orchestrator_sessions_total",
-            "Sessions ended, by kind and result.",
-            ["kind", "result"],
-            registry=registry,
-        )
-        for kind in get_args(SessionKind):
-            for result in ENDED:
-                self._ended.labels(kind, result)
+        self._metrics = metrics
 
     async def load(self) -> list[Session]:
         """Read every session from the sessions topic; return those that had not ended."""
@@ -175,6 +170,7 @@ class Sessions:
 
     def _load(self, stored: StoredSession) -> None:
         self._sessions[stored.session_id] = stored.session
+        self._metrics.loaded(stored.session)
         self._plans[stored.session_id] = stored.plan
 
     def _load_legacy(self, record: SessionRecord) -> None:
@@ -207,6 +203,7 @@ class Sessions:
             tasks=tasks,
         )
         self._sessions[session.id] = session
+        self._metrics.started(session)
         return session
 
     def get(self, session_id: str) -> Session | None:
@@ -397,6 +394,7 @@ class Sessions:
             session.repository, cmd.COMMIT, commit, self._config.commit_timeout_s, _epoch(session)
         )
         session.restore_point = rp.id
+        await self._events.restore_point_committed(session.repository, rp)
 
     # -- guest processing and snapshots -----------------------------------------------
 
@@ -642,8 +640,9 @@ class Sessions:
             await self._discard(session)
         session.finished = datetime.now(UTC)
         session.seconds = (session.finished - session.created).total_seconds()
-        self._ended.labels(session.kind, session.state).inc()
+        self._metrics.ended(session)
         await self._changed_state(session, message=session.error or "; ".join(session.warnings))
+        await self._events.session_ended(session)
         await self.forget_old()
 
     async def _run_body(self, session: Session, body: Callable[[], Awaitable[None]]) -> None:

@@ -53,6 +53,13 @@ class OrchestratorConfig(BaseModel):
         description="How long a commit may take: the repository's owner lets it wait for a"
         " garbage collection or prune (its lock_wait_s) rather than fail the session.",
     )
+    events_schema_registry_url: str | None = Field(
+        None,
+        description="A schema registry (the Confluent API: Apicurio's ccompat, Karapace,"
+        " Confluent's). Set: the public event topics carry the registry's wire format"
+        " (magic byte 0, the schema id, Avro), each schema registered under"
+        " <topic>-value. Unset: Avro single-object encoding, as every topic of the mesh.",
+    )
     jobs_file: Path | None = Field(
         None,
         description="YAML file of job definitions ({jobs: [...]}); read at start, and"

@@ -2,9 +2,11 @@
 says the role does.
 
 A role may write the topics it produces, read the topics it consumes and join its own
-consumer groups. It may create, and describe the configs of, the topics it uses: each
-role creates and checks the shared ones at start, and a repository's when it learns
-of the repository, so none waits for another. The owner of a repository
+consumer groups; the orchestrator may also describe every group and the topics the
+groups read, for the consumer lag it reports (:mod:`kafka_watch`). It may create,
+and describe the configs of, the topics it uses: each role creates and checks the
+shared ones at start, and a repository's when it learns of the repository, so none
+waits for another. The owner of a repository
 (:data:`~blockferry.transport.topics.OWNERS`) creates all of its topics before it
 announces it; on two sites (:mod:`sites`) the roles of the site without the owner
 create the ones they use on their own cluster.
@@ -119,6 +121,14 @@ def bindings(
         for group in ROLE_GROUPS[role]:
             for name in _names(group, prefix, repositories):
                 found.add(Binding(principal, "group", name, "Read"))
+                # the orchestrator's lag watch reads every group's committed offsets
+                found.add(Binding(principal_of("orchestrator"), "group", name, "Describe"))
+                for flow in FLOWS:
+                    if role in flow.consumers:
+                        found.update(
+                            Binding(principal_of("orchestrator"), "topic", topic, "Describe")
+                            for topic in _names(flow.topic, prefix, repositories)
+                        )
     return sorted(found)
 
 

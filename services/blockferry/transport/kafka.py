@@ -414,6 +414,12 @@ class Producer:
     async def _send(self, record: Outgoing) -> asyncio.Future[Any]:
         raise NotImplementedError
 
+    async def send_encoded(self, topic: str, value: bytes, key: bytes | str) -> None:
+        """Produce ``value``, already encoded (in a schema registry's wire format), and
+        wait until the broker acknowledged it."""
+        what = f"producing an encoded record to {topic}"
+        await (await self._send(Outgoing(topic, value, record_key(key), None, what)))
+
     async def send_and_wait(
         self, topic: str, message: Message | None, key: bytes | str | None = None
     ) -> None:

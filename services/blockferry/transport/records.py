@@ -199,6 +199,42 @@ class SessionEvent(Message):
     message: str = ""
 
 
+class SessionEnded(Message):
+    """Public: one session's end (topic <p>.session-results, key = session id)."""
+
+    session_id: str
+    kind: str
+    repository: str
+    job: str
+    state: str
+    created: str
+    finished: str
+    seconds: float
+    restore_point: str | None = None
+    disks: list[str]
+    failed_disks: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    error: str = ""
+
+
+class RestorePointDisk(Message):
+    name: str
+    size: int
+
+
+class RestorePointCommitted(Message):
+    """Public: a restore point committed (topic <p>.restore-points-committed, key =
+    repository and restore point id)."""
+
+    repository: str
+    job: str
+    restore_point: str
+    session_id: str
+    created: str
+    parent: str | None = None
+    disks: list[RestorePointDisk]
+
+
 class SessionRecord(Message):
     session_id: str
     session: str

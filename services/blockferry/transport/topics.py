@@ -66,6 +66,8 @@ FLOWS: tuple[Flow, ...] = (
     Flow("jobs", ("orchestrator",), ("orchestrator",), ("StoredJob",)),
     Flow("sessions", ("orchestrator",), ("orchestrator",), ("StoredSession",)),
     Flow("session-events", ("orchestrator",), ("orchestrator",), ("SessionEvent",)),
+    Flow("session-results", ("orchestrator",), (), ("SessionEnded",)),
+    Flow("restore-points-committed", ("orchestrator",), (), ("RestorePointCommitted",)),
     Flow("dead-letter", EVERY_ROLE, (), ("DeadLetter",)),
     Flow("<repo>.chunks", ("source-mover",), OWNERS, ("Chunk",), bulk=True),
     Flow(
@@ -294,6 +296,16 @@ class Topics:
         return f"{self.prefix}.session-events"
 
     @property
+    def session_results(self) -> str:
+        """Public: each session's end (:class:`~blockferry.transport.records.SessionEnded`)."""
+        return f"{self.prefix}.session-results"
+
+    @property
+    def restore_point_events(self) -> str:
+        """Public: each restore point committed (``RestorePointCommitted``)."""
+        return f"{self.prefix}.restore-points-committed"
+
+    @property
     def dead_letter(self) -> str:
         return f"{self.prefix}.dead-letter"
 
@@ -333,6 +345,7 @@ class Topics:
 
     def shared_specs(self, partitions: int = 4) -> list[TopicSpec]:
         """The topics every mesh has."""
+        events = {"retention.ms": str(EVENTS_RETENTION_MS)}
         return [
             TopicSpec(self.tasks, partitions),
             TopicSpec(self.task_progress, partitions),
@@ -342,7 +355,9 @@ class Topics:
             TopicSpec(self.repositories, 1, {"cleanup.policy": "compact"}),
             TopicSpec(self.jobs, 1, {"cleanup.policy": "compact"}),
             TopicSpec(self.sessions, partitions, {"cleanup.policy": "compact"}),
-            TopicSpec(self.session_events, partitions, {"retention.ms": str(EVENTS_RETENTION_MS)}),
+            TopicSpec(self.session_events, partitions, events),
+            TopicSpec(self.session_results, partitions, events),
+            TopicSpec(self.restore_point_events, partitions, events),
             TopicSpec(self.dead_letter, 1, {"max.message.bytes": str(MAX_RECORD_BYTES)}),
         ]
 

@@ -50,10 +50,23 @@ def test_each_role_writes_only_the_topics_it_produces() -> None:
         "bf.jobs",
         "bf.sessions",
         "bf.session-events",
+        "bf.session-results",
+        "bf.restore-points-committed",
         "bf.dead-letter",
         "bf.r1.commands",
     }
     assert "bf.guest-commands" not in allowed("target-mover", "Write")
+
+
+def test_the_orchestrator_describes_every_group_for_the_consumer_lag() -> None:
+    found = bindings("bf", ("r1",), PRINCIPAL)
+    groups = {b.name for b in found if b.resource_type == "group"}
+    orchestrators = [
+        b for b in found if b.principal == PRINCIPAL("orchestrator") and b.resource_type == "group"
+    ]
+    assert {b.name for b in orchestrators} == groups
+    assert {b.operation for b in orchestrators} == {"Describe"}
+    assert "bf.r1.chunks" in allowed("orchestrator", "Describe")
 
 
 def test_each_role_reads_only_what_it_consumes_and_joins_only_its_groups() -> None:
