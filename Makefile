@@ -7,7 +7,7 @@ export BLOCKFERRY_DATA_DIR ?= ./.blockferry
 
 include compose/local/kafka.mk
 
-.PHONY: venv run run-two-sites mirror-fetch up down test test-deps test-servers lint typecheck unit kafka-tests e2e bench bench-memory bench-scale bench-storage soak image chart-tools k8s chart-test clean
+.PHONY: venv run run-two-sites mirror-fetch up down test test-deps test-servers lint typecheck unit kafka-tests e2e bench bench-memory bench-scale bench-storage soak image chart-tools k8s chart-test registry-fetch observe-test clean
 
 venv: $(VENV)/.installed
 
@@ -36,11 +36,11 @@ down:
 	bash compose/local/mesh.sh down
 
 lint: venv
-	$(BIN)/ruff check services tests
-	$(BIN)/ruff format --check services tests
+	$(BIN)/ruff check services tests observability
+	$(BIN)/ruff format --check services tests observability
 
 typecheck: venv
-	$(BIN)/mypy services/blockferry
+	$(BIN)/mypy services/blockferry observability
 
 unit: venv
 	$(BIN)/pytest -q tests/unit
@@ -95,6 +95,18 @@ chart-test: venv chart-tools k8s image kafka-fetch mirror-fetch
 	bash compose/local/image.sh standins
 	$(BIN)/pytest -q -o addopts="" tests/chart
 	$(BIN)/python -m tests.chart.summary
+
+# the schema registry the observability test reads the public events through (Apicurio
+# Registry's server distribution from Maven Central, into compose/local/target)
+registry-fetch:
+	bash compose/local/registry.sh fetch
+
+# metrics, dashboards and alerts on a real Prometheus (Debian's) scraping a mesh through
+# a backup, an incremental and a restore; the alert rules through promtool; the public
+# events read by a stock Avro consumer through a real schema registry
+observe-test: test-deps venv kafka-fetch registry-fetch
+	$(BIN)/pytest -q -o addopts="" tests/observe tests/unit/test_dashboards.py
+	$(BIN)/python -m tests.observe.summary
 
 clean:
 	rm -rf $(VENV) compose/local/target  # the tools cache (compose/local/tools.sh) stays

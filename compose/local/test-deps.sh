@@ -18,6 +18,7 @@ PACKAGES=(
     "procps               pgrep"
     "openssl              openssl"
     "samba                smbd smbpasswd"
+    "prometheus           prometheus promtool"
 )
 
 die() { echo "test-deps: $*" >&2; exit 1; }

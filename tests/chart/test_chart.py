@@ -19,7 +19,7 @@ import yaml
 from tests.chart.chart import CHART, EXAMPLES, HELM_DOCS, KUBERNETES_VERSIONS, helm, render
 
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
-OWN_KINDS = ("ServiceMonitor",)
+OWN_KINDS = ("ServiceMonitor", "PrometheusRule")
 """Of the Prometheus Operator's CRDs: no bundled schema; checked by assertions."""
 
 ROLES = ("orchestrator", "guest-proxy", "source-mover", "dedupe-index", "target-mover", "gateway")
@@ -269,6 +269,26 @@ def test_strimzi_without_the_acls_of_a_role_is_refused(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="blockferry acls --format json"):
         helm("template", "bf", str(CHART), "-f", example, "--set",
              "strimzi.enabled=true,acls.enabled=false")  # fmt: skip
+
+
+def test_the_alert_rules_and_dashboards_are_the_generated_files() -> None:
+    objects = render(CHART / "examples" / "one-site.yaml")
+    (rule,) = [o for o in objects if o["kind"] == "PrometheusRule"]
+    assert rule["spec"] == yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    shipped = {
+        path.name: path.read_text() for path in (CHART / "files" / "dashboards").glob("*.json")
+    }
+    dashboards = [
+        o
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["labels"].get("grafana_dashboard") == "1"
+    ]
+    assert len(shipped) >= 5
+    assert {name: text for o in dashboards for name, text in o["data"].items()} == {
+        name: text.rstrip("\n") for name, text in shipped.items()
+    }
+    assert {o["metadata"]["annotations"]["grafana_folder"] for o in dashboards} == {"blockferry"}
 
 
 def test_the_readme_is_generated_from_the_values() -> None:

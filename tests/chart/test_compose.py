@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from observability.alerts import ALERTS
 from tests.chart.chart import ROOT
 from tests.chart.cluster import IMAGE
 from tests.system import TOOLS_DIR, free_port
@@ -172,9 +173,16 @@ def test_a_backup_and_a_restore_through_the_containers(
 
         def every_role_scraped() -> bool:
             result = httpx.get(prometheus, params={"query": "up"}, timeout=5).json()
-            up = {s["metric"]["instance"]: s["value"][1] for s in result["data"]["result"]}
-            return up == {f"{role}:8080": "1" for role in ROLES}
+            up = {
+                (s["metric"]["instance"], s["metric"]["role"]): s["value"][1]
+                for s in result["data"]["result"]
+            }
+            return up == {(f"{role}:8080", role): "1" for role in ROLES}
 
         _until("Prometheus scrapes every role", every_role_scraped, timeout_s=120)
+        rules_url = f"http://127.0.0.1:{run.env['PROMETHEUS_PORT']}/api/v1/rules"
+        groups = httpx.get(rules_url, timeout=5).json()["data"]["groups"]
+        loaded = {rule["name"]: rule["health"] for g in groups for rule in g["rules"]}
+        assert set(loaded) == {alert.name for alert in ALERTS}, "the alert rules are loaded"
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{run.logs()}") from exc

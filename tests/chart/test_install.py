@@ -7,8 +7,9 @@ working.
 What the example needs from outside the chart stands in on this machine: Kafka runs
 beside the cluster (the pods reach it on their bridge), the volumes are host paths, and
 the Secrets the example names are made here. The example's SASL/TLS, S3 gateway, ACL Job
-and ServiceMonitor are left out of the install (overridden below): their rendering is
-checked by test_chart.py."""
+and the Prometheus Operator's ServiceMonitor and PrometheusRule are left out of the
+install (overridden below): their rendering is checked by test_chart.py. The dashboards'
+ConfigMaps are installed."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def _overrides(bootstrap: str) -> dict[str, Any]:
     values["gateway"] = {"enabled": False}
     values["acls"] = {"enabled": False}
     values["serviceMonitor"] = {"enabled": False}
+    values["prometheusRule"] = {"enabled": False}
     example = yaml.safe_load((CHART / "examples" / "one-site.yaml").read_text())
     values["orchestrator"]["jobs"] = [
         job for job in example["orchestrator"]["jobs"] if "copy_from" not in job

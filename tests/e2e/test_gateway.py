@@ -135,7 +135,7 @@ def _backup_incremental_restore_prune_gc(mesh: MeshProcesses, tmp_path: Path) ->
     assert mesh.cli_json("verify", incremental["restore_point"])["ok"] is True
 
     commits = re.search(
-        r'^blockferry_gateway_storage_requests_total\{operation="commit",'
+        r'^blockferry_gateway_storage_requests_total\{backend="[a-z0-9]+",operation="commit",'
         r'repository="default"\} (\S+)$',
         mesh.metrics("gateway"),
         re.M,

@@ -20,6 +20,12 @@ class IngestConfig(BaseModel):
         120.0, gt=0, description="How long an end marker waits for its blocks to be durable."
     )
     workers: int = Field(2, ge=1, le=64, description="Threads checking chunks and writing packs.")
+    measure_every_s: float = Field(
+        60.0,
+        gt=0,
+        description="How often each repository's size, free space, quarantined chunks and"
+        " locks are measured for the metrics (a listing of its packs, quarantine and locks).",
+    )
     maintenance_workers: int = Field(
         1,
         ge=1,

@@ -74,6 +74,12 @@ class IngestMetrics:
             ["repository"],
             registry=registry,
         )
+        self.filesystem = Gauge(
+            f"{prefix}_repository_filesystem_size_bytes",
+            "Size of the file system a local repository lives on.",
+            ["repository"],
+            registry=registry,
+        )
         self.quarantined = Gauge(
             f"{prefix}_quarantined_chunks",
             "Chunks set aside as damaged (quarantine/): the next backup that reads their"

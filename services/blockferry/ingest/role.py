@@ -99,7 +99,8 @@ class IngestRole:
         secret = Secret.key_file(key_file) if key_file.exists() else None
         try:
             return Repository.open(
-                MeteredStorage(storage, self._storage_metrics, name), secret=secret
+                MeteredStorage(storage, self._storage_metrics, name, scheme(location)),
+                secret=secret,
             )
         except WrongKey as exc:
             raise WrongKey(f"{exc} (the {self.name.replace('-', ' ')} reads {key_file})") from exc

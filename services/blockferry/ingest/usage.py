@@ -17,10 +17,6 @@ from blockferry.repository.storage_views import StorageView
 
 log = logging.getLogger(__name__)
 
-MEASURE_EVERY_S = 60.0
-"""How often a repository is measured: a listing of its packs, quarantine and locks
-(three LIST requests on an S3 store)."""
-
 
 @dataclass(frozen=True)
 class Usage:
@@ -29,6 +25,8 @@ class Usage:
     free_bytes: int | None
     """Free space of the file system it lives on; None where that is not known (a
     bucket, a share)."""
+    filesystem_bytes: int | None
+    """That file system's size."""
     quarantined_chunks: int
     oldest_lock_seconds: float
     """How long the oldest lock present has been held (0: none)."""
@@ -41,29 +39,34 @@ def measure(repo: Repository) -> Usage:
     now = datetime.now(UTC)
     locks = repo.locks.list_locks()
     oldest = max(((now - info.time).total_seconds() for info in locks), default=0.0)
-    return Usage(size, _free_bytes(storage), quarantined, max(oldest, 0.0))
+    free, total = _disk_usage(storage)
+    return Usage(size, free, total, quarantined, max(oldest, 0.0))
 
 
-def _free_bytes(storage: object) -> int | None:
+def _disk_usage(storage: object) -> tuple[int | None, int | None]:
+    """(free, size) of the file system a local repository lives on; else unknown."""
     while isinstance(storage, StorageView):
         storage = storage.base
     if isinstance(storage, LocalStorage):
-        return shutil.disk_usage(storage.root).free
-    return None
+        usage = shutil.disk_usage(storage.root)
+        return usage.free, usage.total
+    return None, None
 
 
 async def keep_measuring(ctx: IngestContext) -> None:
-    """Set the repository's usage gauges now and every :data:`MEASURE_EVERY_S`."""
+    """Set the repository's usage gauges now and every ``measure_every_s`` (in a thread
+    of its own: a long GC or verify in the maintenance thread does not hold it up)."""
     metrics, name = ctx.metrics, ctx.name
     while True:
         try:
-            usage = await ctx.in_maintenance(measure, ctx.repo)
+            usage = await asyncio.to_thread(measure, ctx.repo)
         except (BlockferryError, OSError) as exc:
             log.warning("measuring repository %s: %s", name, exc)
         else:
             metrics.size.labels(name).set(usage.size_bytes)
-            if usage.free_bytes is not None:
+            if usage.free_bytes is not None and usage.filesystem_bytes is not None:
                 metrics.free.labels(name).set(usage.free_bytes)
+                metrics.filesystem.labels(name).set(usage.filesystem_bytes)
             metrics.quarantined.labels(name).set(usage.quarantined_chunks)
             metrics.oldest_lock.labels(name).set(usage.oldest_lock_seconds)
-        await asyncio.sleep(MEASURE_EVERY_S)
+        await asyncio.sleep(ctx.config.measure_every_s)

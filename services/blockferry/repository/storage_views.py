@@ -179,16 +179,16 @@ class StorageMetrics:
 
     def __init__(self, registry: CollectorRegistry, role: str) -> None:
         prefix = f"blockferry_{role.replace('-', '_')}_storage"
-        labels = ["repository", "operation"]
+        labels = ["repository", "backend", "operation"]
         self.requests = Counter(
             f"{prefix}_requests_total",
-            "Requests made to a repository's storage, by operation.",
+            "Requests made to a repository's storage, by backend (local, s3, smb) and operation.",
             labels,
             registry=registry,
         )
         self.errors = Counter(
             f"{prefix}_errors_total",
-            "Requests to a repository's storage that failed, by operation.",
+            "Requests to a repository's storage that failed, by backend and operation.",
             labels,
             registry=registry,
         )
@@ -200,7 +200,8 @@ class StorageMetrics:
         )
         self.seconds = Histogram(
             f"{prefix}_request_seconds",
-            "Time each request to a repository's storage took, by operation.",
+            "Time each request to a repository's storage took, by backend and operation (a"
+            " local commit is the fsync of the file and its directory).",
             labels,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
             registry=registry,
@@ -240,12 +241,14 @@ class MeteredStorage(StorageView):
     """``base``, the storage of repository ``repository``, with each request counted and
     timed in ``metrics``."""
 
-    def __init__(self, base: Storage, metrics: StorageMetrics, repository: str) -> None:
+    def __init__(
+        self, base: Storage, metrics: StorageMetrics, repository: str, backend: str
+    ) -> None:
         super().__init__(base)
-        self._requests = _Family(metrics.requests, repository)
-        self._errors = _Family(metrics.errors, repository)
-        self.bytes = _Family(metrics.bytes, repository)
-        self._seconds = _Family(metrics.seconds, repository)
+        self._requests = _Family(metrics.requests, repository, backend)
+        self._errors = _Family(metrics.errors, repository, backend)
+        self.bytes = _Family(metrics.bytes, repository, backend)
+        self._seconds = _Family(metrics.seconds, repository, backend)
 
     def get(self, name: str) -> bytes:
         with self._request("get"):
@@ -329,9 +332,9 @@ class _MeteredWriter:
 class _Family:
     """One repository's children of a metric family, every operation's made at once."""
 
-    def __init__(self, family: Counter | Histogram, repository: str) -> None:
+    def __init__(self, family: Counter | Histogram, repository: str, backend: str) -> None:
         self._children = {
-            operation: family.labels(repository, operation) for operation in OPERATIONS
+            operation: family.labels(repository, backend, operation) for operation in OPERATIONS
         }
 
     def labels(self, operation: str) -> Any:

@@ -481,6 +481,7 @@ class BackupRun:
             c.bytes_sent_plain += block.size
             self._metrics.blocks.labels("sent").inc()
             self._metrics.bytes.labels("sent").inc(len(block.stored))
+            self._metrics.bytes.labels("sent_plain").inc(block.size)
 
     async def _send_chunk(self, block: PreparedBlock) -> None:
         assert block.stored is not None

@@ -20,7 +20,8 @@ class SourceMoverMetrics:
         )
         self.bytes = Counter(
             "blockferry_source_mover_bytes_total",
-            "Bytes read from sources, sent as chunks (after compression), restored.",
+            "Bytes read from sources (read), sent as chunks after compression (sent) and"
+            " before it (sent_plain), restored.",
             ["kind"],
             registry=registry,
         )
