@@ -1,4 +1,4 @@
-"""Fixtures of the observability tests."""
+"""Fixtures of the observability tests: the end-to-end tests' mesh, and a schema registry."""
 
 from __future__ import annotations
 
@@ -7,19 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import MeshProcesses
+from tests.e2e.conftest import mesh_processes
 from tests.registry import SchemaRegistry, schema_registry
 
-
-@pytest.fixture
-def mesh_processes(
-    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
-) -> Iterator[MeshProcesses]:
-    mesh = MeshProcesses(kafka_bootstrap, topic_prefix, tmp_path)
-    try:
-        yield mesh
-    finally:
-        mesh.close()
+__all__ = ["mesh_processes"]
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""What blockferry ships for watching it: dashboards and alert rules, generated from code."""
