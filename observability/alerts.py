@@ -60,9 +60,9 @@ SESSIONS = "blockferry_orchestrator_sessions_total"
 LAST_GOOD = "blockferry_orchestrator_job_last_good_restore_point_timestamp_seconds"
 INTERVAL = "blockferry_orchestrator_job_schedule_interval_seconds"
 LAG = "blockferry_kafka_consumer_lag_records"
-JOB = 'kind="backup",repository="main",job="web"'
+JOB = 'kind="backup",repository="main",backup_job="web"'
 OWNER = 'instance="tm:8080",repository="main"'
-SESSION_LABELS = {"kind": "backup", "repository": "main", "job": "web"}
+SESSION_LABELS = {"kind": "backup", "repository": "main", "backup_job": "web"}
 OWNER_LABELS = {"instance": "tm:8080", "repository": "main"}
 
 
@@ -77,10 +77,11 @@ def _owner(name: str, values: str, role: str = "target_mover") -> dict[str, str]
 ALERTS: list[Alert] = [
     Alert(
         name="BlockferrySessionFailed",
-        expr=f'sum by (kind, repository, job) (increase({SESSIONS}{{result="failed"}}[1h])) > 0',
+        expr="sum by (kind, repository, backup_job)"
+        f' (increase({SESSIONS}{{result="failed"}}[1h])) > 0',
         signal=SESSIONS,
         severity="critical",
-        summary="A {{ $labels.kind }} session of job {{ $labels.job }} into"
+        summary="A {{ $labels.kind }} session of job {{ $labels.backup_job }} into"
         " {{ $labels.repository }} failed in the last hour.",
         runbook="Find the session: `blockferry sessions list --job JOB`, then `blockferry"
         " sessions show ID` for its error and each disk's. A backup that failed committed"
@@ -92,10 +93,11 @@ ALERTS: list[Alert] = [
     ),
     Alert(
         name="BlockferrySessionWarning",
-        expr=f'sum by (kind, repository, job) (increase({SESSIONS}{{result="warning"}}[1h])) > 0',
+        expr="sum by (kind, repository, backup_job)"
+        f' (increase({SESSIONS}{{result="warning"}}[1h])) > 0',
         signal=SESSIONS,
         severity="warning",
-        summary="A {{ $labels.kind }} session of job {{ $labels.job }} into"
+        summary="A {{ $labels.kind }} session of job {{ $labels.backup_job }} into"
         " {{ $labels.repository }} ended with warnings in the last hour.",
         runbook="`blockferry sessions show ID` lists the warnings: a disk that failed while"
         " the others were committed (its previous restore point is its newest), a guest"
@@ -107,11 +109,11 @@ ALERTS: list[Alert] = [
     ),
     Alert(
         name="BlockferryRestorePointObjectiveMissed",
-        expr=f"(time() - {LAST_GOOD}) > on (repository, job)"
+        expr=f"(time() - {LAST_GOOD}) > on (repository, backup_job)"
         f" ({INTERVAL} + clamp_min({INTERVAL} * 0.25, 900))",
         signal=f"time() - {LAST_GOOD}",
         severity="critical",
-        summary="Job {{ $labels.job }} into {{ $labels.repository }} has no good restore"
+        summary="Job {{ $labels.backup_job }} into {{ $labels.repository }} has no good restore"
         " point within its schedule window.",
         runbook="The newest restore point of the job is older than its schedule interval"
         " plus a quarter of it (at least 15 minutes): a run failed, was skipped (a run"
@@ -121,16 +123,16 @@ ALERTS: list[Alert] = [
         " hand once the cause is fixed: `blockferry jobs start JOB`.",
         firing=Case(
             {
-                f'{LAST_GOOD}{{repository="main",job="web"}}': "0+0x30",
-                f'{INTERVAL}{{repository="main",job="web"}}': "600+0x30",
+                f'{LAST_GOOD}{{repository="main",backup_job="web"}}': "0+0x30",
+                f'{INTERVAL}{{repository="main",backup_job="web"}}': "600+0x30",
             },
-            [{"repository": "main", "job": "web"}],
+            [{"repository": "main", "backup_job": "web"}],
             at="30m",
         ),
         calm=Case(
             {
-                f'{LAST_GOOD}{{repository="main",job="web"}}': "0+60x30",
-                f'{INTERVAL}{{repository="main",job="web"}}': "600+0x30",
+                f'{LAST_GOOD}{{repository="main",backup_job="web"}}': "0+60x30",
+                f'{INTERVAL}{{repository="main",backup_job="web"}}': "600+0x30",
             },
             [],
             at="30m",

@@ -8,7 +8,8 @@ from observability.dashboards import panels
 
 def main() -> None:
     print(
-        f"observability: {len(panels())} panels and {len(ALERTS)} alerts evaluated on"
+        f"observability: {len({(p.dashboard, p.title) for p in panels()})} panels and"
+        f" {len(ALERTS)} alerts evaluated on"
         " Prometheus, all returned data; events read by a stock consumer"
     )
 

@@ -101,6 +101,8 @@ def test_dashboards_and_alerts_evaluate_on_a_mesh_and_events_read_by_a_stock_con
     mesh.up(shards=2)
     mesh.start("guest-proxy", BLOCKFERRY_GUEST_PROXY__RUN_LOCAL_COMMANDS="true")
     with prometheus(tmp_path / "prometheus", mesh.ports, [RULES_FILE]) as server:
+        every_role = f'count(up{{job="blockferry"}} == 1) == {len(mesh.ports)}'
+        assert data_of(server, every_role, nonzero=True), server.targets()
         disk = make_disk(tmp_path / "web1-sda.img", 12, seed=21)
         assert mesh.api("POST", "/api/v1/jobs", json=job(disk)).status_code == 201
         full = mesh.cli_json("jobs", "start", "web", "--wait")
@@ -111,8 +113,6 @@ def test_dashboards_and_alerts_evaluate_on_a_mesh_and_events_read_by_a_stock_con
         assert mesh.cli_json("verify", points[1])["ok"] is True
         mesh.assert_restores(points[1], disk)
 
-        scraped = data_of(server, 'count(up{job="blockferry"} == 1)', nonzero=True)
-        assert values(scraped) == [len(mesh.ports)], server.targets()
         empty = []
         for panel in panels():
             expr = substituted(panel.expr)

@@ -15,11 +15,11 @@ DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 8
 
 class OrchestratorMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        labels = ["kind", "repository", "job"]
+        labels = ["kind", "repository", "backup_job"]
         self.sessions = Counter(
             "blockferry_orchestrator_sessions_total",
-            "Sessions ended, by kind, repository, job and result (success, warning,"
-            " failed, cancelled).",
+            "Sessions ended, by kind, repository, job (backup_job: Prometheus keeps job for"
+            " its scrape job) and result (success, warning, failed, cancelled).",
             [*labels, "result"],
             registry=registry,
         )
@@ -34,14 +34,14 @@ class OrchestratorMetrics:
             "blockferry_orchestrator_job_last_good_restore_point_timestamp_seconds",
             "When the newest restore point of a job was committed by a session that ended"
             " in success or warning (Unix time).",
-            ["repository", "job"],
+            ["repository", "backup_job"],
             registry=registry,
         )
         self.schedule_interval = Gauge(
             "blockferry_orchestrator_job_schedule_interval_seconds",
             "Time between a scheduled job's next two runs: its restore point objective"
             " (alerted on with a margin).",
-            ["repository", "job"],
+            ["repository", "backup_job"],
             registry=registry,
         )
         self._scheduled: set[tuple[str, str]] = set()
@@ -51,6 +51,7 @@ class OrchestratorMetrics:
         """Pre-set the label values of a session's job, so rates start from zero."""
         for result in ENDED:
             self.sessions.labels(session.kind, session.repository, session.job, result)
+        self.session_seconds.labels(session.kind, session.repository, session.job)
 
     def ended(self, session: Session) -> None:
         labels = (session.kind, session.repository, session.job)

@@ -27,7 +27,9 @@ from blockferry.repository import layout
 from blockferry.repository.sealing import Sealer
 from blockferry.repository.storage import (
     Data,
+    ObjectExists,
     ObjectInfo,
+    ObjectNotFound,
     ObjectWriter,
     Parts,
     Storage,
@@ -188,7 +190,8 @@ class StorageMetrics:
         )
         self.errors = Counter(
             f"{prefix}_errors_total",
-            "Requests to a repository's storage that failed, by backend and operation.",
+            "Requests to a repository's storage that failed, by backend and operation (an"
+            " object not found, or found there already, is an answer, not a failure).",
             labels,
             registry=registry,
         )
@@ -296,6 +299,8 @@ class MeteredStorage(StorageView):
         start = time.perf_counter()
         try:
             yield
+        except (ObjectNotFound, ObjectExists):
+            raise  # an answer (no such object; it is there already), not a failure
         except BaseException:
             self._errors.labels(operation).inc()
             raise

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from blockferry.transport.expiry import REFUSALS
 
 BLOCK_OUTCOMES = ("read", "zero", "deduplicated", "sent")
-BYTE_KINDS = ("read", "sent", "restored")
+BYTE_KINDS = ("read", "sent", "sent_plain", "restored")
 
 
 class SourceMoverMetrics:

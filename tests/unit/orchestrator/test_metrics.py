@@ -38,7 +38,7 @@ def test_the_newest_good_restore_point_of_each_job_is_kept() -> None:
     good = ended("success", 0)
     metrics.loaded(good)
     metrics.ended(ended("failed", 60, restore_point=None))
-    labels = {"repository": "main", "job": "web"}
+    labels = {"repository": "main", "backup_job": "web"}
     assert registry.get_sample_value(LAST_GOOD, labels) == good.finished.timestamp()  # type: ignore[union-attr]
 
     warned = ended("warning", 120)
@@ -46,7 +46,7 @@ def test_the_newest_good_restore_point_of_each_job_is_kept() -> None:
     metrics.loaded(good)  # an older one read later does not go back in time
     assert registry.get_sample_value(LAST_GOOD, labels) == warned.finished.timestamp()  # type: ignore[union-attr]
 
-    results = {"kind": "backup", "repository": "main", "job": "web"}
+    results = {"kind": "backup", "repository": "main", "backup_job": "web"}
     sessions = "blockferry_orchestrator_sessions_total"
     assert registry.get_sample_value(sessions, {**results, "result": "failed"}) == 1
     assert registry.get_sample_value(sessions, {**results, "result": "warning"}) == 1
@@ -60,8 +60,8 @@ def test_schedule_intervals_follow_the_enabled_scheduled_jobs() -> None:
     interval = "blockferry_orchestrator_job_schedule_interval_seconds"
     metrics.scheduled({("main", "web"): 86400.0, ("main", "db"): 3600.0})
     metrics.scheduled({("main", "web"): 86400.0})
-    assert registry.get_sample_value(interval, {"repository": "main", "job": "web"}) == 86400
-    assert registry.get_sample_value(interval, {"repository": "main", "job": "db"}) is None
+    assert registry.get_sample_value(interval, {"repository": "main", "backup_job": "web"}) == 86400
+    assert registry.get_sample_value(interval, {"repository": "main", "backup_job": "db"}) is None
 
 
 def test_a_schedule_interval_is_the_time_between_its_next_two_runs() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from blockferry.core.errors import RepositoryFull
+from blockferry.core.errors import RepositoryError, RepositoryFull
 from blockferry.repository.local_storage import LocalStorage
 from blockferry.repository.s3_storage import S3Storage
 from blockferry.repository.smb_storage import SmbStorage
@@ -275,15 +275,18 @@ def test_metered_view_counts_requests_bytes_and_errors(storage: Storage) -> None
     writer.commit()
     with pytest.raises(ObjectNotFound):
         view.get("missing")
+    assert sample("blockferry_repository_storage_errors_total", "get") == 0, "an answer"
+    with pytest.raises(RepositoryError):
+        view.get("../outside")
     assert sample("blockferry_repository_storage_requests_total", "put") == 1
     assert sample("blockferry_repository_storage_bytes_total", "put") == 5
-    assert sample("blockferry_repository_storage_requests_total", "get") == 2
+    assert sample("blockferry_repository_storage_requests_total", "get") == 3
     assert sample("blockferry_repository_storage_errors_total", "get") == 1
     assert sample("blockferry_repository_storage_bytes_total", "get") == 5
     assert sample("blockferry_repository_storage_bytes_total", "get_range") == 2
     assert sample("blockferry_repository_storage_bytes_total", "write") == 5
     assert sample("blockferry_repository_storage_requests_total", "commit") == 1
-    assert sample("blockferry_repository_storage_request_seconds_count", "get") == 2
+    assert sample("blockferry_repository_storage_request_seconds_count", "get") == 3
     assert sample("blockferry_repository_storage_errors_total", "delete") == 0
 
 
