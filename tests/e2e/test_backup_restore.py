@@ -53,7 +53,7 @@ def test_full_backup_restore_identical(mesh_processes: MeshProcesses, tmp_path: 
         target_metrics
     )
     commits = re.search(
-        r'^blockferry_target_mover_storage_requests_total\{backend="local",operation="commit",'
+        r'^blockferry_target_mover_storage_requests_total\{backend="file",operation="commit",'
         r'repository="default"\} (\S+)$',
         target_metrics,
         re.M,

@@ -184,7 +184,7 @@ class StorageMetrics:
         labels = ["repository", "backend", "operation"]
         self.requests = Counter(
             f"{prefix}_requests_total",
-            "Requests made to a repository's storage, by backend (local, s3, smb) and operation.",
+            "Requests made to a repository's storage, by backend (file, s3, smb) and operation.",
             labels,
             registry=registry,
         )

@@ -259,10 +259,10 @@ def test_read_only_view_refuses_every_write(storage: Storage) -> None:
 
 def test_metered_view_counts_requests_bytes_and_errors(storage: Storage) -> None:
     registry = CollectorRegistry()
-    view = MeteredStorage(storage, StorageMetrics(registry, "target-mover"), "main", "local")
+    view = MeteredStorage(storage, StorageMetrics(registry, "target-mover"), "main", "file")
 
     def sample(metric: str, operation: str) -> float:
-        labels = {"repository": "main", "backend": "local", "operation": operation}
+        labels = {"repository": "main", "backend": "file", "operation": operation}
         value = registry.get_sample_value(metric.replace("repository", "target_mover"), labels)
         assert value is not None
         return value
