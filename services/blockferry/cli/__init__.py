@@ -31,7 +31,7 @@ def main(log_level: str, log_format: str) -> None:
     from blockferry.log_context import configure
 
     configure(log_level, log_format)
-    for noisy in ("aiokafka", "httpx", "httpcore"):
+    for noisy in ("aiokafka", "httpx", "httpcore", "dissect"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -39,6 +39,7 @@ def main(log_level: str, log_format: str) -> None:
 from blockferry.cli import jobs as jobs  # noqa: E402
 from blockferry.cli import maintenance as maintenance  # noqa: E402
 from blockferry.cli import repo as repo  # noqa: E402
+from blockferry.cli import repo_browse as repo_browse  # noqa: E402
 from blockferry.cli import roles as roles  # noqa: E402
 from blockferry.cli import transfers as transfers  # noqa: E402
 from blockferry.cli import users as users  # noqa: E402

@@ -24,6 +24,7 @@ from blockferry.core.errors import BlockferryError
 if TYPE_CHECKING:
     from blockferry.repository import Repository
     from blockferry.repository.keys import Secret
+    from blockferry.repository.restore_point import RestorePoint
     from blockferry.repository.storage import Storage
 
 REPO_LOCK_WAIT_S = 60.0
@@ -110,6 +111,13 @@ def _first_line(path: Path) -> str:
 def _open(location: str, unlock: Unlock, *, read_only: bool = False) -> Repository:
     """The repository at ``location``; an encrypted one unlocked with the secret ``unlock``
     names, or with a passphrase asked for on a terminal when it names none."""
+    return open_unlocked(location, unlock, read_only=read_only)[0]
+
+
+def open_unlocked(
+    location: str, unlock: Unlock, *, read_only: bool = False
+) -> tuple[Repository, Secret | None]:
+    """:func:`_open`, and the secret that unlocked the repository (None: not encrypted)."""
     from blockferry.core.errors import WrongKey
     from blockferry.repository import Repository
     from blockferry.repository.keys import Secret
@@ -121,7 +129,7 @@ def _open(location: str, unlock: Unlock, *, read_only: bool = False) -> Reposito
         return ReadOnlyStorage(base) if read_only else base
 
     try:
-        return Repository.open(storage())
+        return Repository.open(storage()), None
     except WrongKey:
         secret = unlock.secret()
         if secret is None and not sys.stdin.isatty():
@@ -130,7 +138,16 @@ def _open(location: str, unlock: Unlock, *, read_only: bool = False) -> Reposito
         secret = Secret.passphrase(
             click.prompt(f"passphrase of {location}", hide_input=True, err=True)
         )
-    return Repository.open(storage(), secret=secret)
+    return Repository.open(storage(), secret=secret), secret
+
+
+def disk_of(point: RestorePoint, disk: str | None) -> str:
+    """The disk named, or the restore point's only disk; fails when it has several."""
+    if disk is not None:
+        return point.disk(disk).name
+    if len(point.disks) != 1:
+        fail(f"name one disk with --disk: {', '.join(point.disk_names)}")
+    return point.disks[0].name
 
 
 @repo.command("init")
@@ -515,11 +532,8 @@ def repo_restore(
     try:
         opened = _open(location, unlock, read_only=read_only)
         rp = opened.restore_point(restore_point)
-        disks = [d.name for d in rp.disks]
-        name = disk or (disks[0] if len(disks) == 1 else None)
-        if name is None:
-            fail(f"name one disk with --disk: {', '.join(disks)}")
-        size = next(d.size for d in rp.disks if d.name == name)
+        name = disk_of(rp, disk)
+        size = rp.disk(name).size
         with _progress(as_json, f"restoring {name}", size) as advance:
             result = restore_disk(
                 opened,

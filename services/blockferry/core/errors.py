@@ -22,6 +22,11 @@ class DestinationError(BlockferryError):
     """A restore destination cannot be written or is refused."""
 
 
+class FileSystemError(BlockferryError):
+    """The partitions or file systems of a backed-up disk cannot be read, or a path in
+    them is not there."""
+
+
 class RepositoryError(BlockferryError):
     """A repository cannot be opened, read or written."""
 

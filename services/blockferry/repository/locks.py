@@ -78,9 +78,13 @@ class LockKind(enum.StrEnum):
 
     SHARED = "shared"
     EXCLUSIVE = "exclusive"
+    PIN = "pin"
+    """Not a lock: a restore point being read (an export), which prune keeps."""
 
     def conflicts_with(self, other: LockKind) -> bool:
         """Whether a lock of this kind cannot be held together with ``other``."""
+        if LockKind.PIN in (self, other):
+            return False
         return self is LockKind.EXCLUSIVE or other is LockKind.EXCLUSIVE
 
 
@@ -153,12 +157,15 @@ class LockInfo:
     refreshed: datetime
     """The file's modification time: when the holder last refreshed it (the heartbeat)."""
     process: Process | None = None
+    restore_point: str = ""
+    """The restore point a pin keeps."""
 
     def describe(self) -> str:
         """``exclusive lock of host pid 123 (gc), refreshed 2026-...Z``."""
         purpose = f" ({self.purpose})" if self.purpose else ""
+        what = f"pin of restore point {self.restore_point}" if self.restore_point else "lock"
         return (
-            f"{self.kind} lock of {self.host} pid {self.pid}{purpose}, taken "
+            f"{self.kind} {what} of {self.host} pid {self.pid}{purpose}, taken "
             f"{format_time(self.time)}, refreshed {format_time(self.refreshed)}"
         )
 
@@ -174,6 +181,8 @@ class LockInfo:
             "purpose": self.purpose,
             "process": self.process.to_document() if self.process else None,
         }
+        if self.restore_point:
+            document["restore_point"] = self.restore_point
         return (json.dumps(document, indent=2) + "\n").encode()
 
     @classmethod
@@ -193,6 +202,7 @@ class LockInfo:
             purpose=str(document["purpose"]),
             refreshed=refreshed,
             process=Process.from_document(process) if process else None,
+            restore_point=str(document.get("restore_point", "")),
         )
 
 
@@ -320,7 +330,7 @@ class RepositoryLocks:
                 continue
             except (ValueError, KeyError, TypeError, BlockferryError) as exc:
                 log.warning("lock %s is unreadable: %s", self.storage.where(found.name), exc)
-                kind = LockKind.SHARED if name.startswith("shared-") else LockKind.EXCLUSIVE
+                kind = next((k for k in LockKind if name.startswith(f"{k}-")), LockKind.EXCLUSIVE)
                 time = found.modified
                 locks.append(LockInfo(name, kind, "", "unknown", 0, time, "unreadable lock", time))
         return locks
@@ -346,7 +356,21 @@ class RepositoryLocks:
         self.storage.delete(*(layout.lock(info.name) for info in stale))
         return others
 
-    def acquire(self, kind: LockKind, *, purpose: str = "", wait: float = 0.0) -> HeldLock:
+    def pins(self) -> set[str]:
+        """The restore points pinned now: those of every pin whose holder may still be
+        alive (its heartbeat is measured against the newest lock's, so a pin is kept
+        rather than dropped when in doubt)."""
+        present = self.list_locks()
+        now = max((info.refreshed for info in present), default=None)
+        return {
+            info.restore_point
+            for info in present
+            if info.kind is LockKind.PIN and not self.is_stale(info, now)
+        }
+
+    def acquire(
+        self, kind: LockKind, *, purpose: str = "", wait: float = 0.0, restore_point: str = ""
+    ) -> HeldLock:
         """Take a lock, retrying for up to ``wait`` seconds while a conflicting one is held.
 
         Raises:
@@ -367,6 +391,7 @@ class RepositoryLocks:
                 purpose=purpose,
                 refreshed=now,
                 process=self.process,
+                restore_point=restore_point,
             )
             path = layout.lock(info.name)
             self._write(path, info.to_json(), may_use_reserve=kind is LockKind.EXCLUSIVE)

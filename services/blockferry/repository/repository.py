@@ -42,7 +42,7 @@ from blockferry.repository.keys import (
     recovery_key,
 )
 from blockferry.repository.local_storage import LocalStorage
-from blockferry.repository.locks import HeldLock, RepositoryLocks
+from blockferry.repository.locks import HeldLock, LockKind, RepositoryLocks
 from blockferry.repository.pack import (
     PackEntry,
     PackFooter,
@@ -75,6 +75,8 @@ REPAIR_HINT = (
 
 PRUNE_LOCK_WAIT_S = 60.0
 """How long a prune waits for backups' short shared locks (an end marker's) to go."""
+PIN_LOCK_WAIT_S = 120.0
+"""How long pinning a restore point waits for a prune or GC to finish."""
 
 
 @dataclass(frozen=True)
@@ -397,6 +399,9 @@ class Repository:
     def read_block(self, digest: bytes, *, quarantine: bool = False) -> bytes:
         """The plaintext of the chunk ``digest``, verified; refreshes the index once on a miss.
 
+        A chunk that garbage collection moved to a new pack since the index was loaded
+        (a reader that holds no lock, such as an export) is read again from its new place.
+
         Args:
             quarantine: a damaged copy is quarantined (see :meth:`quarantine`) before
                 the error is raised; off for a repository that must not be written.
@@ -415,6 +420,10 @@ class Repository:
         try:
             return self.read_entry(entry)
         except CorruptionError as exc:
+            self.refresh_index()
+            moved = self.locate(digest)
+            if moved is not None and moved != entry:
+                return self.read_block(digest, quarantine=quarantine)
             if not quarantine:
                 raise
             self.quarantine(entry, str(exc))
@@ -560,6 +569,8 @@ class Repository:
                     f"prune of job {job} stopped, nothing was removed: {exc}. {REPAIR_HINT}"
                 ) from exc
             keep = kept(points, policy)
+            for rp_id in self.locks.pins() & {point.id for point in points}:
+                keep.setdefault(rp_id, []).append("pinned")
             gone = [point for point in points if point.id not in keep]
             self.hooks.reached(Point.PRUNE_DECIDED)
             if not dry_run:
@@ -606,6 +617,28 @@ class Repository:
     ) -> contextlib.AbstractContextManager[HeldLock]:
         """Hold an exclusive lock (prune, GC) for a ``with`` block."""
         return self.locks.exclusive(purpose, wait=wait)
+
+    def pin(self, rp_id: str, purpose: str) -> HeldLock:
+        """Pin the restore point ``rp_id`` while it is read without a lock (an export):
+        prune keeps it, and so GC keeps its chunks, until the pin is released (or its
+        holder dies and its heartbeat goes stale). GC, prune of other restore points and
+        backups go on meanwhile.
+
+        The pin is taken under a shared lock, so a prune running now either finished
+        before (then the restore point is gone, and this raises) or sees the pin.
+
+        Raises:
+            RestorePointNotFound: no such restore point.
+            LockBusy: a prune or GC held the repository for longer than the wait.
+        """
+        with self.shared_lock(f"pin {rp_id}", wait=PIN_LOCK_WAIT_S):
+            held = self.locks.acquire(LockKind.PIN, purpose=purpose, restore_point=rp_id)
+            try:
+                self.restore_point(rp_id)
+            except BaseException:
+                held.release()
+                raise
+        return held
 
     # -- format -------------------------------------------------------------------------
 
