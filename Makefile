@@ -7,7 +7,7 @@ export BLOCKFERRY_DATA_DIR ?= ./.blockferry
 
 include compose/local/kafka.mk
 
-.PHONY: venv run run-two-sites mirror-fetch up down test test-deps test-servers lint typecheck unit kafka-tests e2e bench bench-memory bench-scale bench-storage soak image chart-tools k8s chart-test registry-fetch observe-test clean
+.PHONY: venv run run-two-sites mirror-fetch up down test test-deps test-servers lint typecheck unit kafka-tests e2e bench bench-memory bench-scale bench-storage bench-recovery soak image chart-tools k8s chart-test registry-fetch observe-test clean
 
 venv: $(VENV)/.installed
 
@@ -59,6 +59,11 @@ test: test-deps venv lint typecheck kafka-fetch mirror-fetch test-servers
 bench: venv kafka-fetch test-servers
 	bash compose/local/bench.sh
 	$(BIN)/python compose/local/bench_storage.py
+	$(BIN)/python compose/local/bench_recovery.py
+
+# instant recovery and file-level restore against a full restore, local and on S3 (MinIO)
+bench-recovery: venv test-servers
+	$(BIN)/python compose/local/bench_recovery.py
 
 bench-memory: venv kafka-fetch
 	bash compose/local/bench_memory.sh
