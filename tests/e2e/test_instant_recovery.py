@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import time
@@ -59,11 +60,12 @@ def tree_of(disk: Path) -> Path:
 
 
 @contextmanager
-def exported(mesh: MeshProcesses, rp: str, socket: Path) -> Iterator[str]:
-    """``blockferry repo export`` serving ``rp`` on ``socket``; yields its URI."""
+def serving(mesh: MeshProcesses, *args: str) -> Iterator[str]:
+    """``blockferry ARGS`` (an export) running until the block ends, then stopped as
+    Ctrl-C stops it; yields the URI it prints first."""
     need_commands("nbdkit", "nbdkit")
     process = subprocess.Popen(
-        [*BLOCKFERRY, "repo", "export", mesh.location, rp, "--socket", str(socket)],
+        [*BLOCKFERRY, *args],
         env=mesh.env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -73,12 +75,20 @@ def exported(mesh: MeshProcesses, rp: str, socket: Path) -> Iterator[str]:
     try:
         assert process.stdout is not None
         uri = process.stdout.readline().strip()
-        assert uri == f"nbd+unix:///?socket={socket}", process.stderr and process.stderr.read()
+        assert uri, process.stderr and process.stderr.read()
         yield uri
     finally:
-        process.terminate()
+        process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0, process.stderr and process.stderr.read()
-    assert not socket.exists(), "nbdkit removed its socket"
+
+
+@contextmanager
+def exported(mesh: MeshProcesses, rp: str, socket: Path) -> Iterator[str]:
+    """``blockferry repo export`` serving ``rp`` on ``socket``; yields its URI."""
+    with serving(mesh, "repo", "export", mesh.location, rp, "--socket", str(socket)) as uri:
+        assert uri == f"nbd+unix:///?socket={socket}"
+        yield uri
+    assert not socket.exists(), "the export removed its socket"
 
 
 def qemu_compare(image: Path, uri: str) -> None:
@@ -350,16 +360,9 @@ def test_an_export_on_tcp_takes_only_tls_clients_with_a_certificate_of_its_ca(
 
     server, client, stranger = _certificates(tmp_path)
     port = free_port()
-    process = subprocess.Popen(
-        [*BLOCKFERRY, "repo", "export", mesh.location, rp, "--listen", f"127.0.0.1:{port}",
-         "--tls-certificates", str(server)],
-        env=mesh.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        uri = process.stdout.readline().strip()
-        assert uri == f"nbds://127.0.0.1:{port}/", process.stderr and process.stderr.read()
+    listen = ["--listen", f"127.0.0.1:{port}", "--tls-certificates", str(server)]
+    with serving(mesh, "repo", "export", mesh.location, rp, *listen) as uri:
+        assert uri == f"nbds://127.0.0.1:{port}/"
 
         def info(uri: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
@@ -371,9 +374,6 @@ def test_an_export_on_tcp_takes_only_tls_clients_with_a_certificate_of_its_ca(
         assert int(good.stdout) == 2 * MiB
         assert info(f"nbd://127.0.0.1:{port}/").returncode != 0, "plain NBD is refused"
         assert info(f"{uri}?tls-certificates={stranger}").returncode != 0, "another CA's client"
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
 
 
 def _certificates(folder: Path) -> tuple[Path, Path, Path]:
@@ -410,3 +410,81 @@ def _certificates(folder: Path) -> tuple[Path, Path, Path]:
     stranger = issued("other-ca", folder / "stranger", "client", "extendedKeyUsage=clientAuth")
     shutil.copy(folder / "export-ca.pem", stranger / "ca-cert.pem")  # trusts the server
     return server, client, stranger
+
+
+def test_through_the_api_the_repository_owner_serves_files_and_exports(
+    mesh_processes: MeshProcesses, disk: Path, tmp_path: Path
+) -> None:
+    """`blockferry files` and `blockferry export`: the orchestrator asks the target mover,
+    which reads the repository it holds (restore roots: the data directory, tmp_path)."""
+    mesh = mesh_processes
+    mesh.up(shards=1)
+    rp = mesh.cli_json("backup", str(disk), "--disk", "d0", "--wait")["restore_point"]
+    tree = tree_of(disk)
+
+    listed = mesh.cli_json("files", "ls", rp, "/p3/etc")["entries"]
+    assert [e["name"] for e in listed] == sorted(os.listdir(tree / "etc"))
+    big = subprocess.run(
+        [*BLOCKFERRY, "files", "cat", rp, "/p3/data/big.bin"],
+        env=mesh.env,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    assert big == (tree / "data" / "big.bin").read_bytes(), "streamed in several pieces"
+    missing = mesh.cli("files", "cat", rp, "/p3/no/such/file")
+    assert missing.returncode == 1
+    assert "no /p3/no/such/file" in missing.stderr
+
+    into = tmp_path / "restored"
+    into.mkdir()
+    done = mesh.cli_json("files", "restore", rp, "/p2/etc", "--to", str(into))
+    assert (done["files"], done["symlinks"], done["failed"]) == (2, 1, {}), done
+    assert_same_tree(tree / "etc", into / "etc", times=False)
+    outside = mesh.cli("files", "restore", rp, "/p2/etc", "--to", "/tmp")
+    assert outside.returncode == 1
+    assert "restore root" in outside.stderr
+
+    with serving(mesh, "export", rp) as uri:
+        assert uri.startswith("nbd+unix:///?socket=")
+        qemu_compare(disk, uri)
+    socket = Path(uri.split("socket=", 1)[1])
+    assert not socket.exists(), "the owner stopped the export when the CLI did"
+
+
+def test_a_job_with_a_catalog_answers_which_restore_points_hold_a_file(
+    mesh_processes: MeshProcesses, tmp_path: Path
+) -> None:
+    mesh = mesh_processes
+    mesh.up(shards=1)
+    tree = source_tree(tmp_path / "tree")
+    versions = []
+    for text in ("first\n", "the second version\n"):
+        (tree / "etc" / "hostname").write_text(text)
+        image = ext4(tree, tmp_path / f"fs-{len(versions)}.img", 16)
+        versions.append(partitioned(tmp_path / f"disk-{len(versions)}.img", [Partition(image)]))
+    source = tmp_path / "vm.img"
+    disks = [{"name": "d0", "source": str(source)}]
+    job = {"name": "web", "catalog": True, "vms": [{"name": "vm", "disks": disks}]}
+    assert mesh.api("POST", "/api/v1/jobs", json=job).status_code == 201
+    points = []
+    for version in versions:
+        shutil.copyfile(version, source)
+        points.append(mesh.cli_json("jobs", "start", "web", "--wait")["restore_point"])
+    uncatalogued = mesh.cli_json("backup", str(versions[0]), "--job", "adhoc", "--wait")
+
+    found = mesh.cli_json("files", "find", "hostname", "--job", "web")
+    assert [(f["restore_point"], f["path"], f["size"]) for f in found["found"]] == [
+        (points[0], "/p1/etc/hostname", 6),
+        (points[1], "/p1/etc/hostname", 19),
+    ]
+    assert found["uncatalogued"] == []
+    by_path = mesh.cli_json("files", "find", "/p1/data/*.bin")
+    assert {(f["restore_point"], f["path"]) for f in by_path["found"]} == {
+        (rp, f"/p1/data/{name}") for rp in points for name in ("big.bin", "small.bin")
+    }
+    assert by_path["uncatalogued"] == [uncatalogued["restore_point"]]
+    built = mesh.cli_json("files", "catalog", uncatalogued["restore_point"])
+    assert built["entries"] > 5
+    offline = mesh.cli_json("repo", "files", "find", mesh.location, "small.bin", "--job", "adhoc")
+    assert [f["restore_point"] for f in offline["found"]] == [uncatalogued["restore_point"]]

@@ -36,6 +36,7 @@ def main(log_level: str, log_format: str) -> None:
 
 
 # the commands register themselves on ``main``
+from blockferry.cli import in_place as in_place  # noqa: E402
 from blockferry.cli import jobs as jobs  # noqa: E402
 from blockferry.cli import maintenance as maintenance  # noqa: E402
 from blockferry.cli import repo as repo  # noqa: E402

@@ -24,7 +24,6 @@ from blockferry.core.errors import BlockferryError
 if TYPE_CHECKING:
     from blockferry.repository import Repository
     from blockferry.repository.keys import Secret
-    from blockferry.repository.restore_point import RestorePoint
     from blockferry.repository.storage import Storage
 
 REPO_LOCK_WAIT_S = 60.0
@@ -139,15 +138,6 @@ def open_unlocked(
             click.prompt(f"passphrase of {location}", hide_input=True, err=True)
         )
     return Repository.open(storage(), secret=secret), secret
-
-
-def disk_of(point: RestorePoint, disk: str | None) -> str:
-    """The disk named, or the restore point's only disk; fails when it has several."""
-    if disk is not None:
-        return point.disk(disk).name
-    if len(point.disks) != 1:
-        fail(f"name one disk with --disk: {', '.join(point.disk_names)}")
-    return point.disks[0].name
 
 
 @repo.command("init")
@@ -532,7 +522,7 @@ def repo_restore(
     try:
         opened = _open(location, unlock, read_only=read_only)
         rp = opened.restore_point(restore_point)
-        name = disk_of(rp, disk)
+        name = rp.choose_disk(disk)
         size = rp.disk(name).size
         with _progress(as_json, f"restoring {name}", size) as advance:
             result = restore_disk(

@@ -9,26 +9,24 @@ chunks. With ``--read-only`` nothing is written to the repository, not even the 
 from __future__ import annotations
 
 import contextlib
-import io
 import signal
-import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
-from rich.table import Table
 
-from blockferry.cli.output import console, emit, fail, show_table
-from blockferry.cli.repo import READ_ONLY_HELP, Unlock, disk_of, open_unlocked, repo, unlock_options
+from blockferry.cli.in_place import show_files_restored, show_found, show_listing
+from blockferry.cli.output import console, emit, fail
+from blockferry.cli.repo import READ_ONLY_HELP, Unlock, open_unlocked, repo, unlock_options
 from blockferry.core.errors import BlockferryError
 
 if TYPE_CHECKING:
-    from blockferry.files.disk_files import DiskFiles, FileInfo
+    from blockferry.files.disk_files import DiskFiles
 
 disk_option = click.option("--disk", help="The disk, when the restore point has several.")
 
@@ -69,7 +67,7 @@ def repo_export(
     try:
         opened, secret = open_unlocked(location, unlock)
         with opened:
-            name = disk_of(opened.restore_point(restore_point), disk)
+            name = opened.restore_point(restore_point).choose_disk(disk)
         request = ExportRequest(
             repository=location,
             restore_point=restore_point,
@@ -136,13 +134,7 @@ def files_ls(
             entries = files.list(path)
     except BlockferryError as exc:
         fail(str(exc))
-    if as_json:
-        emit(True, {"path": path, "entries": [entry.to_dict() for entry in entries]}, "")
-        return
-    table = Table("mode", "owner", "size", "modified", "name", box=None)
-    for entry in entries:
-        table.add_row(*_listing_row(entry))
-    show_table(table)
+    show_listing(path, [entry.to_dict() for entry in entries], as_json)
 
 
 @files_command("cat")
@@ -197,18 +189,46 @@ def files_restore(
             result = restore_files(files, path, destination, overwrite=overwrite)
     except BlockferryError as exc:
         fail(str(exc))
-    for failed, why in sorted(result.failed.items()):
-        console.print(f"[bold red]not restored:[/] {failed}: {why}")
-    for skipped, why in sorted(result.skipped.items()):
-        console.print(f"skipped {skipped}: {why}")
-    emit(
-        as_json,
-        result.to_dict(),
-        f"restored {path} of {restore_point} into {destination}: {result.files} files,"
-        f" {result.dirs} directories, {result.symlinks} symlinks, {result.bytes} bytes",
-    )
-    if result.failed:
-        sys.exit(1)
+    show_files_restored(result.to_dict(), f"{path} of {restore_point} into {destination}", as_json)
+
+
+@repo_files.command("find")
+@click.argument("location", metavar="REPOSITORY")
+@click.argument("pattern")
+@click.option("--job", help="Only this job's restore points.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@unlock_options
+def files_find(location: str, pattern: str, job: str | None, as_json: bool, unlock: Unlock) -> None:
+    """Which restore points hold a file, from their catalogs: PATTERN (shell wildcards)
+    matches a file's name, or its whole path when it has a /."""
+    from blockferry.files.catalog import find
+
+    try:
+        repository, _ = open_unlocked(location, unlock, read_only=True)
+        with repository:
+            found, missing = find(repository, pattern, job)
+    except BlockferryError as exc:
+        fail(str(exc))
+    show_found({"found": [asdict(one) for one in found], "uncatalogued": missing}, as_json)
+
+
+@repo_files.command("catalog")
+@click.argument("location", metavar="REPOSITORY")
+@click.argument("restore_point")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@unlock_options
+def files_catalog(location: str, restore_point: str, as_json: bool, unlock: Unlock) -> None:
+    """Build the file catalog of RESTORE_POINT."""
+    from blockferry.files.catalog import build_catalog
+
+    try:
+        repository, _ = open_unlocked(location, unlock)
+        with repository:
+            entries = build_catalog(repository, restore_point)
+    except BlockferryError as exc:
+        fail(str(exc))
+    built = {"restore_point": restore_point, "entries": entries}
+    emit(as_json, built, f"catalogued {restore_point}: {entries} entries")
 
 
 @contextlib.contextmanager
@@ -216,28 +236,11 @@ def _disk_files(
     location: str, rp_id: str, disk: str | None, read_only: bool, unlock: Unlock
 ) -> Iterator[DiskFiles]:
     """The file systems of a disk of ``rp_id``, pinned (unless ``read_only``)."""
-    from blockferry.files.disk_files import DiskFiles
-    from blockferry.repository.disk_reader import DiskFile, DiskReader
+    from blockferry.files.disk_files import opened_disk
 
-    opened, _ = open_unlocked(location, unlock, read_only=read_only)
-    with opened, contextlib.ExitStack() as stack:
-        if not read_only:
-            stack.enter_context(opened.pin(rp_id, "file restore"))
-        point = opened.restore_point(rp_id)
-        name = disk_of(point, disk)
-        reader = stack.enter_context(DiskReader(opened, point, name))
-        disk_file = io.BufferedReader(DiskFile(reader), buffer_size=64 * 1024)
-        yield DiskFiles(disk_file, f"disk {name} of restore point {rp_id}")
-
-
-def _listing_row(entry: FileInfo) -> tuple[str, str, str, str, str]:
-    modified = datetime.fromtimestamp(entry.mtime_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    name = entry.name + ("/" if entry.kind == "dir" else "")
-    if entry.target is not None:
-        name += f" -> {entry.target}"
-    if entry.filesystem is not None:
-        name += f"  ({entry.filesystem})"
-    return stat.filemode(entry.mode), f"{entry.uid}:{entry.gid}", str(entry.size), modified, name
+    repository, _ = open_unlocked(location, unlock, read_only=read_only)
+    with repository, opened_disk(repository, rp_id, disk, pin=not read_only) as files:
+        yield files
 
 
 def _default_socket(rp_id: str, disk: str) -> Path:

@@ -16,6 +16,8 @@ This module is the only one that imports dissect; its errors become
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import stat
 from collections.abc import Iterator
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from blockferry.core.errors import BlockferryError, FileSystemError
+from blockferry.repository.disk_reader import DiskFile, DiskReader
+from blockferry.repository.repository import Repository
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +189,28 @@ class DiskFiles:
             raise
         except Exception as exc:
             raise FileSystemError(f"no {_join(volume, inner)} on {self.label}") from exc
+
+
+@contextlib.contextmanager
+def opened_disk(
+    repo: Repository, rp_id: str, disk: str | None, *, pin: bool = True
+) -> Iterator[DiskFiles]:
+    """The file systems of ``disk`` (None: the only one) of restore point ``rp_id``,
+    read in place, the restore point pinned meanwhile (unless ``pin`` is off: a
+    repository that must not be written).
+
+    Raises:
+        RestorePointNotFound, ConfigError: no such restore point or disk.
+        FileSystemError: no file system that can be read is on the disk.
+    """
+    with contextlib.ExitStack() as stack:
+        if pin:
+            stack.enter_context(repo.pin(rp_id, "file restore"))
+        point = repo.restore_point(rp_id)
+        name = point.choose_disk(disk)
+        reader = stack.enter_context(DiskReader(repo, point, name))
+        disk_file = io.BufferedReader(DiskFile(reader), buffer_size=64 * 1024)
+        yield DiskFiles(disk_file, f"disk {name} of restore point {rp_id}")
 
 
 def _volumes(disk: BinaryIO) -> Iterator[tuple[str, Any]]:

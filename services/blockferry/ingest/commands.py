@@ -92,11 +92,14 @@ class RepositoryServer(CommandServer):
 class OwnerCommands(RepositoryServer):
     """The orchestrator's commands to the repository (``<repo>.commands``)."""
 
-    def __init__(self, ctx: IngestContext) -> None:
+    def __init__(self, ctx: IngestContext, more: list[Handler[Any, Any]]) -> None:
+        """``more``: the handlers of other commands on the same topic (files, exports)."""
+        self._more = more
         super().__init__(ctx, "commands", f"{ctx.name}.owner", ctx.mesh.topics.commands(ctx.name))
 
     def handlers(self) -> list[Handler[Any, Any]]:
         return [
+            *self._more,
             Handler(cmd.COMMIT, self._commit),
             Handler(cmd.DISCARD, self._discard),
             Handler(cmd.GC, self._gc),

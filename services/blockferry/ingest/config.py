@@ -59,6 +59,12 @@ class IngestConfig(BaseModel):
         " or for the gateway s3://bucket/prefix?endpoint=URL). Empty: for the target"
         " mover, the repository 'default' under the data directory.",
     )
+    export_tls_dir: Path | None = Field(
+        None,
+        description="Certificates for exports of restore points on TCP (blockferry export"
+        " --listen): a directory with ca-cert.pem, server-cert.pem and server-key.pem;"
+        " clients must present a certificate of that CA. Unset: exports on Unix sockets only.",
+    )
     repository_keys_dir: Path | None = Field(
         None,
         description="The directory of the key files of repositories encrypted at rest,"

@@ -16,6 +16,7 @@ from blockferry.ingest.chunks import ChunkIntake
 from blockferry.ingest.commands import MoverRequests, OwnerCommands
 from blockferry.ingest.config import IngestConfig
 from blockferry.ingest.context import IngestContext
+from blockferry.ingest.in_place import InPlace, InPlaceAccess
 from blockferry.ingest.metrics import IngestMetrics
 from blockferry.ingest.usage import keep_measuring
 from blockferry.mesh import Mesh
@@ -38,12 +39,14 @@ class RepositoryPipeline:
         metrics: IngestMetrics,
         pool: Executor,
         maintenance: Executor,
+        access: InPlaceAccess,
     ) -> None:
         metrics.for_repository(repo_name)
         self._ctx = ctx = IngestContext(mesh, repo, repo_name, config, metrics, pool, maintenance)
         self.intake = ChunkIntake(ctx)
         self.assembly = ExtentAssembly(ctx, self.intake)
-        self.commands = OwnerCommands(ctx)
+        self.in_place = InPlace(ctx, access)
+        self.commands = OwnerCommands(ctx, self.in_place.handlers())
         self.requests = MoverRequests(ctx)
 
     async def start(self) -> None:
@@ -88,6 +91,7 @@ class RepositoryPipeline:
             group.create_task(self.commands.run())
             group.create_task(self.requests.run())
             group.create_task(keep_measuring(self._ctx))
+            group.create_task(self.in_place.run())
 
     async def stop(self) -> None:
         for part in (self.commands, self.requests, self.assembly, self.intake):

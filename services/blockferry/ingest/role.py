@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from blockferry.core.errors import ConfigError, RepositoryNotFound, WrongKey
 from blockferry.ingest.config import IngestSettings
+from blockferry.ingest.in_place import InPlaceAccess
 from blockferry.ingest.metrics import IngestMetrics
 from blockferry.ingest.pipeline import RepositoryPipeline
 from blockferry.mesh import Mesh
@@ -78,6 +79,14 @@ class IngestRole:
             RepositoryNotFound: it is not created yet.
         """
         repo = await asyncio.to_thread(self._open, name, location)
+        key_file = self._settings.repository_key_file(name)
+        access = InPlaceAccess(
+            location=location,
+            secret=Secret.key_file(key_file) if repo.config.encrypted else None,
+            restore_roots=self._settings.restore_root_dirs(),
+            exports_dir=self._settings.data_dir / "exports",
+            tls_dir=self._settings.ingest().export_tls_dir,
+        )
         pipeline = RepositoryPipeline(
             self._mesh,
             repo,
@@ -86,6 +95,7 @@ class IngestRole:
             self._metrics,
             self._pool,
             self._maintenance,
+            access,
         )
         await pipeline.start()
         self._pipelines.append(pipeline)

@@ -262,6 +262,11 @@ class Job(_Strict):
         None, description="None: no scripts run on the guests."
     )
     snapshot: Snapshot = Field(default_factory=Snapshot)
+    catalog: bool = Field(
+        False,
+        description="After each backup, list every file of its disks into a catalog, so"
+        " `blockferry files find` answers which restore points hold a file.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Job:

@@ -18,6 +18,7 @@ from blockferry.core.restore_point_uri import restore_point_uri
 from blockferry.mesh import Mesh, RepositoryDirectory
 from blockferry.orchestrator.audit import AuditLog
 from blockferry.orchestrator.auth import ADMIN, OPERATOR, authenticated
+from blockferry.orchestrator.in_place_api import in_place_routes
 from blockferry.orchestrator.job_store import JobConflict, JobStore
 from blockferry.orchestrator.jobs import Job, JobView, PruneRequest, Retention
 from blockferry.orchestrator.metrics import OrchestratorMetrics
@@ -267,6 +268,7 @@ class Orchestrator:
 
         self._job_routes(api)
         self._user_routes(api)
+        in_place_routes(api, self._command, self._known_repository, self._config.verify_timeout_s)
         app.include_router(api)
 
     def _user_routes(self, api: APIRouter) -> None:
@@ -400,8 +402,25 @@ class Orchestrator:
         )
         if session.state not in ("success", "warning"):
             return
+        if job.catalog and session.restore_point:
+            await self._catalog(job.repository, session.restore_point)
         await self._apply_retention(job, session)
         await self._after_source(job)
+
+    async def _catalog(self, repository: str, rp_id: str) -> None:
+        """Build a restore point's file catalog; a failure is logged (the backup stands,
+        and `POST /restore-points/{id}/catalog` builds it again)."""
+        try:
+            built = await self._command(
+                repository,
+                cmd.BUILD_CATALOG,
+                cmd.CatalogArguments(restore_point=rp_id),
+                self._config.verify_timeout_s,
+            )
+        except HTTPException as exc:
+            log.warning("the file catalog of %s was not built: %s", rp_id, exc.detail)
+        else:
+            log.info("file catalog of %s: %d entries", rp_id, built.entries)
 
     async def _apply_retention(self, job: Job, session: Session) -> None:
         """``job``'s retention policy after its ``session`` stored a restore point."""

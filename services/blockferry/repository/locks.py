@@ -356,6 +356,19 @@ class RepositoryLocks:
         self.storage.delete(*(layout.lock(info.name) for info in stale))
         return others
 
+    def held_for(self, purpose: str) -> list[LockInfo]:
+        """The exclusive locks taken for ``purpose`` (``prune``: of any job) that are
+        not stale."""
+        present = self.list_locks()
+        now = max((info.refreshed for info in present), default=None)
+        return [
+            info
+            for info in present
+            if info.kind is LockKind.EXCLUSIVE
+            and info.purpose.split(" ", 1)[0] == purpose
+            and not self.is_stale(info, now)
+        ]
+
     def pins(self) -> set[str]:
         """The restore points pinned now: those of every pin whose holder may still be
         alive (its heartbeat is measured against the newest lock's, so a pin is kept

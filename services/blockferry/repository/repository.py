@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -75,8 +76,10 @@ REPAIR_HINT = (
 
 PRUNE_LOCK_WAIT_S = 60.0
 """How long a prune waits for backups' short shared locks (an end marker's) to go."""
-PIN_LOCK_WAIT_S = 120.0
-"""How long pinning a restore point waits for a prune or GC to finish."""
+PIN_WAIT_S = 120.0
+"""How long pinning a restore point waits for a prune under way to finish."""
+PRUNE = "prune"
+"""The purpose of a prune's lock (its job follows), which a pin waits for."""
 
 
 @dataclass(frozen=True)
@@ -561,7 +564,7 @@ class Repository:
             CorruptionError: a restore point of the job cannot be read; nothing was
                 removed (it might be the newest, which retention always keeps).
         """
-        with self.exclusive_lock(f"prune {job}", wait=PRUNE_LOCK_WAIT_S) as held:
+        with self.exclusive_lock(f"{PRUNE} {job}", wait=PRUNE_LOCK_WAIT_S) as held:
             try:
                 points = self.restore_point_store.restore_points(job, strict=True)
             except CorruptionError as exc:
@@ -622,22 +625,30 @@ class Repository:
         """Pin the restore point ``rp_id`` while it is read without a lock (an export):
         prune keeps it, and so GC keeps its chunks, until the pin is released (or its
         holder dies and its heartbeat goes stale). GC, prune of other restore points and
-        backups go on meanwhile.
+        backups go on meanwhile, and a GC running now does not hold the pin up.
 
-        The pin is taken under a shared lock, so a prune running now either finished
-        before (then the restore point is gone, and this raises) or sees the pin.
+        A prune lists the pins once it holds its lock. So the pin, once written, waits
+        for a prune that holds its lock now to finish, then reads the restore point: a
+        prune that saw no pin has finished by then (the restore point is gone: this
+        raises), and any later one sees the pin.
 
         Raises:
             RestorePointNotFound: no such restore point.
-            LockBusy: a prune or GC held the repository for longer than the wait.
+            LockBusy: a prune held the repository for longer than the wait.
         """
-        with self.shared_lock(f"pin {rp_id}", wait=PIN_LOCK_WAIT_S):
-            held = self.locks.acquire(LockKind.PIN, purpose=purpose, restore_point=rp_id)
-            try:
-                self.restore_point(rp_id)
-            except BaseException:
-                held.release()
-                raise
+        held = self.locks.acquire(LockKind.PIN, purpose=purpose, restore_point=rp_id)
+        try:
+            deadline = time.monotonic() + PIN_WAIT_S
+            while pruning := self.locks.held_for(PRUNE):
+                if time.monotonic() > deadline:
+                    raise LockBusy(
+                        f"pinning restore point {rp_id}: {pruning[0].describe()} goes on"
+                    )
+                time.sleep(0.2)
+            self.restore_point(rp_id)
+        except BaseException:
+            held.release()
+            raise
         return held
 
     # -- format -------------------------------------------------------------------------

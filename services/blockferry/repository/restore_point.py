@@ -71,6 +71,18 @@ class RestorePoint:
             f"(it has: {', '.join(self.disk_names)})"
         )
 
+    def choose_disk(self, name: str | None) -> str:
+        """The disk ``name``, or with None the only disk; raises ConfigError when there is
+        no such disk, or no name and several disks."""
+        if name is not None:
+            return self.disk(name).name
+        if len(self.disks) != 1:
+            raise ConfigError(
+                f"restore point {self.id} has several disks: name one of"
+                f" {', '.join(self.disk_names)}"
+            )
+        return self.disks[0].name
+
     def body(self) -> dict[str, Any]:
         """The JSON body without its checksum."""
         return {

@@ -221,6 +221,128 @@ class Generation(Message):
     generation: int = Field(description="The generation begun.")
 
 
+class FilesArguments(Message):
+    """A path in the file systems of a disk of a restore point: its first component names
+    the volume (``/p1/etc``); ``/`` lists the volumes."""
+
+    restore_point: str
+    disk: str | None = Field(None, description="Needed when the restore point has several.")
+    path: str = "/"
+
+
+class FileEntry(Message):
+    """One directory entry of a backed-up file system."""
+
+    path: str
+    name: str
+    kind: str = Field(description="file, dir, symlink or other.")
+    size: int
+    mode: str = Field(description="Permission bits, in octal.")
+    uid: int
+    gid: int
+    mtime_ns: int
+    atime_ns: int
+    target: str | None = Field(None, description="A symlink's target.")
+    filesystem: str | None = Field(None, description="A volume's file system type.")
+
+
+class FileList(Message):
+    entries: list[FileEntry]
+
+
+class ReadFileArguments(Message):
+    """``length`` bytes of a regular file from ``offset``."""
+
+    restore_point: str
+    disk: str | None = None
+    path: str
+    offset: int = 0
+    length: types.Int32
+
+
+class FileData(Message):
+    data: bytes
+    size: int = Field(description="The whole file's size.")
+
+
+class RestoreFilesArguments(Message):
+    """Restore a file or tree into the directory ``destination`` (under a restore root of
+    the repository's owner)."""
+
+    restore_point: str
+    disk: str | None = None
+    path: str
+    destination: str
+    overwrite: bool = False
+
+
+class FilesRestored(Message):
+    files: int
+    dirs: int
+    symlinks: int
+    bytes: int
+    failed: dict[str, str] = Field(default_factory=dict, description="Path: why.")
+    skipped: dict[str, str] = Field(default_factory=dict, description="Path: why.")
+
+
+class StartExportArguments(Message):
+    """Serve a disk read-only over NBD, on a Unix socket under a restore root of the
+    repository's owner, or on a TCP address (TLS, with the owner's certificates)."""
+
+    restore_point: str
+    disk: str | None = None
+    socket: str | None = None
+    listen: str | None = Field(None, description="HOST:PORT.")
+
+
+class ExportInfo(Message):
+    id: str
+    restore_point: str
+    disk: str
+    uri: str
+    lease_s: types.Int32 = Field(description="It stops unless kept alive within this.")
+
+
+class ExportArguments(Message):
+    id: str
+
+
+class CatalogArguments(Message):
+    """Build the file catalog of a restore point."""
+
+    restore_point: str
+
+
+class CatalogBuilt(Message):
+    restore_point: str
+    entries: int
+
+
+class FindArguments(Message):
+    """Search the file catalogs: ``pattern`` has shell wildcards and matches a file's
+    name, or its whole path when it has a ``/``."""
+
+    pattern: str
+    job: str | None = None
+
+
+class FoundFile(Message):
+    restore_point: str
+    job: str
+    created: str
+    disk: str
+    path: str
+    size: int
+    mtime_ns: int
+
+
+class FoundFiles(Message):
+    found: list[FoundFile]
+    uncatalogued: list[str] = Field(
+        default_factory=list, description="Restore points searched that have no catalog."
+    )
+
+
 COMMIT = CommandSpec("commit", CommitArguments, RestorePointInfo)
 DISCARD = CommandSpec("discard", DiscardArguments, Done)
 GC = CommandSpec("gc", GcArguments, GcResult)
@@ -235,6 +357,14 @@ LATEST_RESTORE_POINT = CommandSpec(
 )
 DESCRIBE = CommandSpec("describe", DescribeArguments, RepositoryDescription)
 START_GENERATION = CommandSpec("start-generation", StartGenerationArguments, Generation)
+LIST_FILES = CommandSpec("list-files", FilesArguments, FileList)
+READ_FILE = CommandSpec("read-file", ReadFileArguments, FileData)
+RESTORE_FILES = CommandSpec("restore-files", RestoreFilesArguments, FilesRestored)
+START_EXPORT = CommandSpec("start-export", StartExportArguments, ExportInfo)
+KEEP_EXPORT = CommandSpec("keep-export", ExportArguments, Done)
+STOP_EXPORT = CommandSpec("stop-export", ExportArguments, Done)
+BUILD_CATALOG = CommandSpec("build-catalog", CatalogArguments, CatalogBuilt)
+FIND_FILES = CommandSpec("find-files", FindArguments, FoundFiles)
 
 
 # -- the source movers' requests to the owner (<repo>.requests) ---------------------------

@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from blockferry.core.errors import CorruptionError, RestorePointNotFound
+from blockferry.core.errors import CorruptionError, LockBusy, RestorePointNotFound
 from blockferry.repository import Repository, RestorePoint
+from blockferry.repository import repository as repository_module
 from blockferry.repository.disk_reader import DiskFile, DiskReader, Extent
 from blockferry.repository.gc import collect_garbage
 from blockferry.repository.locks import LockKind
@@ -171,3 +172,14 @@ def test_the_pin_of_a_dead_process_does_not_keep_a_restore_point(
     assert [lock.restore_point for lock in repo.locks.list_locks()] == [point.id]
     assert repo.locks.pins() == set(), "its holder is gone"
     assert repo.prune("vm", Policy(keep_last=1)).removed == [point.id]
+
+
+def test_a_pin_waits_for_a_prune_under_way_not_for_a_gc(
+    repo: Repository, point: RestorePoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(repository_module, "PIN_WAIT_S", 0.3)
+    with repo.locks.exclusive("gc"):
+        repo.pin(point.id, "export").release()
+    with repo.locks.exclusive("prune vm"), pytest.raises(LockBusy, match="prune vm"):
+        repo.pin(point.id, "export")
+    assert not [lock for lock in repo.locks.list_locks() if lock.kind is LockKind.PIN]

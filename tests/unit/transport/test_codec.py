@@ -321,6 +321,78 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "RepositoryDescription": {"id": "i", "block_size": 1048576, "shard_count": 8},
     "StartGenerationArguments": {},
     "Generation": {"generation": 42},
+    "FilesArguments": {"restore_point": "rp", "disk": "sda", "path": "/p1/etc"},
+    "FileList": {
+        "entries": [
+            {
+                "path": "/p1/etc/hosts",
+                "name": "hosts",
+                "kind": "file",
+                "size": 220,
+                "mode": "0644",
+                "uid": 0,
+                "gid": 0,
+                "mtime_ns": 1_700_000_000_123_456_789,
+                "atime_ns": 1_700_000_000_000_000_000,
+                "target": None,
+                "filesystem": None,
+            }
+        ]
+    },
+    "ReadFileArguments": {
+        "restore_point": "rp",
+        "disk": None,
+        "path": "/p1/etc/hosts",
+        "offset": 4096,
+        "length": 1 << 22,
+    },
+    "FileData": {"data": b"127.0.0.1 localhost\n", "size": 220},
+    "RestoreFilesArguments": {
+        "restore_point": "rp",
+        "disk": "sda",
+        "path": "/p1/home",
+        "destination": "/srv/restored",
+        "overwrite": False,
+    },
+    "FilesRestored": {
+        "files": 3,
+        "dirs": 1,
+        "symlinks": 1,
+        "bytes": 4096,
+        "failed": {"/p1/home/big": "reading chunk ...: checksum mismatch"},
+        "skipped": {},
+    },
+    "StartExportArguments": {
+        "restore_point": "rp",
+        "disk": None,
+        "socket": None,
+        "listen": "0.0.0.0:10809",
+    },
+    "ExportInfo": {
+        "id": "e1",
+        "restore_point": "rp",
+        "disk": "sda",
+        "uri": "nbd+unix:///?socket=/run/e1.sock",
+        "lease_s": 120,
+    },
+    "ExportArguments": {"id": "e1"},
+    "CatalogArguments": {"restore_point": "rp"},
+    "CatalogBuilt": {"restore_point": "rp", "entries": 1200},
+    "FindArguments": {"pattern": "*.conf", "job": None},
+    "FoundFiles": {
+        "found": [
+            {
+                "restore_point": "rp",
+                "job": "vm1",
+                "created": "2026-12-04T10:00:00.000Z",
+                "disk": "sda",
+                "path": "/p1/etc/nginx.conf",
+                "size": 2048,
+                "mtime_ns": 1_700_000_000_000_000_000,
+            }
+        ],
+        "uncatalogued": ["rp0"],
+    },
     "FixedIndexArguments": {"restore_point": "rp", "disk": "sda"},
     "RestoreArguments": {
         "session_id": "s",
