@@ -112,12 +112,12 @@ class Partition:
     type: str = "linux"
 
 
-def partitioned(out: Path, partitions: list[Partition]) -> Path:
-    """A GPT disk holding each file system image in a partition of its size (1 MiB
-    aligned), written in with plain file I/O."""
+def partitioned(out: Path, partitions: list[Partition], label: str = "gpt") -> Path:
+    """A disk (partition table ``label``: gpt or dos) holding each file system image in a
+    partition of its size (1 MiB aligned), written in with plain file I/O."""
     need_commands("fdisk", "sfdisk")
     offset = MiB
-    layout = ["label: gpt"]
+    layout = [f"label: {label}"]
     places = []
     for partition in partitions:
         size = partition.image.stat().st_size
