@@ -52,6 +52,7 @@ def fuzzed_mesh(
         mesh.close()
 
 
+@pytest.mark.timeout(900)  # every operation in one test: about 40 of them, 10 calls each
 def test_no_input_makes_a_server_error(fuzzed_mesh: MeshProcesses) -> None:
     url = fuzzed_mesh.env["BLOCKFERRY_API_URL"]
     schema = schemathesis.openapi.from_url(f"{url}/api/v1/openapi.json")
