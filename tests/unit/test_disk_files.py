@@ -8,9 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from blockferry.core.errors import FileSystemError
+from blockferry.core.errors import FileSystemError, RepositoryFull
+from blockferry.files.catalog import build_catalog, find
 from blockferry.files.disk_files import DiskFiles
+from blockferry.repository import Repository, restore_disk
+from blockferry.repository.catalog import read_catalog
+from blockferry.repository.locks import LockKind
 from tests.disk_images import Partition, ext4, fat, partitioned, source_tree
+from tests.system import small_tmpfs
+from tests.unit.repository.repo_helpers import (
+    backup,
+    fill_file_system,
+    root,
+    temporary_names,
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +84,27 @@ def test_a_disk_without_a_file_system_says_so(tmp_path: Path) -> None:
     blank.write_bytes(bytes(4 * 1024 * 1024))
     with blank.open("rb") as image, pytest.raises(FileSystemError, match="no file system"):
         DiskFiles(image, "blank.img")
+
+
+def test_a_catalog_on_a_full_file_system_fails_and_loses_nothing(
+    tree: Path, tmp_path: Path
+) -> None:
+    """The catalog is built (a pin, then the catalog object) on a repository whose file
+    system is full: a clear error, the restore point restores, nothing is left behind."""
+    image = partitioned(tmp_path / "disk.img", [Partition(ext4(tree, tmp_path / "fs.img", 16))])
+    with small_tmpfs(tmp_path / "small", "12m") as mount_point:
+        repo = Repository.init(mount_point / "repo", block_size=256 * 1024, shard_count=1)
+        point = backup(repo, "vm", {"sda": image.read_bytes()})
+        fill_file_system(mount_point / "filler")
+        with pytest.raises(RepositoryFull):
+            build_catalog(repo, point.id)
+        assert read_catalog(repo.storage, point) is None
+        assert temporary_names(root(repo)) == []
+        assert not [lock for lock in repo.locks.list_locks() if lock.kind is LockKind.PIN]
+        (mount_point / "filler").unlink()
+        restored = tmp_path / "restored.img"
+        restore_disk(repo, point.id, "sda", restored, force=False)
+        assert restored.read_bytes() == image.read_bytes()
+        assert build_catalog(repo, point.id) > 10
+        found, missing = find(repo, "small.bin")
+        assert ([f.path for f in found], missing) == (["/p1/data/small.bin"], [])

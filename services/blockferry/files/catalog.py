@@ -37,20 +37,22 @@ def build_catalog(repo: Repository, rp_id: str) -> int:
     Raises:
         RestorePointNotFound: no such restore point.
         CorruptionError: a chunk the file systems' metadata needs is damaged.
+        RepositoryFull: no room for the catalog (the restore point is untouched).
     """
-    point = repo.restore_point(rp_id)
-    entries: list[CatalogEntry] = []
-    for disk in point.disk_names:
-        try:
-            with opened_disk(repo, rp_id, disk) as files:
-                entries += [
-                    CatalogEntry(disk, info.path, info.kind, info.size, info.mtime_ns)
-                    for volume in files.volumes
-                    for info in files.walk(volume.path)
-                ]
-        except FileSystemError as exc:
-            log.info("cataloguing disk %s of %s: %s", disk, rp_id, exc)
-    return write_catalog(repo.storage, point, entries)
+    with repo.pin(rp_id, "file catalog"):  # prune keeps it until its catalog is written
+        point = repo.restore_point(rp_id)
+        entries: list[CatalogEntry] = []
+        for disk in point.disk_names:
+            try:
+                with opened_disk(repo, rp_id, disk, pin=False) as files:
+                    entries += [
+                        CatalogEntry(disk, info.path, info.kind, info.size, info.mtime_ns)
+                        for volume in files.volumes
+                        for info in files.walk(volume.path)
+                    ]
+            except FileSystemError as exc:
+                log.info("cataloguing disk %s of %s: %s", disk, rp_id, exc)
+        return write_catalog(repo.storage, point, entries)
 
 
 def find(repo: Repository, pattern: str, job: str | None = None) -> tuple[list[Found], list[str]]:

@@ -71,6 +71,22 @@ def backup(
     )
 
 
+def fill_file_system(path: Path) -> None:
+    """Write a file until the file system is full."""
+    with path.open("wb", buffering=0) as file:
+        chunk = b"\xff" * 65536
+        try:
+            while True:
+                file.write(chunk)
+        except OSError:
+            pass
+        try:
+            while True:
+                file.write(b"\xff" * 512)
+        except OSError:
+            pass
+
+
 def flip_byte(path: Path, offset: int) -> None:
     """Invert one byte of a file in place (offset may be negative)."""
     data = bytearray(path.read_bytes())

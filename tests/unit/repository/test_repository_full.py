@@ -17,29 +17,20 @@ from blockferry.repository import Repository, restore_disk, verify
 from blockferry.repository.gc import collect_garbage
 from blockferry.repository.retention import Policy
 from tests.system import small_tmpfs
-from tests.unit.repository.repo_helpers import BLOCK_SIZE, backup, make_image, root, temporary_names
+from tests.unit.repository.repo_helpers import (
+    BLOCK_SIZE,
+    backup,
+    fill_file_system,
+    make_image,
+    root,
+    temporary_names,
+)
 
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     with small_tmpfs(tmp_path / "small", "2m") as mount_point:
         yield mount_point
-
-
-def _fill(path: Path) -> None:
-    """Write a file until the file system is full."""
-    with path.open("wb", buffering=0) as file:
-        chunk = b"\xff" * 65536
-        try:
-            while True:
-                file.write(chunk)
-        except OSError:
-            pass
-        try:
-            while True:
-                file.write(b"\xff" * 512)
-        except OSError:
-            pass
 
 
 def test_full_file_system(small_fs: Path, tmp_path: Path) -> None:
@@ -59,7 +50,7 @@ def test_full_file_system(small_fs: Path, tmp_path: Path) -> None:
     assert temporary_names(root(repo)) == []
 
     repo.stage_fixed_index("s2", "sda", len(image), repo.read_fixed_index(first, "sda").digests)
-    _fill(small_fs / "filler")
+    fill_file_system(small_fs / "filler")
 
     with pytest.raises(RepositoryFull):
         repo.stage_fixed_index("s3", "sda", len(image), repo.read_fixed_index(first, "sda").digests)
@@ -98,7 +89,7 @@ def test_prune_and_gc_free_a_full_file_system(tmp_path: Path) -> None:
         newest = backup(repo, "vm", {"sda": make_image("aef")})
         with repo.shared_lock():
             pass  # a released lock leaves the reserve in place
-        _fill(mount_point / "filler")
+        fill_file_system(mount_point / "filler")
         with pytest.raises(RepositoryFull):
             repo.stage_fixed_index("s9", "sda", BLOCK_SIZE, [digest(b"x", repo.config.dedupe_key)])
 
