@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from blockferry.core import blocks
 from blockferry.ingest.config import IngestConfig
+from blockferry.ingest.in_place import InPlaceAccess
 from blockferry.ingest.metrics import IngestMetrics
 from blockferry.ingest.pipeline import RepositoryPipeline
 from blockferry.mesh import Mesh
@@ -46,9 +49,15 @@ async def running_pipeline(
     mesh = Mesh(CommonSettings(kafka=kafka), "target-mover")
     await mesh.start()
     pool = ThreadPoolExecutor(2)
-    pipeline = RepositoryPipeline(
-        mesh, repo, REPO, config, IngestMetrics(CollectorRegistry(), "test"), pool, pool
+    access = InPlaceAccess(
+        location=repo.where,
+        secret=None,
+        restore_roots=[],
+        exports_dir=Path(tempfile.gettempdir()),
+        tls_dir=None,
     )
+    metrics = IngestMetrics(CollectorRegistry(), "test")
+    pipeline = RepositoryPipeline(mesh, repo, REPO, config, metrics, pool, pool, access)
     await pipeline.start()
     running = asyncio.create_task(pipeline.run())
     replies = mesh.mailbox("replies", mesh.topics.replies(REPO), "correlation_id")
