@@ -144,6 +144,9 @@ class Export:
                     stdout=log,
                     stderr=log,
                 )
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
         finally:
             if read_fd is not None:
                 os.close(read_fd)

@@ -149,6 +149,11 @@ class InPlace:
         )
 
     async def _start_export(self, args: cmd.StartExportArguments, _: str) -> cmd.ExportInfo:
+        if args.listen and self._access.tls_dir is None:
+            raise ConfigError(
+                f"repository {self._ctx.name}'s owner serves exports on TCP only with TLS:"
+                " set its export_tls_dir, or export on a Unix socket"
+            )
         export_id = secrets.token_hex(6)
         point = await self._in_pool(self._ctx.repo.restore_point, args.restore_point)
         disk = point.choose_disk(args.disk)
@@ -161,11 +166,6 @@ class InPlace:
             tls_certificates=self._access.tls_dir,
             secret=self._access.secret,
         )
-        if args.listen and self._access.tls_dir is None:
-            raise ConfigError(
-                f"repository {self._ctx.name}'s owner serves exports on TCP only with TLS:"
-                " set its export_tls_dir, or export on a Unix socket"
-            )
         export = await self._in_pool(Export.start, request)
         info = cmd.ExportInfo(
             id=export_id,
